@@ -19,3 +19,106 @@ def cvat_schema_path() -> Path:
 @pytest.fixture(scope="session")
 def cvat_assets() -> Path:
     return SHARED_DATA / "cvat" / "assets"
+
+
+# --- history / alerts / schedule (helper C) ---------------------------------------------------
+import glob  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import uuid  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL cluster on a loopback port, from Debian's server binaries.
+
+    initdb refuses to run as root, so as root the cluster is created and run as `postgres`.
+    Yields a server URL without a database name.
+    """
+    initdbs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    assert initdbs, "PostgreSQL server binaries missing: install Debian's 'postgresql' (bash .ci/run does)"
+    bindir = Path(initdbs[-1]).parent
+    root = Path(tempfile.mkdtemp(prefix="ropewatch-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", _free_port()
+
+    def pg(*args: str) -> None:
+        subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=60)
+
+    pg(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
+    pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-o",
+       f"-h 127.0.0.1 -p {port} -k {root} -F -c fsync=off", "start")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}"
+    finally:
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_db(request, tmp_path):
+    """A fresh, empty history database URL on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'history.sqlite'}"
+        return
+    import psycopg
+
+    server = request.getfixturevalue("postgres_server")
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"{server}/{name}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def build_report(job=1, updated="2026-11-20T10:00:00.000000Z", model_version="v1", cm=((40, 5), (3, 52)),
+                 det=(100, 4, 6), host="http://cvat.local:8080", task=10, project=3):
+    """A report.json dict per the brief's contract, its metrics worked out by hand from a
+    wrong/correct confusion matrix (rows = reference) and detection counts (tp, fp, fn)."""
+    def ratio(a, b):
+        return a / b if b else None
+
+    def f1(p, r):
+        return None if p is None or r is None or p + r == 0 else 2 * p * r / (p + r)
+
+    (ww, wc), (cw, cc) = cm
+    tp, fp, fn = det
+    per_class = {}
+    for name, hit, pred, ref in (("wrong", ww, ww + cw, ww + wc), ("correct", cc, cc + wc, cw + cc)):
+        p, r = ratio(hit, pred), ratio(hit, ref)
+        per_class[name] = {"precision": p, "recall": r, "f1": f1(p, r), "support": ref}
+    dp, dr = ratio(tp, tp + fp), ratio(tp, tp + fn)
+    return {
+        "schema_version": "1.0", "generated_at": updated,
+        "source": {"host": host, "job": job, "task": task, "project": project, "job_updated_date": updated,
+                   "reference_mode": "manual", "reference_job": None},
+        "model_version": model_version,
+        "settings": {"iou": 0.5, "low_iou": 0.1, "label": "person", "attribute": "safety_rope_use"},
+        "counts": {"frames": 50, "frames_evaluated": 50, "predictions": tp + fp, "references": tp + fn,
+                   "semi_auto": 0, "skipped_shapes": {}},
+        "detection": {"tp": tp, "fp": fp, "fn": fn, "precision": dp, "recall": dr, "f1": f1(dp, dr), "ap": None},
+        "attribute": {"name": "safety_rope_use", "labels": ["wrong", "correct"], "confusion_matrix": [[ww, wc], [cw, cc]],
+                      "per_class": per_class, "accuracy": (ww + cc) / (ww + wc + cw + cc),
+                      "macro_f1": sum((c["f1"] or 0.0) for c in per_class.values()) / 2},
+        "errors": {"missed": fn, "background": fp, "localization": 0, "duplicate": 0,
+                   "flip_wrong_to_correct": wc, "flip_correct_to_wrong": cw, "edited_by_person": 0},
+        "breakdowns": {}, "worst_frames": [], "objects": [], "pr_curve": None,
+    }
+
+
+@pytest.fixture
+def make_report():
+    return build_report

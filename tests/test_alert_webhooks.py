@@ -1,0 +1,172 @@
+"""Webhook delivery against real local HTTP receivers: signatures, retries, outbox, no duplicates."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import socket
+import threading
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug.wrappers import Request, Response
+
+from validator.alert import (
+    IDEMPOTENCY_HEADER, SIGNATURE_HEADER, AlertConfig, Notifier, Rule, Webhook, record_and_queue, render_body,
+)
+from validator.history import open_store
+
+RULE = Rule(name="wrong-f1-low", metric="attribute.per_class.wrong.f1", op="<", threshold=0.95)
+SECRET = "hook-secret-4d8f"
+
+
+def config_for(*hooks: Webhook) -> AlertConfig:
+    return AlertConfig(rules=(RULE,), webhooks=hooks, report_url="https://r.example/{job}")
+
+
+def queue(store, config, report) -> list[dict]:
+    fired, _ = record_and_queue(store, report, config, [h.name for h in config.webhooks])
+    return fired
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_signed_generic_alert_delivered_once(history_db, httpserver, make_report, monkeypatch, capsys):
+    monkeypatch.setenv("HOOK_SECRET", SECRET)
+    httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
+    hook = Webhook(name="ops", url=httpserver.url_for("/hook"), secret_env="HOOK_SECRET", backoff_s=0.01)
+    config, store = config_for(hook), open_store(history_db)
+    report = make_report(job=4)
+    [alert] = queue(store, config, report)
+    notifier = Notifier(config.webhooks)
+    assert notifier.flush(store).sent == 1
+    [(request, _)] = httpserver.log
+    expected = "sha256=" + hmac.new(SECRET.encode(), request.get_data(), hashlib.sha256).hexdigest()
+    assert request.headers[SIGNATURE_HEADER] == expected
+    assert request.headers[IDEMPOTENCY_HEADER] == alert["key"]
+    body = json.loads(request.get_data())
+    assert (body["type"], body["job"], body["rule"], body["model_version"]) == ("ropewatch.alert", 4, "wrong-f1-low", "v1")
+    assert body["threshold"] == 0.95 and body["report_url"] == "https://r.example/4"
+    # The same job state again, and more flushes: nothing new is queued or sent.
+    assert queue(store, config, report)[0]["key"] == alert["key"]
+    assert notifier.flush(store).sent == 0 and notifier.flush(store).failed == 0
+    assert len(httpserver.log) == 1
+    assert [d["status"] for d in store.delivery_status()] == ["sent"]
+    assert SECRET not in capsys.readouterr().out
+    store.close()
+
+
+def test_500_then_ok_is_retried_within_one_run(history_db, httpserver, make_report):
+    httpserver.expect_ordered_request("/hook").respond_with_data("busy", status=500)
+    httpserver.expect_ordered_request("/hook").respond_with_data("ok")
+    config, store = config_for(Webhook(name="ops", url=httpserver.url_for("/hook"), backoff_s=0.01)), open_store(history_db)
+    queue(store, config, make_report())
+    assert Notifier(config.webhooks).flush(store).sent == 1
+    keys = {req.headers[IDEMPOTENCY_HEADER] for req, _ in httpserver.log}
+    assert len(httpserver.log) == 2 and len(keys) == 1  # a retry carries the same idempotency key
+    httpserver.check_assertions()
+    store.close()
+
+
+def test_receiver_down_keeps_alert_in_outbox_until_next_run(history_db, make_report, capsys):
+    port = free_port()
+    hook = Webhook(name="ops", url=f"http://127.0.0.1:{port}/t0ken-in-path", retries=1, backoff_s=0.01)
+    config, store = config_for(hook), open_store(history_db)
+    queue(store, config, make_report())
+    result = Notifier(config.webhooks).flush(store)
+    assert (result.sent, result.failed) == (0, 1) and "gave up after 1 retries" in result.errors[0]
+    [row] = store.delivery_status()
+    assert (row["status"], row["attempts"]) == ("pending", 1) and "t0ken" not in row["last_error"]
+    assert "t0ken" not in capsys.readouterr().out  # webhook URLs can hold tokens: never logged
+    receiver = HTTPServer("127.0.0.1", port)
+    receiver.expect_request("/t0ken-in-path").respond_with_data("ok")
+    receiver.start()
+    try:
+        assert Notifier(config.webhooks).flush(store).sent == 1  # the next run delivers it
+        assert Notifier(config.webhooks).flush(store).sent == 0
+        assert len(receiver.log) == 1
+    finally:
+        receiver.stop()
+    store.close()
+
+
+def test_slow_receiver_times_out_then_delivers(tmp_path, make_report):
+    release = threading.Event()
+
+    def slow(request: Request) -> Response:
+        release.wait(5)
+        return Response("late")
+
+    receiver = HTTPServer("127.0.0.1", 0, threaded=True)
+    receiver.expect_ordered_request("/hook").respond_with_handler(slow)
+    receiver.expect_ordered_request("/hook").respond_with_data("ok")
+    receiver.start()
+    try:
+        hook = Webhook(name="ops", url=receiver.url_for("/hook"), timeout_s=0.3, retries=0)
+        config, store = config_for(hook), open_store(str(tmp_path / "h.sqlite"))
+        queue(store, config, make_report())
+        result = Notifier(config.webhooks).flush(store)
+        assert result.failed == 1 and "ReadTimeoutError" in result.errors[0]
+        release.set()
+        assert Notifier(config.webhooks).flush(store).sent == 1
+        assert [d["status"] for d in store.delivery_status()] == ["sent"]
+    finally:
+        release.set()
+        receiver.stop()
+    store.close()
+
+
+def test_two_targets_are_tracked_separately(tmp_path, httpserver, make_report):
+    httpserver.expect_request("/ok").respond_with_data("ok")
+    httpserver.expect_request("/bad").respond_with_data("no", status=400)
+    hooks = (Webhook(name="good", url=httpserver.url_for("/ok"), format="slack"),
+             Webhook(name="broken", url=httpserver.url_for("/bad"), format="teams", retries=0))
+    config, store = config_for(*hooks), open_store(str(tmp_path / "h.sqlite"))
+    queue(store, config, make_report())
+    result = Notifier(config.webhooks).flush(store)
+    assert (result.sent, result.failed, result.errors) == (1, 1, ["broken: HTTP 400"])
+    assert {d["target"]: d["status"] for d in store.delivery_status()} == {"good": "sent", "broken": "pending"}
+    Notifier(config.webhooks).flush(store)
+    assert sum(1 for req, _ in httpserver.log if req.path == "/ok") == 1  # the sent one is not re-sent
+    store.close()
+
+
+def test_missing_secret_keeps_alert_pending_with_clear_reason(tmp_path, httpserver, make_report, monkeypatch):
+    monkeypatch.delenv("NOT_SET_SECRET", raising=False)
+    hook = Webhook(name="ops", url=httpserver.url_for("/hook"), secret_env="NOT_SET_SECRET")
+    config, store = config_for(hook), open_store(str(tmp_path / "h.sqlite"))
+    queue(store, config, make_report())
+    assert Notifier(config.webhooks).flush(store).errors == [
+        "ops: webhook 'ops': environment variable NOT_SET_SECRET is not set"]
+    assert httpserver.log == []
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET + "\n")
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    filed = config_for(Webhook(name="ops", url=httpserver.url_for("/hook"), secret_file=str(secret_file)))
+    assert Notifier(filed.webhooks).flush(store).sent == 1
+    request = httpserver.log[0][0]
+    assert hmac.compare_digest(
+        request.headers[SIGNATURE_HEADER],
+        "sha256=" + hmac.new(SECRET.encode(), request.get_data(), hashlib.sha256).hexdigest())
+    store.close()
+
+
+@pytest.mark.parametrize("fmt", ["slack", "teams"])
+def test_chat_bodies_name_job_rule_value_and_link(fmt, make_report):
+    from validator.alert import evaluate
+
+    [alert] = evaluate(make_report(job=12), config_for(), {})
+    body = json.loads(render_body(alert, fmt))
+    text = json.dumps(body)
+    for needle in ("wrong-f1-low", "12", "v1", "https://r.example/12", "0.95"):
+        assert needle in text
+    if fmt == "slack":
+        assert body["text"] == alert["message"] and body["blocks"][0]["type"] == "section"
+    else:
+        card = body["attachments"][0]
+        assert card["contentType"] == "application/vnd.microsoft.card.adaptive"
+        assert card["content"]["type"] == "AdaptiveCard" and card["content"]["actions"][0]["url"] == "https://r.example/12"

@@ -1,0 +1,486 @@
+"""History of validation runs, baselines and the alert outbox, in SQLite or PostgreSQL.
+
+One SQLAlchemy Core code path serves both: the embedded default is a SQLite file in a data
+directory, a ``postgresql://`` URL selects PostgreSQL through psycopg 3. Why a database and not
+files: a run (its row, the alerts it fired and their deliveries) is written in one transaction,
+so a crash or kill mid-write leaves nothing half-written, and the unique key
+(host, job, job_updated_date) makes re-running the same job state a no-op.
+
+Tables
+- ``runs``: one row per (host, job, job_updated_date) with the job's context, the key metrics
+  as columns (for trend queries and plots) and the full report.json.
+- ``baselines``: pinned baselines (a model version -> the runs whose median is the baseline);
+  without a pin the baseline is the median of the model version's first N runs.
+- ``alerts``: each alert fired, unique by its idempotency key (host, job, job state, rule).
+- ``deliveries``: one row per (alert, webhook): ``pending`` rows are the outbox, ``sent`` rows
+  the ledger that keeps an alert from being sent twice.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Engine
+
+ENV_DB = "ROPEWATCH_DB"
+DEFAULT_BASELINE_RUNS = 5
+UNKNOWN_MODEL = "unknown"
+
+# Column name -> dotted path into report.json (or a derived metric, see DERIVED).
+METRIC_COLUMNS: dict[str, str] = {
+    "det_precision": "detection.precision",
+    "det_recall": "detection.recall",
+    "det_f1": "detection.f1",
+    "det_ap": "detection.ap",
+    "wrong_precision": "attribute.per_class.wrong.precision",
+    "wrong_recall": "attribute.per_class.wrong.recall",
+    "wrong_f1": "attribute.per_class.wrong.f1",
+    "wrong_support": "attribute.per_class.wrong.support",
+    "correct_precision": "attribute.per_class.correct.precision",
+    "correct_recall": "attribute.per_class.correct.recall",
+    "correct_f1": "attribute.per_class.correct.f1",
+    "correct_support": "attribute.per_class.correct.support",
+    "accuracy": "attribute.accuracy",
+    "macro_f1": "attribute.macro_f1",
+    "flips_wrong_to_correct": "errors.flip_wrong_to_correct",
+    "flips_per_1000": "flips_wrong_to_correct_per_1000",
+}
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("host", sa.String(512), nullable=False),
+    sa.Column("job_id", sa.Integer, nullable=False),
+    sa.Column("job_updated_date", sa.String(64), nullable=False),
+    sa.Column("task_id", sa.Integer),
+    sa.Column("project_id", sa.Integer),
+    sa.Column("recorded_at", sa.String(32), nullable=False),  # ISO UTC, sorts as text
+    sa.Column("generated_at", sa.String(64)),
+    sa.Column("model_version", sa.String(256), nullable=False),
+    sa.Column("settings", sa.JSON, nullable=False),
+    sa.Column("frames", sa.Integer),
+    sa.Column("frames_evaluated", sa.Integer),
+    sa.Column("predictions", sa.Integer),
+    sa.Column("references", sa.Integer),
+    *(sa.Column(name, sa.Float) for name in METRIC_COLUMNS),
+    sa.Column("report", sa.JSON, nullable=False),
+    sa.UniqueConstraint("host", "job_id", "job_updated_date", name="uq_runs_job_state"),
+)
+sa.Index("ix_runs_model_version", runs.c.model_version, runs.c.recorded_at)
+sa.Index("ix_runs_project", runs.c.project_id, runs.c.recorded_at)
+
+baselines = sa.Table(
+    "baselines",
+    metadata,
+    sa.Column("model_version", sa.String(256), primary_key=True),
+    sa.Column("run_ids", sa.JSON, nullable=False),
+    sa.Column("pinned_at", sa.String(32), nullable=False),
+    sa.Column("note", sa.Text),
+)
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("rule", sa.String(256), nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("alert_key", sa.String(64), sa.ForeignKey("alerts.key"), primary_key=True),
+    sa.Column("target", sa.String(256), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),  # pending | sent
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("sent_at", sa.String(32)),
+)
+
+
+class HistoryError(RuntimeError):
+    """The history store cannot be used; the message says which store and what to do."""
+
+
+@dataclass(frozen=True)
+class JobState:
+    """The idempotency key of a run: one CVAT job in one annotation state."""
+
+    host: str
+    job_id: int
+    job_updated_date: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    alert_key: str
+    target: str
+    attempts: int
+    payload: dict[str, Any]
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def get_path(report: Mapping[str, Any], path: str) -> Any:
+    """Value at a dotted path of report.json, or None when any part is missing."""
+    node: Any = report
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def flips_per_1000(report: Mapping[str, Any]) -> float | None:
+    """wrong->correct flips per 1,000 reference persons: the dangerous error, normalised by size."""
+    flips, refs = get_path(report, "errors.flip_wrong_to_correct"), get_path(report, "counts.references")
+    if flips is None or not refs:
+        return None
+    return float(flips) / float(refs) * 1000.0
+
+
+DERIVED = {"flips_wrong_to_correct_per_1000": flips_per_1000}
+
+
+def metric_value(report: Mapping[str, Any], path: str) -> float | None:
+    """A numeric metric (dotted path or derived name); None when absent, null, NaN or infinite."""
+    value = DERIVED[path](report) if path in DERIVED else get_path(report, path)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def parse_time(value: str | datetime) -> datetime:
+    """CVAT's ISO timestamps (``...Z``, ``+00:00``) and naive ones (taken as UTC), as aware datetimes."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def make_state(host: str, job_id: int, updated: str | datetime) -> JobState:
+    """One spelling per job state (trailing '/', 'Z' vs '+00:00', str vs datetime), so a job listed
+    by cvat-sdk and the same job in a stored report compare equal."""
+    stamp = parse_time(updated).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return JobState(str(host).rstrip("/"), int(job_id), stamp)
+
+
+def job_state(report: Mapping[str, Any]) -> JobState:
+    source = report.get("source") or {}
+    missing = [k for k in ("host", "job", "job_updated_date") if source.get(k) in (None, "")]
+    if missing:
+        raise ValueError(f"report.json source lacks {', '.join(missing)}: cannot key the run")
+    try:
+        return make_state(source["host"], source["job"], source["job_updated_date"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"report.json source has an unusable job or job_updated_date: {exc}") from None
+
+
+def model_version_of(report: Mapping[str, Any]) -> str:
+    return str(report.get("model_version") or UNKNOWN_MODEL)
+
+
+def default_db_url() -> str:
+    """ROPEWATCH_DB, else a SQLite file in the XDG data directory."""
+    if os.environ.get(ENV_DB):
+        return os.environ[ENV_DB]
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return str(base / "ropewatch" / "history.sqlite")
+
+
+def normalize_url(db: str) -> str:
+    """A plain path means SQLite; postgres URLs use psycopg 3 (the driver we ship)."""
+    if "://" not in db:
+        path = Path(db).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    for prefix in ("postgres://", "postgresql://"):
+        if db.startswith(prefix):
+            return "postgresql+psycopg://" + db[len(prefix):]
+    return db
+
+
+def plain_json(obj: Any) -> Any:
+    """A JSON round trip: numpy scalars become numbers and NaN/inf become null, which both
+    backends' JSON columns accept (PostgreSQL rejects NaN in json)."""
+    text = json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    return json.loads(text, parse_constant=lambda _: None)
+
+
+def _row_for(report: Mapping[str, Any], state: JobState) -> dict[str, Any]:
+    source = report.get("source") or {}
+    counts = report.get("counts") or {}
+    row: dict[str, Any] = {
+        "host": state.host,
+        "job_id": state.job_id,
+        "job_updated_date": state.job_updated_date,
+        "task_id": source.get("task"),
+        "project_id": source.get("project"),
+        "recorded_at": utc_now(),
+        "generated_at": report.get("generated_at"),
+        "model_version": model_version_of(report),
+        "settings": report.get("settings") or {},
+        "frames": counts.get("frames"),
+        "frames_evaluated": counts.get("frames_evaluated"),
+        "predictions": counts.get("predictions"),
+        "references": counts.get("references"),
+        "report": plain_json(report),
+    }
+    row.update({name: metric_value(report, path) for name, path in METRIC_COLUMNS.items()})
+    return row
+
+
+class HistoryStore:
+    """The history database. Open with :func:`open_store`."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.label = engine.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def _connect(self, write: bool) -> Iterator[Connection]:
+        """A write transaction or a read connection, with DB errors turned into HistoryError."""
+        try:
+            with self.engine.connect() as conn:
+                if not write:
+                    yield conn
+                    return
+                with conn.execution_options(ropewatch_write=True).begin():
+                    yield conn
+        except sa_exc.IntegrityError:
+            raise
+        except sa_exc.DBAPIError as exc:
+            raise HistoryError(_explain(self.label, exc)) from None
+
+    def create_schema(self) -> None:
+        """Idempotent. Two first runs racing: SQLite serialises them (BEGIN IMMEDIATE); on
+        PostgreSQL the loser's transaction fails whole and its retry finds the tables."""
+        for attempt in (1, 2):
+            try:
+                with self._connect(write=True) as conn:
+                    metadata.create_all(conn)
+                return
+            except (HistoryError, sa_exc.IntegrityError):
+                if attempt == 2:
+                    raise
+
+    # -- runs -------------------------------------------------------------------------------
+    def has_run(self, state: JobState) -> bool:
+        with self._connect(write=False) as conn:
+            return self._run_id(conn, state) is not None
+
+    @staticmethod
+    def _run_id(conn: Connection, state: JobState) -> int | None:
+        return conn.execute(
+            sa.select(runs.c.id).where(
+                runs.c.host == state.host,
+                runs.c.job_id == state.job_id,
+                runs.c.job_updated_date == state.job_updated_date,
+            )
+        ).scalar_one_or_none()
+
+    def record_run(
+        self,
+        report: Mapping[str, Any],
+        fired: Sequence[Mapping[str, Any]] = (),
+        targets: Sequence[str] = (),
+    ) -> tuple[int, bool]:
+        """Store a run with the alerts it fired, queued for every target, in one transaction.
+
+        Returns (run id, created). A job state already stored is left untouched (created False),
+        so re-running is idempotent and its alerts are not queued again. Each item of ``fired``
+        needs ``key`` and ``rule``; it is stored as the alert's payload.
+        """
+        state = job_state(report)
+        try:
+            with self._connect(write=True) as conn:
+                existing = self._run_id(conn, state)
+                if existing is not None:
+                    return existing, False
+                run_id = conn.execute(sa.insert(runs).values(_row_for(report, state))).inserted_primary_key[0]
+                now = utc_now()
+                for alert in fired:
+                    conn.execute(
+                        sa.insert(alerts).values(
+                            key=alert["key"], run_id=run_id, rule=alert["rule"], created_at=now, payload=dict(alert)
+                        )
+                    )
+                    for target in targets:
+                        conn.execute(
+                            sa.insert(deliveries).values(
+                                alert_key=alert["key"], target=target, status="pending", attempts=0
+                            )
+                        )
+                return int(run_id), True
+        except sa_exc.IntegrityError:
+            # Another process stored the same job state (or alert) first: that run is the one.
+            with self._connect(write=False) as conn:
+                existing = self._run_id(conn, state)
+            if existing is None:
+                raise
+            return existing, False
+
+    def trend(
+        self, job: int | None = None, project: int | None = None, model_version: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Runs (without the full report) oldest first, filtered by job, project or model version."""
+        cols = [c for c in runs.c if c.name not in ("report", "settings")]
+        query = sa.select(*cols).order_by(runs.c.recorded_at, runs.c.id)
+        if job is not None:
+            query = query.where(runs.c.job_id == job)
+        if project is not None:
+            query = query.where(runs.c.project_id == project)
+        if model_version is not None:
+            query = query.where(runs.c.model_version == model_version)
+        with self._connect(write=False) as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def reports(self, run_ids: Sequence[int]) -> list[dict[str, Any]]:
+        with self._connect(write=False) as conn:
+            rows = conn.execute(
+                sa.select(runs.c.report).where(runs.c.id.in_(list(run_ids))).order_by(runs.c.id)
+            )
+            return [r.report for r in rows]
+
+    def last_recorded_at(self) -> str | None:
+        with self._connect(write=False) as conn:
+            return conn.execute(sa.select(sa.func.max(runs.c.recorded_at))).scalar_one_or_none()
+
+    # -- baselines --------------------------------------------------------------------------
+    def baseline_runs(self, model_version: str, first_n: int = DEFAULT_BASELINE_RUNS) -> tuple[list[int], bool]:
+        """Run ids forming the baseline of a model version and whether they were pinned."""
+        with self._connect(write=False) as conn:
+            pinned = conn.execute(
+                sa.select(baselines.c.run_ids).where(baselines.c.model_version == model_version)
+            ).scalar_one_or_none()
+            if pinned is not None:
+                return [int(i) for i in pinned], True
+            first = conn.execute(
+                sa.select(runs.c.id)
+                .where(runs.c.model_version == model_version)
+                .order_by(runs.c.recorded_at, runs.c.id)
+                .limit(first_n)
+            )
+            return [int(i) for i in first.scalars()], False
+
+    def baseline(self, model_version: str, paths: Sequence[str], first_n: int = DEFAULT_BASELINE_RUNS) -> dict[str, float | None]:
+        """Median of each metric over the baseline runs; None where no run has the metric."""
+        run_ids, _ = self.baseline_runs(model_version, first_n)
+        reports = self.reports(run_ids) if run_ids else []
+        out: dict[str, float | None] = {}
+        for path in paths:
+            values = [v for v in (metric_value(r, path) for r in reports) if v is not None]
+            out[path] = statistics.median(values) if values else None
+        return out
+
+    def pin_baseline(self, model_version: str, run_ids: Sequence[int], note: str | None = None) -> None:
+        with self._connect(write=True) as conn:
+            found = set(
+                conn.execute(
+                    sa.select(runs.c.id).where(runs.c.id.in_(list(run_ids)), runs.c.model_version == model_version)
+                ).scalars()
+            )
+            unknown = sorted(set(run_ids) - found)
+            if unknown or not run_ids:
+                raise ValueError(
+                    f"runs {unknown or '(none given)'} are not runs of model version {model_version!r}"
+                )
+            conn.execute(sa.delete(baselines).where(baselines.c.model_version == model_version))
+            conn.execute(
+                sa.insert(baselines).values(
+                    model_version=model_version, run_ids=sorted(found), pinned_at=utc_now(), note=note
+                )
+            )
+
+    def unpin_baseline(self, model_version: str) -> bool:
+        with self._connect(write=True) as conn:
+            return conn.execute(sa.delete(baselines).where(baselines.c.model_version == model_version)).rowcount > 0
+
+    # -- alert outbox -----------------------------------------------------------------------
+    def pending(self) -> list[Delivery]:
+        query = (
+            sa.select(deliveries.c.alert_key, deliveries.c.target, deliveries.c.attempts, alerts.c.payload)
+            .join(alerts, alerts.c.key == deliveries.c.alert_key)
+            .where(deliveries.c.status == "pending")
+            .order_by(alerts.c.created_at, deliveries.c.alert_key, deliveries.c.target)
+        )
+        with self._connect(write=False) as conn:
+            return [Delivery(r.alert_key, r.target, r.attempts, r.payload) for r in conn.execute(query)]
+
+    def mark_delivery(self, alert_key: str, target: str, error: str | None) -> None:
+        """Record one delivery attempt: sent when error is None, else still pending with the reason."""
+        values: dict[str, Any] = {"attempts": deliveries.c.attempts + 1, "last_error": error}
+        if error is None:
+            values.update(status="sent", sent_at=utc_now())
+        with self._connect(write=True) as conn:
+            conn.execute(
+                sa.update(deliveries)
+                .where(deliveries.c.alert_key == alert_key, deliveries.c.target == target, deliveries.c.status == "pending")
+                .values(**values)
+            )
+
+    def delivery_status(self) -> list[dict[str, Any]]:
+        with self._connect(write=False) as conn:
+            rows = conn.execute(sa.select(deliveries).order_by(deliveries.c.alert_key, deliveries.c.target))
+            return [dict(r._mapping) for r in rows]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _explain(label: str, exc: sa_exc.DBAPIError) -> str:
+    text = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+    low = text.lower()
+    if "locked" in low or "busy" in low:
+        hint = "another process holds a lock on it; retry when that run has finished"
+    elif "not a database" in low or "malformed" in low or "corrupt" in low:
+        hint = "the file is damaged: move it aside (or restore a backup) and run again"
+    else:
+        hint = "check the --db URL / ROPEWATCH_DB and that the database is reachable"
+    return f"history store {label}: {text} ({hint})"
+
+
+def _sqlite_transactions(engine: Engine) -> None:
+    """SQLAlchemy's documented pysqlite recipe: the driver's own BEGIN handling skips DDL (so
+    creating the schema would not be atomic) and starts write locks late (two writers could both
+    read "not stored yet"). SQLAlchemy emits BEGIN itself instead; writes take the lock up front."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _no_driver_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("ropewatch_write")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def open_store(db: str | None = None, *, sqlite_timeout_s: float = 30.0) -> HistoryStore:
+    """Open (creating the schema if needed) the store at a path or SQLAlchemy URL."""
+    url = normalize_url(db or default_db_url())
+    connect_args: dict[str, Any] = {"timeout": sqlite_timeout_s} if url.startswith("sqlite") else {"connect_timeout": 10}
+    try:
+        engine = sa.create_engine(url, connect_args=connect_args)
+    except (sa_exc.ArgumentError, ImportError) as exc:
+        raise HistoryError(f"history store URL not usable ({type(exc).__name__}: {exc})") from None
+    if engine.dialect.name == "sqlite":
+        _sqlite_transactions(engine)
+    store = HistoryStore(engine)
+    store.create_schema()
+    return store
