@@ -122,3 +122,113 @@ def build_report(job=1, updated="2026-11-20T10:00:00.000000Z", model_version="v1
 @pytest.fixture
 def make_report():
     return build_report
+
+
+# --- function / checkpoint / model / image (helper A) ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """The real backbone family at 64x48 with one block: fast, same code path as production."""
+    from shared.model import ModelConfig
+
+    return ModelConfig(img_size=(64, 48), head_width=16, roi_size=3, backbone_kwargs={"depth": 1})
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_dict(tiny_config):
+    from shared.checkpoint import demo_checkpoint
+
+    return demo_checkpoint(tiny_config, version="tiny-v1")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_checkpoint_dict, tmp_path_factory) -> Path:
+    from shared.checkpoint import save_checkpoint
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(tiny_checkpoint_dict, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def person_detector_weights(tmp_path_factory) -> Path:
+    """A real torchvision detector whose classifier bias makes every proposal a confident COCO person,
+    so detector-path tests have detections to check without downloadable weights."""
+    import torch
+
+    from shared.detector import build_architecture
+
+    torch.manual_seed(0)
+    model = build_architecture("fasterrcnn_mobilenet_v3_large_320_fpn")
+    state = model.state_dict()
+    state["roi_heads.box_predictor.cls_score.weight"].zero_()
+    state["roi_heads.box_predictor.cls_score.bias"].fill_(-10.0)
+    state["roi_heads.box_predictor.cls_score.bias"][1] = 10.0
+    path = tmp_path_factory.mktemp("detector") / "person.pth"
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def fixed_logit_checkpoint(tiny_config):
+    """Factory: a checkpoint whose head always outputs ``bias`` (zero last-layer weights), so the decision
+    can be checked against hand-computed sigmoid values."""
+    import torch
+
+    from shared.checkpoint import demo_checkpoint
+
+    def make(labels=("wrong", "correct"), bias=(0.0, 0.0), thr=0.5, temperature=1.0, version="fixed"):
+        ckpt = demo_checkpoint(tiny_config, labels=tuple(labels), thr=thr, version=version)
+        ckpt["state_dict"]["head.3.weight"] = torch.zeros_like(ckpt["state_dict"]["head.3.weight"])
+        ckpt["state_dict"]["head.3.bias"] = torch.tensor(bias, dtype=torch.float32)
+        ckpt["temperature"] = temperature
+        return ckpt
+
+    return make
+
+
+# --- tracing predictions to requests (helper D) -------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def cvat_schema_errors(cvat_schema_path):
+    """``errors(component, body)``: messages of ``body`` against ``#/components/schemas/<component>``."""
+    import yaml
+    from openapi_schema_validator import OAS30Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT4
+
+    spec = yaml.safe_load(cvat_schema_path.read_text(encoding="utf-8"))
+    registry = Registry().with_resource("urn:cvat", Resource.from_contents(spec, default_specification=DRAFT4))
+
+    def errors(component: str, body: object) -> list[str]:
+        validator = OAS30Validator({"$ref": f"urn:cvat#/components/schemas/{component}"}, registry=registry)
+        return [e.message for e in validator.iter_errors(body)]
+
+    return errors
+
+
+@pytest.fixture
+def job_data_meta(cvat_schema_errors):
+    """``meta(frames, width, height, updated)``: a GET /api/jobs/{id}/data/meta body, checked against the schema."""
+
+    def meta(frames: list[int], width: int, height: int, updated: str = "2026-11-23T08:00:00Z") -> dict:
+        body = {"chunks_updated_date": updated, "chunk_size": 36, "size": len(frames), "image_quality": 70,
+                "start_frame": min(frames), "stop_frame": max(frames), "frame_filter": "",
+                "frames": [{"width": width, "height": height, "name": f"frame_{f:06d}.png", "related_files": 0}
+                           for f in frames], "deleted_frames": [], "included_frames": None}
+        assert cvat_schema_errors("DataMetaRead", body) == []
+        return body
+
+    return meta
+
+
+@pytest.fixture
+def sdk_client(httpserver):
+    """A cvat-sdk API client (``.api_client``) pointed at pytest-httpserver."""
+    from types import SimpleNamespace
+
+    from cvat_sdk.api_client import ApiClient, Configuration
+
+    return SimpleNamespace(api_client=ApiClient(Configuration(host=httpserver.url_for("").rstrip("/"))))
