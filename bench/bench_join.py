@@ -1,0 +1,222 @@
+"""Benchmark: join N log lines to an F-frame job whose frames come from the fake CVAT server.
+
+Prints, from one run: the fake server's own frame throughput (plain concurrent keep-alive GETs that
+only read the body), the validator's frame download + fingerprint throughput through cvat-sdk with
+the same number of workers (and the ratio), log reading, join + lifecycle + calibration time,
+the peak RSS after each stage, and whether the lifecycle counts equal the generated ones.
+
+    .venv/bin/python bench/bench_join.py                  # 1,000,000 lines, 10,000 frames
+    .venv/bin/python bench/bench_join.py --lines 200000 --frames 2000   # quicker
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import io
+import json
+import resource
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import parse_qsl, urlsplit
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from validator.frames import cvat_frame_fetcher, frame_fingerprints
+from validator.logs import read_logs
+from validator.trace import trace_section
+from validator.tracegen import inference_record, records_for_job
+
+WHEN = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+CUTOFF = WHEN + timedelta(hours=3)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_frames(n: int, width: int, height: int, rng: np.random.Generator) -> dict[int, bytes]:
+    """Distinct JPEG frames: a shared noisy background with a per-frame block."""
+    base = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    out = {}
+    for f in range(n):
+        img = base.copy()
+        img[: 8, : 8] = np.frombuffer(hashlib.sha256(b"%d" % f).digest()[:24] * 8, np.uint8)[:192].reshape(8, 8, 3)
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=90)
+        out[f] = buf.getvalue()
+    return out
+
+
+def make_shapes(n_frames: int, rng: np.random.Generator) -> pd.DataFrame:
+    rows, sid = [], 0
+    for f in range(n_frames):
+        for k in range(int(rng.integers(0, 6))):
+            sid += 1
+            x = 50.0 * k + 5
+            rows.append(dict(shape_id=sid, frame=f, label="person", type="rectangle",
+                             source=rng.choice(["auto", "auto", "semi-auto", "manual"]), x1=x, y1=20.0,
+                             x2=x + 40.0, y2=150.0, safety_rope_use=rng.choice(["wrong", "correct"])))
+    return pd.DataFrame(rows)
+
+
+def server_throughput(base_url: str, job_id: int, frames: list[int], workers: int) -> float:
+    """Frames/s the server delivers to plain keep-alive clients that only read the body."""
+    parts = urlsplit(base_url)
+    local = threading.local()
+
+    def get(n: int) -> int:
+        if not hasattr(local, "conn"):
+            local.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        local.conn.request("GET", f"/api/jobs/{job_id}/data?type=frame&number={n}&quality=original")
+        resp = local.conn.getresponse()
+        return len(resp.read())
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        total = sum(pool.map(get, frames))
+    assert total > 0
+    return len(frames) / (time.perf_counter() - t)
+
+
+def write_logs(path: Path, records: list[dict], n_lines: int, rng: np.random.Generator) -> None:
+    """The job's records shuffled into ``n_lines`` lines of other frames' records and noise."""
+    filler = inference_record(sha256="0" * 64, pixel_sha256="1" * 64, width=1280, height=720,
+                              boxes=[[10.0, 20.0, 50.0, 150.0]], logits=[1.0], timestamp=WHEN)
+    n_other = max(0, n_lines - len(records))
+    slots = set(rng.choice(n_lines, size=len(records), replace=False).tolist()) if n_other else set(range(len(records)))
+    it = iter(records)
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(max(n_lines, len(records))):
+            if i in slots:
+                fh.write(json.dumps(next(it)) + "\n")
+            elif i % 50 == 0:
+                fh.write("2026-11-23T09:00:00Z processor (I) Worker ready\n")
+            else:
+                filler["image"]["sha256"] = hashlib.sha256(b"o%d" % i).hexdigest()
+                filler["image"]["pixel_sha256"] = hashlib.sha256(b"p%d" % i).hexdigest()
+                filler["request_id"] = str(i)
+                fh.write(json.dumps(filler) + "\n")
+
+
+@contextmanager
+def serve_frames(job_id: int, frames: dict[int, bytes]) -> Iterator[str]:
+    """``GET /api/jobs/{id}/data?type=frame&number=N&quality=original`` from memory, stdlib threading server.
+
+    Stands in for the frame endpoint of validator/sandbox.py (the fake CVAT), which did not exist yet
+    when this benchmark was written; both the plain-client and the validator figures use this server.
+    """
+    prefix = f"/api/jobs/{job_id}/data"
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            url = urlsplit(self.path)
+            args = dict(parse_qsl(url.query))
+            data = frames.get(int(args.get("number", -1))) if url.path == prefix else None
+            self.send_response(200 if data is not None else 404)
+            body = data if data is not None else b'{"detail": "not found"}'
+            self.send_header("Content-Type", "image/jpeg" if data is not None else "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--frames", type=int, default=10_000)
+    ap.add_argument("--width", type=int, default=320)
+    ap.add_argument("--height", type=int, default=180)
+    ap.add_argument("--workers", type=int, default=8)
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+
+    t = time.perf_counter()
+    frames = make_frames(args.frames, args.width, args.height, rng)
+    shapes = make_shapes(args.frames, rng)
+    print(f"generated {args.frames} frames {args.width}x{args.height} JPEG "
+          f"({sum(map(len, frames.values())) / 2**20:.1f} MiB) and {len(shapes)} shapes in {time.perf_counter() - t:.1f}s")
+    job_id = 1
+    with serve_frames(job_id, frames) as base_url, tempfile.TemporaryDirectory() as tmp:
+        numbers = list(frames)
+        raw = server_throughput(base_url, job_id, numbers, args.workers)
+        from cvat_sdk.api_client import ApiClient, Configuration
+
+        config = Configuration(host=base_url)
+        config.connection_pool_maxsize = args.workers  # urllib3 pool as wide as the worker pool
+        client = SimpleNamespace(api_client=ApiClient(config))
+        fetch = cvat_frame_fetcher(client, job_id)
+        t = time.perf_counter()
+        with ThreadPoolExecutor(args.workers) as pool:
+            assert all(pool.map(fetch, numbers))
+        sdk_only = len(numbers) / (time.perf_counter() - t)
+        t = time.perf_counter()
+        fps = frame_fingerprints(fetch, numbers, job_id=job_id,
+                                 chunks_updated_date="bench", cache_dir=Path(tmp), workers=args.workers)
+        dl = time.perf_counter() - t
+        rss_dl = peak_rss_mib()
+        assert fps["error"].isna().all(), fps["error"].dropna().head()
+        print(f"frame throughput, {args.workers} workers: fake server to a plain client {raw:.0f} frames/s; "
+              f"through cvat-sdk, download only {sdk_only:.0f} frames/s ({sdk_only / raw:.0%}); validator "
+              f"download + both fingerprints {len(numbers) / dl:.0f} frames/s ({len(numbers) / dl / raw:.0%} of the "
+              f"server); peak RSS {rss_dl:.0f} MiB (holds the in-process server's frames)")
+        t = time.perf_counter()
+        cached = frame_fingerprints(fetch, numbers, job_id=job_id,
+                                    chunks_updated_date="bench", cache_dir=Path(tmp), workers=args.workers)
+        print(f"second run from the disk cache: {time.perf_counter() - t:.2f}s")
+        assert cached.equals(fps)
+
+        records, expected = records_for_job(shapes, fps, rng=rng, when=WHEN, cutoff=CUTOFF)
+        log = Path(tmp) / "function.log"
+        t = time.perf_counter()
+        write_logs(log, records, args.lines, rng)
+        print(f"wrote {args.lines} log lines ({log.stat().st_size / 2**20:.0f} MiB, {len(records)} of this job) "
+              f"in {time.perf_counter() - t:.1f}s")
+        job = SimpleNamespace(frames=pd.DataFrame({"frame": numbers, "deleted": False}), shapes=shapes,
+                              job_id=job_id, host=base_url)
+        t = time.perf_counter()
+        keys = set(fps["sha256"]) | set(fps["pixel_sha256"])
+        logs = read_logs([log], keys=keys)
+        t_read = time.perf_counter() - t
+        rss_read = peak_rss_mib()
+        t = time.perf_counter()
+        trace = trace_section(job, logs, fps, cutoff=pd.Timestamp(CUTOFF))
+        t_join = time.perf_counter() - t
+        print(f"read logs {t_read:.1f}s ({args.lines / t_read:,.0f} lines/s; {logs.stats.inference} of this job, "
+              f"{logs.stats.other_frames} other frames, {logs.stats.skipped} skipped); peak RSS {rss_read:.0f} MiB")
+        print(f"join + lifecycle + calibration {t_join:.2f}s; peak RSS {peak_rss_mib():.0f} MiB")
+        counts = trace["lifecycle"]["counts"]
+        exact = all(counts[k] == expected[k] for k in counts)
+        print(f"lifecycle {counts}; equals generated: {exact}")
+        print(f"total validator time (download + read + join): {dl + t_read + t_join:.1f}s")
+        return 0 if exact else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
