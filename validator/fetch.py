@@ -1,0 +1,263 @@
+"""Pull one CVAT job through cvat-sdk into plain tables.
+
+Bodies are read with ``_parse_response=False`` and decoded as JSON, not through the SDK's models:
+a field the SDK does not know (a newer server) or one it expects but an older server lacks
+(``score`` before CVAT 2.56) must never crash a nightly run. Retries with backoff on 429/5xx and
+connection errors come from urllib3's ``Retry`` on the SDK's connection pool.
+
+``JobData`` fields:
+- ``frames``: DataFrame ``frame, name, width, height, deleted`` (task-absolute frame numbers);
+- ``shapes``: DataFrame, one row per rectangle (tracks expanded to per-frame boxes, ``outside``
+  respected, rectangles interpolated between keyframes as CVAT does): ``shape_id, track_id, frame,
+  label, type, x1, y1, x2, y2, source, score (NaN when absent), occluded`` plus one column per
+  attribute name holding its value (None when unset); deleted frames are dropped;
+- ``skipped``: counts of shapes and tracks not read as boxes, by type (polygon, mask, skeleton, tag …).
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+SHAPE_COLUMNS = ["shape_id", "track_id", "frame", "label", "type", "x1", "y1", "x2", "y2", "source", "score",
+                 "occluded"]
+
+
+class FetchError(RuntimeError):
+    """A one-line reason the job could not be pulled (auth, not found, server down)."""
+
+
+@dataclass
+class Connection:
+    """The cvat-sdk API client and the host it talks to (the report names the host)."""
+
+    host: str
+    api_client: Any
+    timeout: tuple[float, float] = (10.0, 60.0)
+
+
+@dataclass
+class Label:
+    name: str
+    attributes: dict[int, tuple[str, list[str]]]  # spec_id -> (name, values)
+
+
+@dataclass
+class JobData:
+    host: str
+    job_id: int
+    task_id: int
+    project_id: int | None
+    job_updated_date: str
+    job_type: str
+    frames: pd.DataFrame
+    labels: dict[int, Label]
+    shapes: pd.DataFrame
+    skipped: Counter = field(default_factory=Counter)
+    has_score: bool = True
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """cvat-cli's connection options."""
+    parser.add_argument("--server-host", default=os.environ.get("CVAT_SERVER_HOST", "localhost"),
+                        help="CVAT host URL (env CVAT_SERVER_HOST; default localhost)")
+    parser.add_argument("--server-port", type=int, default=None, help="CVAT port (default from the URL, else 8080)")
+    parser.add_argument("--auth", default=None, metavar="USER[:PASS]",
+                        help="basic auth; the password comes from env PASS or a prompt if omitted. "
+                             "Without --auth, the personal access token in env CVAT_ACCESS_TOKEN is used")
+    parser.add_argument("--timeout", type=float, default=60.0, help="read timeout per request, seconds")
+    parser.add_argument("--retries", type=int, default=5, help="retries on 429/5xx/connection errors")
+
+
+def server_url(host: str, port: int | None) -> str:
+    url = host if "://" in host else f"http://{host}"
+    url = url.rstrip("/")
+    has_port = ":" in url.split("://", 1)[1]
+    if port:
+        if has_port:
+            raise FetchError(f"--server-host {host} already has a port; drop --server-port")
+        return f"{url}:{port}"
+    return url if has_port or url.startswith("https://") else f"{url}:8080"
+
+
+def connect(host: str, port: int | None = None, *, auth: str | None = None, token: str | None = None,
+            timeout: float = 60.0, retries: int = 5, pool_size: int = 16) -> Connection:
+    """A cvat-sdk ApiClient with auth, timeouts and retries; secrets are kept out of every message."""
+    import urllib3
+    from cvat_sdk.api_client import ApiClient, Configuration
+
+    url = server_url(host, port)
+    config = Configuration(host=url)
+    if auth:
+        user, _, password = auth.partition(":")
+        config.username = user
+        config.password = password or os.environ.get("PASS") or getpass.getpass(f"password for {user}: ")
+    elif token:
+        config.access_token = token
+    config.retries = urllib3.util.Retry(total=retries, backoff_factor=0.2, status_forcelist=RETRY_STATUSES,
+                                        allowed_methods=None, raise_on_status=False,
+                                        respect_retry_after_header=True, backoff_max=10)
+    config.connection_pool_maxsize = pool_size
+    return Connection(host=url, api_client=ApiClient(config), timeout=(min(10.0, timeout), timeout))
+
+
+def connect_from_args(args: argparse.Namespace) -> Connection:
+    return connect(args.server_host, args.server_port, auth=args.auth,
+                   token=None if args.auth else os.environ.get("CVAT_ACCESS_TOKEN"),
+                   timeout=args.timeout, retries=args.retries)
+
+
+def get_json(conn: Connection, what: str, method, *args, **kwargs) -> Any:
+    """Call one generated API method, return the decoded body; errors become one-line FetchErrors."""
+    import urllib3
+    from cvat_sdk.api_client.exceptions import ApiException
+
+    try:
+        _, response = method(*args, _parse_response=False, _request_timeout=conn.timeout, **kwargs)
+    except ApiException as exc:
+        hint = {401: "authentication failed (check --auth / CVAT_ACCESS_TOKEN)",
+                403: "permission denied", 404: "not found"}.get(exc.status, f"HTTP {exc.status} {exc.reason}")
+        raise FetchError(f"{what} on {conn.host}: {hint}") from None
+    except urllib3.exceptions.HTTPError as exc:
+        raise FetchError(f"{what} on {conn.host}: server unreachable or not answering "
+                         f"({type(exc).__name__})") from None
+    return json.loads(response.data)
+
+
+def list_all(conn: Connection, what: str, method, **filters) -> list[dict]:
+    """Every page of a paginated list endpoint."""
+    results, page = [], 1
+    while True:
+        body = get_json(conn, what, method, page=page, page_size=500, **filters)
+        results += body["results"]
+        if not body.get("next"):
+            return results
+        page += 1
+
+
+def parse_labels(bodies: list[dict]) -> dict[int, Label]:
+    labels = {}
+    for body in bodies:
+        attrs = {a["id"]: (a["name"], list(a.get("values") or [])) for a in body.get("attributes", [])}
+        labels[body["id"]] = Label(body["name"], attrs)
+        for sub in body.get("sublabels") or []:
+            labels.setdefault(sub["id"], Label(sub["name"], {}))
+    return labels
+
+
+def frame_numbers(meta: dict, start_frame: int) -> list[int]:
+    """Task-absolute frame numbers of ``meta['frames']`` (GT jobs list only their included frames)."""
+    if meta.get("included_frames"):
+        return list(meta["included_frames"])
+    step = 1
+    for part in (meta.get("frame_filter") or "").split(","):
+        if part.startswith("step="):
+            step = int(part[5:])
+    return [start_frame + i * step for i in range(len(meta["frames"]))]
+
+
+def frames_table(meta: dict, start_frame: int) -> pd.DataFrame:
+    numbers = frame_numbers(meta, start_frame)
+    deleted = set(meta.get("deleted_frames") or [])
+    rows = meta["frames"]
+    return pd.DataFrame({"frame": np.asarray(numbers, dtype=np.int64),
+                         "name": [f.get("name") for f in rows],
+                         "width": [f.get("width") or 0 for f in rows],
+                         "height": [f.get("height") or 0 for f in rows],
+                         "deleted": [n in deleted for n in numbers]})
+
+
+def _attr_values(attributes: list[dict], label: Label | None) -> dict[str, str]:
+    if label is None:
+        return {}
+    return {label.attributes[a["spec_id"]][0]: a["value"] for a in attributes if a["spec_id"] in label.attributes}
+
+
+def expand_track(track: dict, stop_frame: int) -> list[dict]:
+    """Per-frame boxes of a rectangle track: linear interpolation between keyframes, none while outside."""
+    keys = sorted(track["shapes"], key=lambda s: s["frame"])
+    rows, attrs = [], {}
+    for i, key in enumerate(keys):
+        attrs = {**attrs, **{a["spec_id"]: a["value"] for a in key.get("attributes", [])}}
+        if key.get("outside"):
+            continue
+        nxt = keys[i + 1] if i + 1 < len(keys) else None
+        end = nxt["frame"] if nxt is not None else stop_frame + 1
+        a = np.asarray(key["points"][:4], dtype=float)
+        b = np.asarray(nxt["points"][:4], dtype=float) if nxt is not None and not nxt.get("outside") else a
+        for frame in range(key["frame"], end):
+            t = (frame - key["frame"]) / (end - key["frame"]) if nxt is not None else 0.0
+            rows.append({"frame": frame, "points": list(a + (b - a) * t), "occluded": bool(key.get("occluded")),
+                         "spec_values": dict(attrs)})
+    return rows
+
+
+def shapes_table(annotations: dict, labels: dict[int, Label], stop_frame: int) -> tuple[pd.DataFrame, Counter, bool]:
+    """Rectangles of shapes and expanded tracks as one table; other types counted in ``skipped``."""
+    skipped: Counter = Counter()
+    rows: list[dict] = []
+    has_score = False
+    for shape in annotations.get("shapes", []):
+        if shape.get("type") != "rectangle":
+            skipped[shape.get("type", "unknown")] += 1
+            continue
+        label = labels.get(shape["label_id"])
+        has_score |= "score" in shape
+        x1, y1, x2, y2 = shape["points"][:4]
+        rows.append({"shape_id": shape.get("id"), "track_id": None, "frame": shape["frame"],
+                     "label": label.name if label else str(shape["label_id"]), "type": "rectangle",
+                     "x1": x1, "y1": y1, "x2": x2, "y2": y2, "source": shape.get("source", "manual"),
+                     "score": shape.get("score", np.nan), "occluded": bool(shape.get("occluded")),
+                     **_attr_values(shape.get("attributes", []), label)})
+    for track in annotations.get("tracks", []):
+        kinds = {s.get("type") for s in track.get("shapes", [])}
+        if kinds != {"rectangle"}:
+            skipped[f"track:{'/'.join(sorted(k or 'unknown' for k in kinds)) or 'empty'}"] += 1
+            continue
+        label = labels.get(track["label_id"])
+        fixed = _attr_values(track.get("attributes", []), label)
+        for row in expand_track(track, stop_frame):
+            values = {**fixed, **_attr_values([{"spec_id": k, "value": v} for k, v in row["spec_values"].items()],
+                                              label)}
+            x1, y1, x2, y2 = row["points"]
+            rows.append({"shape_id": None, "track_id": track.get("id"), "frame": row["frame"],
+                         "label": label.name if label else str(track["label_id"]), "type": "rectangle",
+                         "x1": x1, "y1": y1, "x2": x2, "y2": y2, "source": track.get("source", "manual"),
+                         "score": np.nan, "occluded": row["occluded"], **values})
+    skipped["tag"] += len(annotations.get("tags", []))
+    table = pd.DataFrame(rows) if rows else pd.DataFrame(columns=SHAPE_COLUMNS)
+    table["score"] = table["score"].astype(float)
+    return table, +skipped, has_score
+
+
+def fetch_job(conn: Connection, job_id: int) -> JobData:
+    """Job, labels, frame meta and annotations of one job; shapes on deleted frames are dropped."""
+    api = conn.api_client
+    job = get_json(conn, f"job {job_id}", api.jobs_api.retrieve, job_id)
+    labels = parse_labels(list_all(conn, f"labels of job {job_id}", api.labels_api.list, job_id=job_id))
+    meta = get_json(conn, f"frame meta of job {job_id}", api.jobs_api.retrieve_data_meta, job_id)
+    annotations = get_json(conn, f"annotations of job {job_id}", api.jobs_api.retrieve_annotations, job_id)
+    frames = frames_table(meta, job.get("start_frame", 0))
+    stop = int(job.get("stop_frame", frames["frame"].max() if len(frames) else 0))
+    shapes, skipped, has_score = shapes_table(annotations, labels, stop)
+    live = set(frames.loc[~frames["deleted"], "frame"])
+    shapes = shapes[shapes["frame"].isin(live)].reset_index(drop=True)
+    return JobData(host=conn.host, job_id=job_id, task_id=job.get("task_id"), project_id=job.get("project_id"),
+                   job_updated_date=job.get("updated_date", ""), job_type=job.get("type", "annotation"),
+                   frames=frames, labels=labels, shapes=shapes, skipped=skipped, has_score=has_score)
+
+
+def find_jobs(conn: Connection, *, task_id: int | None = None, project_id: int | None = None,
+              job_type: str | None = None) -> list[dict]:
+    """Job bodies of a task or project (paged), optionally of one type (``annotation``, ``ground_truth``)."""
+    filters = {k: v for k, v in {"task_id": task_id, "project_id": project_id, "type": job_type}.items() if v}
+    return list_all(conn, "jobs " + " ".join(f"{k}={v}" for k, v in filters.items()),
+                    conn.api_client.jobs_api.list, **filters)

@@ -1,0 +1,212 @@
+"""Assemble report.json from the measured tables and render it as Markdown, HTML and a terminal summary.
+
+report.json is the one source: Markdown, HTML, the terminal, history and alerts all read it. Its
+schema (``SCHEMA_VERSION``) is documented in the README; keys are only ever added.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from validator import measure, patterns
+from validator.match import Settings
+
+SCHEMA_VERSION = "1.0"
+FORMATS = ("json", "md", "html")
+OBJECT_FIELDS = ("role", "frame", "shape_id", "track_id", "source", "x1", "y1", "x2", "y2", "score", "occluded",
+                 "match", "iou", "best_iou", "error", "size", "aspect", "cell_x", "cell_y")
+
+
+def _plain(value):
+    """JSON-safe scalars: numpy → Python, NaN → None."""
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    return value
+
+
+def object_rows(obj: pd.DataFrame, attribute: str) -> list[dict]:
+    cols = [c for c in (*OBJECT_FIELDS, attribute) if c in obj]
+    return [{k: _plain(v) for k, v in zip(cols, row)} for row in obj[cols].itertuples(index=False, name=None)]
+
+
+def build(*, source: dict, settings: Settings, frames: pd.DataFrame, pred: pd.DataFrame, ref: pd.DataFrame,
+          skipped: dict, model_version: str | None = None) -> dict:
+    """Every number of the report from matched tables (``validator.match.match`` output)."""
+    p_type, r_type = patterns.classify(pred, ref, settings)
+    obj = patterns.object_table(pred, ref, p_type, r_type, frames, settings)
+    det = measure.detection(pred, ref)
+    det["ap"], curve = measure.average_precision(pred, len(ref))
+    evaluated = frames.loc[~frames["deleted"], "frame"]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "source": source,
+        "model_version": model_version,
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()},
+        "counts": {"frames": len(frames), "frames_evaluated": int(evaluated.size),
+                   "frames_deleted": int(frames["deleted"].sum()), "predictions": len(pred),
+                   "references": len(ref), "semi_auto": int(pred["source"].isin(settings.edited_sources).sum()),
+                   "skipped_shapes": {str(k): int(v) for k, v in skipped.items()}},
+        "detection": det,
+        "attribute": measure.attribute(pred, ref, settings.attribute, settings.values),
+        "errors": patterns.error_counts(p_type, r_type, pred, settings),
+        "breakdowns": patterns.breakdowns(obj),
+        "worst_frames": patterns.worst_frames(obj, settings.top_k),
+        "error_ranges": patterns.error_ranges(obj, settings.top_k),
+        "objects": object_rows(obj, settings.attribute),
+        "pr_curve": curve,
+    }
+
+
+def _fmt(v) -> str:
+    return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def markdown(report: dict) -> str:
+    src, det, att = report["source"], report["detection"], report["attribute"]
+    labels = att["labels"]
+    lines = [f"# Validation of job {src['job']} (task {src['task']})", "",
+             f"CVAT `{src['host']}` · reference: {src['reference_mode']} · model version: "
+             f"{report['model_version'] or 'unknown'} · IoU ≥ {report['settings']['iou']} · "
+             f"{report['counts']['frames_evaluated']} frames · generated {report['generated_at']}", "",
+             "## Detection (`person`)", "", "| TP | FP | FN | precision | recall | F1 | AP |", "|---|---|---|---|---|---|---|",
+             f"| {det['tp']} | {det['fp']} | {det['fn']} | {_fmt(det['precision'])} | {_fmt(det['recall'])} | "
+             f"{_fmt(det['f1'])} | {_fmt(det['ap'])} |", "",
+             f"## `{att['name']}` on matched persons", "",
+             "| reference \\ prediction | " + " | ".join(labels) + " | total | missed |",
+             "|---|" + "---|" * (len(labels) + 2)]
+    for i, v in enumerate(labels):
+        lines.append(f"| **{v}** | " + " | ".join(str(x) for x in att["confusion_matrix"][i])
+                     + f" | {att['row_totals'][i]} | {att['missed'][v]} |")
+    lines += ["| total | " + " | ".join(str(x) for x in att["column_totals"]) + " | | |",
+              "| extra | " + " | ".join(str(att["extra"][v]) for v in labels) + " | | |", "",
+              "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for v, m in att["per_class"].items():
+        lines.append(f"| {v} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_fmt(m['f1'])} | {m['support']} |")
+    lines += [f"| accuracy | | | {_fmt(att['accuracy'])} | |", f"| macro F1 | | | {_fmt(att['macro_f1'])} | |", "",
+              "## Errors", "", "| type | count |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in report["errors"].items()]
+    lines += ["", "## Worst frames", "", "| frame | errors | types |", "|---|---|---|"]
+    lines += [f"| {w['frame']} | {w['errors']} | " + ", ".join(f"{k}: {n}" for k, n in w["by_type"].items()) + " |"
+              for w in report["worst_frames"]]
+    for dim, rows in report["breakdowns"].items():
+        if dim == "position_grid":
+            continue
+        lines += ["", f"## By {dim}", "", "| bucket | refs | preds | missed | FP | flips | recall | precision |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['bucket']} | {r['references']} | {r['predictions']} | {r['missed']} | {r['false_positives']}"
+                  f" | {r['flips']} | {_fmt(r['recall'])} | {_fmt(r['precision'])} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _png(fig) -> str:
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=90, bbox_inches="tight")
+    return base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def figures(report: dict) -> dict[str, str]:
+    """Base64 PNGs: confusion matrix, per-class bars, error bars, position heat map, PR curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    att, out = report["attribute"], {}
+    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    cm = np.asarray(att["confusion_matrix"])
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), n in np.ndenumerate(cm):
+        ax.text(j, i, str(n), ha="center", va="center")
+    ax.set_xticks(range(len(att["labels"])), att["labels"])
+    ax.set_yticks(range(len(att["labels"])), att["labels"])
+    ax.set_xlabel("prediction"), ax.set_ylabel("reference")
+    out["confusion matrix"] = _png(fig)
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    names = list(att["per_class"])
+    for k, metric in enumerate(("precision", "recall", "f1")):
+        ax.bar(np.arange(len(names)) + k * 0.27, [att["per_class"][n][metric] or 0 for n in names], 0.27,
+               label=metric)
+    ax.set_xticks(np.arange(len(names)) + 0.27, names), ax.set_ylim(0, 1), ax.legend(fontsize=7)
+    out["per-class metrics"] = _png(fig)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.barh(list(report["errors"]), list(report["errors"].values()), color="tab:red")
+    out["errors by type"] = _png(fig)
+    fig, ax = plt.subplots(figsize=(3.6, 2.4))
+    im = ax.imshow(np.asarray(report["breakdowns"]["position_grid"]["errors"]), cmap="Reds")
+    fig.colorbar(im, ax=ax), ax.set_xticks([]), ax.set_yticks([])
+    out["errors by position in the frame"] = _png(fig)
+    if report["pr_curve"]:
+        fig, ax = plt.subplots(figsize=(3.6, 3))
+        ax.plot(report["pr_curve"]["recall"], report["pr_curve"]["precision"])
+        ax.set_xlabel("recall"), ax.set_ylabel("precision"), ax.set_xlim(0, 1), ax.set_ylim(0, 1.02)
+        ax.set_title(f"AP = {report['detection']['ap']:.3f}")
+        out["precision/recall"] = _png(fig)
+    plt.close("all")
+    return out
+
+
+def html_page(report: dict) -> str:
+    """A self-contained page: the Markdown tables as preformatted text plus the embedded figures."""
+    imgs = "".join(f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{b}"><figcaption>'
+                   f"{html.escape(t)}</figcaption></figure>" for t, b in figures(report).items())
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>ropewatch job "
+            f"{report['source']['job']}</title><style>body{{font-family:sans-serif;margin:2em}}"
+            "figure{display:inline-block;margin:1em}pre{background:#f6f6f6;padding:1em}</style></head><body>"
+            f"<div>{imgs}</div><pre>{html.escape(markdown(report))}</pre></body></html>")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write via a temp file + rename, so a killed run never leaves half a report."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write(report: dict, out_dir: Path, formats: tuple[str, ...] = FORMATS) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    render = {"json": lambda r: json.dumps(r, indent=1, allow_nan=False), "md": markdown, "html": html_page}
+    paths = []
+    for fmt in formats:
+        path = out_dir / f"report.{fmt}"
+        _atomic_write(path, render[fmt](report))
+        paths.append(path)
+    return paths
+
+
+def print_summary(report: dict, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    src, det, att = report["source"], report["detection"], report["attribute"]
+    console.print(f"[bold]job {src['job']}[/] (task {src['task']}) on {src['host']} · "
+                  f"reference {src['reference_mode']} · model {report['model_version'] or 'unknown'}")
+    t = Table("TP", "FP", "FN", "precision", "recall", "F1", "AP", title="person detection")
+    t.add_row(*(_fmt(det[k]) for k in ("tp", "fp", "fn", "precision", "recall", "f1", "ap")))
+    console.print(t)
+    t = Table("class", "precision", "recall", "F1", "support", title=att["name"])
+    for v, m in att["per_class"].items():
+        t.add_row(v, _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), str(m["support"]))
+    t.add_row("accuracy / macro F1", "", "", f"{_fmt(att['accuracy'])} / {_fmt(att['macro_f1'])}", "")
+    console.print(t)
+    t = Table("error", "count", title="errors")
+    for k, v in report["errors"].items():
+        t.add_row(k, str(v))
+    console.print(t)
