@@ -67,11 +67,12 @@ def average_precision(pred: pd.DataFrame, n_ref: int) -> tuple[float | None, dic
     if not has_scores(pred) or n_ref == 0:
         return None, None
     order = np.argsort(-pred["score"].to_numpy(float), kind="stable")
-    hit = (pred["match"].to_numpy() >= 0)[order]
-    tp = np.cumsum(hit)
-    precision = tp / np.arange(1, len(hit) + 1)
-    recall = tp / n_ref
+    score = pred["score"].to_numpy(float)[order]
+    tp = np.cumsum((pred["match"].to_numpy() >= 0)[order])
+    last = np.append(np.flatnonzero(np.diff(score)), len(score) - 1)  # one point per distinct score (ties)
+    precision = tp[last] / (last + 1)
+    recall = tp[last] / n_ref
     ap = float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
-    step = max(1, len(hit) // 200)  # keep the stored curve small
+    step = max(1, len(last) // 200)  # keep the stored curve small
     return ap, {"precision": precision[::step].tolist(), "recall": recall[::step].tolist(),
-                "score": pred["score"].to_numpy(float)[order][::step].tolist()}
+                "score": score[last][::step].tolist()}

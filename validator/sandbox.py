@@ -21,7 +21,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from validator.synthetic import SyntheticJob, meta_body
 
-ABOUT = {"name": "Computer Vision Annotation Tool", "description": "ropewatch sandbox", "version": "2.73.0"}
+ABOUT = {"name": "Computer Vision Annotation Tool", "description": "ropewatch sandbox", "version": "2.73.0",
+         "logo_url": "", "subtitle": "sandbox"}
 USER = {"id": 1, "username": "sandbox", "first_name": "", "last_name": "", "email": "", "groups": ["admin"],
         "is_staff": True, "is_superuser": True, "is_active": True, "url": "http://localhost/api/users/1",
         "last_login": None, "date_joined": "2026-01-01T00:00:00Z", "has_analytics_access": True}
@@ -72,8 +73,10 @@ def seed_from_assets(state: CvatState, assets: Path) -> None:
 
     for job in load("jobs.json")["results"]:
         state.jobs[job["id"]] = job
-        n = job.get("frame_count") or 1
-        state.meta.setdefault(job["id"], meta_body(n, 640, 480, start_frame=job.get("start_frame", 0)))
+        # the dumps hold no data/meta; serve every frame of the job's range (sparse GT jobs included)
+        start = job.get("start_frame", 0)
+        n = job.get("stop_frame", start) - start + 1
+        state.meta.setdefault(job["id"], meta_body(n, 640, 480, start_frame=start))
     for task in load("tasks.json")["results"]:
         state.tasks[task["id"]] = task
     state.labels += load("labels.json")["results"]

@@ -58,7 +58,7 @@ def task_body(task_id: int, n_frames: int, *, project_id: int | None = None) -> 
             "updated_date": UPDATED, "overlap": 0, "segment_size": n_frames, "subset": "", "organization": None,
             "jobs": {"url": f"http://localhost/api/jobs?task_id={task_id}", "count": 1, "completed": 0,
                      "validation": 0},
-            "labels": {"url": f"http://localhost/api/labels?task_id={task_id}"}, "bug_tracker": None,
+            "labels": {"url": f"http://localhost/api/labels?task_id={task_id}"}, "bug_tracker": "",
             "assignee": None, "owner": None, "data_chunk_size": 36, "image_quality": 70}
 
 
