@@ -134,6 +134,6 @@ def test_report_counts_and_breakdowns_are_consistent():
     grid = np.asarray(rep["breakdowns"]["position_grid"]["errors"])
     errors = sum(v for k, v in rep["errors"].items() if k != "edited_by_person")
     assert grid.sum() == errors
-    assert len(rep["objects"]) == len(pred) + len(ref)
+    assert len(report.objects_frame(rep)) == len(pred) + len(ref)
     worst = rep["worst_frames"]
     assert [w["errors"] for w in worst] == sorted((w["errors"] for w in worst), reverse=True)

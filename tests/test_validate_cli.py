@@ -8,6 +8,7 @@ import pytest
 from validator import sandbox, synthetic
 from validator.cli import main, validate_job_main
 from validator.history import open_store
+from validator.report import objects_frame
 
 TOKEN = "pat-very-secret-123"
 
@@ -89,7 +90,7 @@ def test_gt_job_mode_uses_only_gt_frames(cvat, tmp_path):
     assert run(url, tmp_path, "101", "--gt-job", "auto") == 0
     rep = json.loads((tmp_path / "out" / "job-101" / "report.json").read_text())
     assert rep["source"]["reference_mode"] == "gt-job" and rep["source"]["reference_job"] == 103
-    assert {o["frame"] for o in rep["objects"]} <= {0, 2, 4, 6}
+    assert set(objects_frame(rep)["frame"]) <= {0, 2, 4, 6}
     assert rep["counts"]["frames"] == 4
 
 
@@ -109,3 +110,13 @@ def test_every_real_dumped_job_validates_without_error(cvat_assets, tmp_path, mo
         ids = [str(j) for j in sorted(state.annotations)]
         assert run(url, tmp_path, *ids, "--format", "json", "--quiet") == 0
     assert len(list((tmp_path / "out").iterdir())) == len(ids)
+
+
+def test_demo_validator_step_writes_reports_and_history(tmp_path, monkeypatch):
+    from validator.cmd_demo import run_validator_demo
+
+    monkeypatch.delenv("CVAT_ACCESS_TOKEN", raising=False)
+    assert run_validator_demo(tmp_path) == 0
+    rep = json.loads((tmp_path / "reports" / "job-101" / "report.json").read_text())
+    assert rep["detection"]["tp"] > 0 and rep["errors"]["flip_wrong_to_correct"] > 0
+    assert len(open_store(str(tmp_path / "history.sqlite")).trend(job=101)) == 1

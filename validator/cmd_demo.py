@@ -1,8 +1,11 @@
-"""`ropewatch demo`: the function end to end on an embedded default, no servers needed.
+"""`ropewatch demo`: the function and the validator end to end on an embedded default, no servers needed.
 
-An untrained demo checkpoint and random-init detector weights are written to a temporary directory,
-a 1280x720 site-camera-like JPEG is drawn, and the real Nuclio handler answers a CVAT-style request
-through nuclio_sdk's Context/Event/Response; the HTTP response and the log records are printed.
+1. An untrained demo checkpoint and random-init detector weights are written to a temporary
+   directory, a 1280x720 site-camera-like JPEG is drawn, and the real Nuclio handler answers a
+   CVAT-style request through nuclio_sdk's Context/Event/Response; the response and log are printed.
+2. The sandbox CVAT (a local HTTP server) serves a generated job with auto, semi-auto and manual
+   person boxes, and the real `validate-job` pulls it through cvat-sdk, writes report.{json,md,html}
+   and a history row into the same directory, and prints its summary.
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ DEMO_BOXES = [[300.0, 260.0, 420.0, 600.0], [820.0, 200.0, 930.0, 560.0]]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="run the Nuclio function on a sample frame with an untrained model")
+    parser = subparsers.add_parser("demo", help="run the Nuclio function (untrained model) and validate-job "
+                                                "(sandbox CVAT) on embedded data")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the demo files here (default: temp dir)")
     parser.set_defaults(func=run)
 
@@ -121,6 +125,19 @@ def run_function_demo(workdir: Path) -> dict:
             "frame_path": str(workdir / "frame.jpg"), "response": response, "startup_log": startup, "log": records}
 
 
+def run_validator_demo(workdir: Path) -> int:
+    """validate-job against the sandbox CVAT serving a generated 60-frame job; returns its exit code."""
+    from validator import sandbox, synthetic
+    from validator.cli import main
+
+    state = sandbox.CvatState()
+    state.add(synthetic.generate(60, seed=3))
+    with sandbox.serve(state) as (url, _):
+        print(f"# validate-job 101 against the sandbox CVAT at {url} (generated job: auto, semi-auto, manual boxes)")
+        return main(["validate-job", "101", "--server-host", url, "--out", str(Path(workdir) / "reports"),
+                     "--db", str(Path(workdir) / "history.sqlite")])
+
+
 def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ropewatch-demo-")))
@@ -133,4 +150,5 @@ def run(args: argparse.Namespace) -> int:
         print("# log record:")
         for record in result["log"]:
             print(json.dumps(record))
-    return 0 if response["status_code"] == 200 else 1
+        validated = run_validator_demo(workdir)
+    return 0 if response["status_code"] == 200 and validated == 0 else 1

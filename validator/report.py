@@ -8,8 +8,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
-import math
 import os
 import tempfile
 from dataclasses import asdict
@@ -28,20 +26,17 @@ OBJECT_FIELDS = ("role", "frame", "shape_id", "track_id", "source", "x1", "y1", 
                  "match", "iou", "best_iou", "error", "size", "aspect", "cell_x", "cell_y")
 
 
-def _plain(value):
-    """JSON-safe scalars: numpy → Python, NaN → None."""
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
-    return value
-
-
-def object_rows(obj: pd.DataFrame, attribute: str) -> list[dict]:
+def object_rows(obj: pd.DataFrame, attribute: str) -> dict:
+    """Per-object rows in pandas' "split" layout, ``{"columns": [...], "rows": [[...], ...]}``: field
+    names are not repeated 200,000 times, and ``objects_frame`` turns it back into a DataFrame."""
     cols = [c for c in (*OBJECT_FIELDS, attribute) if c in obj]
-    return [{k: _plain(v) for k, v in zip(cols, row)} for row in obj[cols].itertuples(index=False, name=None)]
+    table = obj[cols].astype(object)
+    values = table.where(table.notna(), None).to_numpy().tolist()
+    return {"columns": cols, "rows": values}
+
+
+def objects_frame(report: dict) -> pd.DataFrame:
+    return pd.DataFrame(report["objects"]["rows"], columns=report["objects"]["columns"])
 
 
 def build(*, source: dict, settings: Settings, frames: pd.DataFrame, pred: pd.DataFrame, ref: pd.DataFrame,
@@ -171,6 +166,13 @@ def html_page(report: dict) -> str:
             f"<div>{imgs}</div><pre>{html.escape(markdown(report))}</pre></body></html>")
 
 
+def to_json(report: dict) -> str:
+    """Strict JSON (NaN/inf become null; numpy scalars and arrays are plain numbers)."""
+    import orjson
+
+    return orjson.dumps(report, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
+
+
 def _atomic_write(path: Path, text: str) -> None:
     """Write via a temp file + rename, so a killed run never leaves half a report."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -181,7 +183,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def write(report: dict, out_dir: Path, formats: tuple[str, ...] = FORMATS) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    render = {"json": lambda r: json.dumps(r, indent=1, allow_nan=False), "md": markdown, "html": html_page}
+    render = {"json": to_json, "md": markdown, "html": html_page}
     paths = []
     for fmt in formats:
         path = out_dir / f"report.{fmt}"

@@ -1,0 +1,110 @@
+"""Benchmark: split + match + metrics + JSON report on a generated job, beside pycocotools' COCOeval.
+
+    .venv/bin/python bench/bench_validate.py [--frames 10000] [--persons 10]
+
+The job (default 10,000 frames, ~100,000 manual + ~100,000 auto person boxes) is generated in
+memory; fetching is not timed. COCOeval runs on the same boxes with one IoU threshold (0.5), one
+area range and maxDets high enough for every frame. Both are timed in the same process, one after
+the other, with peak Python memory from tracemalloc; the ratio is the figure. A sweep over
+frame counts shows whether our time is linear in the number of frames.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import time
+import tracemalloc
+
+import numpy as np
+
+from validator import fetch, report, synthetic
+from validator.match import Settings, match, select
+
+
+def shapes_of(n_frames: int, persons: float):
+    job = synthetic.generate(n_frames, persons_per_frame=persons, p_extra=0.8, real_scores=True, extras=False,
+                             seed=7)
+    shapes, skipped, _ = fetch.shapes_table(job.annotations, fetch.parse_labels(job.labels), n_frames - 1)
+    return fetch.frames_table(job.meta, 0), shapes, skipped
+
+
+def ours(frames, shapes, skipped) -> str:
+    s = Settings()
+    pred, ref = match(select(shapes, s, s.pred_sources), select(shapes, s, s.ref_sources), s.iou)
+    rep = report.build(source={"host": "bench", "job": 0, "task": 0, "project": None, "job_updated_date": "",
+                               "reference_mode": "manual", "reference_job": None},
+                       settings=s, frames=frames, pred=pred, ref=ref, skipped=skipped)
+    return report.to_json(rep)
+
+
+def coco(frames, shapes):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    person = shapes[shapes["label"] == "person"]
+    ref = person[person["source"].isin(("manual", "file", "consensus"))]
+    pred = person[person["source"].isin(("auto", "semi-auto"))]
+
+    def anns(df, with_score):
+        xywh = np.stack([df.x1, df.y1, df.x2 - df.x1, df.y2 - df.y1], 1)
+        out = []
+        for i, (frame, box) in enumerate(zip(df["frame"].to_numpy(), xywh)):
+            a = {"id": i + 1, "image_id": int(frame), "category_id": 1, "bbox": box.tolist(),
+                 "area": float(box[2] * box[3]), "iscrowd": 0}
+            if with_score:
+                a["score"] = float(df["score"].iat[i])
+            out.append(a)
+        return out
+
+    gt = COCO()
+    gt.dataset = {"images": [{"id": int(f)} for f in frames["frame"]], "categories": [{"id": 1, "name": "person"}],
+                  "annotations": anns(ref, False)}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        dt = gt.loadRes(anns(pred, True))
+        ev = COCOeval(gt, dt, "bbox")
+        ev.params.iouThrs = np.array([0.5])
+        ev.params.areaRng, ev.params.areaRngLbl = [[0, 1e12]], ["all"]
+        ev.params.maxDets = [int(person.groupby("frame").size().max()) + 1]
+        ev.evaluate()
+        ev.accumulate()
+    return ev
+
+
+def timed(fn, *args) -> tuple[float, float]:
+    """Wall time of one plain run, then peak memory of a second run under tracemalloc (which slows it)."""
+    t0 = time.perf_counter()
+    fn(*args)
+    elapsed = time.perf_counter() - t0
+    tracemalloc.start()
+    fn(*args)
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return elapsed, peak
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=10_000)
+    ap.add_argument("--persons", type=float, default=10.0)
+    args = ap.parse_args()
+    frames, shapes, skipped = shapes_of(args.frames, args.persons)
+    n_auto = int(shapes["source"].isin(("auto", "semi-auto")).sum())
+    print(f"job: {args.frames} frames, {len(shapes)} boxes ({n_auto} auto/semi-auto, {len(shapes) - n_auto} manual)")
+    t_ours, m_ours = timed(ours, frames, shapes, skipped)
+    t_coco, m_coco = timed(coco, frames, shapes)
+    print(f"ropewatch split+match+metrics+report.json : {t_ours:7.2f} s, peak {m_ours:7.1f} MiB (tracemalloc)")
+    print(f"pycocotools COCOeval evaluate+accumulate  : {t_coco:7.2f} s, peak {m_coco:7.1f} MiB (tracemalloc)")
+    print(f"ratio COCOeval / ropewatch: {t_coco / t_ours:.1f}x time, {m_coco / m_ours:.2f}x memory")
+    print("linearity (ropewatch only):")
+    for n in (args.frames // 4, args.frames // 2, args.frames):
+        f, s, k = shapes_of(n, args.persons)
+        t0 = time.perf_counter()
+        ours(f, s, k)
+        t = time.perf_counter() - t0
+        print(f"  {n:6d} frames {len(s):7d} boxes: {t:6.2f} s  ({t / n * 1e3:.3f} ms/frame)")
+
+
+if __name__ == "__main__":
+    main()
