@@ -9,6 +9,12 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared"  # the data folder beside the project, not the `shared` package
 
 
+@pytest.fixture(autouse=True)
+def _private_lock_dir(tmp_path, monkeypatch):
+    """validate-job's per-job locks live in a per-test folder, never the user's."""
+    monkeypatch.setenv("ROPEWATCH_LOCK_DIR", str(tmp_path / "locks"))
+
+
 @pytest.fixture(scope="session")
 def cvat_schema_path() -> Path:
     path = SHARED_DATA / "cvat" / "schema.yml"

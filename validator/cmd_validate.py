@@ -95,7 +95,7 @@ def _job_refs(conn, args) -> list:
     from validator.fetch import find_jobs
     from validator.schedule import JobRef
 
-    refs = [JobRef(j) for j in args.job_ids]
+    refs = [JobRef(j, None, conn.host) for j in args.job_ids]  # locks are per (host, job)
     for scope in ({"task_id": args.task} if args.task else None, {"project_id": args.project} if args.project else None):
         if scope:
             refs += [JobRef(j["id"], j.get("updated_date"), conn.host)

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-PERSON_ID, HELMET_ID, ROPE_SPEC_ID = 1, 2, 1
 VALUES = ("wrong", "correct")
 UPDATED = "2026-11-20T10:00:00.000000Z"
 
@@ -28,13 +27,19 @@ class SyntheticJob:
     frames_bytes: dict[int, bytes] = field(default_factory=dict)
 
 
+def label_ids(task_id: int) -> tuple[int, int, int]:
+    """(person, helmet, safety_rope_use spec) ids, unique per task as on a real server."""
+    return 10 * task_id + 1, 10 * task_id + 2, 10 * task_id + 1
+
+
 def labels_body(task_id: int) -> list[dict]:
-    rope = {"id": ROPE_SPEC_ID, "name": "safety_rope_use", "mutable": True, "input_type": "select",
+    person_id, helmet_id, spec_id = label_ids(task_id)
+    rope = {"id": spec_id, "name": "safety_rope_use", "mutable": True, "input_type": "select",
             "default_value": "wrong", "values": list(VALUES)}
     common = {"sublabels": [], "has_parent": False, "parent_id": None, "project_id": None, "task_id": task_id,
               "type": "rectangle"}
-    return [{"id": PERSON_ID, "name": "person", "color": "#ff0000", "attributes": [rope], **common},
-            {"id": HELMET_ID, "name": "helmet", "color": "#00ff00", "attributes": [], **common}]
+    return [{"id": person_id, "name": "person", "color": "#ff0000", "attributes": [rope], **common},
+            {"id": helmet_id, "name": "helmet", "color": "#00ff00", "attributes": [], **common}]
 
 
 def job_body(job_id: int, task_id: int, n_frames: int, *, job_type: str = "annotation", start_frame: int = 0,
@@ -73,11 +78,11 @@ def meta_body(n_frames: int, width: int, height: int, *, start_frame: int = 0, d
 
 
 def _rect(shape_id: int, frame: int, box, source: str, value: str | None, score: float | None,
-          occluded: bool = False, label_id: int = PERSON_ID) -> dict:
+          label_id: int, spec_id: int, occluded: bool = False) -> dict:
     shape = {"id": shape_id, "type": "rectangle", "frame": frame, "label_id": label_id, "group": 0,
              "source": source, "occluded": occluded, "outside": False, "z_order": 0, "rotation": 0.0,
              "points": [round(float(v), 2) for v in box], "elements": [],
-             "attributes": [] if value is None else [{"spec_id": ROPE_SPEC_ID, "value": value}]}
+             "attributes": [] if value is None else [{"spec_id": spec_id, "value": value}]}
     if score is not None:
         shape["score"] = float(score)
     return shape
@@ -118,38 +123,41 @@ def generate(n_frames: int = 50, *, job_id: int = 101, task_id: int = 11, person
     def score(real: float) -> float | None:
         return None if not with_score else (real if real_scores else 1.0)
 
+    person_id, helmet_id, spec_id = label_ids(task_id)
+    ids = {"label_id": person_id, "spec_id": spec_id}
     shapes, sid = [], 1
     for i in range(total):
-        shapes.append(_rect(sid, int(frames[i]), boxes[i], "manual", str(truth[i]), score(1.0), bool(occluded[i])))
+        shapes.append(_rect(sid, int(frames[i]), boxes[i], "manual", str(truth[i]), score(1.0), occluded=bool(occluded[i]),
+                            **ids))
         sid += 1
     for i in np.flatnonzero(keep):
         shapes.append(_rect(sid, int(frames[i]), auto_boxes[i], str(sources[i]), str(auto_values[i]),
-                            score(float(scores[i]))))
+                            score(float(scores[i])), **ids))
         sid += 1
     n_extra = rng.binomial(n_frames, min(p_extra, 1.0))
     for frame in rng.choice(n_frames, n_extra):
         ew = rng.uniform(30, 120)
         ex, ey = rng.uniform(0, width - ew), rng.uniform(0, height - 2 * ew)
         shapes.append(_rect(sid, int(frame), [ex, ey, ex + ew, ey + 2 * ew], "auto", str(rng.choice(VALUES)),
-                            score(float(rng.uniform(0.05, 0.6)))))
+                            score(float(rng.uniform(0.05, 0.6))), **ids))
         sid += 1
 
     tracks = []
     if extras and n_frames >= 6:
-        shapes.append({**_rect(sid, 1, [10, 10, 50, 60], "manual", None, score(1.0), label_id=HELMET_ID)})
-        shapes.append({"id": sid + 1, "type": "polygon", "frame": 2, "label_id": PERSON_ID, "group": 0,
+        shapes.append(_rect(sid, 1, [10, 10, 50, 60], "manual", None, score(1.0), helmet_id, spec_id))
+        shapes.append({"id": sid + 1, "type": "polygon", "frame": 2, "label_id": person_id, "group": 0,
                        "source": "manual", "occluded": False, "outside": False, "z_order": 0, "rotation": 0.0,
                        "points": [5.0, 5.0, 40.0, 5.0, 20.0, 40.0], "elements": [], "attributes": []})
         if with_score:
             shapes[-1]["score"] = 1.0
-        tracks.append({"id": 1, "frame": 0, "label_id": PERSON_ID, "group": 0, "source": "manual",
+        tracks.append({"id": 1, "frame": 0, "label_id": person_id, "group": 0, "source": "manual",
                        "attributes": [], "elements": [],
                        "shapes": [{"id": 1, "type": "rectangle", "frame": 0, "occluded": False, "outside": False,
                                    "z_order": 0, "rotation": 0.0, "points": [100.0, 100.0, 150.0, 220.0],
-                                   "attributes": [{"spec_id": ROPE_SPEC_ID, "value": "correct"}]},
+                                   "attributes": [{"spec_id": spec_id, "value": "correct"}]},
                                   {"id": 2, "type": "rectangle", "frame": 2, "occluded": False, "outside": False,
                                    "z_order": 0, "rotation": 0.0, "points": [120.0, 100.0, 170.0, 220.0],
-                                   "attributes": [{"spec_id": ROPE_SPEC_ID, "value": "wrong"}]},
+                                   "attributes": [{"spec_id": spec_id, "value": "wrong"}]},
                                   {"id": 3, "type": "rectangle", "frame": 4, "occluded": False, "outside": True,
                                    "z_order": 0, "rotation": 0.0, "points": [120.0, 100.0, 170.0, 220.0],
                                    "attributes": []}]})
