@@ -6,13 +6,13 @@ Exit codes, for cron and CI: 0 every job validated and no alert rule fired; 1 a 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from validator import trace
-    from validator.fetch import add_connection_arguments
 
     p = subparsers.add_parser("validate-job", help="validate the auto-annotation of CVAT jobs",
                               description=__doc__.splitlines()[0])
@@ -41,6 +41,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_connection_arguments(p)
     trace.add_arguments(p)
     p.set_defaults(func=run)
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """cvat-cli's connection options (read by ``validator.fetch.connect_from_args``)."""
+    parser.add_argument("--server-host", default=os.environ.get("CVAT_SERVER_HOST", "localhost"),
+                        help="CVAT host URL (env CVAT_SERVER_HOST; default localhost)")
+    parser.add_argument("--server-port", type=int, default=None, help="CVAT port (default from the URL, else 8080)")
+    parser.add_argument("--auth", default=None, metavar="USER[:PASS]",
+                        help="basic auth; the password comes from env PASS or a prompt if omitted. "
+                             "Without --auth, the personal access token in env CVAT_ACCESS_TOKEN is used")
+    parser.add_argument("--timeout", type=float, default=60.0, help="read timeout per request, seconds")
+    parser.add_argument("--retries", type=int, default=5, help="retries on 429/5xx/connection errors")
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -104,6 +116,10 @@ def _job_refs(conn, args) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn)
+
     from validator import report as rpt
     from validator.alert import AlertConfig, ConfigError, load_config
     from validator.fetch import FetchError, connect_from_args
@@ -126,23 +142,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"validate-job: {exc}", file=sys.stderr)
         return 2
     settings = settings_from_args(args)
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+                        disable=args.quiet or not sys.stderr.isatty())
+    jobs_bar = progress.add_task("jobs", total=len(refs))
 
     def one(job_id: int) -> dict:
+        progress.update(jobs_bar, description=f"job {job_id}: pulling and matching")
         report, job = evaluate(conn, job_id, settings, gt_job=args.gt_job, reference_job=args.reference_job,
                                model_version=args.model_version)
         if args.logs:
             from validator.trace import enrich_report
 
+            frames_bar = progress.add_task(f"job {job_id}: frames", total=int((~job.frames["deleted"]).sum()))
             report = enrich_report(report, job, conn, args.logs, cache_dir=args.frame_cache,
                                    workers=args.frame_workers, annotated_before=args.annotated_before,
-                                   required_recall_wrong=args.required_recall_wrong)
+                                   required_recall_wrong=args.required_recall_wrong,
+                                   progress=lambda n: progress.advance(frames_bar, n))
+            progress.remove_task(frames_bar)
+        progress.advance(jobs_bar)
         paths = rpt.write(report, args.out / f"job-{job_id}", formats)
         if not args.quiet:
             rpt.print_summary(report)
             print("reports: " + ", ".join(str(p) for p in paths))
         return report
 
-    result = run_batch(refs, one, store, rules, since=args.since, force=args.force)
+    with progress:
+        result = run_batch(refs, one, store, rules, since=args.since, force=args.force)
     for outcome in result.outcomes:
         if outcome.status == "failed":
             print(f"validate-job: job {outcome.job_id}: {outcome.detail}", file=sys.stderr)

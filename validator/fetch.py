@@ -65,18 +65,6 @@ class JobData:
     has_score: bool = True
 
 
-def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    """cvat-cli's connection options."""
-    parser.add_argument("--server-host", default=os.environ.get("CVAT_SERVER_HOST", "localhost"),
-                        help="CVAT host URL (env CVAT_SERVER_HOST; default localhost)")
-    parser.add_argument("--server-port", type=int, default=None, help="CVAT port (default from the URL, else 8080)")
-    parser.add_argument("--auth", default=None, metavar="USER[:PASS]",
-                        help="basic auth; the password comes from env PASS or a prompt if omitted. "
-                             "Without --auth, the personal access token in env CVAT_ACCESS_TOKEN is used")
-    parser.add_argument("--timeout", type=float, default=60.0, help="read timeout per request, seconds")
-    parser.add_argument("--retries", type=int, default=5, help="retries on 429/5xx/connection errors")
-
-
 def server_url(host: str, port: int | None) -> str:
     url = host if "://" in host else f"http://{host}"
     url = url.rstrip("/")

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from validator import calibration as cal
 
 OBJECTIVES = ("macro-f1", "recall-wrong")
 
@@ -42,6 +41,8 @@ def scores_from_report(report: dict) -> tuple[np.ndarray, np.ndarray]:
 def recalibrate(checkpoint: dict, report: dict, *, objective: str = "macro-f1", required_recall_wrong: float = 0.95,
                 report_name: str = "", allow_other_version: bool = False) -> dict:
     """A new checkpoint dict with fitted ``temperature``, chosen ``thr`` and a ``calibration`` block."""
+    from validator import calibration as cal  # scipy: imported here so `ropewatch --help` stays fast
+
     if objective not in OBJECTIVES:
         raise RecalibrationError(f"objective must be one of {OBJECTIVES}, not {objective!r}")
     versions = (report.get("trace") or {}).get("model_versions") or []

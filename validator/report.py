@@ -109,7 +109,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _png(fig) -> str:
+def png_base64(fig) -> str:
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=90, bbox_inches="tight")
     return base64.b64encode(out.getvalue()).decode("ascii")
@@ -131,27 +131,27 @@ def figures(report: dict) -> dict[str, str]:
     ax.set_xticks(range(len(att["labels"])), att["labels"])
     ax.set_yticks(range(len(att["labels"])), att["labels"])
     ax.set_xlabel("prediction"), ax.set_ylabel("reference")
-    out["confusion matrix"] = _png(fig)
+    out["confusion matrix"] = png_base64(fig)
     fig, ax = plt.subplots(figsize=(4.5, 3))
     names = list(att["per_class"])
     for k, metric in enumerate(("precision", "recall", "f1")):
         ax.bar(np.arange(len(names)) + k * 0.27, [att["per_class"][n][metric] or 0 for n in names], 0.27,
                label=metric)
     ax.set_xticks(np.arange(len(names)) + 0.27, names), ax.set_ylim(0, 1), ax.legend(fontsize=7)
-    out["per-class metrics"] = _png(fig)
+    out["per-class metrics"] = png_base64(fig)
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.barh(list(report["errors"]), list(report["errors"].values()), color="tab:red")
-    out["errors by type"] = _png(fig)
+    out["errors by type"] = png_base64(fig)
     fig, ax = plt.subplots(figsize=(3.6, 2.4))
     im = ax.imshow(np.asarray(report["breakdowns"]["position_grid"]["errors"]), cmap="Reds")
     fig.colorbar(im, ax=ax), ax.set_xticks([]), ax.set_yticks([])
-    out["errors by position in the frame"] = _png(fig)
+    out["errors by position in the frame"] = png_base64(fig)
     if report["pr_curve"]:
         fig, ax = plt.subplots(figsize=(3.6, 3))
         ax.plot(report["pr_curve"]["recall"], report["pr_curve"]["precision"])
         ax.set_xlabel("recall"), ax.set_ylabel("precision"), ax.set_xlim(0, 1), ax.set_ylim(0, 1.02)
         ax.set_title(f"AP = {report['detection']['ap']:.3f}")
-        out["precision/recall"] = _png(fig)
+        out["precision/recall"] = png_base64(fig)
     plt.close("all")
     return out
 
@@ -160,6 +160,10 @@ def html_page(report: dict) -> str:
     """A self-contained page: the Markdown tables as preformatted text plus the embedded figures."""
     imgs = "".join(f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{b}"><figcaption>'
                    f"{html.escape(t)}</figcaption></figure>" for t, b in figures(report).items())
+    if report.get("trace"):  # validate-job --logs: calibration figures and the most-confident-mistakes panel
+        from validator.trace import html_section
+
+        imgs += html_section(report)
     return ("<!doctype html><html><head><meta charset='utf-8'><title>ropewatch job "
             f"{report['source']['job']}</title><style>body{{font-family:sans-serif;margin:2em}}"
             "figure{display:inline-block;margin:1em}pre{background:#f6f6f6;padding:1em}</style></head><body>"

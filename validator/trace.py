@@ -4,7 +4,8 @@ Pipeline: read the log lines (``validator.logs``) → fingerprint every frame of
 lambda manager sent it (``validator.frames``) → pick one request per frame and match every shape
 to its logged detection (``validator.join``) → lifecycle counts and the confusion against the
 original predictions (``validator.lifecycle``) → ranking, calibration and threshold analysis on the
-recovered logits (``validator.calibration``). ``trace.scores`` is what
+recovered logits (``validator.calibration``) → the most confident mistakes, with crops of the few
+frames they are on (``html_section`` renders them in report.html). ``trace.scores`` is what
 ``ropewatch checkpoint recalibrate`` refits from. numpy/pandas/scipy are imported inside the
 functions so that ``add_arguments`` keeps ``ropewatch --help`` fast.
 """
@@ -25,7 +26,10 @@ if TYPE_CHECKING:
     from validator.frames import FetchFrame
 
 OBJECT_COLUMNS = ("frame", "shape_id", "source", "state", "request_id", "det_index", "model_version", "logged_value",
-                  "final_value", "p_correct", "logit", "detector_score", "thr", "temperature")
+                  "final_value", "p_correct", "logit", "detector_score", "thr", "temperature", "x1", "y1", "x2", "y2")
+TOP_MISTAKES = 8
+MISTAKE_FIELDS = ("frame", "shape_id", "state", "request_id", "model_version", "final_value", "logged_value",
+                  "p_correct", "confidence", "thr", "x1", "y1", "x2", "y2")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,6 +86,7 @@ def trace_section(job, logs, fingerprints: pd.DataFrame, *, label: str = "person
     from validator import calibration as cal
     from validator.join import join_frames, match_shapes
     from validator.lifecycle import classify, scored, summarize
+    from validator.logs import BOX
 
     live = job.frames.loc[~job.frames["deleted"].astype(bool), "frame"]
     fps = fingerprints[fingerprints["frame"].isin(live)]
@@ -91,6 +96,9 @@ def trace_section(job, logs, fingerprints: pd.DataFrame, *, label: str = "person
     rows = match_shapes(shapes, logs.detections, fj.frames, tol=tol, edited_iou=edited_iou)
     rows["state"] = classify(rows, attribute)
     rows["final_value"] = rows[attribute] if attribute in rows else None
+    if "log_x1" in rows:  # a deleted detection has no shape left: its box is the logged one
+        for c in BOX:
+            rows[c] = rows[c].fillna(rows[f"log_{c}"])
     sc = scored(rows, attribute)
     thr = _mode(sc["thr"], 0.5)
     temperature = _mode(sc["temperature"], 1.0)
@@ -115,16 +123,21 @@ def trace_section(job, logs, fingerprints: pd.DataFrame, *, label: str = "person
 def enrich_report(report: dict, job, client, log_paths: Sequence[str | Path], *, cache_dir: Path | None = None,
                   workers: int = 8, annotated_before: str | None = None, required_recall_wrong: float = 0.95,
                   stdin: IO[str] | None = None, fetch: FetchFrame | None = None,
-                  progress: Callable[[int], None] | None = None) -> dict:
-    """Add ``report["trace"]`` (and ``model_version`` when the report had none and the logs name one)."""
+                  progress: Callable[[int], None] | None = None, top_mistakes: int = TOP_MISTAKES) -> dict:
+    """Add ``report["trace"]`` (and ``model_version`` when the report had none and the logs name one).
+
+    ``trace.mistakes`` holds the ``top_mistakes`` most confident attribute errors with a crop of
+    their frame; only those frames are downloaded a second time.
+    """
     import pandas as pd
 
     from validator.frames import cvat_frame_fetcher, frame_fingerprints
     from validator.logs import read_logs
 
     settings = report.get("settings") or {}
+    fetch = fetch or cvat_frame_fetcher(client, job.job_id)
     fingerprints = frame_fingerprints(
-        fetch or cvat_frame_fetcher(client, job.job_id), job.frames.loc[~job.frames["deleted"].astype(bool), "frame"],
+        fetch, job.frames.loc[~job.frames["deleted"].astype(bool), "frame"],
         job_id=job.job_id, chunks_updated_date=chunks_updated_date(client, job.job_id), host=str(job.host),
         cache_dir=cache_dir, workers=workers, progress=progress)
     keys = set(fingerprints["sha256"].dropna()) | set(fingerprints["pixel_sha256"].dropna())
@@ -136,8 +149,132 @@ def enrich_report(report: dict, job, client, log_paths: Sequence[str | Path], *,
     section = trace_section(job, logs, fingerprints, label=settings.get("label", "person"),
                             attribute=settings.get("attribute", "safety_rope_use"), cutoff=cutoff,
                             required_recall_wrong=required_recall_wrong)
+    section["mistakes"] = jsonable(mistake_panel(confident_mistakes(pd.DataFrame(section["objects"]), top_mistakes),
+                                                 fetch, workers))
     out = dict(report)
     out["trace"] = section
     if out.get("model_version") is None and len(section["model_versions"]) == 1:
         out["model_version"] = section["model_versions"][0]
     return out
+
+
+# ------------------------------------------------------------------------------ most confident mistakes
+def confident_mistakes(objects: pd.DataFrame, k: int = TOP_MISTAKES) -> pd.DataFrame:
+    """Predicted objects whose logged value a person changed, most confident first.
+
+    The confidence is the model's in the value it chose (P(correct) when it said ``correct``, else
+    1 − P(correct)): a confident mistake is what a model card's "most confident mistakes" shows.
+    """
+    import numpy as np
+
+    from validator.calibration import CLASSES
+    from validator.lifecycle import PREDICTED
+
+    if objects.empty:
+        return objects.assign(confidence=[])
+    pred = objects[objects["state"].isin(PREDICTED) & objects["final_value"].isin(CLASSES)
+                   & objects["logged_value"].isin(CLASSES) & objects["p_correct"].notna()]
+    bad = pred[pred["logged_value"] != pred["final_value"]]
+    p = bad["p_correct"].astype(float)
+    bad = bad.assign(confidence=np.where(bad["logged_value"] == "correct", p, 1.0 - p))
+    return bad.sort_values(["confidence", "frame"], ascending=[False, True], kind="mergesort").head(k)
+
+
+def crop_png(rgb, box: Sequence[float], *, margin: float = 0.5, max_side: int = 160) -> str:
+    """Base64 PNG of the frame around ``box`` (``margin`` of its size on each side), the box drawn in red."""
+    import base64
+    import io
+
+    from PIL import Image, ImageDraw
+
+    h, w = rgb.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    mx, my = margin * max(x2 - x1, 1.0), margin * max(y2 - y1, 1.0)
+    left, top = min(max(0, math.floor(x1 - mx)), w - 1), min(max(0, math.floor(y1 - my)), h - 1)
+    right, bottom = max(min(w, math.ceil(x2 + mx)), left + 1), max(min(h, math.ceil(y2 + my)), top + 1)
+    im = Image.fromarray(rgb[top:bottom, left:right])
+    ImageDraw.Draw(im).rectangle([x1 - left, y1 - top, x2 - left, y2 - top], outline=(255, 0, 0), width=2)
+    im.thumbnail((max_side, max_side))
+    out = io.BytesIO()
+    im.save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def mistake_panel(mistakes: pd.DataFrame, fetch: FetchFrame, workers: int = 8) -> list[dict]:
+    """Panel rows (truth, prediction, P(correct), thr, box) each with ``crop`` (base64 PNG, or None and
+    ``crop_error`` when the frame could not be downloaded). Only the mistakes' frames are fetched,
+    through the same endpoint as the fingerprints, at most ``workers`` at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shared.image import load_frame
+    from validator.logs import BOX
+
+    rows = mistakes.to_dict(orient="records")
+    by_frame: dict[int, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_frame.setdefault(int(r["frame"]), []).append(i)
+
+    def crops(frame: int) -> dict[int, tuple[str | None, str | None]]:
+        try:
+            rgb = load_frame(fetch(frame)).rgb
+            return {i: (crop_png(rgb, [rows[i][c] for c in BOX]), None) for i in by_frame[frame]}
+        except Exception as exc:  # noqa: BLE001 - a missing crop never fails the report
+            return {i: (None, f"{type(exc).__name__}: {exc}"[:300]) for i in by_frame[frame]}
+
+    found: dict[int, tuple[str | None, str | None]] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(by_frame)))) as pool:
+        for done in pool.map(crops, by_frame):
+            found.update(done)
+    return [{**{k: r.get(k) for k in MISTAKE_FIELDS}, "crop": found[i][0], "crop_error": found[i][1]}
+            for i, r in enumerate(rows)]
+
+
+def html_section(report: dict) -> str:
+    """The traced part of report.html: reliability diagram before/after temperature scaling, PR curves
+    of ``correct`` and ``wrong``, and the most-confident-mistakes panel (crops embedded as PNG)."""
+    import html
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from validator.report import png_base64
+
+    trace, figs = report["trace"], {}
+    cal = trace.get("calibration")
+    if cal:
+        fig, ax = plt.subplots(figsize=(3.8, 3.4))
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        curves = [(f"T = {cal['temperature']:.2f} (logged), ECE {cal['ece']:.3f}", cal["reliability"])]
+        if cal.get("fitted"):
+            curves.append((f"T = {cal['fitted']['temperature']:.2f} (fitted), ECE {cal['fitted']['ece']:.3f}",
+                           cal["fitted"]["reliability"]))
+        for name, rel in curves:
+            pts = [(c, a) for c, a in zip(rel["confidence"], rel["accuracy"]) if c is not None and a is not None]
+            ax.plot([c for c, _ in pts], [a for _, a in pts], marker="o", ms=3, label=name)
+        ax.set_xlabel("confidence (top-label)"), ax.set_ylabel("accuracy"), ax.set_xlim(0.45, 1.01)
+        ax.set_ylim(0, 1.02), ax.legend(fontsize=6)
+        figs["reliability diagram, before/after temperature scaling"] = png_base64(fig)
+    if cal and cal.get("pr"):
+        fig, ax = plt.subplots(figsize=(3.8, 3.2))
+        for cls, curve in cal["pr"].items():
+            ax.plot(curve["recall"], curve["precision"], drawstyle="steps-post", label=f"{cls}: AP {curve['ap']:.3f}")
+        ax.set_xlabel("recall"), ax.set_ylabel("precision"), ax.set_xlim(0, 1), ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=7)
+        figs["precision/recall of correct and wrong (logged P(correct))"] = png_base64(fig)
+    plt.close("all")
+    parts = ["<h2>Traced predictions</h2><div>"]
+    parts += [f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{b}"><figcaption>{html.escape(t)}'
+              "</figcaption></figure>" for t, b in figs.items()]
+    parts.append('</div><h2>Most confident mistakes</h2><div class="mistakes">')
+    for m in trace.get("mistakes") or []:
+        caption = (f"frame {m['frame']} · shape {m['shape_id']} · truth {m['final_value']} · predicted "
+                   f"{m['logged_value']} · P(correct) {m['p_correct']:.3f} · thr {m['thr']:.2f}")
+        img = (f'<img alt="crop of frame {m["frame"]}" src="data:image/png;base64,{m["crop"]}">' if m.get("crop")
+               else f"<em>frame unavailable: {html.escape(str(m.get('crop_error')))}</em>")
+        parts.append(f"<figure>{img}<figcaption>{html.escape(caption)}</figcaption></figure>")
+    if not trace.get("mistakes"):
+        parts.append("<p>No attribute value predicted by the model was changed by a person.</p>")
+    parts.append("</div>")
+    return "".join(parts)
