@@ -19,19 +19,17 @@ import resource
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 from types import SimpleNamespace
-from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from validator import sandbox
 from validator.frames import cvat_frame_fetcher, frame_fingerprints
 from validator.logs import read_logs
 from validator.trace import trace_section
@@ -109,44 +107,6 @@ def write_logs(path: Path, records: list[dict], n_lines: int, rng: np.random.Gen
                 fh.write(json.dumps(filler) + "\n")
 
 
-@contextmanager
-def serve_frames(job_id: int, frames: dict[int, bytes]) -> Iterator[str]:
-    """``GET /api/jobs/{id}/data?type=frame&number=N&quality=original`` from memory, stdlib threading server.
-
-    Stands in for the frame endpoint of validator/sandbox.py (the fake CVAT), which did not exist yet
-    when this benchmark was written; both the plain-client and the validator figures use this server.
-    """
-    prefix = f"/api/jobs/{job_id}/data"
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            url = urlsplit(self.path)
-            args = dict(parse_qsl(url.query))
-            data = frames.get(int(args.get("number", -1))) if url.path == prefix else None
-            self.send_response(200 if data is not None else 404)
-            body = data if data is not None else b'{"detail": "not found"}'
-            self.send_header("Content-Type", "image/jpeg" if data is not None else "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=1_000_000)
@@ -163,7 +123,8 @@ def main() -> int:
     print(f"generated {args.frames} frames {args.width}x{args.height} JPEG "
           f"({sum(map(len, frames.values())) / 2**20:.1f} MiB) and {len(shapes)} shapes in {time.perf_counter() - t:.1f}s")
     job_id = 1
-    with serve_frames(job_id, frames) as base_url, tempfile.TemporaryDirectory() as tmp:
+    state = sandbox.CvatState(frames={(job_id, n): data for n, data in frames.items()})
+    with sandbox.serve(state) as (base_url, _), tempfile.TemporaryDirectory() as tmp:
         numbers = list(frames)
         raw = server_throughput(base_url, job_id, numbers, args.workers)
         from cvat_sdk.api_client import ApiClient, Configuration

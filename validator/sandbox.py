@@ -177,10 +177,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(200, state.meta[int(jid)])
             case ["jobs", jid, "data"]:
                 number = int(query["number"][0])
-                meta = state.meta[int(jid)]
                 data = state.frames.get((int(jid), number))
                 if data is None:
-                    first = meta["frames"][0]
+                    first = state.meta[int(jid)]["frames"][0]
                     data = _jpeg(first.get("width", 64), first.get("height", 48), number)
                 self._send(200, data, "image/jpeg")
             case ["tasks", tid]:
