@@ -232,21 +232,6 @@ def cvat_schema_errors(cvat_schema_path):
 
 
 @pytest.fixture
-def job_data_meta(cvat_schema_errors):
-    """``meta(frames, width, height, updated)``: a GET /api/jobs/{id}/data/meta body, checked against the schema."""
-
-    def meta(frames: list[int], width: int, height: int, updated: str = "2026-11-23T08:00:00Z") -> dict:
-        body = {"chunks_updated_date": updated, "chunk_size": 36, "size": len(frames), "image_quality": 70,
-                "start_frame": min(frames), "stop_frame": max(frames), "frame_filter": "",
-                "frames": [{"width": width, "height": height, "name": f"frame_{f:06d}.png", "related_files": 0}
-                           for f in frames], "deleted_frames": [], "included_frames": None}
-        assert cvat_schema_errors("DataMetaRead", body) == []
-        return body
-
-    return meta
-
-
-@pytest.fixture
 def sdk_client(httpserver):
     """A cvat-sdk API client (``.api_client``) pointed at pytest-httpserver."""
     from types import SimpleNamespace

@@ -91,12 +91,33 @@ def test_fingerprints_equal_the_served_bytes_and_pixels(httpserver: HTTPServer, 
     assert len(handler.seen) == 3
 
 
-def test_enrich_report_end_to_end_over_http(httpserver: HTTPServer, sdk_client, job_data_meta, tmp_path) -> None:
+def test_bytes_only_fingerprints_skip_decoding(httpserver: HTTPServer, sdk_client, tmp_path) -> None:
+    """An image task needs no pixel hash; a later run that does need it does not trust those rows."""
+    frames = {n: _png(n) for n in range(6)}
+    frames[6] = b"not an image"  # undecodable bytes still have a byte fingerprint
+    handler = _Frames(frames)
+    httpserver.expect_request("/api/jobs/5/data").respond_with_handler(handler)
+    fetch = cvat_frame_fetcher(sdk_client, 5)
+    kw = dict(job_id=5, chunks_updated_date="d1", cache_dir=tmp_path, workers=3)
+    out = frame_fingerprints(fetch, list(frames), pixels=False, **kw).set_index("frame")
+    assert out["error"].isna().all() and out["pixel_sha256"].isna().all() and out["width"].isna().all()
+    assert out["sha256"].to_dict() == {n: hashlib.sha256(b).hexdigest() for n, b in frames.items()}
+    assert out["bytes"].to_dict() == {n: len(b) for n, b in frames.items()}
+
+    handler.seen.clear()
+    full = frame_fingerprints(fetch, list(frames), pixels=True, **kw).set_index("frame")
+    assert sorted(int(q["number"]) for q in handler.seen) == sorted(frames)
+    assert full.loc[list(range(6)), "pixel_sha256"].notna().all() and full.loc[6, "error"] is not None
+    handler.seen.clear()
+    frame_fingerprints(fetch, list(frames), pixels=False, **kw)  # pixel rows serve a bytes-only run too
+    assert handler.seen == []
+
+
+def test_enrich_report_end_to_end_over_http(httpserver: HTTPServer, sdk_client, tmp_path) -> None:
     """Logs written for known frames; the validator downloads the frames and recovers every object."""
     rng = np.random.default_rng(4)
     frames = {n: _png(100 + n) for n in range(12)}
     httpserver.expect_request("/api/jobs/5/data").respond_with_handler(_Frames(frames))
-    httpserver.expect_request("/api/jobs/5/data/meta").respond_with_json(job_data_meta(list(frames), 32, 24))
     rows = []
     for n in frames:
         for k, src in enumerate(["auto", "auto", "semi-auto", "manual"][: 1 + n % 4]):
@@ -115,7 +136,8 @@ def test_enrich_report_end_to_end_over_http(httpserver: HTTPServer, sdk_client, 
     log = tmp_path / "fn.log"
     log.write_text("\n".join(json.dumps(r) for r in records) + "\nnot json\n")
     job = SimpleNamespace(frames=pd.DataFrame({"frame": list(frames), "deleted": False}), shapes=shapes, job_id=5,
-                          host=httpserver.url_for(""), job_updated_date=(when + timedelta(hours=1)).isoformat())
+                          host=httpserver.url_for(""), job_updated_date=(when + timedelta(hours=1)).isoformat(),
+                          original_chunk_type="video", chunks_updated_date="2026-11-23T08:00:00Z")
     report = {"schema_version": "1.0", "model_version": None, "settings": {"label": "person"}}
     out = enrich_report(report, job, sdk_client, [log], cache_dir=tmp_path / "cache", workers=3)
     trace = out["trace"]
@@ -123,6 +145,7 @@ def test_enrich_report_end_to_end_over_http(httpserver: HTTPServer, sdk_client, 
     assert counts == {k: expected[k] for k in counts}
     assert all(v > 0 for v in counts.values()), counts
     assert trace["frames"]["by_pixel_sha256"] == expected["by_pixel_sha256"] > 0
+    assert trace["frames"]["pixel_fingerprint"] is True
     assert trace["frames"]["reruns"] == expected["reruns"] > 0 and trace["frames"]["unjoined_frames"] == [11]
     assert trace["logs"]["skipped"] == 1 and out["model_version"] == "test-v1" and report.get("trace") is None
     for o in trace["objects"]:

@@ -24,7 +24,7 @@ def _jpeg(seed: int) -> bytes:
 
 
 def test_handler_records_recover_every_auto_shape(tiny_checkpoint, httpserver: HTTPServer, monkeypatch,
-                                                   job_data_meta, sdk_client, tmp_path) -> None:
+                                                   sdk_client, tmp_path) -> None:
     monkeypatch.setenv("MODEL_PATH", str(tiny_checkpoint))
     monkeypatch.delenv("DETECTOR_PATH", raising=False)
     module = load_function_module()
@@ -50,17 +50,18 @@ def test_handler_records_recover_every_auto_shape(tiny_checkpoint, httpserver: H
         return Response(frames[int(request.args["number"])], content_type="image/jpeg")
 
     httpserver.expect_request("/api/jobs/9/data").respond_with_handler(serve)
-    httpserver.expect_request("/api/jobs/9/data/meta").respond_with_json(job_data_meta(list(frames), 64, 48))
     log = tmp_path / "docker.log"
     log.write_text("\n".join(lines) + "\n")
     job = SimpleNamespace(frames=pd.DataFrame({"frame": list(frames), "deleted": False}), shapes=pd.DataFrame(shapes),
-                          job_id=9, host="fake", job_updated_date=None)
+                          job_id=9, host="fake", job_updated_date=None, original_chunk_type="imageset",
+                          chunks_updated_date="2026-11-23T08:00:00Z")
     trace = enrich_report({"settings": {}}, job, sdk_client, [log], workers=2)["trace"]
 
     n_corrected = sum((s["frame"] + (s["shape_id"] - 1) % 2) % 3 == 0 for s in shapes)
     assert trace["lifecycle"]["counts"]["attribute_corrected"] == n_corrected
     assert trace["lifecycle"]["counts"]["accepted"] == len(shapes) - n_corrected
     assert trace["frames"]["by_sha256"] == len(frames) and trace["logs"]["skipped"] == 1
+    assert trace["frames"]["pixel_fingerprint"] is False  # an image task: bytes join, nothing decoded
     for obj in trace["objects"]:
         request_id, det = logged[obj["shape_id"]]
         assert obj["request_id"] == request_id and obj["det_index"] in (0, 1)

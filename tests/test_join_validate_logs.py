@@ -5,7 +5,7 @@ import base64
 import hashlib
 import io
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -47,6 +47,7 @@ def traced_job():
     rng = np.random.default_rng(7)
     job = synthetic.generate(N_FRAMES, job_id=JOB, width=WIDTH, height=HEIGHT, seed=3, extras=False,
                              p_semi=0.25, deleted=(DELETED,))
+    job.job["data_original_chunk_type"] = "video"  # re-encoded frames below: bytes may change, pixels may not
     job.frames_bytes = {n: _jpeg(n) for n in range(N_FRAMES)}
     live = [n for n in range(N_FRAMES) if n != DELETED]
     oracle = pd.DataFrame({
@@ -73,10 +74,10 @@ def cvat(traced_job, monkeypatch):
         yield url, st
 
 
-def _validate(url: str, tmp_path, logs: str) -> dict:
+def _validate(url: str, tmp_path, logs: str, *extra: str) -> dict:
     code = main(["validate-job", str(JOB), "--server-host", url, "--out", str(tmp_path / "out"),
                  "--db", str(tmp_path / "h.sqlite"), "--frame-cache", str(tmp_path / "cache"),
-                 "--frame-workers", "3", "--quiet", "--logs", logs])
+                 "--frame-workers", "3", "--quiet", "--logs", logs, *extra])
     assert code == 0
     return json.loads((tmp_path / "out" / f"job-{JOB}" / "report.json").read_text())
 
@@ -89,7 +90,7 @@ def _check_trace(report: dict, records: list[dict], expected: dict) -> None:
         assert counts[state] > 0, counts
     frames = trace["frames"]
     assert frames["frames"] == N_FRAMES - 1 and frames["unjoined_frames"] == [UNLOGGED]
-    assert frames["by_pixel_sha256"] == expected["by_pixel_sha256"] > 0
+    assert frames["by_pixel_sha256"] == expected["by_pixel_sha256"] > 0 and frames["pixel_fingerprint"] is True
     assert frames["reruns"] == expected["reruns"] > 0 and frames["download_failed"] == []
     assert trace["logs"]["skipped"] == 5 and trace["logs"]["failed"] == 2  # 1 docker line + 4 noise lines
     assert trace["logs"]["inference"] == len(records)
@@ -162,3 +163,18 @@ def test_validate_job_reads_logs_from_stdin(cvat, traced_job, tmp_path, monkeypa
     _, records, expected, text = traced_job
     monkeypatch.setattr("sys.stdin", io.StringIO(text))
     _check_trace(_validate(url, tmp_path, "-"), records, expected)
+
+
+def test_image_task_joins_by_bytes_without_decoding(cvat, traced_job, tmp_path) -> None:
+    """On an image task the frames are hashed, not decoded: the simulated re-encoded frames stay
+    unjoined (and listed) until ``--pixel-fingerprint always`` asks for the decode."""
+    url, state = cvat
+    _, records, expected, text = traced_job
+    state.jobs[JOB] = {**state.jobs[JOB], "data_original_chunk_type": "imageset"}
+    log = tmp_path / "fn.log"
+    log.write_text(text)
+    frames = _validate(url, tmp_path, str(log))["trace"]["frames"]
+    assert frames["pixel_fingerprint"] is False and frames["by_pixel_sha256"] == 0
+    assert frames["unjoined"] == expected["by_pixel_sha256"] + 1 and UNLOGGED in frames["unjoined_frames"]
+    again = _validate(url, tmp_path, str(log), "--pixel-fingerprint", "always")
+    _check_trace(again, records, expected)

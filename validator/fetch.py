@@ -63,6 +63,8 @@ class JobData:
     shapes: pd.DataFrame
     skipped: Counter = field(default_factory=Counter)
     has_score: bool = True
+    original_chunk_type: str = ""  # "imageset" or "video": decides whether frame bytes can change
+    chunks_updated_date: str = ""  # version of the job's frame chunks (the frame cache's key)
 
 
 def server_url(host: str, port: int | None) -> str:
@@ -240,7 +242,9 @@ def fetch_job(conn: Connection, job_id: int) -> JobData:
     shapes = shapes[shapes["frame"].isin(live)].reset_index(drop=True)
     return JobData(host=conn.host, job_id=job_id, task_id=job.get("task_id"), project_id=job.get("project_id"),
                    job_updated_date=job.get("updated_date", ""), job_type=job.get("type", "annotation"),
-                   frames=frames, labels=labels, shapes=shapes, skipped=skipped, has_score=has_score)
+                   frames=frames, labels=labels, shapes=shapes, skipped=skipped, has_score=has_score,
+                   original_chunk_type=str(job.get("data_original_chunk_type") or ""),
+                   chunks_updated_date=str(meta.get("chunks_updated_date") or ""))
 
 
 def find_jobs(conn: Connection, *, task_id: int | None = None, project_id: int | None = None,

@@ -10,6 +10,8 @@ the original file's bytes and the sha256 agrees. For video tasks both decode the
 original chunk and re-encode it to PNG with OpenCV (``cv2.imencode('.PNG')``): identical on one
 server, but bytes can differ when CVAT/OpenCV was upgraded or chunks were rebuilt between the
 auto-annotation and the validation; hence the decoded-pixel fingerprint as the fallback join key.
+Decoding costs as much as downloading, so it is done only where bytes can change: ``pixels=False``
+(image tasks) hashes the bytes and never decodes.
 (``quality=compressed`` would be the JPEG-recompressed chunk — never what the function saw.)
 
 Downloads run concurrently with a bound (``workers`` threads); each worker downloads and hashes, so
@@ -44,10 +46,16 @@ def cvat_frame_fetcher(client, job_id: int) -> FetchFrame:
     return fetch
 
 
-def fingerprint(data: bytes) -> dict:
-    """The function's two keys for one frame, computed by the function's own intake code."""
-    from shared.image import load_frame
+def fingerprint(data: bytes, pixels: bool = True) -> dict:
+    """The function's keys for one frame, computed by the function's own intake code.
 
+    Without ``pixels`` only the bytes are hashed (no decode; width and height stay unknown).
+    """
+    from shared.image import bytes_fingerprint, load_frame
+
+    if not pixels:
+        return {"sha256": bytes_fingerprint(data), "pixel_sha256": None, "width": None, "height": None,
+                "bytes": len(data)}
     frame = load_frame(data)
     return {"sha256": frame.sha256, "pixel_sha256": frame.pixel_sha256, "width": frame.width,
             "height": frame.height, "bytes": frame.nbytes}
@@ -58,7 +66,8 @@ def _cache_file(cache_dir: Path, host: str, job_id: int, chunks_updated_date: st
     return Path(cache_dir) / f"{slug}.jsonl"
 
 
-def _read_cache(path: Path) -> dict[int, dict]:
+def _read_cache(path: Path, pixels: bool) -> dict[int, dict]:
+    """Good rows of an earlier run; with ``pixels``, only rows that carry the pixel fingerprint."""
     out: dict[int, dict] = {}
     if not path.is_file():
         return out
@@ -67,26 +76,27 @@ def _read_cache(path: Path) -> dict[int, dict]:
             row = json.loads(line)
         except ValueError:  # a line cut by an interrupted run
             continue
-        if isinstance(row, dict) and row.get("error") is None and "frame" in row:
+        if (isinstance(row, dict) and row.get("error") is None and "frame" in row
+                and (row.get("pixel_sha256") is not None or not pixels)):
             out[int(row["frame"])] = row
     return out
 
 
-def _one(fetch: FetchFrame, frame: int) -> dict:
+def _one(fetch: FetchFrame, frame: int, pixels: bool) -> dict:
     try:
-        return {"frame": int(frame), **fingerprint(fetch(frame)), "error": None}
+        return {"frame": int(frame), **fingerprint(fetch(frame), pixels), "error": None}
     except Exception as exc:  # noqa: BLE001 - one bad frame is recorded, it never stops the job
         return {"frame": int(frame), "sha256": None, "pixel_sha256": None, "width": None, "height": None,
                 "bytes": None, "error": f"{type(exc).__name__}: {exc}"[:300]}
 
 
 def frame_fingerprints(fetch: FetchFrame, frames: Iterable[int], *, job_id: int, chunks_updated_date: str,
-                       host: str = "", cache_dir: Path | None = None, workers: int = 8,
+                       host: str = "", cache_dir: Path | None = None, workers: int = 8, pixels: bool = True,
                        progress: Callable[[int], None] | None = None) -> pd.DataFrame:
     """Fingerprints of ``frames`` (downloaded with at most ``workers`` in flight, cached on disk)."""
     frames = [int(f) for f in frames]
     path = _cache_file(cache_dir, host, job_id, chunks_updated_date) if cache_dir is not None else None
-    cached = _read_cache(path) if path is not None else {}
+    cached = _read_cache(path, pixels) if path is not None else {}
     todo = [f for f in frames if f not in cached]
     rows = [cached[f] for f in frames if f in cached]
     if path is not None:
@@ -94,7 +104,7 @@ def frame_fingerprints(fetch: FetchFrame, frames: Iterable[int], *, job_id: int,
     with ExitStack() as stack:
         pool = stack.enter_context(ThreadPoolExecutor(max_workers=max(1, workers)))
         sink = stack.enter_context(open(path, "a", encoding="utf-8")) if path is not None else None
-        for row in pool.map(lambda f: _one(fetch, f), todo):
+        for row in pool.map(lambda f: _one(fetch, f, pixels), todo):
             rows.append(row)
             if sink is not None and row["error"] is None:
                 sink.write(json.dumps(row) + "\n")

@@ -12,7 +12,6 @@ functions so that ``add_arguments`` keeps ``ropewatch --help`` fast.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--logs", nargs="+", metavar="PATH|-", help="function log files ('-' = stdin); adds report.trace")
     g.add_argument("--frame-workers", type=int, default=8, help="concurrent frame downloads (default 8)")
     g.add_argument("--frame-cache", type=Path, default=Path(".ropewatch/frames"), help="fingerprint cache folder")
+    g.add_argument("--pixel-fingerprint", choices=("auto", "always"), default="auto",
+                   help="decode frames for pixel_sha256: auto = unless the task's chunks are an imageset")
     g.add_argument("--annotated-before", default=None,
                    help="ISO time of the job's auto-annotation (default: the job's updated_date)")
     g.add_argument("--required-recall-wrong", type=float, default=0.95)
@@ -68,10 +69,14 @@ def jsonable(value: Any) -> Any:
     return conv(value)
 
 
-def chunks_updated_date(client, job_id: int) -> str:
-    """The job's ``chunks_updated_date`` (read tolerantly, as raw JSON): the frame cache's version."""
-    _, response = client.api_client.jobs_api.retrieve_data_meta(job_id, _parse_response=False)
-    return str(json.loads(response.data).get("chunks_updated_date") or "unknown")
+def needs_pixels(original_chunk_type: str, mode: str = "auto") -> bool:
+    """Whether the pixel fingerprint is worth a decode of every frame.
+
+    An image task hands the function, and the API, the original file's bytes: ``sha256`` always
+    joins. Video frames are re-encoded to PNG on every request and can change across CVAT/OpenCV
+    versions; an unknown chunk type is treated like video.
+    """
+    return mode == "always" or original_chunk_type != "imageset"
 
 
 def _mode(values: pd.Series, default: float) -> float:
@@ -122,7 +127,7 @@ def trace_section(job, logs, fingerprints: pd.DataFrame, *, label: str = "person
 
 def enrich_report(report: dict, job, client, log_paths: Sequence[str | Path], *, cache_dir: Path | None = None,
                   workers: int = 8, annotated_before: str | None = None, required_recall_wrong: float = 0.95,
-                  stdin: IO[str] | None = None, fetch: FetchFrame | None = None,
+                  stdin: IO[str] | None = None, fetch: FetchFrame | None = None, pixel_fingerprint: str = "auto",
                   progress: Callable[[int], None] | None = None, top_mistakes: int = TOP_MISTAKES) -> dict:
     """Add ``report["trace"]`` (and ``model_version`` when the report had none and the logs name one).
 
@@ -136,10 +141,11 @@ def enrich_report(report: dict, job, client, log_paths: Sequence[str | Path], *,
 
     settings = report.get("settings") or {}
     fetch = fetch or cvat_frame_fetcher(client, job.job_id)
+    pixels = needs_pixels(job.original_chunk_type, pixel_fingerprint)
     fingerprints = frame_fingerprints(
         fetch, job.frames.loc[~job.frames["deleted"].astype(bool), "frame"],
-        job_id=job.job_id, chunks_updated_date=chunks_updated_date(client, job.job_id), host=str(job.host),
-        cache_dir=cache_dir, workers=workers, progress=progress)
+        job_id=job.job_id, chunks_updated_date=job.chunks_updated_date or "unknown", host=str(job.host),
+        cache_dir=cache_dir, workers=workers, pixels=pixels, progress=progress)
     keys = set(fingerprints["sha256"].dropna()) | set(fingerprints["pixel_sha256"].dropna())
     logs = read_logs(log_paths, stdin=stdin, keys=keys)
     when = annotated_before or job.job_updated_date
@@ -151,6 +157,7 @@ def enrich_report(report: dict, job, client, log_paths: Sequence[str | Path], *,
                             required_recall_wrong=required_recall_wrong)
     section["mistakes"] = jsonable(mistake_panel(confident_mistakes(pd.DataFrame(section["objects"]), top_mistakes),
                                                  fetch, workers))
+    section["frames"]["pixel_fingerprint"] = pixels
     out = dict(report)
     out["trace"] = section
     if out.get("model_version") is None and len(section["model_versions"]) == 1:
