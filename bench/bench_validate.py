@@ -1,12 +1,13 @@
 """Benchmark: split + match + metrics + JSON report on a generated job, beside pycocotools' COCOeval.
 
-    .venv/bin/python bench/bench_validate.py [--frames 10000] [--persons 10]
+    .venv/bin/python bench/bench_validate.py [--frames 10000] [--persons 10] [--repeat 3]
 
 The job (default 10,000 frames, ~100,000 manual + ~100,000 auto person boxes) is generated in
 memory; fetching is not timed. COCOeval runs on the same boxes with one IoU threshold (0.5), one
 area range and maxDets high enough for every frame. Both are timed in the same process, one after
 the other, with peak Python memory from tracemalloc; the ratio is the figure. A sweep over
-frame counts shows whether our time is linear in the number of frames.
+frame counts (best of ``--repeat`` runs each, so a stray GC pause or a busy neighbour does not
+pass for a trend) shows whether our time is linear in the number of frames.
 """
 from __future__ import annotations
 
@@ -72,11 +73,15 @@ def coco(frames, shapes):
     return ev
 
 
-def timed(fn, *args) -> tuple[float, float]:
-    """Wall time of one plain run, then peak memory of a second run under tracemalloc (which slows it)."""
+def timed_once(fn, *args) -> float:
     t0 = time.perf_counter()
     fn(*args)
-    elapsed = time.perf_counter() - t0
+    return time.perf_counter() - t0
+
+
+def timed(fn, *args) -> tuple[float, float]:
+    """Wall time of one plain run, then peak memory of a second run under tracemalloc (which slows it)."""
+    elapsed = timed_once(fn, *args)
     tracemalloc.start()
     fn(*args)
     peak = tracemalloc.get_traced_memory()[1] / 2**20
@@ -88,6 +93,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=10_000)
     ap.add_argument("--persons", type=float, default=10.0)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per size in the linearity sweep (best kept)")
     args = ap.parse_args()
     frames, shapes, skipped = shapes_of(args.frames, args.persons)
     n_auto = int(shapes["source"].isin(("auto", "semi-auto")).sum())
@@ -97,13 +103,15 @@ def main() -> None:
     print(f"ropewatch split+match+metrics+report.json : {t_ours:7.2f} s, peak {m_ours:7.1f} MiB (tracemalloc)")
     print(f"pycocotools COCOeval evaluate+accumulate  : {t_coco:7.2f} s, peak {m_coco:7.1f} MiB (tracemalloc)")
     print(f"ratio COCOeval / ropewatch: {t_coco / t_ours:.1f}x time, {m_coco / m_ours:.2f}x memory")
-    print("linearity (ropewatch only):")
+    print(f"linearity (ropewatch only, best of {args.repeat} runs each):")
+    per_frame = {}
     for n in (args.frames // 4, args.frames // 2, args.frames):
         f, s, k = shapes_of(n, args.persons)
-        t0 = time.perf_counter()
-        ours(f, s, k)
-        t = time.perf_counter() - t0
+        t = min(timed_once(ours, f, s, k) for _ in range(args.repeat))
+        per_frame[n] = t / n
         print(f"  {n:6d} frames {len(s):7d} boxes: {t:6.2f} s  ({t / n * 1e3:.3f} ms/frame)")
+    lo, hi = min(per_frame), max(per_frame)
+    print(f"  time per frame at {hi} vs {lo} frames: {per_frame[hi] / per_frame[lo]:.2f}x (1.00 = linear)")
 
 
 if __name__ == "__main__":
