@@ -1,17 +1,26 @@
-"""`ropewatch demo`'s function part: real architecture, real handler, one CVAT response + log record."""
+"""`ropewatch demo`: real architecture, real handler, one CVAT response + log record, then validate-job."""
 from __future__ import annotations
 
 import json
 
-from validator.cmd_demo import DEMO_BOXES, run_function_demo
+from validator.cli import main
+from validator.cmd_demo import DEMO_BOXES
 
 
-def test_run_function_demo(tmp_path):
-    result = run_function_demo(tmp_path)
-    response = result["response"]
-    assert response["status_code"] == 200 and response["headers"]["X-Request-Id"] == "demo-request-1"
-    items = json.loads(response["body"])
+def test_demo_command_prints_response_and_record_and_keeps_reports(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CVAT_ACCESS_TOKEN", raising=False)
+    assert main(["demo", "--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    startup, out_rest = out.split("# init_context log:\n", 1)[1].split("# Nuclio function on", 1)
+    assert json.loads(startup.splitlines()[0])["untrained"] is True
+    head, rest = out_rest.split("# log record:\n", 1)
+    assert "# HTTP 200 application/json, X-Request-Id demo-request-1" in head
+    items = json.loads(head[head.index("["):])
     assert [i["points"] for i in items] == DEMO_BOXES
-    (record,) = result["log"]
+    assert all(i["attributes"][0]["name"] == "safety_rope_use" for i in items)
+    record = json.loads(rest.splitlines()[0])
     assert record["image"]["width"] == 1280 and record["image"]["height"] == 720
-    assert record["model_version"] == "demo-untrained" and result["startup_log"][0]["untrained"] is True
+    assert record["model_version"] == "demo-untrained" and len(record["detections"]) == len(DEMO_BOXES)
+    report = tmp_path / "reports" / "job-101" / "report.html"
+    assert report.is_file() and f"# open {report}" in out
+    assert (tmp_path / "rope-demo.pt").is_file() and (tmp_path / "frame.jpg").is_file()

@@ -17,7 +17,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 FUNCTION_MAIN = Path(__file__).resolve().parents[1] / "functions" / "safety_rope" / "main.py"
@@ -27,7 +26,8 @@ DEMO_BOXES = [[300.0, 260.0, 420.0, 600.0], [820.0, 200.0, 930.0, 560.0]]
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="run the Nuclio function (untrained model) and validate-job "
                                                 "(sandbox CVAT) on embedded data")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the demo files here (default: temp dir)")
+    parser.add_argument("--workdir", type=Path, default=Path("ropewatch-demo"),
+                        help="demo checkpoint, frame, reports and history go here (default: ./ropewatch-demo)")
     parser.set_defaults(func=run)
 
 
@@ -139,16 +139,18 @@ def run_validator_demo(workdir: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    with contextlib.ExitStack() as stack:
-        workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ropewatch-demo-")))
-        result = run_function_demo(workdir)
-        response = result["response"]
-        print(f"# Nuclio function on {result['frame_path']} (untrained demo checkpoint: the values are random)")
-        print(f"# HTTP {response['status_code']} {response['content_type']}, X-Request-Id "
-              f"{response['headers'].get('X-Request-Id')}; CVAT response body:")
-        print(json.dumps(json.loads(response["body"]), indent=2))
-        print("# log record:")
-        for record in result["log"]:
-            print(json.dumps(record))
-        validated = run_validator_demo(workdir)
+    result = run_function_demo(args.workdir)
+    response = result["response"]
+    print("# init_context log:")
+    for record in result["startup_log"]:
+        print(json.dumps(record))
+    print(f"# Nuclio function on {result['frame_path']} (untrained demo checkpoint: the values are random)")
+    print(f"# HTTP {response['status_code']} {response['content_type']}, X-Request-Id "
+          f"{response['headers'].get('X-Request-Id')}; CVAT response body:")
+    print(json.dumps(json.loads(response["body"]), indent=2))
+    print("# log record:")
+    for record in result["log"]:
+        print(json.dumps(record))
+    validated = run_validator_demo(args.workdir)
+    print(f"# open {Path(args.workdir) / 'reports' / 'job-101' / 'report.html'} for the HTML report")
     return 0 if response["status_code"] == 200 and validated == 0 else 1
