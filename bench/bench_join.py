@@ -31,6 +31,7 @@ import pandas as pd
 from PIL import Image
 
 from validator import sandbox
+from validator.fetch import connect
 from validator.frames import cvat_frame_fetcher, frame_fingerprints
 from validator.logs import read_logs
 from validator.trace import trace_section
@@ -128,12 +129,7 @@ def main() -> int:
     with sandbox.serve(state) as (base_url, _), tempfile.TemporaryDirectory() as tmp:
         numbers = list(frames)
         raw = server_throughput(base_url, job_id, numbers, args.workers)
-        from cvat_sdk.api_client import ApiClient, Configuration
-
-        config = Configuration(host=base_url)
-        config.connection_pool_maxsize = args.workers  # urllib3 pool as wide as the worker pool
-        client = SimpleNamespace(api_client=ApiClient(config))
-        fetch = cvat_frame_fetcher(client, job_id)
+        fetch = cvat_frame_fetcher(connect(base_url, pool_size=args.workers), job_id)
         t = time.perf_counter()
         with ThreadPoolExecutor(args.workers) as pool:
             assert all(pool.map(fetch, numbers))

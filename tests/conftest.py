@@ -232,10 +232,8 @@ def cvat_schema_errors(cvat_schema_path):
 
 
 @pytest.fixture
-def sdk_client(httpserver):
-    """A cvat-sdk API client (``.api_client``) pointed at pytest-httpserver."""
-    from types import SimpleNamespace
+def cvat_conn(httpserver):
+    """A validator connection (cvat-sdk ApiClient, timeouts, retries) pointed at pytest-httpserver."""
+    from validator.fetch import connect
 
-    from cvat_sdk.api_client import ApiClient, Configuration
-
-    return SimpleNamespace(api_client=ApiClient(Configuration(host=httpserver.url_for("").rstrip("/"))))
+    return connect(httpserver.url_for("").rstrip("/"), timeout=5.0)

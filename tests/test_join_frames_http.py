@@ -15,6 +15,8 @@ from PIL import Image
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from validator import sandbox
+from validator.fetch import connect
 from validator.frames import cvat_frame_fetcher, frame_fingerprints
 from validator.trace import enrich_report
 from validator.tracegen import records_for_job
@@ -59,11 +61,11 @@ class _Counting:
                 self.in_flight -= 1
 
 
-def test_fingerprints_equal_the_served_bytes_and_pixels(httpserver: HTTPServer, sdk_client, tmp_path) -> None:
+def test_fingerprints_equal_the_served_bytes_and_pixels(httpserver: HTTPServer, cvat_conn, tmp_path) -> None:
     frames = {n: _png(n) for n in range(10, 30)}
     handler = _Frames(frames)
     httpserver.expect_request("/api/jobs/5/data").respond_with_handler(handler)
-    fetch = _Counting(cvat_frame_fetcher(sdk_client, 5))
+    fetch = _Counting(cvat_frame_fetcher(cvat_conn, 5))
     wanted = [*frames, 99]  # 99: the server has no such frame
     out = frame_fingerprints(fetch, wanted, job_id=5, chunks_updated_date="2026-11-23T08:00:00Z",
                              cache_dir=tmp_path, workers=4)
@@ -91,13 +93,13 @@ def test_fingerprints_equal_the_served_bytes_and_pixels(httpserver: HTTPServer, 
     assert len(handler.seen) == 3
 
 
-def test_bytes_only_fingerprints_skip_decoding(httpserver: HTTPServer, sdk_client, tmp_path) -> None:
+def test_bytes_only_fingerprints_skip_decoding(httpserver: HTTPServer, cvat_conn, tmp_path) -> None:
     """An image task needs no pixel hash; a later run that does need it does not trust those rows."""
     frames = {n: _png(n) for n in range(6)}
     frames[6] = b"not an image"  # undecodable bytes still have a byte fingerprint
     handler = _Frames(frames)
     httpserver.expect_request("/api/jobs/5/data").respond_with_handler(handler)
-    fetch = cvat_frame_fetcher(sdk_client, 5)
+    fetch = cvat_frame_fetcher(cvat_conn, 5)
     kw = dict(job_id=5, chunks_updated_date="d1", cache_dir=tmp_path, workers=3)
     out = frame_fingerprints(fetch, list(frames), pixels=False, **kw).set_index("frame")
     assert out["error"].isna().all() and out["pixel_sha256"].isna().all() and out["width"].isna().all()
@@ -113,7 +115,25 @@ def test_bytes_only_fingerprints_skip_decoding(httpserver: HTTPServer, sdk_clien
     assert handler.seen == []
 
 
-def test_enrich_report_end_to_end_over_http(httpserver: HTTPServer, sdk_client, tmp_path) -> None:
+def test_a_stalled_frame_times_out_alone(tmp_path) -> None:
+    """CVAT stops answering for one frame: that frame is an error row, the others arrive, nothing hangs."""
+    frames = {n: _png(n) for n in range(8)}
+    state = sandbox.CvatState(frames={(5, n): data for n, data in frames.items()})
+    state.fail(0, count=1, path_contains="number=3&", delay_s=4.0)
+    with sandbox.serve(state) as (url, _):
+        fetch = cvat_frame_fetcher(connect(url, timeout=0.5, retries=0), 5)
+        started = time.perf_counter()
+        out = frame_fingerprints(fetch, list(frames), job_id=5, chunks_updated_date="d", cache_dir=tmp_path,
+                                 workers=4, pixels=False).set_index("frame")
+        elapsed = time.perf_counter() - started
+    assert elapsed < 3.0  # bounded by the timeout, not by the stalled answer
+    assert "timed out" in out.loc[3, "error"].lower() and pd.isna(out.loc[3, "sha256"])
+    others = out.drop(index=3)
+    assert others["error"].isna().all()
+    assert others["sha256"].to_dict() == {n: hashlib.sha256(b).hexdigest() for n, b in frames.items() if n != 3}
+
+
+def test_enrich_report_end_to_end_over_http(httpserver: HTTPServer, cvat_conn, tmp_path) -> None:
     """Logs written for known frames; the validator downloads the frames and recovers every object."""
     rng = np.random.default_rng(4)
     frames = {n: _png(100 + n) for n in range(12)}
@@ -139,7 +159,7 @@ def test_enrich_report_end_to_end_over_http(httpserver: HTTPServer, sdk_client, 
                           host=httpserver.url_for(""), job_updated_date=(when + timedelta(hours=1)).isoformat(),
                           original_chunk_type="video", chunks_updated_date="2026-11-23T08:00:00Z")
     report = {"schema_version": "1.0", "model_version": None, "settings": {"label": "person"}}
-    out = enrich_report(report, job, sdk_client, [log], cache_dir=tmp_path / "cache", workers=3)
+    out = enrich_report(report, job, cvat_conn, [log], cache_dir=tmp_path / "cache", workers=3)
     trace = out["trace"]
     counts = trace["lifecycle"]["counts"]
     assert counts == {k: expected[k] for k in counts}

@@ -24,7 +24,7 @@ def _jpeg(seed: int) -> bytes:
 
 
 def test_handler_records_recover_every_auto_shape(tiny_checkpoint, httpserver: HTTPServer, monkeypatch,
-                                                   sdk_client, tmp_path) -> None:
+                                                   cvat_conn, tmp_path) -> None:
     monkeypatch.setenv("MODEL_PATH", str(tiny_checkpoint))
     monkeypatch.delenv("DETECTOR_PATH", raising=False)
     module = load_function_module()
@@ -55,7 +55,7 @@ def test_handler_records_recover_every_auto_shape(tiny_checkpoint, httpserver: H
     job = SimpleNamespace(frames=pd.DataFrame({"frame": list(frames), "deleted": False}), shapes=pd.DataFrame(shapes),
                           job_id=9, host="fake", job_updated_date=None, original_chunk_type="imageset",
                           chunks_updated_date="2026-11-23T08:00:00Z")
-    trace = enrich_report({"settings": {}}, job, sdk_client, [log], workers=2)["trace"]
+    trace = enrich_report({"settings": {}}, job, cvat_conn, [log], workers=2)["trace"]
 
     n_corrected = sum((s["frame"] + (s["shape_id"] - 1) % 2) % 3 == 0 for s in shapes)
     assert trace["lifecycle"]["counts"]["attribute_corrected"] == n_corrected
@@ -68,6 +68,6 @@ def test_handler_records_recover_every_auto_shape(tiny_checkpoint, httpserver: H
         assert obj["logit"] == det["logit"] and obj["p_correct"] == det["p_correct"]
         assert obj["logged_value"] == det["safety_rope_use"] and obj["model_version"] == "tiny-v1"
     # a cutoff before every record (a zone-less time is UTC): the earliest record is used and flagged
-    early = enrich_report({"settings": {}}, job, sdk_client, [log], workers=2, annotated_before="2000-01-01T00:00:00")
+    early = enrich_report({"settings": {}}, job, cvat_conn, [log], workers=2, annotated_before="2000-01-01T00:00:00")
     assert early["trace"]["frames"]["after_cutoff"] == len(frames)
     assert early["trace"]["lifecycle"]["counts"] == trace["lifecycle"]["counts"]

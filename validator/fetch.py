@@ -102,7 +102,8 @@ def connect(host: str, port: int | None = None, *, auth: str | None = None, toke
 def connect_from_args(args: argparse.Namespace) -> Connection:
     return connect(args.server_host, args.server_port, auth=args.auth,
                    token=None if args.auth else os.environ.get("CVAT_ACCESS_TOKEN"),
-                   timeout=args.timeout, retries=args.retries)
+                   timeout=args.timeout, retries=args.retries,
+                   pool_size=max(16, getattr(args, "frame_workers", 0)))  # one connection per frame worker
 
 
 def get_json(conn: Connection, what: str, method, *args, **kwargs) -> Any:

@@ -30,17 +30,23 @@ from pathlib import Path
 
 import pandas as pd
 
+from validator.fetch import Connection
+
 FetchFrame = Callable[[int], bytes]
 COLUMNS = ("frame", "sha256", "pixel_sha256", "width", "height", "bytes", "error")
 
 
-def cvat_frame_fetcher(client, job_id: int) -> FetchFrame:
-    """Frame bytes through cvat-sdk, the endpoint and quality the lambda manager's path matches."""
-    api = client.api_client.jobs_api
+def cvat_frame_fetcher(conn: Connection, job_id: int) -> FetchFrame:
+    """Frame bytes through cvat-sdk, the endpoint and quality the lambda manager's path matches.
+
+    The connection's timeout applies to every frame: a stalled one fails alone instead of
+    holding a worker forever (its retries and backoff come from the connection too).
+    """
+    api = conn.api_client.jobs_api
 
     def fetch(number: int) -> bytes:
         _, response = api.retrieve_data(job_id, type="frame", number=int(number), quality="original",
-                                        _parse_response=False)
+                                        _parse_response=False, _request_timeout=conn.timeout)
         return response.data
 
     return fetch
