@@ -149,6 +149,12 @@ def test_validate_job_with_log_file(cvat, traced_job, tmp_path) -> None:
     assert all("type=frame" in p and "quality=original" in p for p in frame_requests)
     assert f"number={DELETED}&" not in "".join(p + "&" for p in frame_requests)  # deleted frames are not fetched
 
+    # a rerun reads fingerprints and crop frames from the disk cache: no frame is downloaded again
+    state.requests.clear()
+    rerun = _validate(url, tmp_path, str(log))
+    assert [p for p in state.requests if f"/api/jobs/{JOB}/data?" in p] == []
+    assert rerun["trace"]["mistakes"] == mistakes
+
     page = (tmp_path / "out" / f"job-{JOB}" / "report.html").read_text()
     assert "Most confident mistakes" in page and "reliability diagram" in page
     assert "precision/recall of correct and wrong" in page

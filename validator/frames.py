@@ -22,7 +22,9 @@ from a stale cache and an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import json
+import os
 import re
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -70,6 +72,28 @@ def fingerprint(data: bytes, pixels: bool = True) -> dict:
 def _cache_file(cache_dir: Path, host: str, job_id: int, chunks_updated_date: str) -> Path:
     slug = re.sub(r"[^A-Za-z0-9]+", "_", f"{host}_job{job_id}_{chunks_updated_date}").strip("_")
     return Path(cache_dir) / f"{slug}.jsonl"
+
+
+def cached_frames(fetch: FetchFrame, cache_dir: Path | None, *, host: str, job_id: int,
+                  chunks_updated_date: str) -> FetchFrame:
+    """``fetch`` that keeps each frame's bytes on disk beside the fingerprint cache, for the few frames
+    a report crops; same key, so rebuilt chunks are never served from a stale copy."""
+    if cache_dir is None:
+        return fetch
+    folder = _cache_file(cache_dir, host, job_id, chunks_updated_date).with_suffix("")
+
+    def get(number: int) -> bytes:
+        path = folder / f"{int(number)}.bin"
+        if path.is_file():
+            return path.read_bytes()
+        data = fetch(number)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # atomic: a killed run never leaves half a frame
+        return data
+
+    return get
 
 
 def _read_cache(path: Path, pixels: bool) -> dict[int, dict]:

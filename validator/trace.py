@@ -132,11 +132,11 @@ def enrich_report(report: dict, job, client, log_paths: Sequence[str | Path], *,
     """Add ``report["trace"]`` (and ``model_version`` when the report had none and the logs name one).
 
     ``trace.mistakes`` holds the ``top_mistakes`` most confident attribute errors with a crop of
-    their frame; only those frames are downloaded a second time.
+    their frame; only those frames are downloaded a second time, and kept in ``cache_dir``.
     """
     import pandas as pd
 
-    from validator.frames import cvat_frame_fetcher, frame_fingerprints
+    from validator.frames import cached_frames, cvat_frame_fetcher, frame_fingerprints
     from validator.logs import read_logs
 
     settings = report.get("settings") or {}
@@ -155,8 +155,10 @@ def enrich_report(report: dict, job, client, log_paths: Sequence[str | Path], *,
     section = trace_section(job, logs, fingerprints, label=settings.get("label", "person"),
                             attribute=settings.get("attribute", "safety_rope_use"), cutoff=cutoff,
                             required_recall_wrong=required_recall_wrong)
+    crop_fetch = cached_frames(fetch, cache_dir, host=str(job.host), job_id=job.job_id,
+                               chunks_updated_date=job.chunks_updated_date or "unknown")
     section["mistakes"] = jsonable(mistake_panel(confident_mistakes(pd.DataFrame(section["objects"]), top_mistakes),
-                                                 fetch, workers))
+                                                 crop_fetch, workers))
     section["frames"]["pixel_fingerprint"] = pixels
     out = dict(report)
     out["trace"] = section
