@@ -22,9 +22,7 @@ from a stale cache and an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import json
-import os
 import re
-import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -33,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from validator.fetch import Connection
+from validator.report import atomic_write
 
 FetchFrame = Callable[[int], bytes]
 COLUMNS = ("frame", "sha256", "pixel_sha256", "width", "height", "bytes", "error")
@@ -88,9 +87,7 @@ def cached_frames(fetch: FetchFrame, cache_dir: Path | None, *, host: str, job_i
             return path.read_bytes()
         data = fetch(number)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)  # atomic: a killed run never leaves half a frame
+        atomic_write(path, data)
         return data
 
     return get
@@ -116,8 +113,7 @@ def _one(fetch: FetchFrame, frame: int, pixels: bool) -> dict:
     try:
         return {"frame": int(frame), **fingerprint(fetch(frame), pixels), "error": None}
     except Exception as exc:  # noqa: BLE001 - one bad frame is recorded, it never stops the job
-        return {"frame": int(frame), "sha256": None, "pixel_sha256": None, "width": None, "height": None,
-                "bytes": None, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        return {**dict.fromkeys(COLUMNS), "frame": int(frame), "error": f"{type(exc).__name__}: {exc}"[:300]}
 
 
 def frame_fingerprints(fetch: FetchFrame, frames: Iterable[int], *, job_id: int, chunks_updated_date: str,

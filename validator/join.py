@@ -24,6 +24,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from validator.logs import BOX
+from validator.match import iou_matrix
 
 FAR = 1e9
 
@@ -71,15 +72,6 @@ def join_frames(frames: pd.DataFrame, requests: pd.DataFrame, cutoff: pd.Timesta
     return FrameJoin(frames=out, stats=stats)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 def _assign(cost: np.ndarray, limit: float) -> list[tuple[int, int]]:
     """Optimal pairs whose cost is within ``limit``."""
     if cost.size == 0:
@@ -97,7 +89,7 @@ def match_frame(auto: np.ndarray, semi: np.ndarray, logged: np.ndarray, tol: flo
     free = np.setdiff1d(np.arange(len(logged)), [j for _, j in auto_pairs])
     semi_pairs: list[tuple[int, int]] = []
     if len(semi) and free.size:
-        iou = _iou(semi, logged[free])
+        iou = iou_matrix(semi, logged[free])
         semi_pairs = [(i, int(free[j])) for i, j in _assign(1.0 - iou, 1.0 - edited_iou)]
     return auto_pairs, semi_pairs
 

@@ -177,11 +177,11 @@ def to_json(report: dict) -> str:
     return orjson.dumps(report, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file + rename, so a killed run never leaves half a report."""
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write via a temp file + rename, so a killed run never leaves half a file (reports, cached frames)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
     os.replace(tmp, path)
 
 
@@ -191,7 +191,7 @@ def write(report: dict, out_dir: Path, formats: tuple[str, ...] = FORMATS) -> li
     paths = []
     for fmt in formats:
         path = out_dir / f"report.{fmt}"
-        _atomic_write(path, render[fmt](report))
+        atomic_write(path, render[fmt](report))
         paths.append(path)
     return paths
 

@@ -15,13 +15,12 @@ import argparse
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
-
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from validator.fetch import Connection
     from validator.frames import FetchFrame
 
 OBJECT_COLUMNS = ("frame", "shape_id", "source", "state", "request_id", "det_index", "model_version", "logged_value",
@@ -125,9 +124,9 @@ def trace_section(job, logs, fingerprints: pd.DataFrame, *, label: str = "person
     })
 
 
-def enrich_report(report: dict, job, client, log_paths: Sequence[str | Path], *, cache_dir: Path | None = None,
-                  workers: int = 8, annotated_before: str | None = None, required_recall_wrong: float = 0.95,
-                  stdin: IO[str] | None = None, fetch: FetchFrame | None = None, pixel_fingerprint: str = "auto",
+def enrich_report(report: dict, job, conn: Connection, log_paths: Sequence[str | Path], *,
+                  cache_dir: Path | None = None, workers: int = 8, annotated_before: str | None = None,
+                  required_recall_wrong: float = 0.95, stdin: IO[str] | None = None, pixel_fingerprint: str = "auto",
                   progress: Callable[[int], None] | None = None, top_mistakes: int = TOP_MISTAKES) -> dict:
     """Add ``report["trace"]`` (and ``model_version`` when the report had none and the logs name one).
 
@@ -140,12 +139,13 @@ def enrich_report(report: dict, job, client, log_paths: Sequence[str | Path], *,
     from validator.logs import read_logs
 
     settings = report.get("settings") or {}
-    fetch = fetch or cvat_frame_fetcher(client, job.job_id)
+    fetch = cvat_frame_fetcher(conn, job.job_id)
+    cache_key = {"host": str(job.host), "job_id": job.job_id,
+                 "chunks_updated_date": job.chunks_updated_date or "unknown"}
     pixels = needs_pixels(job.original_chunk_type, pixel_fingerprint)
-    fingerprints = frame_fingerprints(
-        fetch, job.frames.loc[~job.frames["deleted"].astype(bool), "frame"],
-        job_id=job.job_id, chunks_updated_date=job.chunks_updated_date or "unknown", host=str(job.host),
-        cache_dir=cache_dir, workers=workers, pixels=pixels, progress=progress)
+    fingerprints = frame_fingerprints(fetch, job.frames.loc[~job.frames["deleted"].astype(bool), "frame"],
+                                      cache_dir=cache_dir, workers=workers, pixels=pixels, progress=progress,
+                                      **cache_key)
     keys = set(fingerprints["sha256"].dropna()) | set(fingerprints["pixel_sha256"].dropna())
     logs = read_logs(log_paths, stdin=stdin, keys=keys)
     when = annotated_before or job.job_updated_date
@@ -155,8 +155,7 @@ def enrich_report(report: dict, job, client, log_paths: Sequence[str | Path], *,
     section = trace_section(job, logs, fingerprints, label=settings.get("label", "person"),
                             attribute=settings.get("attribute", "safety_rope_use"), cutoff=cutoff,
                             required_recall_wrong=required_recall_wrong)
-    crop_fetch = cached_frames(fetch, cache_dir, host=str(job.host), job_id=job.job_id,
-                               chunks_updated_date=job.chunks_updated_date or "unknown")
+    crop_fetch = cached_frames(fetch, cache_dir, **cache_key)
     section["mistakes"] = jsonable(mistake_panel(confident_mistakes(pd.DataFrame(section["objects"]), top_mistakes),
                                                  crop_fetch, workers))
     section["frames"]["pixel_fingerprint"] = pixels
