@@ -72,7 +72,8 @@ def test_join_and_lifecycle_every_state(tmp_path) -> None:
         dict(shape_id=6, frame=3, source="auto", x1=10.0, y1=10.0, x2=50.0, y2=90.0, safety_rope_use="correct"),
     ])
     rows = match_shapes(shapes, logs.detections, fj.frames)
-    state = dict(zip(rows["shape_id"].fillna(-1).astype(int), classify(rows)))
+    rows["state"] = classify(rows)
+    state = dict(zip(rows["shape_id"].fillna(-1).astype(int), rows["state"]))
     assert state == {1: "accepted", 2: "attribute_corrected", 3: "geometry_edited", 4: "added",
                      5: "unjoined_auto", 6: "accepted", -1: "deleted"}
     summary = summarize(rows)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from shared.spec import ATTRIBUTE
 from validator.calibration import CLASSES, confusion
 
 STATES = ("accepted", "attribute_corrected", "geometry_edited", "deleted", "added", "unjoined_auto",
@@ -26,7 +27,7 @@ STATES = ("accepted", "attribute_corrected", "geometry_edited", "deleted", "adde
 PREDICTED = ("accepted", "attribute_corrected", "geometry_edited")
 
 
-def classify(rows: pd.DataFrame, attribute: str = "safety_rope_use") -> pd.Series:
+def classify(rows: pd.DataFrame, attribute: str = ATTRIBUTE) -> pd.Series:
     """The lifecycle state of every joined row."""
     is_shape = rows["is_shape"].fillna(False).to_numpy(bool) if "is_shape" in rows else np.zeros(len(rows), bool)
     has_det = rows["det_index"].notna().to_numpy() if "det_index" in rows else np.zeros(len(rows), bool)
@@ -42,9 +43,11 @@ def classify(rows: pd.DataFrame, attribute: str = "safety_rope_use") -> pd.Serie
     return pd.Series(state, index=rows.index, name="state")
 
 
-def summarize(rows: pd.DataFrame, attribute: str = "safety_rope_use") -> dict:
-    """Counts per state, work saved, and the attribute confusion against the ORIGINAL predictions."""
-    state = classify(rows, attribute)
+def summarize(rows: pd.DataFrame, attribute: str = ATTRIBUTE) -> dict:
+    """Counts per state, work saved, and the attribute confusion against the ORIGINAL predictions.
+
+    ``rows`` carry their ``state`` column (:func:`classify`), computed once by the caller."""
+    state = rows["state"]
     counts = {s: int((state == s).sum()) for s in STATES}
     final_objects = counts["accepted"] + counts["attribute_corrected"] + counts["geometry_edited"] + counts["added"]
     pred = rows[state.isin(PREDICTED)]
@@ -66,10 +69,11 @@ def summarize(rows: pd.DataFrame, attribute: str = "safety_rope_use") -> dict:
     }
 
 
-def scored(rows: pd.DataFrame, attribute: str = "safety_rope_use") -> pd.DataFrame:
-    """Predicted objects with a final value: logit, p_correct and y (1 = correct) for calibration."""
-    state = classify(rows, attribute)
-    pred = rows[state.isin(PREDICTED) & rows[attribute].isin(CLASSES)]
+def scored(rows: pd.DataFrame, attribute: str = ATTRIBUTE) -> pd.DataFrame:
+    """Predicted objects with a final value: logit, p_correct and y (1 = correct) for calibration.
+
+    ``rows`` carry their ``state`` column, as for :func:`summarize`."""
+    pred = rows[rows["state"].isin(PREDICTED) & rows[attribute].isin(CLASSES)]
     return pd.DataFrame({"logit": pred["logit"].astype(float).to_numpy(),
                          "p_correct": pred["p_correct"].astype(float).to_numpy(),
                          "y": (pred[attribute] == "correct").to_numpy(int),
