@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from shared.model import ModelConfig, RopeClassifier
+from shared.spec import ATTRIBUTE_VALUES
 
 REQUIRED_KEYS = ("state_dict", "labels", "thr", "config")
 
@@ -90,7 +91,7 @@ def validate(raw: object, path: str) -> tuple[ModelConfig, RopeClassifier]:
         fail(f"'labels' must be a list of strings, got {labels!r}")
     if len(set(labels)) != len(labels):
         fail(f"'labels' has duplicates: {list(labels)}")
-    absent = [name for name in ("wrong", "correct") if name not in labels]
+    absent = [name for name in ATTRIBUTE_VALUES if name not in labels]
     if absent:
         fail(f"'labels' {list(labels)} lacks {', '.join(repr(a) for a in absent)}")
     thr = raw["thr"]
@@ -144,7 +145,7 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Checkpoint:
                       untrained=bool(raw.get("untrained", False)))
 
 
-def demo_checkpoint(config: ModelConfig | None = None, labels: tuple[str, ...] = ("wrong", "correct"),
+def demo_checkpoint(config: ModelConfig | None = None, labels: tuple[str, ...] = ATTRIBUTE_VALUES,
                     thr: float = 0.5, version: str = "demo-untrained", seed: int = 0) -> dict:
     """A random-init (``pretrained=False``) checkpoint dict of the real architecture, marked untrained."""
     config = config or ModelConfig()

@@ -21,7 +21,9 @@ from scipy.optimize import minimize_scalar
 from scipy.special import expit, log_expit, logit
 from scipy.stats import rankdata
 
-CLASSES = ("wrong", "correct")  # confusion-matrix order: index 0 = wrong, 1 = correct
+from shared.spec import ATTRIBUTE_VALUES
+
+CLASSES = ATTRIBUTE_VALUES  # confusion-matrix order: index 0 = wrong, 1 = correct
 N_BINS = 15
 
 

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from shared.spec import ATTRIBUTE_VALUES
+
 # modules exposing register(checkpoint_subparsers), added under `ropewatch checkpoint`
 CHECKPOINT_SUBCOMMANDS: tuple[str, ...] = ("validator.recalibrate",)
 
@@ -19,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--img-size", type=int, nargs=2, metavar=("W", "H"), default=None,
                       help="model input size (default 1280 720)")
     demo.add_argument("--backbone", default=None, help="timm backbone name (default vit_small_patch16_dinov3)")
-    demo.add_argument("--labels", nargs="+", default=["wrong", "correct"])
+    demo.add_argument("--labels", nargs="+", default=list(ATTRIBUTE_VALUES))
     demo.add_argument("--thr", type=float, default=0.5)
     demo.add_argument("--version", default="demo-untrained")
     demo.set_defaults(func=run_demo)

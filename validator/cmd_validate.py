@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from shared.spec import ATTRIBUTE, PERSON_LABEL
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from validator import trace
@@ -25,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ref.add_argument("--reference-job", type=int, metavar="ID", help="reference = all boxes of another job")
     p.add_argument("--iou", type=float, default=0.5, help="IoU for a match (default 0.5; CVAT QC uses 0.4)")
     p.add_argument("--low-iou", type=float, default=0.1, help="IoU under which an FP is background (default 0.1)")
-    p.add_argument("--label", default="person")
-    p.add_argument("--attribute", default="safety_rope_use")
+    p.add_argument("--label", default=PERSON_LABEL)
+    p.add_argument("--attribute", default=ATTRIBUTE)
     p.add_argument("--pred-sources", default="auto,semi-auto", help="sources that are predictions")
     p.add_argument("--ref-sources", default="manual,file,consensus", help="sources that are reference")
     p.add_argument("--model-version", help="model version to record (default: from --logs, else unknown)")

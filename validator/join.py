@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
+from shared.spec import ATTRIBUTE
 from validator.logs import BOX
 from validator.match import iou_matrix
 
@@ -142,7 +143,7 @@ def _logged(d: pd.DataFrame) -> pd.DataFrame:
     """The logged detection's columns under names that cannot collide with the shape's."""
     out = d[["frame", "request_id", "det_index", "p_correct", "logit", "detector_score", "model_version", "thr",
              "temperature"]].copy()
-    out["logged_value"] = d["safety_rope_use"].to_numpy()
+    out["logged_value"] = d[ATTRIBUTE].to_numpy()
     out["log_timestamp"] = d["timestamp"].to_numpy()
     for c in BOX:
         out[f"log_{c}"] = d[c].to_numpy()

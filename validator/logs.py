@@ -18,6 +18,8 @@ from typing import IO
 
 import pandas as pd
 
+from shared.spec import ATTRIBUTE
+
 INFERENCE = "inference"
 FAILED = "request_failed"
 BOX = ("x1", "y1", "x2", "y2")
@@ -25,7 +27,7 @@ REQUEST_COLUMNS = ("request_id", "timestamp", "sha256", "pixel_sha256", "width",
                    "model_sha256", "thr", "temperature", "worker_id", "boxes_given", "detector_threshold",
                    "n_detections", "source_file", "line")
 DETECTION_COLUMNS = ("request_id", "timestamp", "sha256", "pixel_sha256", "width", "height", "model_version",
-                     "thr", "temperature", "det_index", *BOX, "label", "safety_rope_use", "p_correct", "logit",
+                     "thr", "temperature", "det_index", *BOX, "label", ATTRIBUTE, "p_correct", "logit",
                      "detector_score")
 
 
@@ -134,7 +136,7 @@ def _append(rec: dict, source: str, lineno: int, req: dict[str, list], det: dict
         x1, y1, x2, y2 = (float(v) for v in d["box"])
         score = d.get("detector_score")
         rows.append({**head, "det_index": i, "x1": x1, "y1": y1, "x2": x2, "y2": y2, "label": d.get("label"),
-                     "safety_rope_use": d["safety_rope_use"], "p_correct": float(d["p_correct"]),
+                     ATTRIBUTE: d[ATTRIBUTE], "p_correct": float(d["p_correct"]),
                      "logit": float(d["logit"]), "detector_score": float("nan") if score is None else float(score)})
     extra = {"model_sha256": rec.get("model_sha256"), "worker_id": rec.get("worker_id"),
              "boxes_given": bool(rec.get("boxes_given", False)), "detector_threshold": rec.get("detector_threshold"),

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
+from shared.spec import ATTRIBUTE, ATTRIBUTE_VALUES, PERSON_LABEL
+
 _INVALID = 1e6
 
 
@@ -23,9 +25,9 @@ class Settings:
 
     iou: float = 0.5
     low_iou: float = 0.1  # below this an unmatched prediction is background, above it a localization error
-    label: str = "person"
-    attribute: str = "safety_rope_use"
-    values: tuple[str, ...] = ("wrong", "correct")
+    label: str = PERSON_LABEL
+    attribute: str = ATTRIBUTE
+    values: tuple[str, ...] = ATTRIBUTE_VALUES
     pred_sources: tuple[str, ...] = ("auto", "semi-auto")
     ref_sources: tuple[str, ...] = ("manual", "file", "consensus")
     edited_sources: tuple[str, ...] = ("semi-auto",)

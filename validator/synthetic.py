@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-VALUES = ("wrong", "correct")
+from shared.spec import ATTRIBUTE, ATTRIBUTE_VALUES
+
+VALUES = ATTRIBUTE_VALUES
 UPDATED = "2026-11-20T10:00:00.000000Z"
 
 
@@ -34,7 +36,7 @@ def label_ids(task_id: int) -> tuple[int, int, int]:
 
 def labels_body(task_id: int) -> list[dict]:
     person_id, helmet_id, spec_id = label_ids(task_id)
-    rope = {"id": spec_id, "name": "safety_rope_use", "mutable": True, "input_type": "select",
+    rope = {"id": spec_id, "name": ATTRIBUTE, "mutable": True, "input_type": "select",
             "default_value": "wrong", "values": list(VALUES)}
     common = {"sublabels": [], "has_parent": False, "parent_id": None, "project_id": None, "task_id": task_id,
               "type": "rectangle"}

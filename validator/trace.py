@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from shared.spec import ATTRIBUTE, PERSON_LABEL
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -83,7 +85,7 @@ def _mode(values: pd.Series, default: float) -> float:
     return float(v.mode().iloc[0]) if len(v) else default
 
 
-def trace_section(job, logs, fingerprints: pd.DataFrame, *, label: str = "person", attribute: str = "safety_rope_use",
+def trace_section(job, logs, fingerprints: pd.DataFrame, *, label: str = PERSON_LABEL, attribute: str = ATTRIBUTE,
                   cutoff: pd.Timestamp | None = None, tol: float = 0.5, edited_iou: float = 0.5,
                   required_recall_wrong: float = 0.95) -> dict:
     """The ``trace`` block from already-read logs and frame fingerprints (pure; no I/O)."""
@@ -152,8 +154,8 @@ def enrich_report(report: dict, job, conn: Connection, log_paths: Sequence[str |
     cutoff = pd.Timestamp(when) if when else None
     if cutoff is not None:  # a time without zone is taken as UTC, like the function's log timestamps
         cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
-    section = trace_section(job, logs, fingerprints, label=settings.get("label", "person"),
-                            attribute=settings.get("attribute", "safety_rope_use"), cutoff=cutoff,
+    section = trace_section(job, logs, fingerprints, label=settings.get("label", PERSON_LABEL),
+                            attribute=settings.get("attribute", ATTRIBUTE), cutoff=cutoff,
                             required_recall_wrong=required_recall_wrong)
     crop_fetch = cached_frames(fetch, cache_dir, **cache_key)
     section["mistakes"] = jsonable(mistake_panel(confident_mistakes(pd.DataFrame(section["objects"]), top_mistakes),

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 from scipy.special import expit
 
+from shared.spec import ATTRIBUTE, PERSON_LABEL
+
 
 def iso(ts: datetime) -> str:
     return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -27,8 +29,8 @@ def inference_record(*, sha256: str, pixel_sha256: str | None, width: int, heigh
     dets = []
     for box, z, s in zip(boxes, logits, scores):
         p = float(expit(z / temperature))
-        dets.append({"box": [round(float(v), 2) for v in box], "label": "person",
-                     "safety_rope_use": "correct" if p >= thr else "wrong", "p_correct": p,
+        dets.append({"box": [round(float(v), 2) for v in box], "label": PERSON_LABEL,
+                     ATTRIBUTE: "correct" if p >= thr else "wrong", "p_correct": p,
                      "logit": float(z), "detector_score": s})
     return {"timestamp": iso(timestamp), "level": "info", "event": "inference", "logger": "ropewatch.function",
             "request_id": request_id or str(uuid.uuid4()), "worker_id": "0", "function": "safety-rope",
@@ -67,7 +69,7 @@ def _logit_for(value: str, rng: np.random.Generator, thr: float, temperature: fl
 
 
 def records_for_job(shapes, fingerprints, *, rng: np.random.Generator, when: datetime, cutoff: datetime,
-                    attribute: str = "safety_rope_use", corrected_share: float = 0.2, deleted_share: float = 0.3,
+                    attribute: str = ATTRIBUTE, corrected_share: float = 0.2, deleted_share: float = 0.3,
                     reencoded_share: float = 0.1, rerun_share: float = 0.1, unlogged_frames: Sequence[int] = (),
                     thr: float = 0.5, temperature: float = 1.0, model_version: str = "test-v1") -> tuple[list[dict], dict]:
     """Log records that explain a job's shapes, and the lifecycle counts they must produce.
