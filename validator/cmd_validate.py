@@ -160,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
             report = enrich_report(report, job, conn, args.logs, cache_dir=args.frame_cache,
                                    workers=args.frame_workers, annotated_before=args.annotated_before,
                                    required_recall_wrong=args.required_recall_wrong,
-                                   pixel_fingerprint=args.pixel_fingerprint, progress=lambda n: progress.advance(frames_bar, n))
+                                   pixel_fingerprint=args.pixel_fingerprint,
+                                   progress=lambda n: progress.advance(frames_bar, n))
             progress.remove_task(frames_bar)
         progress.advance(jobs_bar)
         paths = rpt.write(report, args.out / f"job-{job_id}", formats)
