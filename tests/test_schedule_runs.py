@@ -17,7 +17,7 @@ from filelock import FileLock
 
 from validator.alert import AlertConfig, Rule, Webhook
 from validator.history import open_store
-from validator.schedule import JobRef, _lock_path, run_batch, run_jobs
+from validator.schedule import JobRef, _lock_path, run_batch
 
 HOST = "http://cvat.local:8080"
 RULES = AlertConfig(rules=(Rule(name="wrong-f1-low", metric="attribute.per_class.wrong.f1", op="<", threshold=0.92),))
@@ -45,9 +45,9 @@ def test_exit_codes_and_one_failing_job_does_not_stop_others(tmp_path, make_repo
     jobs = ReportDir(tmp_path / "jobs")
     store = open_store(str(tmp_path / "h.sqlite"))
     quiet = [jobs.put(make_report(job=j, cm=GOOD)) for j in (1, 2)]
-    assert run_jobs(quiet, jobs, store, RULES, lock_dir=tmp_path / "locks") == 0
+    assert run_batch(quiet, jobs, store, RULES, lock_dir=tmp_path / "locks").exit_code == 0
     alerting = jobs.put(make_report(job=3, cm=BAD))
-    assert run_jobs([alerting], jobs, store, RULES, lock_dir=tmp_path / "locks") == 1
+    assert run_batch([alerting], jobs, store, RULES, lock_dir=tmp_path / "locks").exit_code == 1
     result = run_batch([4, jobs.put(make_report(job=5, cm=BAD))], jobs, store, RULES, lock_dir=tmp_path / "locks")
     assert [(o.job_id, o.status) for o in result.outcomes] == [(4, "failed"), (5, "alert")]
     assert "FileNotFoundError" in result.outcomes[0].detail and result.exit_code == 2
@@ -138,7 +138,7 @@ KILL_BETWEEN_JOBS = textwrap.dedent(
     from pathlib import Path
     from validator.alert import AlertConfig, Rule, Webhook
     from validator.history import open_store
-    from validator.schedule import JobRef, run_jobs
+    from validator.schedule import JobRef, run_batch
     db, root, hook, locks = sys.argv[1:5]
 
     def validate_one(job_id):
@@ -149,7 +149,7 @@ KILL_BETWEEN_JOBS = textwrap.dedent(
     refs = [JobRef(int(j), u, h) for j, u, h in json.loads(sys.argv[5])]
     rules = AlertConfig((Rule(name="wrong-f1-low", metric="attribute.per_class.wrong.f1", op="<", threshold=0.92),),
                         (Webhook(name="ops", url=hook),))
-    sys.exit(run_jobs(refs, validate_one, open_store(db), rules, lock_dir=locks))
+    sys.exit(run_batch(refs, validate_one, open_store(db), rules, lock_dir=locks).exit_code)
     """
 )
 
@@ -182,7 +182,7 @@ def test_broken_history_store_fails_the_jobs_with_a_clear_reason(tmp_path, make_
     result = run_batch([ref], jobs, store, RULES, lock_dir=tmp_path / "locks")
     assert result.exit_code == 2 and "damaged: move it aside" in result.outcomes[0].detail
     db.unlink()
-    assert run_jobs([ref], jobs, open_store(str(db)), RULES, lock_dir=tmp_path / "locks") == 0
+    assert run_batch([ref], jobs, open_store(str(db)), RULES, lock_dir=tmp_path / "locks").exit_code == 0
 
 
 def test_unparsable_since_is_a_clear_failure(tmp_path):

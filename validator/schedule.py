@@ -169,8 +169,3 @@ def run_batch(
              alerts_pending=delivery.failed)
     return result
 
-
-def run_jobs(*args: Any, **kwargs: Any) -> int:
-    """:func:`run_batch` (same arguments) reduced to the process exit code: 0 ok, 1 a rule fired,
-    2 a job could not run."""
-    return run_batch(*args, **kwargs).exit_code
