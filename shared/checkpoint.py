@@ -128,16 +128,21 @@ def validate(raw: object, path: str) -> tuple[ModelConfig, RopeClassifier]:
     return config, model.eval()
 
 
-def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Checkpoint:
-    """Load and validate; any problem raises CheckpointError naming ``path``."""
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict, str]:
+    """The raw dict and the file's sha256, not yet validated; an unreadable file raises CheckpointError."""
     path = str(path)
     if not Path(path).is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
     try:
-        sha = file_sha256(path)
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True), file_sha256(path)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
         raise CheckpointError(f"checkpoint {path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Checkpoint:
+    """Load and validate; any problem raises CheckpointError naming ``path``."""
+    path = str(path)
+    raw, sha = read_checkpoint(path)
     config, model = validate(raw, path)
     return Checkpoint(path=path, sha256=sha, labels=list(raw["labels"]), thr=float(raw["thr"]),
                       temperature=float(raw.get("temperature") or 1.0), config=config, model=model.to(device),

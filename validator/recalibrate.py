@@ -100,13 +100,11 @@ def register(checkpoint_sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load (validated by shared.checkpoint), refit, validate the result, write atomically."""
-    import torch
-
-    from shared.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, validate
+    from shared.checkpoint import CheckpointError, read_checkpoint, save_checkpoint, validate
 
     try:
-        load_checkpoint(args.checkpoint)  # a clear message for a bad file
-        raw = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+        raw, _ = read_checkpoint(args.checkpoint)
+        validate(raw, str(args.checkpoint))  # a clear message for a bad file
         report = json.loads(Path(args.report).read_text(encoding="utf-8"))
         new = recalibrate(raw, report, objective=args.objective, required_recall_wrong=args.required_recall_wrong,
                           report_name=str(args.report), allow_other_version=args.allow_other_version)
