@@ -21,11 +21,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.checkpoint import demo_checkpoint, save_checkpoint  # noqa: E402
-from shared.detector import DEFAULT_ARCH, TorchvisionPersonDetector, write_demo_weights  # noqa: E402
-from shared.pipeline import Predictor  # noqa: E402
+from ropewatch_core.model.checkpoint import demo_checkpoint, save_checkpoint
+from ropewatch_core.model.detector import DEFAULT_ARCH, TorchvisionPersonDetector, write_demo_weights
+from ropewatch_core.model.pipeline import Predictor
 
 STAGES = ("decode", "detect", "classify", "total")
 

@@ -30,12 +30,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from validator import sandbox
-from validator.fetch import connect
-from validator.frames import cvat_frame_fetcher, frame_fingerprints
-from validator.logs import read_logs
-from validator.trace import trace_section
-from validator.tracegen import inference_record, records_for_job
+from ropewatch_validator.sandbox import server as sandbox
+from ropewatch_validator.cvat.fetch import connect
+from ropewatch_validator.cvat.frames import cvat_frame_fetcher, frame_fingerprints
+from ropewatch_validator.trace.logs import read_logs
+from ropewatch_validator.trace.section import trace_section
+from support.tracegen import inference_record, records_for_job
 
 WHEN = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 CUTOFF = WHEN + timedelta(hours=3)

@@ -19,8 +19,10 @@ import tracemalloc
 
 import numpy as np
 
-from validator import fetch, report, synthetic
-from validator.match import Settings, match, select
+from ropewatch_validator.cvat import fetch
+from ropewatch_validator.render import report
+from ropewatch_validator.sandbox import synthetic
+from ropewatch_validator.evaluation.match import Settings, match, select
 
 
 def shapes_of(n_frames: int, persons: float):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared"  # the data folder beside the project, not the `shared` package
+CVAT_DATA = Path(__file__).parent / "data" / "cvat"  # vendored CVAT schema + dumps (see its README)
 
 
 @pytest.fixture(autouse=True)
@@ -17,14 +17,14 @@ def _private_lock_dir(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def cvat_schema_path() -> Path:
-    path = SHARED_DATA / "cvat" / "schema.yml"
-    assert path.is_file(), f"CVAT schema missing at {path} (../shared beside the project)"
+    path = CVAT_DATA / "schema.yml"
+    assert path.is_file(), f"CVAT schema missing at {path}"
     return path
 
 
 @pytest.fixture(scope="session")
 def cvat_assets() -> Path:
-    return SHARED_DATA / "cvat" / "assets"
+    return CVAT_DATA / "assets"
 
 
 # --- history / alerts / schedule (helper C) ---------------------------------------------------
@@ -136,21 +136,21 @@ def make_report():
 @pytest.fixture(scope="session")
 def tiny_config():
     """The real backbone family at 64x48 with one block: fast, same code path as production."""
-    from shared.model import ModelConfig
+    from ropewatch_core.model.classifier import ModelConfig
 
     return ModelConfig(img_size=(64, 48), head_width=16, roi_size=3, backbone_kwargs={"depth": 1})
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint_dict(tiny_config):
-    from shared.checkpoint import demo_checkpoint
+    from ropewatch_core.model.checkpoint import demo_checkpoint
 
     return demo_checkpoint(tiny_config, version="tiny-v1")
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tiny_checkpoint_dict, tmp_path_factory) -> Path:
-    from shared.checkpoint import save_checkpoint
+    from ropewatch_core.model.checkpoint import save_checkpoint
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     save_checkpoint(tiny_checkpoint_dict, path)
@@ -163,7 +163,7 @@ def person_detector_weights(tmp_path_factory) -> Path:
     so detector-path tests have detections to check without downloadable weights."""
     import torch
 
-    from shared.detector import build_architecture
+    from ropewatch_core.model.detector import build_architecture
 
     torch.manual_seed(0)
     model = build_architecture("fasterrcnn_mobilenet_v3_large_320_fpn")
@@ -182,7 +182,7 @@ def fixed_logit_checkpoint(tiny_config):
     can be checked against hand-computed sigmoid values."""
     import torch
 
-    from shared.checkpoint import demo_checkpoint
+    from ropewatch_core.model.checkpoint import demo_checkpoint
 
     def make(labels=("wrong", "correct"), bias=(0.0, 0.0), thr=0.5, temperature=1.0, version="fixed"):
         ckpt = demo_checkpoint(tiny_config, labels=tuple(labels), thr=thr, version=version)
@@ -200,7 +200,7 @@ def fixed_logit_checkpoint(tiny_config):
 def _nullable_refs(node):
     """drf-spectacular (CVAT's schema generator) writes a nullable reference as
     ``{allOf: [{$ref}], nullable: true}``; strict OAS 3.0 validators don't let ``nullable`` reach into
-    ``allOf`` and reject the ``null`` that real CVAT returns there (see the dumps in ../shared).
+    ``allOf`` and reject the ``null`` that real CVAT returns there (see the dumps in tests/data/cvat).
     Read it as the generator means it: the referenced schema, or null."""
     if isinstance(node, list):
         return [_nullable_refs(x) for x in node]
@@ -234,6 +234,6 @@ def cvat_schema_errors(cvat_schema_path):
 @pytest.fixture
 def cvat_conn(httpserver):
     """A validator connection (cvat-sdk ApiClient, timeouts, retries) pointed at pytest-httpserver."""
-    from validator.fetch import connect
+    from ropewatch_validator.cvat.fetch import connect
 
     return connect(httpserver.url_for("").rstrip("/"), timeout=5.0)

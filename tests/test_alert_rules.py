@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from validator.alert import AlertConfig, ConfigError, alert_key, evaluate, load_config, record_and_queue
-from validator.history import JobState, open_store
+from ropewatch_validator.ops.alert import AlertConfig, ConfigError, alert_key, evaluate, load_config, record_and_queue
+from ropewatch_validator.ops.history import JobState, open_store
 
 RULES = """
 baseline_runs = 3

@@ -11,10 +11,10 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Request, Response
 
-from validator.alert import (
+from ropewatch_validator.ops.alert import (
     IDEMPOTENCY_HEADER, SIGNATURE_HEADER, AlertConfig, Notifier, Rule, Webhook, record_and_queue, render_body,
 )
-from validator.history import open_store
+from ropewatch_validator.ops.history import open_store
 
 RULE = Rule(name="wrong-f1-low", metric="attribute.per_class.wrong.f1", op="<", threshold=0.95)
 SECRET = "hook-secret-4d8f"
@@ -157,7 +157,7 @@ def test_missing_secret_keeps_alert_pending_with_clear_reason(tmp_path, httpserv
 
 @pytest.mark.parametrize("fmt", ["slack", "teams"])
 def test_chat_bodies_name_job_rule_value_and_link(fmt, make_report):
-    from validator.alert import evaluate
+    from ropewatch_validator.ops.alert import evaluate
 
     [alert] = evaluate(make_report(job=12), config_for(), {})
     body = json.loads(render_body(alert, fmt))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, confusion_matrix, f1_score, precision_recall_curve, roc_auc_score
 
-from validator import calibration as cal
+from ropewatch_validator.trace import calibration as cal
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 from sklearn.metrics import f1_score, recall_score
 
-from shared.checkpoint import load_checkpoint, save_checkpoint
-from shared.pipeline import Predictor
-from validator import calibration as cal
-from validator.cli import main
-from validator.recalibrate import RecalibrationError, recalibrate
+from ropewatch_core.model.checkpoint import load_checkpoint, save_checkpoint
+from ropewatch_core.model.pipeline import Predictor
+from ropewatch_validator.trace import calibration as cal
+from ropewatch_validator.cli.main import main
+from ropewatch_validator.cli.recalibrate import RecalibrationError, recalibrate
 
 
 def _report(z: np.ndarray, y: np.ndarray, versions=("v1",)) -> dict:

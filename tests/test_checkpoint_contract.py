@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from shared.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from validator.cli import main as ropewatch
+from ropewatch_core.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ropewatch_validator.cli.main import main as ropewatch
 
 
 def broken(base: dict, change) -> dict:

@@ -1,4 +1,4 @@
-from validator.cli import build_parser, main
+from ropewatch_validator.cli.main import build_parser, main
 
 
 def test_help_lists_subcommands(capsys):

@@ -15,7 +15,7 @@ import yaml
 from croniter import croniter
 from dockerfile_parse import DockerfileParser
 
-from validator.alert import load_config
+from ropewatch_validator.ops.alert import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -48,11 +48,12 @@ def test_dry_run_stages_function_wheel_constraints_and_prints_nuctl(tmp_path, fu
     tree, commands = proc.stdout.split("# commands\n")
     listed = tree.splitlines()[1:]
     assert {"function.yaml", "function-gpu.yaml", "main.py", "constraints.txt",
-            "wheels/ropewatch-0.1.0-py3-none-any.whl"} <= set(listed)
+            "wheels/ropewatch_core-0.2.0-py3-none-any.whl"} <= set(listed)
     assert (stage / "constraints.txt").read_text() == (DEPLOY / "constraints.txt").read_text()
-    with zipfile.ZipFile(stage / "wheels" / "ropewatch-0.1.0-py3-none-any.whl") as whl:
+    with zipfile.ZipFile(stage / "wheels" / "ropewatch_core-0.2.0-py3-none-any.whl") as whl:
         names = set(whl.namelist())
-    assert {"validator/history.py", "validator/cli.py", "shared/__init__.py"} <= names
+    assert {"ropewatch_core/spec.py", "ropewatch_core/model/pipeline.py"} <= names
+    assert not any(n.startswith(("ropewatch_validator/", "shared/", "validator/")) for n in names)
     first, deploy, listing = commands.strip().splitlines()
     assert first == "nuctl get project cvat --platform local || nuctl create project cvat --platform local"
     argv = shlex.split(deploy)

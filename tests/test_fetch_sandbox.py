@@ -1,4 +1,4 @@
-"""validator.fetch through cvat-sdk against the sandbox CVAT over real HTTP; every body checked against CVAT's schema."""
+"""ropewatch_validator.cvat.fetch through cvat-sdk against the sandbox CVAT over real HTTP; every body checked against CVAT's schema."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,9 @@ import urllib.request
 
 import pytest
 
-from validator import fetch, sandbox, synthetic
+from ropewatch_validator.cvat import fetch
+from ropewatch_validator.sandbox import server as sandbox
+from ropewatch_validator.sandbox import synthetic
 
 
 @pytest.fixture

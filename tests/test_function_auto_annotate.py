@@ -8,7 +8,7 @@ import cvat_sdk.auto_annotation as cvataa
 import numpy as np
 from PIL import Image
 
-from shared.spec import ATTRIBUTE_VALUES, cvat_spec
+from ropewatch_core.spec import ATTRIBUTE_VALUES, cvat_spec
 
 PATH = Path(__file__).resolve().parents[1] / "functions" / "safety_rope" / "auto_annotate.py"
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from validator.cli import main
-from validator.cmd_demo import DEMO_BOXES
+from ropewatch_validator.cli.main import main
+from ropewatch_validator.cli.demo import DEMO_BOXES
 
 
 def test_demo_command_prints_response_and_record_and_keeps_reports(tmp_path, capsys, monkeypatch):

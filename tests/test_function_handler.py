@@ -17,8 +17,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from shared.checkpoint import save_checkpoint
-from validator.cmd_demo import load_function_module, parse_records
+from ropewatch_core.model.checkpoint import save_checkpoint
+from ropewatch_validator.cli.demo import load_function_module, parse_records
 
 FUNCTION_DIR = Path(__file__).resolve().parents[1] / "functions" / "safety_rope"
 MAIN = load_function_module(FUNCTION_DIR / "main.py")

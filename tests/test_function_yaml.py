@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.spec import cvat_spec
-from validator.cmd_demo import load_function_module
+from ropewatch_core.spec import cvat_spec
+from ropewatch_validator.cli.demo import load_function_module
 
 FUNCTION_DIR = Path(__file__).resolve().parents[1] / "functions" / "safety_rope"
 
@@ -41,7 +41,7 @@ def test_common_layout(name):
     module = load_function_module(FUNCTION_DIR / f"{module_name}.py")
     assert callable(getattr(module, func)) and callable(module.init_context)
     run = " ".join(d["value"] for d in spec["build"]["directives"]["postCopy"] if d["kind"] == "RUN")
-    assert "pip install" in run and "-c /opt/nuclio/constraints.txt" in run and "ropewatch-0.1.0-py3-none-any.whl" in run
+    assert "pip install" in run and "-c /opt/nuclio/constraints.txt" in run and "ropewatch_core-0.2.0-py3-none-any.whl[model]" in run
     assert spec["build"]["baseImage"]
     (trigger,) = spec["triggers"].values()
     assert trigger["kind"] == "http" and trigger["numWorkers"] >= 1

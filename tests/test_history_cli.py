@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from validator.cli import build_parser, main
-from validator.history import open_store
+from ropewatch_validator.cli.main import build_parser, main
+from ropewatch_validator.ops.history import open_store
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import sqlalchemy as sa
 
-from validator.history import HistoryError, JobState, open_store, runs
+from ropewatch_validator.ops.history import HistoryError, JobState, open_store, runs
 
 
 def run_count(store) -> int:
@@ -95,7 +95,7 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import json, os, signal, sys
     import sqlalchemy as sa
-    from validator.history import open_store
+    from ropewatch_validator.ops.history import open_store
     store = open_store(sys.argv[1])
     def kill(conn, cursor, statement, *args):
         if statement.lstrip().upper().startswith("INSERT INTO ALERTS"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.image import (MAX_PIXELS, ImageError, bytes_fingerprint, decode_base64, decode_image, load_frame,
+from ropewatch_core.image import (MAX_PIXELS, ImageError, bytes_fingerprint, decode_base64, decode_image, load_frame,
                           pixel_fingerprint)
 
 

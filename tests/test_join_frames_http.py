@@ -15,11 +15,11 @@ from PIL import Image
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from validator import sandbox
-from validator.fetch import connect
-from validator.frames import cvat_frame_fetcher, frame_fingerprints
-from validator.trace import enrich_report
-from validator.tracegen import records_for_job
+from ropewatch_validator.sandbox import server as sandbox
+from ropewatch_validator.cvat.fetch import connect
+from ropewatch_validator.cvat.frames import cvat_frame_fetcher, frame_fingerprints
+from ropewatch_validator.trace.section import enrich_report
+from support.tracegen import records_for_job
 
 
 def _png(seed: int) -> bytes:

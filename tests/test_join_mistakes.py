@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from validator.trace import confident_mistakes, crop_png, html_section, mistake_panel
+from ropewatch_validator.render.trace_html import html_section
+from ropewatch_validator.trace.section import confident_mistakes, crop_png, mistake_panel
 
 
 def _decode(b64: str) -> np.ndarray:

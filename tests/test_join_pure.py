@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from validator.join import join_frames, match_frame, match_shapes
-from validator.lifecycle import classify, scored, summarize
-from validator.logs import read_logs
-from validator.tracegen import inference_record
+from ropewatch_validator.trace.join import join_frames, match_frame, match_shapes
+from ropewatch_validator.trace.lifecycle import classify, scored, summarize
+from ropewatch_validator.trace.logs import read_logs
+from support.tracegen import inference_record
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 

@@ -12,8 +12,8 @@ from PIL import Image
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from validator.cmd_demo import call_handler, init_function, load_function_module
-from validator.trace import enrich_report
+from ropewatch_validator.cli.demo import call_handler, init_function, load_function_module
+from ropewatch_validator.trace.section import enrich_report
 
 
 def _jpeg(seed: int) -> bytes:

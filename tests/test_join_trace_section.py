@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from validator.logs import read_logs
-from validator.trace import trace_section
-from validator.tracegen import records_for_job
+from ropewatch_validator.trace.logs import read_logs
+from ropewatch_validator.trace.section import trace_section
+from support.tracegen import records_for_job
 
 WHEN = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 CUTOFF = WHEN + timedelta(hours=3)

@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from validator import sandbox, synthetic
-from validator.cli import main
-from validator.trace import TOP_MISTAKES
-from validator.tracegen import noise_lines, records_for_job
+from ropewatch_validator.sandbox import server as sandbox
+from ropewatch_validator.sandbox import synthetic
+from ropewatch_validator.cli.main import main
+from ropewatch_validator.trace.section import TOP_MISTAKES
+from support.tracegen import noise_lines, records_for_job
 
 JOB, N_FRAMES, DELETED, UNLOGGED = 101, 14, 13, 6
 WIDTH, HEIGHT = 320, 240
@@ -31,7 +32,7 @@ def _jpeg(seed: int) -> bytes:
 
 
 def _person_rectangles(job: synthetic.SyntheticJob) -> pd.DataFrame:
-    """The generated job's person boxes straight from its API bodies (not through validator.fetch)."""
+    """The generated job's person boxes straight from its API bodies (not through ropewatch_validator.cvat.fetch)."""
     person = next(label["id"] for label in job.labels if label["name"] == "person")
     rows = [{"shape_id": s["id"], "frame": s["frame"], "source": s["source"],
              "x1": s["points"][0], "y1": s["points"][1], "x2": s["points"][2], "y2": s["points"][3],

@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from validator.logs import parse_line, read_logs
-from validator.tracegen import inference_record, noise_lines
+from ropewatch_validator.trace.logs import parse_line, read_logs
+from support.tracegen import inference_record, noise_lines
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 

@@ -7,8 +7,12 @@ import pytest
 from sklearn.metrics import (accuracy_score, average_precision_score, confusion_matrix, f1_score,
                              precision_recall_fscore_support)
 
-from validator import fetch, measure, patterns, report, synthetic
-from validator.match import Settings, iou_matrix, match, select
+from ropewatch_validator.cvat import fetch
+from ropewatch_validator.evaluation import measure
+from ropewatch_validator.evaluation import patterns
+from ropewatch_validator.render import report
+from ropewatch_validator.sandbox import synthetic
+from ropewatch_validator.evaluation.match import Settings, iou_matrix, match, select
 
 S = Settings()
 

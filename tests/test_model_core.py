@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared.model import ModelConfig, RopeClassifier, decide, expand_boxes, prepare
+from ropewatch_core.model.classifier import ModelConfig, RopeClassifier, decide, expand_boxes, prepare
 
 
 def test_expand_boxes_by_hand():

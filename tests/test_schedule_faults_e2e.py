@@ -11,9 +11,10 @@ import time
 
 import pytest
 
-from validator import sandbox, synthetic
-from validator.cli import main
-from validator.history import open_store
+from ropewatch_validator.sandbox import server as sandbox
+from ropewatch_validator.sandbox import synthetic
+from ropewatch_validator.cli.main import main
+from ropewatch_validator.ops.history import open_store
 
 RULES = """
 [[rule]]
@@ -93,7 +94,7 @@ def test_killed_between_two_jobs_loses_nothing(cvat, setup, httpserver):
     httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
     state.fail(0, count=1, path_contains="/api/jobs/102", delay_s=30)  # job 102 hangs: kill lands there
     env = {**os.environ, "HOOK_SECRET": "hmac-secret", "ROPEWATCH_LOCK_DIR": str(tmp_path / "locks")}
-    proc = subprocess.Popen([sys.executable, "-m", "validator", *args(url, tmp_path, rules, "101", "102")], env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "ropewatch_validator", *args(url, tmp_path, rules, "101", "102")], env=env)
     db = str(tmp_path / "h.sqlite")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any("/api/jobs/102" in p for p in state.requests):

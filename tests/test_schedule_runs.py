@@ -15,9 +15,9 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from validator.alert import AlertConfig, Rule, Webhook
-from validator.history import open_store
-from validator.schedule import JobRef, _lock_path, run_batch
+from ropewatch_validator.ops.alert import AlertConfig, Rule, Webhook
+from ropewatch_validator.ops.history import open_store
+from ropewatch_validator.ops.schedule import JobRef, _lock_path, run_batch
 
 HOST = "http://cvat.local:8080"
 RULES = AlertConfig(rules=(Rule(name="wrong-f1-low", metric="attribute.per_class.wrong.f1", op="<", threshold=0.92),))
@@ -136,9 +136,9 @@ KILL_BETWEEN_JOBS = textwrap.dedent(
     """
     import json, os, signal, sys
     from pathlib import Path
-    from validator.alert import AlertConfig, Rule, Webhook
-    from validator.history import open_store
-    from validator.schedule import JobRef, run_batch
+    from ropewatch_validator.ops.alert import AlertConfig, Rule, Webhook
+    from ropewatch_validator.ops.history import open_store
+    from ropewatch_validator.ops.schedule import JobRef, run_batch
     db, root, hook, locks = sys.argv[1:5]
 
     def validate_one(job_id):

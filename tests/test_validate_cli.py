@@ -5,10 +5,11 @@ import json
 
 import pytest
 
-from validator import sandbox, synthetic
-from validator.cli import main, validate_job_main
-from validator.history import open_store
-from validator.report import objects_frame
+from ropewatch_validator.sandbox import server as sandbox
+from ropewatch_validator.sandbox import synthetic
+from ropewatch_validator.cli.main import main, validate_job_main
+from ropewatch_validator.ops.history import open_store
+from ropewatch_validator.render.report import objects_frame
 
 TOKEN = "pat-very-secret-123"
 
@@ -113,7 +114,7 @@ def test_every_real_dumped_job_validates_without_error(cvat_assets, tmp_path, mo
 
 
 def test_demo_validator_step_writes_reports_and_history(tmp_path, monkeypatch):
-    from validator.cmd_demo import run_validator_demo
+    from ropewatch_validator.cli.demo import run_validator_demo
 
     monkeypatch.delenv("CVAT_ACCESS_TOKEN", raising=False)
     assert run_validator_demo(tmp_path) == 0

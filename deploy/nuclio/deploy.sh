@@ -3,7 +3,9 @@
 # platform `local`, docker network `cvat_cvat`), the way CVAT's serverless/deploy_cpu.sh does.
 #
 # The image build must not need this repository: a stage directory gets the function's files,
-# a wheel of this project (pip wheel --no-deps) and the pinned constraints, and nuctl builds from it.
+# a wheel of the core (shared/, distribution ropewatch-core, built from a copy so the checkout is never
+# written) and the pinned constraints, and nuctl builds from it. The image gets ropewatch-core[model]
+# and nothing of the validator.
 # The checkpoint is not baked in: its directory is mounted read-only and MODEL_PATH points into it,
 # so replacing the file (hot-swap) needs no redeploy. The directory, not the file, is mounted so an
 # atomic rename of a new checkpoint is seen inside the container.
@@ -68,8 +70,11 @@ cp -r "$FUNC_DIR"/. "$STAGE"/
 find "$STAGE" -name __pycache__ -prune -exec rm -rf {} +
 cp "$REPO/deploy/constraints.txt" "$STAGE/constraints.txt"
 mkdir -p "$STAGE/wheels"
+CORE_SRC="$(mktemp -d -t ropewatch-core-src-XXXXXX)"
+trap 'rm -rf "$CORE_SRC"' EXIT
+cp -r "$REPO/shared"/. "$CORE_SRC"/
 "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation \
-    --wheel-dir "$STAGE/wheels" "$REPO" >&2
+    --wheel-dir "$STAGE/wheels" "$CORE_SRC" >&2
 
 # --- commands ----------------------------------------------------------------------------------
 CREATE=("$NUCTL" create project "$PROJECT" --platform local)

@@ -13,7 +13,7 @@ import cvat_sdk.auto_annotation as cvataa
 import cvat_sdk.models as models
 import PIL.Image
 
-from shared.spec import ATTRIBUTE, ATTRIBUTE_VALUES, PERSON_LABEL
+from ropewatch_core.spec import ATTRIBUTE, ATTRIBUTE_VALUES, PERSON_LABEL
 
 spec = cvataa.DetectionFunctionSpec(labels=[
     cvataa.label_spec(PERSON_LABEL, 0, type="rectangle",
@@ -40,8 +40,8 @@ class SafetyRopeFunction:
 def create(model_path: str, detector_path: str, detector_arch: str = "", device: str = "cpu",
            detector_threshold: float = 0.5) -> SafetyRopeFunction:
     """Called by cvat-cli with the ``-p name=type:value`` parameters."""
-    from shared.detector import DEFAULT_ARCH, TorchvisionPersonDetector
-    from shared.pipeline import Predictor
+    from ropewatch_core.model.detector import DEFAULT_ARCH, TorchvisionPersonDetector
+    from ropewatch_core.model.pipeline import Predictor
 
     detector = TorchvisionPersonDetector(detector_path, detector_arch or DEFAULT_ARCH, device)
     return SafetyRopeFunction(Predictor(model_path, detector, device=device, detector_threshold=detector_threshold))

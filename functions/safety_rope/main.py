@@ -27,10 +27,10 @@ class BadRequest(ValueError):
 def init_context(context) -> None:
     import torch
 
-    from shared.detector import DEFAULT_ARCH, TorchvisionPersonDetector
-    from shared.image import MAX_PIXELS
-    from shared.logs import function_logger
-    from shared.pipeline import Predictor
+    from ropewatch_core.model.detector import DEFAULT_ARCH, TorchvisionPersonDetector
+    from ropewatch_core.image import MAX_PIXELS
+    from ropewatch_core.logs import function_logger
+    from ropewatch_core.model.pipeline import Predictor
 
     env = os.environ
     if env.get("TORCH_THREADS"):
@@ -106,8 +106,8 @@ def _json(context, status: int, payload: object, rid: str):
 
 
 def handler(context, event):
-    from shared.image import ImageError, decode_base64
-    from shared.pipeline import DetectorUnavailable
+    from ropewatch_core.image import ImageError, decode_base64
+    from ropewatch_core.model.pipeline import DetectorUnavailable
 
     rid = request_id(event)
     log = _logger(context).bind(request_id=rid)
@@ -135,7 +135,7 @@ def handler(context, event):
 
 def _logger(context):
     """The worker's logger; a fresh one if init_context never ran, so even that failure is logged as JSON."""
-    from shared.logs import function_logger
+    from ropewatch_core.logs import function_logger
 
     log = getattr(context.user_data, "log", None)
     return log if log is not None else function_logger(_worker_id(context))

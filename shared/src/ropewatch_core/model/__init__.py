@@ -1,0 +1,1 @@
+"""The torch parts of the core: rope classifier, person detector, checkpoint contract, predictor."""

@@ -1,0 +1,175 @@
+"""The checkpoint contract: one torch.save dict, validated on load with one message naming the file.
+
+Keys: ``state_dict``, ``labels`` (order as trained, must contain ``wrong`` and ``correct``), ``thr``
+(threshold on P(correct)), ``config`` (see ModelConfig); optional ``temperature`` (default 1),
+``version``, ``metrics``, ``untrained``, ``calibration``. Past releases broke on a missing ``thr`` and on
+three labels, so every such case fails here rather than in the handler.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ropewatch_core.files import atomic_write_with
+from ropewatch_core.model.classifier import ModelConfig, RopeClassifier
+from ropewatch_core.spec import ATTRIBUTE_VALUES
+
+REQUIRED_KEYS = ("state_dict", "labels", "thr", "config")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be served; the message names the file and the problem."""
+
+
+@dataclass
+class Checkpoint:
+    path: str
+    sha256: str
+    labels: list[str]
+    thr: float
+    temperature: float
+    config: ModelConfig
+    model: RopeClassifier
+    version: str
+    metrics: dict = field(default_factory=dict)
+    untrained: bool = False
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _config(raw: object, fail) -> ModelConfig:
+    if not isinstance(raw, dict):
+        fail("'config' must be a dict")
+    known = set(ModelConfig.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        fail(f"unknown config keys {unknown}")
+    cfg = dict(raw)
+    if "img_size" in cfg:
+        size = cfg["img_size"]
+        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+            fail(f"config.img_size must be [width, height] positive integers, got {size!r}")
+        cfg["img_size"] = tuple(size)
+    expand = cfg.get("expand", {})
+    if not (isinstance(expand, dict) and set(expand) <= {"x", "y_top", "y_bot"}
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in expand.values())):
+        fail(f"config.expand must be {{x, y_top, y_bot}} non-negative numbers, got {expand!r}")
+    config = ModelConfig(**cfg)
+    import timm
+
+    if not timm.is_model(config.backbone_name):
+        fail(f"unknown backbone {config.backbone_name!r} (not a timm model name)")
+    return config
+
+
+def validate(raw: object, path: str) -> tuple[ModelConfig, RopeClassifier]:
+    """Check a loaded dict against the contract; build the model and load its weights strictly."""
+
+    def fail(problem: str):
+        raise CheckpointError(f"checkpoint {path}: {problem}")
+
+    if not isinstance(raw, dict):
+        fail(f"expected a dict saved with torch.save, got {type(raw).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in raw]
+    if missing:
+        fail(f"missing {', '.join(repr(k) for k in missing)}")
+    labels = raw["labels"]
+    if not (isinstance(labels, (list, tuple)) and all(isinstance(x, str) for x in labels)):
+        fail(f"'labels' must be a list of strings, got {labels!r}")
+    if len(set(labels)) != len(labels):
+        fail(f"'labels' has duplicates: {list(labels)}")
+    absent = [name for name in ATTRIBUTE_VALUES if name not in labels]
+    if absent:
+        fail(f"'labels' {list(labels)} lacks {', '.join(repr(a) for a in absent)}")
+    thr = raw["thr"]
+    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0.0 <= float(thr) <= 1.0:
+        fail(f"'thr' must be a number in [0, 1], got {thr!r}")
+    temperature = raw.get("temperature", 1.0)
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                                    or not math.isfinite(temperature) or temperature <= 0):
+        fail(f"'temperature' must be a positive number, got {temperature!r}")
+    config = _config(raw["config"], fail)
+    state = raw["state_dict"]
+    if not isinstance(state, dict):
+        fail("'state_dict' must be a dict of tensors")
+    head = state.get("head.3.weight")
+    if head is None:
+        fail("'state_dict' has no head weights ('head.3.weight')")
+    if head.shape[0] != len(labels):
+        fail(f"head has {head.shape[0]} outputs but 'labels' has {len(labels)} ({list(labels)})")
+    try:
+        model = RopeClassifier(config, len(labels))
+    except (TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        fail(f"config cannot build the model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+    if model.backbone.num_features != config.feat_ch:
+        fail(f"config.feat_ch is {config.feat_ch} but backbone {config.backbone_name} gives {model.backbone.num_features}")
+    expected = model.state_dict()
+    problems = [f"missing {k}" for k in expected if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in expected]
+    problems += [f"{k} has shape {tuple(state[k].shape)}, model expects {tuple(v.shape)}"
+                 for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if problems:
+        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        fail(f"weights do not fit {config.backbone_name}: {'; '.join(problems[:3])}{more}")
+    model.load_state_dict(state, strict=True)
+    return config, model.eval()
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict, str]:
+    """The raw dict and the file's sha256, not yet validated; an unreadable file raises CheckpointError."""
+    path = str(path)
+    if not Path(path).is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True), file_sha256(path)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
+        raise CheckpointError(f"checkpoint {path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Checkpoint:
+    """Load and validate; any problem raises CheckpointError naming ``path``."""
+    path = str(path)
+    raw, sha = read_checkpoint(path)
+    config, model = validate(raw, path)
+    return Checkpoint(path=path, sha256=sha, labels=list(raw["labels"]), thr=float(raw["thr"]),
+                      temperature=float(raw.get("temperature") or 1.0), config=config, model=model.to(device),
+                      version=str(raw.get("version") or f"sha256:{sha[:12]}"), metrics=dict(raw.get("metrics") or {}),
+                      untrained=bool(raw.get("untrained", False)))
+
+
+def demo_checkpoint(config: ModelConfig | None = None, labels: tuple[str, ...] = ATTRIBUTE_VALUES,
+                    thr: float = 0.5, version: str = "demo-untrained", seed: int = 0) -> dict:
+    """A random-init (``pretrained=False``) checkpoint dict of the real architecture, marked untrained."""
+    config = config or ModelConfig()
+    torch.manual_seed(seed)
+    model = RopeClassifier(config, len(labels))
+    return {"state_dict": model.state_dict(), "labels": list(labels), "thr": float(thr), "temperature": 1.0,
+            "config": config.to_dict(), "version": version, "untrained": True, "metrics": {}}
+
+
+def save_checkpoint(checkpoint: dict, path: str | os.PathLike) -> None:
+    """Write atomically (temp file + rename) so a watching function never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_with(path, lambda f: torch.save(checkpoint, f))
+
+
+def describe(ckpt: Checkpoint) -> dict:
+    """What `ropewatch checkpoint inspect` prints."""
+    return {"file": ckpt.path, "sha256": ckpt.sha256, "version": ckpt.version, "untrained": ckpt.untrained,
+            "labels": ckpt.labels, "thr": ckpt.thr, "temperature": ckpt.temperature,
+            "config": ckpt.config.to_dict(), "parameters": ckpt.n_parameters(), "metrics": ckpt.metrics}

@@ -1,0 +1,160 @@
+"""`ropewatch history` (trend of stored runs, table and plot) and `ropewatch baseline set|show|clear`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+# (column in the runs table, heading) shown by `history` and `baseline show`.
+TREND_COLUMNS = (
+    ("det_f1", "F1 person"),
+    ("wrong_f1", "F1 wrong"),
+    ("correct_f1", "F1 correct"),
+    ("wrong_recall", "recall wrong"),
+    ("flips_per_1000", "flips w→c /1000"),
+)
+PLOTTED = ("wrong_f1", "correct_f1", "det_f1")
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", help="history store: SQLite path or SQLAlchemy URL (default: $ROPEWATCH_DB, "
+                                     "else ~/.local/share/ropewatch/history.sqlite)")
+
+
+def register(subparsers: Any) -> None:
+    hist = subparsers.add_parser("history", help="trend of stored validation runs (F1 per class over time)")
+    which = hist.add_mutually_exclusive_group()
+    which.add_argument("--job", type=int, help="only this CVAT job")
+    which.add_argument("--project", type=int, help="only jobs of this CVAT project")
+    which.add_argument("--model-version", help="only runs of this model version (shows its baseline)")
+    hist.add_argument("--plot", metavar="FILE", help="also draw the trend to FILE (.png, .svg, .pdf)")
+    hist.add_argument("--baseline-runs", type=int, default=5, metavar="N",
+                      help="unpinned baseline = median of the first N runs (default 5)")
+    _add_db(hist)
+    hist.set_defaults(func=history_main)
+
+    base = subparsers.add_parser("baseline", help="show or pin the baseline a model version is compared with")
+    actions = base.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = actions.add_parser("show", help="the baseline runs and their median metrics")
+    pin = actions.add_parser("set", help="pin runs as the baseline of a model version")
+    clear = actions.add_parser("clear", help="unpin: back to the median of the first N runs")
+    for parser in (show, pin, clear):
+        parser.add_argument("model_version", metavar="MODEL_VERSION")
+        _add_db(parser)
+    show.add_argument("--first", type=int, default=5, metavar="N", help="unpinned: first N runs (default 5)")
+    source = pin.add_mutually_exclusive_group(required=True)
+    source.add_argument("--runs", type=int, nargs="+", metavar="RUN_ID", help="run ids (see `ropewatch history`)")
+    source.add_argument("--first", type=int, metavar="N", help="pin the model version's first N runs")
+    pin.add_argument("--note", help="why this baseline (stored with it)")
+    for parser in (show, pin, clear):
+        parser.set_defaults(func=baseline_main)
+
+
+def _fmt(value: Any) -> str:
+    return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _open(args: argparse.Namespace):
+    from ropewatch_validator.ops.history import open_store
+
+    return open_store(args.db)
+
+
+def history_main(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ropewatch_validator.ops.history import METRIC_COLUMNS, HistoryError
+
+    console = Console()
+    try:
+        store = _open(args)
+        rows = store.trend(job=args.job, project=args.project, model_version=args.model_version)
+        baseline = None
+        if args.model_version:
+            paths = [METRIC_COLUMNS[c] for c, _ in TREND_COLUMNS]
+            baseline = store.baseline(args.model_version, paths, args.baseline_runs)
+    except HistoryError as exc:
+        print(f"ropewatch history: {exc}", file=sys.stderr)
+        return 2
+    if not rows:
+        console.print("no stored runs match")
+        return 0
+    table = Table(title=f"ropewatch history ({store.label})")
+    for heading in ("run", "recorded (UTC)", "job", "task", "model", "job updated", "persons"):
+        table.add_column(heading)
+    for _, heading in TREND_COLUMNS:
+        table.add_column(heading, justify="right")
+    for row in rows:
+        table.add_row(str(row["id"]), row["recorded_at"][:19].replace("T", " "), str(row["job_id"]),
+                      _fmt(row["task_id"]), row["model_version"], row["job_updated_date"][:19],
+                      _fmt(row["references"]), *(_fmt(row[c]) for c, _ in TREND_COLUMNS))
+    if baseline is not None:
+        table.add_section()
+        table.add_row("baseline", "", "", "", args.model_version, "", "",
+                      *(_fmt(baseline[METRIC_COLUMNS[c]]) for c, _ in TREND_COLUMNS))
+    console.print(table)
+    if args.plot:
+        plot_trend(rows, args.plot, baseline)
+        console.print(f"plot written to {args.plot}")
+    return 0
+
+
+def plot_trend(rows: list[dict[str, Any]], path: str, baseline: dict[str, float | None] | None = None) -> None:
+    """F1 per class (and person detection) over time; dashed lines are the baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ropewatch_validator.ops.history import METRIC_COLUMNS, parse_time
+
+    times = [parse_time(r["recorded_at"]) for r in rows]
+    labels = dict(TREND_COLUMNS)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for column in PLOTTED:
+        values = [float("nan") if r[column] is None else r[column] for r in rows]
+        line = ax.plot(times, values, marker="o", label=labels[column])[0]
+        if baseline and baseline.get(METRIC_COLUMNS[column]) is not None:
+            ax.axhline(baseline[METRIC_COLUMNS[column]], linestyle="--", color=line.get_color(), alpha=0.6)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("F1")
+    ax.set_title("ropewatch: F1 per class over time")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def baseline_main(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ropewatch_validator.ops.history import METRIC_COLUMNS, HistoryError
+
+    console = Console()
+    try:
+        store = _open(args)
+        if args.action == "set":
+            run_ids = args.runs or store.baseline_runs(args.model_version, args.first)[0]
+            store.pin_baseline(args.model_version, run_ids, args.note)
+            console.print(f"baseline of {args.model_version} pinned to runs {sorted(run_ids)}")
+            return 0
+        if args.action == "clear":
+            done = store.unpin_baseline(args.model_version)
+            console.print(f"baseline of {args.model_version} {'unpinned' if done else 'was not pinned'}")
+            return 0
+        run_ids, pinned = store.baseline_runs(args.model_version, args.first)
+        values = store.baseline(args.model_version, [METRIC_COLUMNS[c] for c, _ in TREND_COLUMNS], args.first)
+    except (HistoryError, ValueError) as exc:
+        print(f"ropewatch baseline: {exc}", file=sys.stderr)
+        return 2
+    if not run_ids:
+        console.print(f"no runs of model version {args.model_version} yet")
+        return 0
+    how = "pinned" if pinned else f"median of the first {args.first} runs"
+    console.print(f"baseline of {args.model_version} ({how}): runs {run_ids}")
+    for column, heading in TREND_COLUMNS:
+        console.print(f"  {heading:>16}: {_fmt(values[METRIC_COLUMNS[column]])}")
+    return 0

@@ -1,0 +1,1 @@
+"""Running in production: history store, alert rules and webhooks, scheduled multi-job runs."""

@@ -1,0 +1,1 @@
+"""report.json and its renderings (terminal, Markdown, HTML)."""

@@ -1,0 +1,148 @@
+"""Read the safety-rope function's JSON log records (see the README's function log record).
+
+Input is what operators actually have: one or more files, or stdin (``-``), holding the raw
+output of ``docker logs`` / ``nuctl`` / Kubernetes. A line is taken when it is a JSON object, or
+when it carries a prefix (a timestamp, a container name, Nuclio's ``(I) processor``) followed by a
+JSON object that has an ``event`` key — the object is parsed from the first ``{``, so a prefix can
+never change the record. Everything else is counted as skipped, never silently dropped. Only
+``event == "inference"`` records become rows; ``request_failed`` records are counted.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator, Set
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import pandas as pd
+
+from ropewatch_core.spec import ATTRIBUTE
+
+INFERENCE = "inference"
+FAILED = "request_failed"
+BOX = ("x1", "y1", "x2", "y2")
+REQUEST_COLUMNS = ("request_id", "timestamp", "sha256", "pixel_sha256", "width", "height", "model_version",
+                   "model_sha256", "thr", "temperature", "worker_id", "boxes_given", "detector_threshold",
+                   "n_detections", "source_file", "line")
+DETECTION_COLUMNS = ("request_id", "timestamp", "sha256", "pixel_sha256", "width", "height", "model_version",
+                     "thr", "temperature", "det_index", *BOX, "label", ATTRIBUTE, "p_correct", "logit",
+                     "detector_score")
+
+
+@dataclass
+class LogStats:
+    """What happened to every line read; ``skipped`` lines were not JSON records."""
+
+    lines: int = 0
+    records: int = 0
+    skipped: int = 0
+    inference: int = 0
+    failed: int = 0
+    other_events: int = 0
+    other_frames: int = 0  # inference records of images not in the job (when filtering by keys)
+    malformed: int = 0  # inference records missing a field we need
+    malformed_examples: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class LogData:
+    requests: pd.DataFrame    # one row per inference record
+    detections: pd.DataFrame  # one row per logged detection
+    stats: LogStats
+
+
+def parse_line(line: str) -> dict | None:
+    """The JSON record on ``line``, or None when the line holds none."""
+    text = line.strip()
+    start = text.find("{")
+    if start < 0:
+        return None
+    try:
+        obj = json.loads(text[start:])
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or (start > 0 and "event" not in obj):
+        return None
+    return obj
+
+
+def _open_all(paths: Iterable[str | Path], stdin: IO[str] | None) -> Iterator[tuple[str, Iterable[str]]]:
+    for p in paths:
+        if str(p) == "-":
+            yield "-", (stdin or sys.stdin)
+        else:
+            with open(p, encoding="utf-8", errors="replace") as fh:
+                yield str(p), fh
+
+
+def read_logs(paths: Iterable[str | Path], stdin: IO[str] | None = None, keys: Set[str] | None = None) -> LogData:
+    """Parse every line of ``paths`` (``-`` = stdin) into request and detection frames.
+
+    With ``keys`` (the job's frame fingerprints), records whose ``sha256`` and ``pixel_sha256`` are
+    both unknown are only counted (``other_frames``): memory stays bounded by the job, not the log.
+    """
+    stats = LogStats()
+    req: dict[str, list] = {c: [] for c in REQUEST_COLUMNS}
+    det: dict[str, list] = {c: [] for c in DETECTION_COLUMNS}
+    for source, lines in _open_all(paths, stdin):
+        for lineno, line in enumerate(lines, 1):
+            stats.lines += 1
+            rec = parse_line(line)
+            if rec is None:
+                stats.skipped += 1
+                continue
+            stats.records += 1
+            event = rec.get("event")
+            if event == FAILED:
+                stats.failed += 1
+            elif event != INFERENCE:
+                stats.other_events += 1
+            elif keys is not None and not _wanted(rec, keys):
+                stats.other_frames += 1
+            else:
+                try:
+                    _append(rec, source, lineno, req, det)
+                    stats.inference += 1
+                except (KeyError, TypeError, ValueError, IndexError) as exc:
+                    stats.malformed += 1
+                    if len(stats.malformed_examples) < 10:
+                        stats.malformed_examples.append(f"{source}:{lineno}: {type(exc).__name__}: {exc}")
+    requests = pd.DataFrame(req)
+    detections = pd.DataFrame(det)
+    for frame in (requests, detections):
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
+    return LogData(requests=requests, detections=detections, stats=stats)
+
+
+def _wanted(rec: dict, keys: Set[str]) -> bool:
+    img = rec.get("image")
+    return isinstance(img, dict) and (img.get("sha256") in keys or img.get("pixel_sha256") in keys)
+
+
+def _append(rec: dict, source: str, lineno: int, req: dict[str, list], det: dict[str, list]) -> None:
+    """Validate one inference record fully before appending, so a bad one leaves no partial row."""
+    img = rec["image"]
+    head = {"request_id": str(rec["request_id"]), "timestamp": str(rec["timestamp"]), "sha256": str(img["sha256"]),
+            "pixel_sha256": img.get("pixel_sha256"), "width": int(img["width"]), "height": int(img["height"]),
+            "model_version": rec.get("model_version"), "thr": float(rec["thr"]),
+            "temperature": float(rec.get("temperature", 1.0) or 1.0)}
+    rows = []
+    for i, d in enumerate(rec["detections"]):
+        x1, y1, x2, y2 = (float(v) for v in d["box"])
+        score = d.get("detector_score")
+        rows.append({**head, "det_index": i, "x1": x1, "y1": y1, "x2": x2, "y2": y2, "label": d.get("label"),
+                     ATTRIBUTE: d[ATTRIBUTE], "p_correct": float(d["p_correct"]),
+                     "logit": float(d["logit"]), "detector_score": float("nan") if score is None else float(score)})
+    extra = {"model_sha256": rec.get("model_sha256"), "worker_id": rec.get("worker_id"),
+             "boxes_given": bool(rec.get("boxes_given", False)), "detector_threshold": rec.get("detector_threshold"),
+             "n_detections": len(rows), "source_file": source, "line": lineno}
+    for c in REQUEST_COLUMNS:
+        req[c].append(head[c] if c in head else extra[c])
+    for row in rows:
+        for c in DETECTION_COLUMNS:
+            det[c].append(row[c])
