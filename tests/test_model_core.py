@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from ropewatch_core.model.classifier import ModelConfig, RopeClassifier, decide, expand_boxes, prepare
+from ropewatch_core.decision import decide
+from ropewatch_core.model.classifier import ModelConfig, RopeClassifier, expand_boxes, prepare
 
 
 def test_expand_boxes_by_hand():

@@ -8,16 +8,17 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import numpy as np
-from scipy.special import expit
 
+from ropewatch_core.decision import p_correct, values
+from ropewatch_core.jsonio import utc_iso
 from ropewatch_core.spec import ATTRIBUTE, PERSON_LABEL
 
 
 def iso(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc_iso(ts)
 
 
 def inference_record(*, sha256: str, pixel_sha256: str | None, width: int, height: int,
@@ -28,9 +29,9 @@ def inference_record(*, sha256: str, pixel_sha256: str | None, width: int, heigh
     scores = detector_scores if detector_scores is not None else [0.9] * len(boxes)
     dets = []
     for box, z, s in zip(boxes, logits, scores):
-        p = float(expit(z / temperature))
+        p = float(p_correct(z, temperature))
         dets.append({"box": [round(float(v), 2) for v in box], "label": PERSON_LABEL,
-                     ATTRIBUTE: "correct" if p >= thr else "wrong", "p_correct": p,
+                     ATTRIBUTE: values([p], thr)[0], "p_correct": p,
                      "logit": float(z), "detector_score": s})
     return {"timestamp": iso(timestamp), "level": "info", "event": "inference", "logger": "ropewatch.function",
             "request_id": request_id or str(uuid.uuid4()), "worker_id": "0", "function": "safety-rope",

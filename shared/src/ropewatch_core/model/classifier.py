@@ -97,15 +97,3 @@ def prepare(rgb: np.ndarray, boxes: np.ndarray, config: ModelConfig, device: tor
     scale = np.array([width / src_w, height / src_h, width / src_w, height / src_h])
     expanded = expand_boxes(boxes, config.expand, src_w, src_h) * scale
     return image, torch.as_tensor(expanded, dtype=torch.float32, device=device)
-
-
-def decide(logits: np.ndarray, labels: list[str], thr: float, temperature: float = 1.0
-           ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """z = logit_correct − logit_wrong, P(correct) = σ(z / T), ``correct`` iff P ≥ thr.
-
-    Only the two named logits count; extra labels (e.g. ``unknown``) never become the attribute value.
-    """
-    logits = np.asarray(logits, dtype=np.float64).reshape(-1, len(labels))
-    z = logits[:, labels.index("correct")] - logits[:, labels.index("wrong")]
-    p = 1.0 / (1.0 + np.exp(-z / temperature))
-    return z, p, ["correct" if pi >= thr else "wrong" for pi in p]

@@ -17,7 +17,8 @@ import torch
 from ropewatch_core.model.checkpoint import Checkpoint, CheckpointError, file_sha256, load_checkpoint
 from ropewatch_core.model.detector import PersonDetector
 from ropewatch_core.image import MAX_PIXELS, Frame, load_frame
-from ropewatch_core.model.classifier import decide, prepare
+from ropewatch_core.decision import decide
+from ropewatch_core.model.classifier import prepare
 from ropewatch_core.spec import ATTRIBUTE, PERSON_LABEL
 
 

@@ -15,8 +15,23 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from ropewatch_core.spec import ATTRIBUTE, ATTRIBUTE_VALUES, PERSON_LABEL
+from ropewatch_validator.evaluation.metrics import groups
 
-_INVALID = 1e6
+_FAR = 1e9  # cost of a forbidden pair: above any sum of allowed costs in one frame
+
+
+def optimal_pairs(cost: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Minimum-cost assignment over the ``allowed`` pairs only (Hungarian, scipy); rows, columns.
+
+    Forbidden pairs cost more than any assignment of allowed ones, so the number of allowed pairs is
+    maximal first and their total cost minimal second; forbidden pairs the solver had to use are dropped.
+    The one thresholded assignment: matching (IoU ≥ threshold) and the log join (box distance ≤ tol).
+    """
+    if cost.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    rows, cols = linear_sum_assignment(np.where(allowed, cost, _FAR))
+    ok = allowed[rows, cols]
+    return rows[ok], cols[ok]
 
 
 @dataclass(frozen=True)
@@ -58,13 +73,6 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def _spans(frames: np.ndarray) -> dict[int, tuple[int, int]]:
-    """frame -> (start, stop) row range of a frame-sorted column."""
-    uniq, start = np.unique(frames, return_index=True)
-    stop = np.append(start[1:], len(frames))
-    return dict(zip(uniq.tolist(), zip(start.tolist(), stop.tolist())))
-
-
 def match(pred: pd.DataFrame, ref: pd.DataFrame, iou: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Add matching columns to frame-sorted ``pred`` and ``ref``.
 
@@ -79,22 +87,20 @@ def match(pred: pd.DataFrame, ref: pd.DataFrame, iou: float = 0.5) -> tuple[pd.D
              ("p_best", len(pred), -1, np.int64), ("p_best_iou", len(pred), 0.0, float),
              ("r_match", len(ref), -1, np.int64), ("r_iou", len(ref), 0.0, float),
              ("r_best", len(ref), -1, np.int64), ("r_best_iou", len(ref), 0.0, float)]}
-    ref_spans = _spans(ref["frame"].to_numpy())
-    for frame, (p0, p1) in _spans(pred["frame"].to_numpy()).items():
-        if frame not in ref_spans:
+    ref_rows = groups(ref["frame"].to_numpy())
+    for frame, p_idx in groups(pred["frame"].to_numpy()).items():
+        r_idx = ref_rows.get(frame)
+        if r_idx is None:
             continue
-        r0, r1 = ref_spans[frame]
-        m = iou_matrix(pb[p0:p1], rb[r0:r1])
-        cols["p_best"][p0:p1] = r0 + m.argmax(1)
-        cols["p_best_iou"][p0:p1] = m.max(1)
-        cols["r_best"][r0:r1] = p0 + m.argmax(0)
-        cols["r_best_iou"][r0:r1] = m.max(0)
-        rows, cs = linear_sum_assignment(np.where(m >= iou, 1.0 - m, _INVALID))
-        ok = m[rows, cs] >= iou
-        rows, cs = rows[ok], cs[ok]
-        cols["p_match"][p0 + rows] = r0 + cs
-        cols["r_match"][r0 + cs] = p0 + rows
-        cols["p_iou"][p0 + rows] = cols["r_iou"][r0 + cs] = m[rows, cs]
+        m = iou_matrix(pb[p_idx], rb[r_idx])
+        cols["p_best"][p_idx] = r_idx[m.argmax(1)]
+        cols["p_best_iou"][p_idx] = m.max(1)
+        cols["r_best"][r_idx] = p_idx[m.argmax(0)]
+        cols["r_best_iou"][r_idx] = m.max(0)
+        rows, cs = optimal_pairs(1.0 - m, m >= iou)
+        cols["p_match"][p_idx[rows]] = r_idx[cs]
+        cols["r_match"][r_idx[cs]] = p_idx[rows]
+        cols["p_iou"][p_idx[rows]] = cols["r_iou"][r_idx[cs]] = m[rows, cs]
     pred = pred.assign(match=cols["p_match"], iou=cols["p_iou"], best=cols["p_best"], best_iou=cols["p_best_iou"])
     ref = ref.assign(match=cols["r_match"], iou=cols["r_iou"], best=cols["r_best"], best_iou=cols["r_best_iou"])
     return pred, ref

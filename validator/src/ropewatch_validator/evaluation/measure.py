@@ -9,22 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-
-def ratio(num: float, den: float) -> float | None:
-    return float(num) / float(den) if den else None
-
-
-def f1(p: float | None, r: float | None) -> float | None:
-    if p is None or r is None:
-        return None
-    return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+from ropewatch_validator.evaluation.metrics import confusion_matrix, pr_curve, prf, ratio
 
 
 def detection(pred: pd.DataFrame, ref: pd.DataFrame) -> dict:
     tp = int((pred["match"] >= 0).sum())
     fp, fn = len(pred) - tp, len(ref) - tp
-    p, r = ratio(tp, tp + fp), ratio(tp, tp + fn)
-    return {"tp": tp, "fp": fp, "fn": fn, "precision": p, "recall": r, "f1": f1(p, r)}
+    p, r, f = prf(tp, fp, fn)
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": p, "recall": r, "f1": f}
 
 
 def attribute(pred: pd.DataFrame, ref: pd.DataFrame, name: str, values: tuple[str, ...]) -> dict:
@@ -34,12 +26,12 @@ def attribute(pred: pd.DataFrame, ref: pd.DataFrame, name: str, values: tuple[st
     rv = ref[name].to_numpy(object)[matched["match"].to_numpy()]
     index = {v: i for i, v in enumerate(values)}
     both = np.array([a in index and b in index for a, b in zip(rv, pv)], dtype=bool)
-    cm = np.zeros((len(values), len(values)), dtype=np.int64)
-    np.add.at(cm, ([index[v] for v in rv[both]], [index[v] for v in pv[both]]), 1)
+    cm = confusion_matrix([index[v] for v in rv[both]], [index[v] for v in pv[both]], len(values))
     per_class = {}
     for i, v in enumerate(values):
-        p, r = ratio(cm[i, i], cm[:, i].sum()), ratio(cm[i, i], cm[i, :].sum())
-        per_class[v] = {"precision": p, "recall": r, "f1": f1(p, r), "support": int(cm[i, :].sum())}
+        tp = int(cm[i, i])
+        p, r, f = prf(tp, int(cm[:, i].sum()) - tp, int(cm[i, :].sum()) - tp)
+        per_class[v] = {"precision": p, "recall": r, "f1": f, "support": int(cm[i, :].sum())}
     f1s = [c["f1"] for c in per_class.values()]
     unmatched_ref = ref.loc[ref["match"] < 0, name]
     unmatched_pred = pred.loc[pred["match"] < 0, name]
@@ -66,13 +58,7 @@ def average_precision(pred: pd.DataFrame, n_ref: int) -> tuple[float | None, dic
     """
     if not has_scores(pred) or n_ref == 0:
         return None, None
-    order = np.argsort(-pred["score"].to_numpy(float), kind="stable")
-    score = pred["score"].to_numpy(float)[order]
-    tp = np.cumsum((pred["match"].to_numpy() >= 0)[order])
-    last = np.append(np.flatnonzero(np.diff(score)), len(score) - 1)  # one point per distinct score (ties)
-    precision = tp[last] / (last + 1)
-    recall = tp[last] / n_ref
-    ap = float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
-    step = max(1, len(last) // 200)  # keep the stored curve small
-    return ap, {"precision": precision[::step].tolist(), "recall": recall[::step].tolist(),
-                "score": score[last][::step].tolist()}
+    curve = pr_curve(pred["score"].to_numpy(float), pred["match"].to_numpy() >= 0, n_ref)
+    step = max(1, len(curve["thresholds"]) // 200)  # keep the stored curve small
+    return float(curve["ap"]), {k: curve[name][::step].tolist() for k, name in
+                                (("precision", "precision"), ("recall", "recall"), ("score", "thresholds"))}

@@ -17,7 +17,6 @@ Tables
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -31,6 +30,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
+
+from ropewatch_core.jsonio import plain, utc_iso
 
 ENV_DB = "ROPEWATCH_DB"
 DEFAULT_BASELINE_RUNS = 5
@@ -135,7 +136,7 @@ class Delivery:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc_iso()
 
 
 def get_path(report: Mapping[str, Any], path: str) -> Any:
@@ -177,7 +178,7 @@ def parse_time(value: str | datetime) -> datetime:
 def make_state(host: str, job_id: int, updated: str | datetime) -> JobState:
     """One spelling per job state (trailing '/', 'Z' vs '+00:00', str vs datetime), so a job listed
     by cvat-sdk and the same job in a stored report compare equal."""
-    stamp = parse_time(updated).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    stamp = utc_iso(parse_time(updated))
     return JobState(str(host).rstrip("/"), int(job_id), stamp)
 
 
@@ -216,13 +217,6 @@ def normalize_url(db: str) -> str:
     return db
 
 
-def plain_json(obj: Any) -> Any:
-    """A JSON round trip: numpy scalars become numbers and NaN/inf become null, which both
-    backends' JSON columns accept (PostgreSQL rejects NaN in json)."""
-    text = json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o))
-    return json.loads(text, parse_constant=lambda _: None)
-
-
 def _row_for(report: Mapping[str, Any], state: JobState) -> dict[str, Any]:
     source = report.get("source") or {}
     counts = report.get("counts") or {}
@@ -240,7 +234,7 @@ def _row_for(report: Mapping[str, Any], state: JobState) -> dict[str, Any]:
         "frames_evaluated": counts.get("frames_evaluated"),
         "predictions": counts.get("predictions"),
         "references": counts.get("references"),
-        "report": plain_json(report),
+        "report": plain(report),
     }
     row.update({name: metric_value(report, path) for name, path in METRIC_COLUMNS.items()})
     return row

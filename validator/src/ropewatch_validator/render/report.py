@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import html
 from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ropewatch_core.files import atomic_write
+from ropewatch_core.jsonio import dumps, utc_iso
 from ropewatch_validator.evaluation import measure, patterns
 from ropewatch_validator.evaluation.match import Settings
 from ropewatch_validator.render import trace_html
@@ -48,7 +48,7 @@ def build(*, source: dict, settings: Settings, frames: pd.DataFrame, pred: pd.Da
     evaluated = frames.loc[~frames["deleted"], "frame"]
     return {
         "schema_version": SCHEMA_VERSION,
-        "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "generated_at": utc_iso(),
         "source": source,
         "model_version": model_version,
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()},
@@ -163,9 +163,7 @@ def html_page(report: dict) -> str:
 
 def to_json(report: dict) -> str:
     """Strict JSON (NaN/inf become null; numpy scalars and arrays are plain numbers)."""
-    import orjson
-
-    return orjson.dumps(report, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
+    return dumps(report)
 
 
 def write(report: dict, out_dir: Path, formats: tuple[str, ...] = FORMATS) -> list[Path]:

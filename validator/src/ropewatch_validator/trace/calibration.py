@@ -21,7 +21,9 @@ from scipy.optimize import minimize_scalar
 from scipy.special import expit, log_expit, logit
 from scipy.stats import rankdata
 
+from ropewatch_core.decision import p_correct
 from ropewatch_core.spec import ATTRIBUTE_VALUES
+from ropewatch_validator.evaluation.metrics import confusion_matrix, f1, pr_curve
 
 CLASSES = ATTRIBUTE_VALUES  # confusion-matrix order: index 0 = wrong, 1 = correct
 N_BINS = 15
@@ -39,7 +41,7 @@ def _as_arrays(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def probability(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """P(correct) = sigmoid(z / T), the function's own formula."""
-    return expit(np.asarray(z, dtype=np.float64) / float(temperature))
+    return p_correct(z, temperature)
 
 
 def threshold_to_logit(thr: float, temperature: float = 1.0) -> float:
@@ -118,32 +120,10 @@ def roc_auc(scores: np.ndarray, y: np.ndarray) -> float:
     return float((ranks[t == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def pr_curve(scores: np.ndarray, y: np.ndarray) -> dict:
-    """Precision/recall at every distinct score (descending) and step-wise average precision."""
-    s, t = _as_arrays(scores, y)
-    order = np.argsort(-s, kind="mergesort")
-    s, t = s[order], t[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(s) != 0), s.size - 1] if s.size else np.array([], int)
-    tp = np.cumsum(t)[last_of_tie].astype(np.float64)
-    fp = (last_of_tie + 1) - tp
-    n_pos = float(t.sum())
-    precision = tp / np.maximum(tp + fp, 1)
-    recall = tp / n_pos if n_pos else np.zeros_like(tp)
-    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision)) if n_pos else float("nan")
-    return {"precision": precision, "recall": recall, "thresholds": s[last_of_tie], "ap": ap}
-
-
 # ------------------------------------------------------------------------------------------ thresholds
 def confusion(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """2x2 matrix, rows = truth, columns = prediction, order (wrong, correct)."""
-    t = np.asarray(y, dtype=np.int64)
-    q = np.asarray(pred, dtype=np.int64)
-    return np.bincount(t * 2 + q, minlength=4).reshape(2, 2)
-
-
-def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
-    denom = 2 * tp + fp + fn
-    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    return confusion_matrix(y, pred, 2)
 
 
 def threshold_sweep(z: np.ndarray, y: np.ndarray) -> dict:
@@ -165,8 +145,8 @@ def threshold_sweep(z: np.ndarray, y: np.ndarray) -> dict:
     tp_c = n_pos - correct_as_wrong
     fp_c = n_neg - wrong_as_wrong
     tp_w, fp_w, fn_w = wrong_as_wrong, correct_as_wrong, n_neg - wrong_as_wrong
-    f1_c = _f1(tp_c, fp_c, correct_as_wrong)
-    f1_w = _f1(tp_w, fp_w, fn_w)
+    f1_c = f1(tp_c, fp_c, correct_as_wrong)
+    f1_w = f1(tp_w, fp_w, fn_w)
     return {
         "cut": cuts,
         "f1_correct": f1_c,
@@ -219,8 +199,8 @@ def choose_thresholds(z: np.ndarray, y: np.ndarray, temperature: float = 1.0,
         cut = threshold_to_logit(current_thr, temperature)
         pred = s >= cut
         cm = confusion(t, pred)
-        f1_w = float(_f1(np.array(cm[0, 0]), np.array(cm[1, 0]), np.array(cm[0, 1])))
-        f1_c = float(_f1(np.array(cm[1, 1]), np.array(cm[0, 1]), np.array(cm[1, 0])))
+        f1_w = float(f1(cm[0, 0], cm[1, 0], cm[0, 1]))
+        f1_c = float(f1(cm[1, 1], cm[0, 1], cm[1, 0]))
         rec_w = float(cm[0, 0] / cm[0].sum()) if cm[0].sum() else float("nan")
         out["current"] = Operating("current", cut, float(current_thr), temperature, (f1_w + f1_c) / 2, f1_w, f1_c,
                                    rec_w, cm.tolist())

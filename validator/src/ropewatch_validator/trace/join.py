@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linear_sum_assignment
 
 from ropewatch_core.spec import ATTRIBUTE
+from ropewatch_validator.evaluation.match import iou_matrix, optimal_pairs
+from ropewatch_validator.evaluation.metrics import groups
 from ropewatch_validator.trace.logs import BOX
-from ropewatch_validator.evaluation.match import iou_matrix
 
-FAR = 1e9
 
 
 @dataclass
@@ -75,10 +74,8 @@ def join_frames(frames: pd.DataFrame, requests: pd.DataFrame, cutoff: pd.Timesta
 
 def _assign(cost: np.ndarray, limit: float) -> list[tuple[int, int]]:
     """Optimal pairs whose cost is within ``limit``."""
-    if cost.size == 0:
-        return []
-    r, c = linear_sum_assignment(np.where(cost <= limit, cost, FAR))
-    return [(int(i), int(j)) for i, j in zip(r, c) if cost[i, j] <= limit]
+    rows, cols = optimal_pairs(cost, cost <= limit)
+    return list(zip(rows.tolist(), cols.tolist()))
 
 
 def match_frame(auto: np.ndarray, semi: np.ndarray, logged: np.ndarray, tol: float = 0.5,
@@ -112,8 +109,8 @@ def match_shapes(shapes: pd.DataFrame, detections: pd.DataFrame, frame_join: pd.
     s_frame, d_frame = rows["frame"].to_numpy(), logged["frame"].to_numpy()
     s_box, d_box = rows[list(BOX)].to_numpy(float), logged[[f"log_{c}" for c in BOX]].to_numpy(float)
     source = rows["source"].to_numpy()
-    d_groups = _groups(d_frame)
-    for frame, s_idx in _groups(s_frame).items():
+    d_groups = groups(d_frame)
+    for frame, s_idx in groups(s_frame).items():
         d_idx = d_groups.get(frame)
         if d_idx is None:
             continue
@@ -130,13 +127,6 @@ def match_shapes(shapes: pd.DataFrame, detections: pd.DataFrame, frame_join: pd.
     rows["is_shape"] = True
     deleted = logged.drop(index=det_pos[matched]).assign(frame_joined=True, is_shape=False)
     return pd.concat([rows, deleted], ignore_index=True) if len(deleted) else rows
-
-
-def _groups(keys: np.ndarray) -> dict:
-    """Row positions per key, in one sort."""
-    order = np.argsort(keys, kind="stable")
-    uniq, starts = np.unique(keys[order], return_index=True)
-    return dict(zip(uniq.tolist(), np.split(order, starts[1:])))
 
 
 def _logged(d: pd.DataFrame) -> pd.DataFrame:

@@ -15,8 +15,9 @@ import argparse
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
+from ropewatch_core.jsonio import plain
 from ropewatch_core.spec import ATTRIBUTE, PERSON_LABEL
 
 if TYPE_CHECKING:
@@ -43,31 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--annotated-before", default=None,
                    help="ISO time of the job's auto-annotation (default: the job's updated_date)")
     g.add_argument("--required-recall-wrong", type=float, default=0.95)
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON: numpy scalars unwrapped, NaN/inf as null (strict JSON has no NaN)."""
-    import numpy as np
-    import pandas as pd
-
-    def conv(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {str(k): conv(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple, np.ndarray)):
-            return [conv(x) for x in v]
-        if isinstance(v, np.integer):
-            return int(v)
-        if isinstance(v, (float, np.floating)):
-            return float(v) if math.isfinite(float(v)) else None
-        if isinstance(v, np.bool_):
-            return bool(v)
-        if isinstance(v, pd.Timestamp):
-            return v.isoformat()
-        if v is pd.NA or v is pd.NaT:
-            return None
-        return v
-
-    return conv(value)
 
 
 def needs_pixels(original_chunk_type: str, mode: str = "auto") -> bool:
@@ -111,7 +87,7 @@ def trace_section(job, logs, fingerprints: pd.DataFrame, *, label: str = PERSON_
     versions = sorted(set(rows["model_version"].dropna().astype(str))) if "model_version" in rows else []
     objects = rows.reindex(columns=list(OBJECT_COLUMNS)).astype({"shape_id": "Int64", "det_index": "Int64"})
     failed = fingerprints[fingerprints["error"].notna()]
-    return jsonable({
+    return plain({
         "logs": logs.stats.as_dict(),
         "frames": {**fj.stats, "download_failed": [{"frame": int(f), "error": e}
                                                    for f, e in failed[["frame", "error"]].itertuples(index=False)]},
@@ -158,7 +134,7 @@ def enrich_report(report: dict, job, conn: Connection, log_paths: Sequence[str |
                             attribute=settings.get("attribute", ATTRIBUTE), cutoff=cutoff,
                             required_recall_wrong=required_recall_wrong)
     crop_fetch = cached_frames(fetch, cache_dir, **cache_key)
-    section["mistakes"] = jsonable(mistake_panel(confident_mistakes(pd.DataFrame(section["objects"]), top_mistakes),
+    section["mistakes"] = plain(mistake_panel(confident_mistakes(pd.DataFrame(section["objects"]), top_mistakes),
                                                  crop_fetch, workers))
     section["frames"]["pixel_fingerprint"] = pixels
     out = dict(report)
