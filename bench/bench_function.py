@@ -8,6 +8,7 @@ untrained detector finds an arbitrary number of persons, so the bench detector r
 detector on each frame and then hands the classifier exactly N persons: the detect stage is the
 real cost, and classify is measured for N = 1 and N = 5 persons per frame.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-
 
 from ropewatch_core.model.checkpoint import demo_checkpoint, save_checkpoint
 from ropewatch_core.model.detector import DEFAULT_ARCH, TorchvisionPersonDetector, write_demo_weights
@@ -47,7 +47,9 @@ def frames(n: int, width: int = 1280, height: int = 720) -> list[bytes]:
     rng = np.random.default_rng(0)
     out = []
     for _ in range(n):
-        base = np.linspace(60, 200, width, dtype=np.float64)[None, :, None] + rng.normal(0, 25, (height, width, 3))
+        base = np.linspace(60, 200, width, dtype=np.float64)[None, :, None] + rng.normal(
+            0, 25, (height, width, 3)
+        )
         buffer = io.BytesIO()
         Image.fromarray(base.clip(0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
         out.append(buffer.getvalue())
@@ -66,9 +68,11 @@ def main() -> int:
         write_demo_weights(det_path, args.detector_arch)
         detector = TorchvisionPersonDetector(det_path, args.detector_arch, args.device)
         data = frames(args.frames)
-        print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
-              f"{args.frames} frames 1280x720 JPEG (+1 warm-up), classifier vit_small_patch16_dinov3 @1280x720, "
-              f"detector {args.detector_arch}")
+        print(
+            f"# torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
+            f"{args.frames} frames 1280x720 JPEG (+1 warm-up), classifier vit_small_patch16_dinov3 @1280x720, "
+            f"detector {args.detector_arch}"
+        )
         print(f"{'persons':>7} {'stage':>9} {'median ms':>10} {'p95 ms':>9}")
         for persons in (1, 5):
             predictor = Predictor(str(model_path), FixedCountDetector(detector, persons), device=args.device)
@@ -82,7 +86,9 @@ def main() -> int:
             wall = time.perf_counter() - start
             table = np.array(rows)
             for i, stage in enumerate(STAGES):
-                print(f"{persons:>7} {stage:>9} {np.median(table[:, i]):>10.1f} {np.percentile(table[:, i], 95):>9.1f}")
+                print(
+                    f"{persons:>7} {stage:>9} {np.median(table[:, i]):>10.1f} {np.percentile(table[:, i], 95):>9.1f}"
+                )
             print(f"{persons:>7} {'frames/s':>9} {len(data) / wall:>10.3f}")
     return 0
 

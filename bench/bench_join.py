@@ -9,6 +9,7 @@ the peak RSS after each stage, and whether the lifecycle counts equal the genera
     .venv/bin/python bench/bench_join.py                  # 1,000,000 lines, 10,000 frames
     .venv/bin/python bench/bench_join.py --lines 200000 --frames 2000   # quicker
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,16 +24,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from urllib.parse import urlsplit
 from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.cvat.fetch import connect
 from ropewatch_validator.cvat.frames import cvat_frame_fetcher, frame_fingerprints
+from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.trace.logs import read_logs
 from ropewatch_validator.trace.section import trace_section
 from support.tracegen import inference_record, records_for_job
@@ -51,7 +52,9 @@ def make_frames(n: int, width: int, height: int, rng: np.random.Generator) -> di
     out = {}
     for f in range(n):
         img = base.copy()
-        img[: 8, : 8] = np.frombuffer(hashlib.sha256(b"%d" % f).digest()[:24] * 8, np.uint8)[:192].reshape(8, 8, 3)
+        img[:8, :8] = np.frombuffer(hashlib.sha256(b"%d" % f).digest()[:24] * 8, np.uint8)[:192].reshape(
+            8, 8, 3
+        )
         buf = io.BytesIO()
         Image.fromarray(img).save(buf, format="JPEG", quality=90)
         out[f] = buf.getvalue()
@@ -64,9 +67,20 @@ def make_shapes(n_frames: int, rng: np.random.Generator) -> pd.DataFrame:
         for k in range(int(rng.integers(0, 6))):
             sid += 1
             x = 50.0 * k + 5
-            rows.append(dict(shape_id=sid, frame=f, label="person", type="rectangle",
-                             source=rng.choice(["auto", "auto", "semi-auto", "manual"]), x1=x, y1=20.0,
-                             x2=x + 40.0, y2=150.0, safety_rope_use=rng.choice(["wrong", "correct"])))
+            rows.append(
+                dict(
+                    shape_id=sid,
+                    frame=f,
+                    label="person",
+                    type="rectangle",
+                    source=rng.choice(["auto", "auto", "semi-auto", "manual"]),
+                    x1=x,
+                    y1=20.0,
+                    x2=x + 40.0,
+                    y2=150.0,
+                    safety_rope_use=rng.choice(["wrong", "correct"]),
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -91,10 +105,21 @@ def server_throughput(base_url: str, job_id: int, frames: list[int], workers: in
 
 def write_logs(path: Path, records: list[dict], n_lines: int, rng: np.random.Generator) -> None:
     """The job's records shuffled into ``n_lines`` lines of other frames' records and noise."""
-    filler = inference_record(sha256="0" * 64, pixel_sha256="1" * 64, width=1280, height=720,
-                              boxes=[[10.0, 20.0, 50.0, 150.0]], logits=[1.0], timestamp=WHEN)
+    filler = inference_record(
+        sha256="0" * 64,
+        pixel_sha256="1" * 64,
+        width=1280,
+        height=720,
+        boxes=[[10.0, 20.0, 50.0, 150.0]],
+        logits=[1.0],
+        timestamp=WHEN,
+    )
     n_other = max(0, n_lines - len(records))
-    slots = set(rng.choice(n_lines, size=len(records), replace=False).tolist()) if n_other else set(range(len(records)))
+    slots = (
+        set(rng.choice(n_lines, size=len(records), replace=False).tolist())
+        if n_other
+        else set(range(len(records)))
+    )
     it = iter(records)
     with open(path, "w", encoding="utf-8") as fh:
         for i in range(max(n_lines, len(records))):
@@ -122,8 +147,10 @@ def main() -> int:
     t = time.perf_counter()
     frames = make_frames(args.frames, args.width, args.height, rng)
     shapes = make_shapes(args.frames, rng)
-    print(f"generated {args.frames} frames {args.width}x{args.height} JPEG "
-          f"({sum(map(len, frames.values())) / 2**20:.1f} MiB) and {len(shapes)} shapes in {time.perf_counter() - t:.1f}s")
+    print(
+        f"generated {args.frames} frames {args.width}x{args.height} JPEG "
+        f"({sum(map(len, frames.values())) / 2**20:.1f} MiB) and {len(shapes)} shapes in {time.perf_counter() - t:.1f}s"
+    )
     job_id = 1
     state = sandbox.CvatState(frames={(job_id, n): data for n, data in frames.items()})
     with sandbox.serve(state) as (base_url, _), tempfile.TemporaryDirectory() as tmp:
@@ -135,25 +162,40 @@ def main() -> int:
             assert all(pool.map(fetch, numbers))
         sdk_only = len(numbers) / (time.perf_counter() - t)
         t = time.perf_counter()
-        hashed = frame_fingerprints(fetch, numbers, job_id=job_id, chunks_updated_date="bench", workers=args.workers,
-                                    pixels=False)
+        hashed = frame_fingerprints(
+            fetch, numbers, job_id=job_id, chunks_updated_date="bench", workers=args.workers, pixels=False
+        )
         dl_image = time.perf_counter() - t
         image_task = len(numbers) / dl_image
         t = time.perf_counter()
-        fps = frame_fingerprints(fetch, numbers, job_id=job_id,
-                                 chunks_updated_date="bench", cache_dir=Path(tmp), workers=args.workers)
+        fps = frame_fingerprints(
+            fetch,
+            numbers,
+            job_id=job_id,
+            chunks_updated_date="bench",
+            cache_dir=Path(tmp),
+            workers=args.workers,
+        )
         dl = time.perf_counter() - t
         rss_dl = peak_rss_mib()
         assert fps["error"].isna().all(), fps["error"].dropna().head()
         assert hashed["sha256"].equals(fps["sha256"])
-        print(f"frame throughput, {args.workers} workers: fake server to a plain client {raw:.0f} frames/s; "
-              f"through cvat-sdk, download only {sdk_only:.0f} frames/s ({sdk_only / raw:.0%}); validator "
-              f"download + sha256 (image task) {image_task:.0f} frames/s ({image_task / raw:.0%}); "
-              f"download + sha256 + decode for pixel_sha256 (video task) {len(numbers) / dl:.0f} frames/s "
-              f"({len(numbers) / dl / raw:.0%}); peak RSS {rss_dl:.0f} MiB (holds the in-process server's frames)")
+        print(
+            f"frame throughput, {args.workers} workers: fake server to a plain client {raw:.0f} frames/s; "
+            f"through cvat-sdk, download only {sdk_only:.0f} frames/s ({sdk_only / raw:.0%}); validator "
+            f"download + sha256 (image task) {image_task:.0f} frames/s ({image_task / raw:.0%}); "
+            f"download + sha256 + decode for pixel_sha256 (video task) {len(numbers) / dl:.0f} frames/s "
+            f"({len(numbers) / dl / raw:.0%}); peak RSS {rss_dl:.0f} MiB (holds the in-process server's frames)"
+        )
         t = time.perf_counter()
-        cached = frame_fingerprints(fetch, numbers, job_id=job_id,
-                                    chunks_updated_date="bench", cache_dir=Path(tmp), workers=args.workers)
+        cached = frame_fingerprints(
+            fetch,
+            numbers,
+            job_id=job_id,
+            chunks_updated_date="bench",
+            cache_dir=Path(tmp),
+            workers=args.workers,
+        )
         print(f"second run from the disk cache: {time.perf_counter() - t:.2f}s")
         assert cached.equals(fps)
 
@@ -161,10 +203,16 @@ def main() -> int:
         log = Path(tmp) / "function.log"
         t = time.perf_counter()
         write_logs(log, records, args.lines, rng)
-        print(f"wrote {args.lines} log lines ({log.stat().st_size / 2**20:.0f} MiB, {len(records)} of this job) "
-              f"in {time.perf_counter() - t:.1f}s")
-        job = SimpleNamespace(frames=pd.DataFrame({"frame": numbers, "deleted": False}), shapes=shapes,
-                              job_id=job_id, host=base_url)
+        print(
+            f"wrote {args.lines} log lines ({log.stat().st_size / 2**20:.0f} MiB, {len(records)} of this job) "
+            f"in {time.perf_counter() - t:.1f}s"
+        )
+        job = SimpleNamespace(
+            frames=pd.DataFrame({"frame": numbers, "deleted": False}),
+            shapes=shapes,
+            job_id=job_id,
+            host=base_url,
+        )
         t = time.perf_counter()
         keys = set(fps["sha256"]) | set(fps["pixel_sha256"])
         logs = read_logs([log], keys=keys)
@@ -173,14 +221,18 @@ def main() -> int:
         t = time.perf_counter()
         trace = trace_section(job, logs, fps, cutoff=pd.Timestamp(CUTOFF))
         t_join = time.perf_counter() - t
-        print(f"read logs {t_read:.1f}s ({args.lines / t_read:,.0f} lines/s; {logs.stats.inference} of this job, "
-              f"{logs.stats.other_frames} other frames, {logs.stats.skipped} skipped); peak RSS {rss_read:.0f} MiB")
+        print(
+            f"read logs {t_read:.1f}s ({args.lines / t_read:,.0f} lines/s; {logs.stats.inference} of this job, "
+            f"{logs.stats.other_frames} other frames, {logs.stats.skipped} skipped); peak RSS {rss_read:.0f} MiB"
+        )
         print(f"join + lifecycle + calibration {t_join:.2f}s; peak RSS {peak_rss_mib():.0f} MiB")
         counts = trace["lifecycle"]["counts"]
         exact = all(counts[k] == expected[k] for k in counts)
         print(f"lifecycle {counts}; equals generated: {exact}")
-        print(f"total validator time (download + read + join): image task {dl_image + t_read + t_join:.1f}s, "
-              f"video task {dl + t_read + t_join:.1f}s")
+        print(
+            f"total validator time (download + read + join): image task {dl_image + t_read + t_join:.1f}s, "
+            f"video task {dl + t_read + t_join:.1f}s"
+        )
         return 0 if exact else 1
 
 

@@ -9,6 +9,7 @@ the other, with peak Python memory from tracemalloc; the ratio is the figure. A 
 frame counts (best of ``--repeat`` runs each, so a stray GC pause or a busy neighbour does not
 pass for a trend) shows whether our time is linear in the number of frames.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,14 +21,15 @@ import tracemalloc
 import numpy as np
 
 from ropewatch_validator.cvat import fetch
+from ropewatch_validator.evaluation.match import Settings, match, select
 from ropewatch_validator.render import report
 from ropewatch_validator.sandbox import synthetic
-from ropewatch_validator.evaluation.match import Settings, match, select
 
 
 def shapes_of(n_frames: int, persons: float):
-    job = synthetic.generate(n_frames, persons_per_frame=persons, p_extra=0.8, real_scores=True, extras=False,
-                             seed=7)
+    job = synthetic.generate(
+        n_frames, persons_per_frame=persons, p_extra=0.8, real_scores=True, extras=False, seed=7
+    )
     shapes, skipped, _ = fetch.shapes_table(job.annotations, fetch.parse_labels(job.labels), n_frames - 1)
     return fetch.frames_table(job.meta, 0), shapes, skipped
 
@@ -35,9 +37,22 @@ def shapes_of(n_frames: int, persons: float):
 def ours(frames, shapes, skipped) -> str:
     s = Settings()
     pred, ref = match(select(shapes, s, s.pred_sources), select(shapes, s, s.ref_sources), s.iou)
-    rep = report.build(source={"host": "bench", "job": 0, "task": 0, "project": None, "job_updated_date": "",
-                               "reference_mode": "manual", "reference_job": None},
-                       settings=s, frames=frames, pred=pred, ref=ref, skipped=skipped)
+    rep = report.build(
+        source={
+            "host": "bench",
+            "job": 0,
+            "task": 0,
+            "project": None,
+            "job_updated_date": "",
+            "reference_mode": "manual",
+            "reference_job": None,
+        },
+        settings=s,
+        frames=frames,
+        pred=pred,
+        ref=ref,
+        skipped=skipped,
+    )
     return report.to_json(rep)
 
 
@@ -53,16 +68,25 @@ def coco(frames, shapes):
         xywh = np.stack([df.x1, df.y1, df.x2 - df.x1, df.y2 - df.y1], 1)
         out = []
         for i, (frame, box) in enumerate(zip(df["frame"].to_numpy(), xywh)):
-            a = {"id": i + 1, "image_id": int(frame), "category_id": 1, "bbox": box.tolist(),
-                 "area": float(box[2] * box[3]), "iscrowd": 0}
+            a = {
+                "id": i + 1,
+                "image_id": int(frame),
+                "category_id": 1,
+                "bbox": box.tolist(),
+                "area": float(box[2] * box[3]),
+                "iscrowd": 0,
+            }
             if with_score:
                 a["score"] = float(df["score"].iat[i])
             out.append(a)
         return out
 
     gt = COCO()
-    gt.dataset = {"images": [{"id": int(f)} for f in frames["frame"]], "categories": [{"id": 1, "name": "person"}],
-                  "annotations": anns(ref, False)}
+    gt.dataset = {
+        "images": [{"id": int(f)} for f in frames["frame"]],
+        "categories": [{"id": 1, "name": "person"}],
+        "annotations": anns(ref, False),
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
         dt = gt.loadRes(anns(pred, True))
@@ -99,11 +123,17 @@ def main() -> None:
     args = ap.parse_args()
     frames, shapes, skipped = shapes_of(args.frames, args.persons)
     n_auto = int(shapes["source"].isin(("auto", "semi-auto")).sum())
-    print(f"job: {args.frames} frames, {len(shapes)} boxes ({n_auto} auto/semi-auto, {len(shapes) - n_auto} manual)")
+    print(
+        f"job: {args.frames} frames, {len(shapes)} boxes ({n_auto} auto/semi-auto, {len(shapes) - n_auto} manual)"
+    )
     t_ours, m_ours = timed(ours, frames, shapes, skipped)
     t_coco, m_coco = timed(coco, frames, shapes)
-    print(f"ropewatch split+match+metrics+report.json : {t_ours:7.2f} s, peak {m_ours:7.1f} MiB (tracemalloc)")
-    print(f"pycocotools COCOeval evaluate+accumulate  : {t_coco:7.2f} s, peak {m_coco:7.1f} MiB (tracemalloc)")
+    print(
+        f"ropewatch split+match+metrics+report.json : {t_ours:7.2f} s, peak {m_ours:7.1f} MiB (tracemalloc)"
+    )
+    print(
+        f"pycocotools COCOeval evaluate+accumulate  : {t_coco:7.2f} s, peak {m_coco:7.1f} MiB (tracemalloc)"
+    )
     print(f"ratio COCOeval / ropewatch: {t_coco / t_ours:.1f}x time, {m_coco / m_ours:.2f}x memory")
     print(f"linearity (ropewatch only, best of {args.repeat} runs each):")
     per_frame = {}

@@ -1,4 +1,5 @@
 """Fixtures shared by the whole suite."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -64,8 +65,17 @@ def postgres_server():
         subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=60)
 
     pg(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
-    pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-o",
-       f"-h 127.0.0.1 -p {port} -k {root} -F -c fsync=off", "start")
+    pg(
+        str(bindir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        str(root / "server.log"),
+        "-w",
+        "-o",
+        f"-h 127.0.0.1 -p {port} -k {root} -F -c fsync=off",
+        "start",
+    )
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}"
     finally:
@@ -90,10 +100,19 @@ def history_db(request, tmp_path):
         conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
-def build_report(job=1, updated="2026-11-20T10:00:00.000000Z", model_version="v1", cm=((40, 5), (3, 52)),
-                 det=(100, 4, 6), host="http://cvat.local:8080", task=10, project=3):
+def build_report(
+    job=1,
+    updated="2026-11-20T10:00:00.000000Z",
+    model_version="v1",
+    cm=((40, 5), (3, 52)),
+    det=(100, 4, 6),
+    host="http://cvat.local:8080",
+    task=10,
+    project=3,
+):
     """A report.json dict per the brief's contract, its metrics worked out by hand from a
     wrong/correct confusion matrix (rows = reference) and detection counts (tp, fp, fn)."""
+
     def ratio(a, b):
         return a / b if b else None
 
@@ -108,20 +127,57 @@ def build_report(job=1, updated="2026-11-20T10:00:00.000000Z", model_version="v1
         per_class[name] = {"precision": p, "recall": r, "f1": f1(p, r), "support": ref}
     dp, dr = ratio(tp, tp + fp), ratio(tp, tp + fn)
     return {
-        "schema_version": "1.0", "generated_at": updated,
-        "source": {"host": host, "job": job, "task": task, "project": project, "job_updated_date": updated,
-                   "reference_mode": "manual", "reference_job": None},
+        "schema_version": "1.0",
+        "generated_at": updated,
+        "source": {
+            "host": host,
+            "job": job,
+            "task": task,
+            "project": project,
+            "job_updated_date": updated,
+            "reference_mode": "manual",
+            "reference_job": None,
+        },
         "model_version": model_version,
         "settings": {"iou": 0.5, "low_iou": 0.1, "label": "person", "attribute": "safety_rope_use"},
-        "counts": {"frames": 50, "frames_evaluated": 50, "predictions": tp + fp, "references": tp + fn,
-                   "semi_auto": 0, "skipped_shapes": {}},
-        "detection": {"tp": tp, "fp": fp, "fn": fn, "precision": dp, "recall": dr, "f1": f1(dp, dr), "ap": None},
-        "attribute": {"name": "safety_rope_use", "labels": ["wrong", "correct"], "confusion_matrix": [[ww, wc], [cw, cc]],
-                      "per_class": per_class, "accuracy": (ww + cc) / (ww + wc + cw + cc),
-                      "macro_f1": sum((c["f1"] or 0.0) for c in per_class.values()) / 2},
-        "errors": {"missed": fn, "background": fp, "localization": 0, "duplicate": 0,
-                   "flip_wrong_to_correct": wc, "flip_correct_to_wrong": cw, "edited_by_person": 0},
-        "breakdowns": {}, "worst_frames": [], "objects": [], "pr_curve": None,
+        "counts": {
+            "frames": 50,
+            "frames_evaluated": 50,
+            "predictions": tp + fp,
+            "references": tp + fn,
+            "semi_auto": 0,
+            "skipped_shapes": {},
+        },
+        "detection": {
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+            "precision": dp,
+            "recall": dr,
+            "f1": f1(dp, dr),
+            "ap": None,
+        },
+        "attribute": {
+            "name": "safety_rope_use",
+            "labels": ["wrong", "correct"],
+            "confusion_matrix": [[ww, wc], [cw, cc]],
+            "per_class": per_class,
+            "accuracy": (ww + cc) / (ww + wc + cw + cc),
+            "macro_f1": sum((c["f1"] or 0.0) for c in per_class.values()) / 2,
+        },
+        "errors": {
+            "missed": fn,
+            "background": fp,
+            "localization": 0,
+            "duplicate": 0,
+            "flip_wrong_to_correct": wc,
+            "flip_correct_to_wrong": cw,
+            "edited_by_person": 0,
+        },
+        "breakdowns": {},
+        "worst_frames": [],
+        "objects": [],
+        "pr_curve": None,
     }
 
 
@@ -209,7 +265,10 @@ def _nullable_refs(node):
     node = {k: _nullable_refs(v) for k, v in node.items()}
     if node.get("nullable") and "allOf" in node and "type" not in node:
         rest = {k: v for k, v in node.items() if k not in ("allOf", "nullable")}
-        return {**rest, "anyOf": [{"allOf": node["allOf"]}, {"type": "object", "nullable": True, "enum": [None]}]}
+        return {
+            **rest,
+            "anyOf": [{"allOf": node["allOf"]}, {"type": "object", "nullable": True, "enum": [None]}],
+        }
     return node
 
 
@@ -222,7 +281,9 @@ def cvat_schema_errors(cvat_schema_path):
     from referencing.jsonschema import DRAFT4
 
     spec = _nullable_refs(yaml.safe_load(cvat_schema_path.read_text(encoding="utf-8")))
-    registry = Registry().with_resource("urn:cvat", Resource.from_contents(spec, default_specification=DRAFT4))
+    registry = Registry().with_resource(
+        "urn:cvat", Resource.from_contents(spec, default_specification=DRAFT4)
+    )
 
     def errors(component: str, body: object) -> list[str]:
         validator = OAS30Validator({"$ref": f"urn:cvat#/components/schemas/{component}"}, registry=registry)

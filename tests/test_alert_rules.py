@@ -1,9 +1,17 @@
 """Alert rules: thresholds, support, derived flips per 1,000 persons, drops vs baseline, config errors."""
+
 from __future__ import annotations
 
 import pytest
 
-from ropewatch_validator.ops.alert import AlertConfig, ConfigError, alert_key, evaluate, load_config, record_and_queue
+from ropewatch_validator.ops.alert import (
+    AlertConfig,
+    ConfigError,
+    alert_key,
+    evaluate,
+    load_config,
+    record_and_queue,
+)
 from ropewatch_validator.ops.history import JobState, open_store
 
 RULES = """
@@ -55,7 +63,9 @@ def test_threshold_and_flip_rules_fire_with_hand_computed_values(config, make_re
     alert = fired["flips"]
     assert (alert["job"], alert["task"], alert["model_version"]) == (5, 10, "v1")
     assert alert["report_url"] == "https://reports.example/http://cvat.local:8080/jobs/5/report.html"
-    assert alert["key"] == alert_key(JobState("http://cvat.local:8080", 5, report["source"]["job_updated_date"]), "flips")
+    assert alert["key"] == alert_key(
+        JobState("http://cvat.local:8080", 5, report["source"]["job_updated_date"]), "flips"
+    )
     assert "flips_wrong_to_correct_per_1000 = 47.17" in alert["message"]
 
 
@@ -69,7 +79,9 @@ def test_min_support_and_missing_metrics_keep_rules_silent(config, make_report):
 def test_drop_vs_baseline_uses_median_of_first_runs(tmp_path, config, make_report):
     store = open_store(str(tmp_path / "h.sqlite"))
     for job, wc in enumerate([5, 4, 6, 5]):  # recall of wrong = (45-wc)/45 -> baseline median 40/45
-        fired, created = record_and_queue(store, make_report(job=job + 1, cm=((45 - wc, wc), (3, 52))), config, [])
+        fired, created = record_and_queue(
+            store, make_report(job=job + 1, cm=((45 - wc, wc), (3, 52))), config, []
+        )
         assert created and "wrong-recall-drop" not in [a["rule"] for a in fired]
     worse = make_report(job=9, cm=((36, 9), (3, 52)))  # recall 36/45: 4/45 = 0.089 below 40/45
     fired = {a["rule"]: a for a in record_and_queue(store, worse, config, [])[0]}
@@ -91,11 +103,19 @@ def test_yaml_rules_file_is_read_too(tmp_path, make_report):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[[rule]]\nname='a'\nmetric='detection.f1'\nop='<'\nthreshold=0.5\nfoo=1\n", "rule #1: unknown setting"),
+        (
+            "[[rule]]\nname='a'\nmetric='detection.f1'\nop='<'\nthreshold=0.5\nfoo=1\n",
+            "rule #1: unknown setting",
+        ),
         ("[[rule]]\nname='a'\nmetric='detection.f1'\nop='=='\nthreshold=0.5\n", "op must be one of"),
-        ("[[rule]]\nname='a'\nmetric='detection.f1'\nop='<'\nthreshold=0.5\ndrop_vs_baseline=0.1\n", "exactly one"),
-        ("[[rule]]\nname='a'\nmetric='x'\nop='<'\nthreshold=1\n[[rule]]\nname='a'\nmetric='y'\nop='<'\nthreshold=1\n",
-         "names must be unique"),
+        (
+            "[[rule]]\nname='a'\nmetric='detection.f1'\nop='<'\nthreshold=0.5\ndrop_vs_baseline=0.1\n",
+            "exactly one",
+        ),
+        (
+            "[[rule]]\nname='a'\nmetric='x'\nop='<'\nthreshold=1\n[[rule]]\nname='a'\nmetric='y'\nop='<'\nthreshold=1\n",
+            "names must be unique",
+        ),
         ("[[webhook]]\nname='w'\nurl='http://x'\nformat='discord'\n", "format must be one of"),
         ("[[rule]\n", "not valid toml"),
         ("alerts = 1\n", "unknown top-level key"),

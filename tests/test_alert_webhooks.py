@@ -1,4 +1,5 @@
 """Webhook delivery against real local HTTP receivers: signatures, retries, outbox, no duplicates."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +13,14 @@ from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Request, Response
 
 from ropewatch_validator.ops.alert import (
-    IDEMPOTENCY_HEADER, SIGNATURE_HEADER, AlertConfig, Notifier, Rule, Webhook, record_and_queue, render_body,
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    AlertConfig,
+    Notifier,
+    Rule,
+    Webhook,
+    record_and_queue,
+    render_body,
 )
 from ropewatch_validator.ops.history import open_store
 
@@ -49,7 +57,12 @@ def test_signed_generic_alert_delivered_once(history_db, httpserver, make_report
     assert request.headers[SIGNATURE_HEADER] == expected
     assert request.headers[IDEMPOTENCY_HEADER] == alert["key"]
     body = json.loads(request.get_data())
-    assert (body["type"], body["job"], body["rule"], body["model_version"]) == ("ropewatch.alert", 4, "wrong-f1-low", "v1")
+    assert (body["type"], body["job"], body["rule"], body["model_version"]) == (
+        "ropewatch.alert",
+        4,
+        "wrong-f1-low",
+        "v1",
+    )
     assert body["threshold"] == 0.95 and body["report_url"] == "https://r.example/4"
     # The same job state again, and more flushes: nothing new is queued or sent.
     assert queue(store, config, report)[0]["key"] == alert["key"]
@@ -63,7 +76,10 @@ def test_signed_generic_alert_delivered_once(history_db, httpserver, make_report
 def test_500_then_ok_is_retried_within_one_run(history_db, httpserver, make_report):
     httpserver.expect_ordered_request("/hook").respond_with_data("busy", status=500)
     httpserver.expect_ordered_request("/hook").respond_with_data("ok")
-    config, store = config_for(Webhook(name="ops", url=httpserver.url_for("/hook"), backoff_s=0.01)), open_store(history_db)
+    config, store = (
+        config_for(Webhook(name="ops", url=httpserver.url_for("/hook"), backoff_s=0.01)),
+        open_store(history_db),
+    )
     queue(store, config, make_report())
     assert Notifier(config.webhooks).flush(store).sent == 1
     keys = {req.headers[IDEMPOTENCY_HEADER] for req, _ in httpserver.log}
@@ -123,13 +139,18 @@ def test_slow_receiver_times_out_then_delivers(tmp_path, make_report):
 def test_two_targets_are_tracked_separately(tmp_path, httpserver, make_report):
     httpserver.expect_request("/ok").respond_with_data("ok")
     httpserver.expect_request("/bad").respond_with_data("no", status=400)
-    hooks = (Webhook(name="good", url=httpserver.url_for("/ok"), format="slack"),
-             Webhook(name="broken", url=httpserver.url_for("/bad"), format="teams", retries=0))
+    hooks = (
+        Webhook(name="good", url=httpserver.url_for("/ok"), format="slack"),
+        Webhook(name="broken", url=httpserver.url_for("/bad"), format="teams", retries=0),
+    )
     config, store = config_for(*hooks), open_store(str(tmp_path / "h.sqlite"))
     queue(store, config, make_report())
     result = Notifier(config.webhooks).flush(store)
     assert (result.sent, result.failed, result.errors) == (1, 1, ["broken: HTTP 400"])
-    assert {d["target"]: d["status"] for d in store.delivery_status()} == {"good": "sent", "broken": "pending"}
+    assert {d["target"]: d["status"] for d in store.delivery_status()} == {
+        "good": "sent",
+        "broken": "pending",
+    }
     Notifier(config.webhooks).flush(store)
     assert sum(1 for req, _ in httpserver.log if req.path == "/ok") == 1  # the sent one is not re-sent
     store.close()
@@ -141,7 +162,8 @@ def test_missing_secret_keeps_alert_pending_with_clear_reason(tmp_path, httpserv
     config, store = config_for(hook), open_store(str(tmp_path / "h.sqlite"))
     queue(store, config, make_report())
     assert Notifier(config.webhooks).flush(store).errors == [
-        "ops: webhook 'ops': environment variable NOT_SET_SECRET is not set"]
+        "ops: webhook 'ops': environment variable NOT_SET_SECRET is not set"
+    ]
     assert httpserver.log == []
     secret_file = tmp_path / "secret"
     secret_file.write_text(SECRET + "\n")
@@ -151,7 +173,8 @@ def test_missing_secret_keeps_alert_pending_with_clear_reason(tmp_path, httpserv
     request = httpserver.log[0][0]
     assert hmac.compare_digest(
         request.headers[SIGNATURE_HEADER],
-        "sha256=" + hmac.new(SECRET.encode(), request.get_data(), hashlib.sha256).hexdigest())
+        "sha256=" + hmac.new(SECRET.encode(), request.get_data(), hashlib.sha256).hexdigest(),
+    )
     store.close()
 
 
@@ -169,4 +192,7 @@ def test_chat_bodies_name_job_rule_value_and_link(fmt, make_report):
     else:
         card = body["attachments"][0]
         assert card["contentType"] == "application/vnd.microsoft.card.adaptive"
-        assert card["content"]["type"] == "AdaptiveCard" and card["content"]["actions"][0]["url"] == "https://r.example/12"
+        assert (
+            card["content"]["type"] == "AdaptiveCard"
+            and card["content"]["actions"][0]["url"] == "https://r.example/12"
+        )

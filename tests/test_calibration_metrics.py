@@ -1,9 +1,16 @@
 """Calibration, ranking and threshold analysis against sklearn and hand-computed cases."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, confusion_matrix, f1_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_curve,
+    roc_auc_score,
+)
 
 from ropewatch_validator.trace import calibration as cal
 
@@ -68,9 +75,9 @@ def test_sweep_and_operating_points_against_sklearn(scored) -> None:
 @pytest.mark.parametrize("true_t", [0.5, 2.5])
 def test_temperature_recovered_within_5_percent(true_t: float) -> None:
     rng = np.random.default_rng(11)
-    z_cal = rng.normal(0, 3, 20000)          # calibrated logits: y ~ Bernoulli(sigmoid(z_cal))
+    z_cal = rng.normal(0, 3, 20000)  # calibrated logits: y ~ Bernoulli(sigmoid(z_cal))
     y = (rng.random(z_cal.size) < cal.probability(z_cal)).astype(int)
-    z = z_cal * true_t                       # what an over/under-confident model logs
+    z = z_cal * true_t  # what an over/under-confident model logs
     fitted = cal.fit_temperature(z, y)
     assert abs(fitted - true_t) / true_t < 0.05
     assert cal.nll(z, y, fitted) <= cal.nll(z, y, 1.0)
@@ -81,7 +88,9 @@ def test_threshold_reexpression_keeps_decisions() -> None:
     z = np.linspace(-6, 6, 1001)
     for thr, t_old, t_new in [(0.5, 1.0, 2.0), (0.3, 1.0, 0.7), (0.8, 1.5, 3.0)]:
         new_thr = cal.reexpress_threshold(thr, t_old, t_new)
-        np.testing.assert_array_equal(cal.probability(z, t_old) >= thr, cal.probability(z, t_new) >= new_thr - 1e-15)
+        np.testing.assert_array_equal(
+            cal.probability(z, t_old) >= thr, cal.probability(z, t_new) >= new_thr - 1e-15
+        )
         assert cal.threshold_to_logit(new_thr, t_new) == pytest.approx(t_old * np.log(thr / (1 - thr)))
 
 

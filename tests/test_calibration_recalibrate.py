@@ -1,4 +1,5 @@
 """Recalibration from a traced report: fitted temperature, chosen threshold, calibration block."""
+
 from __future__ import annotations
 
 import io
@@ -12,14 +13,16 @@ from sklearn.metrics import f1_score, recall_score
 
 from ropewatch_core.model.checkpoint import load_checkpoint, save_checkpoint
 from ropewatch_core.model.pipeline import Predictor
-from ropewatch_validator.trace import calibration as cal
 from ropewatch_validator.cli.main import main
 from ropewatch_validator.cli.recalibrate import RecalibrationError, recalibrate
+from ropewatch_validator.trace import calibration as cal
 
 
 def _report(z: np.ndarray, y: np.ndarray, versions=("v1",)) -> dict:
-    return {"source": {"host": "http://cvat", "job": 7, "task": 3},
-            "trace": {"model_versions": list(versions), "scores": {"logit": z.tolist(), "y": y.tolist()}}}
+    return {
+        "source": {"host": "http://cvat", "job": 7, "task": 3},
+        "trace": {"model_versions": list(versions), "scores": {"logit": z.tolist(), "y": y.tolist()}},
+    }
 
 
 @pytest.fixture
@@ -48,8 +51,9 @@ def test_recalibrated_decisions_match_the_chosen_cut(traced) -> None:
 
 def test_recall_objective_meets_the_requirement(traced) -> None:
     z, y = traced
-    new = recalibrate({"thr": 0.5, "temperature": 2.0}, _report(z, y), objective="recall-wrong",
-                      required_recall_wrong=0.97)
+    new = recalibrate(
+        {"thr": 0.5, "temperature": 2.0}, _report(z, y), objective="recall-wrong", required_recall_wrong=0.97
+    )
     pred = (cal.probability(z, new["temperature"]) >= new["thr"]).astype(int)
     assert recall_score(y, pred, pos_label=0) >= 0.97
     assert new["calibration"]["objective"] == "recall-wrong>=0.97"
@@ -72,8 +76,9 @@ def _frame_png() -> bytes:
     return buf.getvalue()
 
 
-def test_cli_recalibrated_checkpoint_loads_in_the_function_and_flips_as_predicted(fixed_logit_checkpoint,
-                                                                                   tmp_path) -> None:
+def test_cli_recalibrated_checkpoint_loads_in_the_function_and_flips_as_predicted(
+    fixed_logit_checkpoint, tmp_path
+) -> None:
     # the model's head always says z = 0.8: P = 0.69 >= 0.5 -> "correct" before
     old = tmp_path / "old.pt"
     save_checkpoint(fixed_logit_checkpoint(bias=(0.0, 0.8), thr=0.5, version="fixed"), old)
@@ -87,7 +92,9 @@ def test_cli_recalibrated_checkpoint_loads_in_the_function_and_flips_as_predicte
 
     ckpt = load_checkpoint(new)
     expected = recalibrate({"thr": 0.5, "version": "fixed"}, _report(z, y, ("fixed",)))
-    assert ckpt.temperature == pytest.approx(expected["temperature"]) and ckpt.thr == pytest.approx(expected["thr"])
+    assert ckpt.temperature == pytest.approx(expected["temperature"]) and ckpt.thr == pytest.approx(
+        expected["thr"]
+    )
     cut = expected["calibration"]["metrics"]["logit_cut"]
     assert cut > 0.8  # so the decision on z = 0.8 must flip to "wrong"
     box = np.array([[10.0, 8.0, 40.0, 44.0]])
@@ -103,7 +110,14 @@ def test_cli_bad_report_writes_nothing(tiny_checkpoint, tmp_path, capsys) -> Non
     report = tmp_path / "report.json"
     report.write_text(json.dumps({"source": {}}))
     out = tmp_path / "new.pt"
-    assert main(["checkpoint", "recalibrate", str(tiny_checkpoint), "--from", str(report), "-o", str(out)]) == 2
+    assert (
+        main(["checkpoint", "recalibrate", str(tiny_checkpoint), "--from", str(report), "-o", str(out)]) == 2
+    )
     assert "trace.scores" in capsys.readouterr().err and not out.exists()
-    assert main(["checkpoint", "recalibrate", str(tmp_path / "missing.pt"), "--from", str(report), "-o", str(out)]) == 2
+    assert (
+        main(
+            ["checkpoint", "recalibrate", str(tmp_path / "missing.pt"), "--from", str(report), "-o", str(out)]
+        )
+        == 2
+    )
     assert "no such file" in capsys.readouterr().err and not out.exists()

@@ -1,4 +1,5 @@
 """Checkpoint contract: every past failure gives one clear error naming the file; CLI demo/inspect."""
+
 from __future__ import annotations
 
 import copy
@@ -21,9 +22,18 @@ CASES = {
     "no thr": (lambda c: c.pop("thr"), "missing 'thr'"),
     "no correct label": (lambda c: c.update(labels=["wrong", "ok"]), "lacks 'correct'"),
     "no wrong/correct": (lambda c: c.update(labels=["a", "b"]), "lacks 'wrong', 'correct'"),
-    "head size": (lambda c: c.update(labels=["unknown", "correct", "wrong"]), "head has 2 outputs but 'labels' has 3"),
-    "unknown backbone": (lambda c: c["config"].update(backbone_name="vit_nonexistent_patch16"), "unknown backbone"),
-    "shape mismatch": (lambda c: c["config"].update(roi_size=4), "head.1.weight has shape (16, 3456), model expects (16, 6144)"),
+    "head size": (
+        lambda c: c.update(labels=["unknown", "correct", "wrong"]),
+        "head has 2 outputs but 'labels' has 3",
+    ),
+    "unknown backbone": (
+        lambda c: c["config"].update(backbone_name="vit_nonexistent_patch16"),
+        "unknown backbone",
+    ),
+    "shape mismatch": (
+        lambda c: c["config"].update(roi_size=4),
+        "head.1.weight has shape (16, 3456), model expects (16, 6144)",
+    ),
     "feat_ch": (lambda c: c["config"].update(feat_ch=192), "config.feat_ch is 192"),
     "thr range": (lambda c: c.update(thr=1.5), "'thr' must be a number in [0, 1]"),
     "thr bool": (lambda c: c.update(thr=True), "'thr' must be a number"),
@@ -64,7 +74,9 @@ def test_unreadable_files(tmp_path):
 
 def test_extra_unknown_label_loads_and_keeps_label_order(fixed_logit_checkpoint, tmp_path):
     path = tmp_path / "three.pt"
-    save_checkpoint(fixed_logit_checkpoint(labels=("unknown", "correct", "wrong"), bias=(9.0, 0.3, 0.1)), path)
+    save_checkpoint(
+        fixed_logit_checkpoint(labels=("unknown", "correct", "wrong"), bias=(9.0, 0.3, 0.1)), path
+    )
     ckpt = load_checkpoint(path)
     assert ckpt.labels == ["unknown", "correct", "wrong"] and ckpt.model.head[3].out_features == 3
     assert ckpt.version == "fixed" and ckpt.untrained is True
@@ -79,14 +91,38 @@ def test_version_defaults_to_sha_prefix(tiny_checkpoint_dict, tmp_path):
 
 def test_cli_demo_then_inspect(tmp_path, capsys):
     out = tmp_path / "demo.pt"
-    assert ropewatch(["checkpoint", "demo", str(out), "--img-size", "64", "48", "--labels", "unknown", "wrong",
-                      "correct", "--thr", "0.4"]) == 0
+    assert (
+        ropewatch(
+            [
+                "checkpoint",
+                "demo",
+                str(out),
+                "--img-size",
+                "64",
+                "48",
+                "--labels",
+                "unknown",
+                "wrong",
+                "correct",
+                "--thr",
+                "0.4",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert ropewatch(["checkpoint", "inspect", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["labels"] == ["unknown", "wrong", "correct"] and info["thr"] == 0.4 and info["untrained"] is True
-    assert info["config"]["img_size"] == [64, 48] and info["config"]["backbone_name"] == "vit_small_patch16_dinov3"
-    assert info["parameters"] == sum(t.numel() for t in torch.load(out, weights_only=True)["state_dict"].values())
+    assert (
+        info["labels"] == ["unknown", "wrong", "correct"] and info["thr"] == 0.4 and info["untrained"] is True
+    )
+    assert (
+        info["config"]["img_size"] == [64, 48]
+        and info["config"]["backbone_name"] == "vit_small_patch16_dinov3"
+    )
+    assert info["parameters"] == sum(
+        t.numel() for t in torch.load(out, weights_only=True)["state_dict"].values()
+    )
     assert ropewatch(["checkpoint", "inspect", str(out)]) == 0
     text = capsys.readouterr().out
     assert "thr" in text and "0.4" in text and "config.img_size" in text
@@ -95,8 +131,12 @@ def test_cli_demo_then_inspect(tmp_path, capsys):
 def test_cli_refuses_bad_input_with_one_line(tmp_path, capsys):
     assert ropewatch(["checkpoint", "demo", str(tmp_path / "x.pt"), "--backbone", "no_such_net"]) == 2
     assert not (tmp_path / "x.pt").exists()
-    assert ropewatch(["checkpoint", "demo", str(tmp_path / "y.pt"), "--img-size", "64", "48",
-                      "--labels", "a", "b"]) == 2
+    assert (
+        ropewatch(
+            ["checkpoint", "demo", str(tmp_path / "y.pt"), "--img-size", "64", "48", "--labels", "a", "b"]
+        )
+        == 2
+    )
     assert not (tmp_path / "y.pt").exists()
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"junk")

@@ -1,4 +1,5 @@
 """deploy/: the nuctl dry run, and every manifest parsed with a real parser."""
+
 from __future__ import annotations
 
 import configparser
@@ -23,8 +24,13 @@ DEPLOY = REPO / "deploy"
 
 def dry_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHON": sys.executable, "PATH": "/usr/bin:/bin"}  # no nuctl on PATH
-    return subprocess.run(["bash", str(DEPLOY / "nuclio" / "deploy.sh"), "--dry-run", *args],
-                          capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        ["bash", str(DEPLOY / "nuclio" / "deploy.sh"), "--dry-run", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -38,17 +44,36 @@ def function_dir(tmp_path: Path) -> Path:
     return func
 
 
-@pytest.mark.parametrize(("gpu", "spec", "device"), [(False, "function.yaml", "cpu"), (True, "function-gpu.yaml", "cuda")])
-def test_dry_run_stages_function_wheel_constraints_and_prints_nuctl(tmp_path, function_dir, gpu, spec, device):
+@pytest.mark.parametrize(
+    ("gpu", "spec", "device"), [(False, "function.yaml", "cpu"), (True, "function-gpu.yaml", "cuda")]
+)
+def test_dry_run_stages_function_wheel_constraints_and_prints_nuctl(
+    tmp_path, function_dir, gpu, spec, device
+):
     stage = tmp_path / "stage"
     ckpt = tmp_path / "models" / "rope-v3.pt"
-    proc = dry_run(tmp_path, *(["--gpu"] if gpu else []), "--function-dir", str(function_dir), "--stage", str(stage),
-                   "--checkpoint", str(ckpt), "--detector", str(tmp_path / "det" / "frcnn.pth"))
+    proc = dry_run(
+        tmp_path,
+        *(["--gpu"] if gpu else []),
+        "--function-dir",
+        str(function_dir),
+        "--stage",
+        str(stage),
+        "--checkpoint",
+        str(ckpt),
+        "--detector",
+        str(tmp_path / "det" / "frcnn.pth"),
+    )
     assert proc.returncode == 0, proc.stderr
     tree, commands = proc.stdout.split("# commands\n")
     listed = tree.splitlines()[1:]
-    assert {"function.yaml", "function-gpu.yaml", "main.py", "constraints.txt",
-            "wheels/ropewatch_core-0.2.0-py3-none-any.whl"} <= set(listed)
+    assert {
+        "function.yaml",
+        "function-gpu.yaml",
+        "main.py",
+        "constraints.txt",
+        "wheels/ropewatch_core-0.2.0-py3-none-any.whl",
+    } <= set(listed)
     assert (stage / "constraints.txt").read_text() == (DEPLOY / "constraints.txt").read_text()
     with zipfile.ZipFile(stage / "wheels" / "ropewatch_core-0.2.0-py3-none-any.whl") as whl:
         names = set(whl.namelist())
@@ -64,9 +89,15 @@ def test_dry_run_stages_function_wheel_constraints_and_prints_nuctl(tmp_path, fu
     assert json.loads(opts["--platform-config"]) == {"attributes": {"network": "cvat_cvat"}}
     volumes = [argv[i + 1] for i, a in enumerate(argv) if a == "--volume"]
     envs = [argv[i + 1] for i, a in enumerate(argv) if a == "--env"]
-    assert volumes == [f"{tmp_path / 'models'}:/opt/nuclio/models:ro", f"{tmp_path / 'det'}:/opt/nuclio/detector:ro"]
-    assert envs == ["MODEL_PATH=/opt/nuclio/models/rope-v3.pt", "DETECTOR_PATH=/opt/nuclio/detector/frcnn.pth",
-                    f"DEVICE={device}"]
+    assert volumes == [
+        f"{tmp_path / 'models'}:/opt/nuclio/models:ro",
+        f"{tmp_path / 'det'}:/opt/nuclio/detector:ro",
+    ]
+    assert envs == [
+        "MODEL_PATH=/opt/nuclio/models/rope-v3.pt",
+        "DETECTOR_PATH=/opt/nuclio/detector/frcnn.pth",
+        f"DEVICE={device}",
+    ]
     assert listing == "nuctl get function --platform local"
 
 
@@ -75,7 +106,15 @@ def test_dry_run_refuses_bad_input_with_one_line(tmp_path, function_dir):
     assert missing.returncode == 2 and "no checkpoint: pass --checkpoint" in missing.stderr
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").write_text("x")
-    busy = dry_run(tmp_path, "--function-dir", str(function_dir), "--stage", str(tmp_path / "busy"), "--checkpoint", "a.pt")
+    busy = dry_run(
+        tmp_path,
+        "--function-dir",
+        str(function_dir),
+        "--stage",
+        str(tmp_path / "busy"),
+        "--checkpoint",
+        "a.pt",
+    )
     assert busy.returncode == 2 and "is not empty" in busy.stderr
     unknown = dry_run(tmp_path, "--cpu")
     assert unknown.returncode == 2 and "unknown option --cpu" in unknown.stderr
@@ -88,14 +127,29 @@ def test_real_deploy_without_nuctl_says_so(tmp_path, function_dir):
     ckpt = tmp_path / "rope.pt"
     ckpt.write_bytes(b"x")
     env = {**os.environ, "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run(["bash", str(DEPLOY / "nuclio" / "deploy.sh"), "--function-dir", str(function_dir),
-                           "--checkpoint", str(ckpt)], capture_output=True, text=True, env=env, timeout=60)
+    proc = subprocess.run(
+        [
+            "bash",
+            str(DEPLOY / "nuclio" / "deploy.sh"),
+            "--function-dir",
+            str(function_dir),
+            "--checkpoint",
+            str(ckpt),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "nuctl not found" in proc.stderr
 
 
 def test_crontab_line():
-    entries = [line.split(None, 6) for line in (DEPLOY / "cron" / "ropewatch.cron").read_text().splitlines()
-               if line.strip() and not line.startswith("#") and "=" not in line.split()[0]]
+    entries = [
+        line.split(None, 6)
+        for line in (DEPLOY / "cron" / "ropewatch.cron").read_text().splitlines()
+        if line.strip() and not line.startswith("#") and "=" not in line.split()[0]
+    ]
     assert len(entries) == 1
     *when, user, command = entries[0]
     assert croniter.is_valid(" ".join(when)) and user == "ropewatch"
@@ -113,7 +167,10 @@ def read_unit(name: str) -> configparser.ConfigParser:
 def test_systemd_service_and_timer():
     service, timer = read_unit("ropewatch-validate.service"), read_unit("ropewatch-validate.timer")
     assert service["Service"]["Type"] == "oneshot"
-    assert service["Service"]["ExecStart"].split()[:2] == ["/opt/ropewatch/.venv/bin/validate-job", "--project"]
+    assert service["Service"]["ExecStart"].split()[:2] == [
+        "/opt/ropewatch/.venv/bin/validate-job",
+        "--project",
+    ]
     assert service["Service"]["SuccessExitStatus"] == "1"
     assert service["Service"]["EnvironmentFile"] == "/etc/ropewatch/ropewatch.env"
     assert "network-online.target" in service["Unit"]["After"]
@@ -139,7 +196,10 @@ def test_k8s_cronjob_uses_secret_pvc_and_valid_rules(tmp_path):
     assert {r["name"] for r in refs} == {secret["metadata"]["name"]}
     assert {r["key"] for r in refs} == set(secret["stringData"])
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["history"]["persistentVolumeClaim"]["claimName"] == by_kind["PersistentVolumeClaim"]["metadata"]["name"]
+    assert (
+        volumes["history"]["persistentVolumeClaim"]["claimName"]
+        == by_kind["PersistentVolumeClaim"]["metadata"]["name"]
+    )
     assert volumes["rules"]["configMap"]["name"] == by_kind["ConfigMap"]["metadata"]["name"]
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert container["args"][container["args"].index("--rules") + 1].startswith(mounts["rules"])
@@ -163,6 +223,10 @@ def test_dockerfile():
     for copy in (i["value"].split() for i in instructions if i["instruction"] == "COPY"):
         if not copy[0].startswith("--from"):
             assert all((REPO / src).exists() for src in copy[:-1]), copy
-    assert json.loads(next(i["value"] for i in instructions if i["instruction"] == "ENTRYPOINT")) == ["ropewatch"]
+    assert json.loads(next(i["value"] for i in instructions if i["instruction"] == "ENTRYPOINT")) == [
+        "ropewatch"
+    ]
     assert [i["value"] for i in instructions if i["instruction"] == "USER"] == ["ropewatch"]
-    assert "[postgres]" in next(i["value"] for i in instructions if i["instruction"] == "RUN" and "pip install" in i["value"])
+    assert "[postgres]" in next(
+        i["value"] for i in instructions if i["instruction"] == "RUN" and "pip install" in i["value"]
+    )

@@ -1,4 +1,5 @@
 """ropewatch_validator.cvat.fetch through cvat-sdk against the sandbox CVAT over real HTTP; every body checked against CVAT's schema."""
+
 from __future__ import annotations
 
 import json
@@ -67,12 +68,21 @@ def test_generated_job_tables(cvat):
 
 
 def test_expand_track_hand_case():
-    track = {"shapes": [{"frame": 0, "points": [0, 0, 10, 10], "attributes": [{"spec_id": 1, "value": "a"}]},
-                        {"frame": 4, "points": [4, 0, 14, 10], "outside": True, "attributes": []},
-                        {"frame": 6, "points": [0, 0, 2, 2], "attributes": []}]}
+    track = {
+        "shapes": [
+            {"frame": 0, "points": [0, 0, 10, 10], "attributes": [{"spec_id": 1, "value": "a"}]},
+            {"frame": 4, "points": [4, 0, 14, 10], "outside": True, "attributes": []},
+            {"frame": 6, "points": [0, 0, 2, 2], "attributes": []},
+        ]
+    }
     rows = fetch.expand_track(track, stop_frame=7)
     assert [r["frame"] for r in rows] == [0, 1, 2, 3, 6, 7]
-    assert rows[1]["points"] == [0.0, 0.0, 10.0, 10.0]  # next keyframe is outside: no interpolation towards it
+    assert rows[1]["points"] == [
+        0.0,
+        0.0,
+        10.0,
+        10.0,
+    ]  # next keyframe is outside: no interpolation towards it
     assert rows[-1]["points"] == [0.0, 0.0, 2.0, 2.0] and rows[-1]["spec_values"] == {1: "a"}
 
 

@@ -1,4 +1,5 @@
 """The cvat-sdk auto-annotation module: same spec as function.yaml, score and attribute on each rectangle."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -36,13 +37,19 @@ def test_spec_matches_the_nuclio_spec():
     declared = cvat_spec()[0]
     assert (label.name, str(label.type)) == (declared["name"], declared["type"])
     assert (attribute.name, str(attribute.input_type), list(attribute.values)) == (
-        declared["attributes"][0]["name"], "select", list(ATTRIBUTE_VALUES))
+        declared["attributes"][0]["name"],
+        "select",
+        list(ATTRIBUTE_VALUES),
+    )
 
 
 def test_detect_gives_scored_rectangles_with_the_attribute(tiny_checkpoint, person_detector_weights):
     module = load_module()
-    function = module.create(model_path=str(tiny_checkpoint), detector_path=str(person_detector_weights),
-                             detector_arch="fasterrcnn_mobilenet_v3_large_320_fpn")
+    function = module.create(
+        model_path=str(tiny_checkpoint),
+        detector_path=str(person_detector_weights),
+        detector_arch="fasterrcnn_mobilenet_v3_large_320_fpn",
+    )
     image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8))
     shapes = function.detect(Context(0.8), image)
     assert shapes, "the all-person detector finds someone"

@@ -1,10 +1,11 @@
 """`ropewatch demo`: real architecture, real handler, one CVAT response + log record, then validate-job."""
+
 from __future__ import annotations
 
 import json
 
-from ropewatch_validator.cli.main import main
 from ropewatch_validator.cli.demo import DEMO_BOXES
+from ropewatch_validator.cli.main import main
 
 
 def test_demo_command_prints_response_and_record_and_keeps_reports(tmp_path, capsys, monkeypatch):
@@ -15,7 +16,7 @@ def test_demo_command_prints_response_and_record_and_keeps_reports(tmp_path, cap
     assert json.loads(startup.splitlines()[0])["untrained"] is True
     head, rest = out_rest.split("# log record:\n", 1)
     assert "# HTTP 200 application/json, X-Request-Id demo-request-1" in head
-    items = json.loads(head[head.index("["):])
+    items = json.loads(head[head.index("[") :])
     assert [i["points"] for i in items] == DEMO_BOXES
     assert all(i["attributes"][0]["name"] == "safety_rope_use" for i in items)
     record = json.loads(rest.splitlines()[0])

@@ -1,4 +1,5 @@
 """The Nuclio handler end to end through nuclio_sdk's Platform, Event and Response (the wire dict)."""
+
 from __future__ import annotations
 
 import base64
@@ -22,9 +23,24 @@ from ropewatch_validator.cli.demo import load_function_module, parse_records
 
 FUNCTION_DIR = Path(__file__).resolve().parents[1] / "functions" / "safety_rope"
 MAIN = load_function_module(FUNCTION_DIR / "main.py")
-LOG_KEYS = {"timestamp", "level", "event", "logger", "request_id", "worker_id", "function", "model_version",
-            "model_sha256", "thr", "temperature", "image", "detector_threshold", "boxes_given", "detections",
-            "timings_ms"}
+LOG_KEYS = {
+    "timestamp",
+    "level",
+    "event",
+    "logger",
+    "request_id",
+    "worker_id",
+    "function",
+    "model_version",
+    "model_sha256",
+    "thr",
+    "temperature",
+    "image",
+    "detector_threshold",
+    "boxes_given",
+    "detections",
+    "timings_ms",
+}
 
 
 def jpeg(width=160, height=120, seed=0) -> bytes:
@@ -46,9 +62,13 @@ class Function:
 
     def call(self, body, headers=None, as_dict=False) -> tuple[dict, list[dict]]:
         self.capsys.readouterr()
-        event = nuclio_sdk.Event(body=json.loads(body) if as_dict else body, content_type="application/json",
-                                 headers=headers or {}, method="POST",
-                                 trigger=nuclio_sdk.TriggerInfo("http", "myHttpTrigger"))
+        event = nuclio_sdk.Event(
+            body=json.loads(body) if as_dict else body,
+            content_type="application/json",
+            headers=headers or {},
+            method="POST",
+            trigger=nuclio_sdk.TriggerInfo("http", "myHttpTrigger"),
+        )
         output = self.platform.call_handler(MAIN.handler, event)
         assert isinstance(output, nuclio_sdk.Response)  # never a bare list
         wire = nuclio_sdk.Response.from_entrypoint_output(json.dumps, output)
@@ -99,21 +119,28 @@ def test_given_boxes_response_and_log_record(function):
         assert item["attributes"][0]["name"] == "safety_rope_use"
         assert item["attributes"][0]["value"] in ("wrong", "correct")
     (record,) = records
-    assert LOG_KEYS <= set(record) and record["event"] == "inference" and record["level"] == "info"
+    assert set(record) >= LOG_KEYS and record["event"] == "inference" and record["level"] == "info"
     assert record["request_id"] == "req-42" and record["logger"] == "ropewatch.function"
     assert record["function"] == "safety-rope" and record["model_version"] == "tiny-v1"
     assert record["timestamp"].endswith("Z")
     assert record["model_sha256"] == hashlib.sha256(Path(os.environ["MODEL_PATH"]).read_bytes()).hexdigest()
     rgb = np.array(Image.open(io.BytesIO(image)).convert("RGB"))
-    assert record["image"] == {"sha256": hashlib.sha256(image).hexdigest(),
-                               "pixel_sha256": hashlib.sha256(rgb.tobytes()).hexdigest(),
-                               "width": 160, "height": 120, "format": "JPEG", "bytes": len(image)}
+    assert record["image"] == {
+        "sha256": hashlib.sha256(image).hexdigest(),
+        "pixel_sha256": hashlib.sha256(rgb.tobytes()).hexdigest(),
+        "width": 160,
+        "height": 120,
+        "format": "JPEG",
+        "bytes": len(image),
+    }
     assert record["boxes_given"] is True and record["detector_threshold"] == 0.3
     assert set(record["timings_ms"]) == {"decode", "detect", "classify", "total"}
     for det, item in zip(record["detections"], items):
         assert det["box"] == item["points"] and det["safety_rope_use"] == item["attributes"][0]["value"]
         assert det["detector_score"] is None and det["label"] == "person"
-        assert math.isclose(det["p_correct"], 1 / (1 + math.exp(-det["logit"] / record["temperature"])), abs_tol=1e-5)
+        assert math.isclose(
+            det["p_correct"], 1 / (1 + math.exp(-det["logit"] / record["temperature"])), abs_tol=1e-5
+        )
         assert (det["p_correct"] >= record["thr"]) == (det["safety_rope_use"] == "correct")
 
 
@@ -190,7 +217,11 @@ def test_internal_failures_are_500_json_without_traceback(deploy, tiny_checkpoin
     no_detector = deploy(tiny_checkpoint, detector=False)
     wire, (record,) = no_detector.call(body_of(jpeg()), {"X-Request-Id": "r500"})
     payload = json.loads(wire["body"])
-    assert wire["status_code"] == 500 and payload["error"] == "detector_unavailable" and payload["request_id"] == "r500"
+    assert (
+        wire["status_code"] == 500
+        and payload["error"] == "detector_unavailable"
+        and payload["request_id"] == "r500"
+    )
     assert record["error"] == "detector_unavailable" and record["level"] == "error"
     ok, _ = no_detector.call(body_of(jpeg(), boxes=[[1, 1, 9, 9]]))
     assert ok["status_code"] == 200  # given boxes still work without a detector
@@ -198,29 +229,44 @@ def test_internal_failures_are_500_json_without_traceback(deploy, tiny_checkpoin
     # a worker whose init_context never ran (no model): the handler still answers with JSON
     capsys.readouterr()
     context = nuclio_sdk.Context(worker_id=7)
-    output = MAIN.handler(context, nuclio_sdk.Event(body=body_of(jpeg()), headers={"X-Request-Id": "r-broken"}))
+    output = MAIN.handler(
+        context, nuclio_sdk.Event(body=body_of(jpeg()), headers={"X-Request-Id": "r-broken"})
+    )
     wire = nuclio_sdk.Response.from_entrypoint_output(json.dumps, output)
     payload = json.loads(wire["body"])
-    assert wire["status_code"] == 500 and payload == {"error": "internal_error", "request_id": "r-broken",
-                                                      "message": "internal error; see the function log"}
+    assert wire["status_code"] == 500 and payload == {
+        "error": "internal_error",
+        "request_id": "r-broken",
+        "message": "internal error; see the function log",
+    }
     assert "Traceback" not in wire["body"]
     (record,) = parse_records(capsys.readouterr().out)
-    assert record["event"] == "request_failed" and record["worker_id"] == "7" and "AttributeError" in record["message"]
+    assert (
+        record["event"] == "request_failed"
+        and record["worker_id"] == "7"
+        and "AttributeError" in record["message"]
+    )
 
 
 def test_threshold_temperature_and_extra_label_rule_through_the_handler(deploy, fixed_logit_checkpoint):
     # head always outputs unknown=9, correct=0.3, wrong=0.1 → z = 0.2 whatever the frame
     three = dict(labels=("unknown", "correct", "wrong"), bias=(9.0, 0.3, 0.1))
     boxes = [[10, 10, 60, 90], [70, 20, 150, 110]]
-    for thr, temperature, expected in [(0.53, 1.0, "correct"), (0.55, 1.0, "wrong"), (0.53, 2.0, "wrong"),
-                                       (0.56, 0.5, "correct")]:
+    for thr, temperature, expected in [
+        (0.53, 1.0, "correct"),
+        (0.55, 1.0, "wrong"),
+        (0.53, 2.0, "wrong"),
+        (0.56, 0.5, "correct"),
+    ]:
         fn = deploy(fixed_logit_checkpoint(thr=thr, temperature=temperature, **three))
         wire, (record,) = fn.call(body_of(jpeg(), boxes=boxes))
         p = 1 / (1 + math.exp(-0.2 / temperature))
         assert [i["attributes"][0]["value"] for i in json.loads(wire["body"])] == [expected, expected]
         assert record["thr"] == thr and record["temperature"] == temperature
         for det in record["detections"]:
-            assert math.isclose(det["logit"], 0.2, abs_tol=1e-5) and math.isclose(det["p_correct"], p, abs_tol=1e-5)
+            assert math.isclose(det["logit"], 0.2, abs_tol=1e-5) and math.isclose(
+                det["p_correct"], p, abs_tol=1e-5
+            )
 
 
 def test_hot_swap_good_then_broken_then_good(deploy, fixed_logit_checkpoint):
@@ -247,7 +293,9 @@ def test_hot_swap_good_then_broken_then_good(deploy, fixed_logit_checkpoint):
     value, record, records = served()
     assert (value, record["model_version"]) == ("correct", "v2")  # the old model keeps serving
     (failure,) = [r for r in records if r["event"] == "model_reload_failed"]
-    assert failure["level"] == "error" and str(model) in failure["message"] and failure["model_version"] == "v2"
+    assert (
+        failure["level"] == "error" and str(model) in failure["message"] and failure["model_version"] == "v2"
+    )
     _, _, records = served()
     assert [r["event"] for r in records] == ["inference"]  # the bad file is reported once, not every request
 
@@ -264,7 +312,9 @@ def test_hot_swap_good_then_broken_then_good(deploy, fixed_logit_checkpoint):
 def test_response_attributes_are_exactly_those_declared_in_function_yaml(function):
     wire, _ = function.call(body_of(jpeg(), boxes=[[10, 10, 60, 90], [1, 1, 5, 5]]))
     for name in ("function.yaml", "function-gpu.yaml"):
-        spec = json.loads(yaml.safe_load((FUNCTION_DIR / name).read_text())["metadata"]["annotations"]["spec"])
+        spec = json.loads(
+            yaml.safe_load((FUNCTION_DIR / name).read_text())["metadata"]["annotations"]["spec"]
+        )
         declared = {label["name"]: {a["name"]: a["values"] for a in label["attributes"]} for label in spec}
         for item in json.loads(wire["body"]):
             assert item["label"] in declared

@@ -1,4 +1,5 @@
 """function.yaml / function-gpu.yaml against the issue's rules for CVAT's serverless layout."""
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,11 @@ def test_common_layout(name):
     module = load_function_module(FUNCTION_DIR / f"{module_name}.py")
     assert callable(getattr(module, func)) and callable(module.init_context)
     run = " ".join(d["value"] for d in spec["build"]["directives"]["postCopy"] if d["kind"] == "RUN")
-    assert "pip install" in run and "-c /opt/nuclio/constraints.txt" in run and "ropewatch_core-0.2.0-py3-none-any.whl[model]" in run
+    assert (
+        "pip install" in run
+        and "-c /opt/nuclio/constraints.txt" in run
+        and "ropewatch_core-0.2.0-py3-none-any.whl[model]" in run
+    )
     assert spec["build"]["baseImage"]
     (trigger,) = spec["triggers"].values()
     assert trigger["kind"] == "http" and trigger["numWorkers"] >= 1

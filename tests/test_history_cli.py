@@ -1,4 +1,5 @@
 """`ropewatch history` and `ropewatch baseline` on a real store."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,15 +15,27 @@ def filled(tmp_path, make_report, monkeypatch):
     db = str(tmp_path / "h.sqlite")
     store = open_store(db)
     for job, (wc, mv) in enumerate([(5, "v1"), (1, "v1"), (9, "v1"), (2, "v2")], start=1):
-        store.record_run(make_report(job=job, project=3 if job < 4 else 8, model_version=mv,
-                                     updated=f"2026-11-0{job}T00:00:00.000000Z", cm=((45 - wc, wc), (3, 52))))
+        store.record_run(
+            make_report(
+                job=job,
+                project=3 if job < 4 else 8,
+                model_version=mv,
+                updated=f"2026-11-0{job}T00:00:00.000000Z",
+                cm=((45 - wc, wc), (3, 52)),
+            )
+        )
     store.close()
     return db
 
 
 def test_history_table_and_plot(filled, tmp_path, capsys):
     plot = tmp_path / "trend.png"
-    assert main(["history", "--db", filled, "--model-version", "v1", "--baseline-runs", "3", "--plot", str(plot)]) == 0
+    assert (
+        main(
+            ["history", "--db", filled, "--model-version", "v1", "--baseline-runs", "3", "--plot", str(plot)]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     # wrong F1 of job 2 by hand: P = 44/47, R = 44/45.
     p, r = 44 / 47, 44 / 45

@@ -1,4 +1,5 @@
 """History store on SQLite and a real PostgreSQL: idempotent runs, trends, baselines, crash safety."""
+
 from __future__ import annotations
 
 import json
@@ -108,8 +109,12 @@ KILL_SCRIPT = textwrap.dedent(
 
 def test_kill_mid_write_leaves_no_half_run(history_db, make_report):
     report = make_report()
-    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, history_db, json.dumps(report)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, history_db, json.dumps(report)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     store = open_store(history_db)
     assert run_count(store) == 0 and store.pending() == []

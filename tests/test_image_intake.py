@@ -1,4 +1,5 @@
 """Image intake: EXIF orientation, odd modes, size limits, fingerprints (independent oracles: numpy, hashlib)."""
+
 from __future__ import annotations
 
 import base64
@@ -9,8 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ropewatch_core.image import (MAX_PIXELS, ImageError, bytes_fingerprint, decode_base64, decode_image, load_frame,
-                          pixel_fingerprint)
+from ropewatch_core.image import (
+    MAX_PIXELS,
+    ImageError,
+    bytes_fingerprint,
+    decode_base64,
+    decode_image,
+    load_frame,
+    pixel_fingerprint,
+)
 
 
 def encode(im: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
@@ -30,7 +38,9 @@ def test_exif_orientation_is_applied():
 
 def test_grayscale_rgba_palette_cmyk_become_rgb():
     grey = np.array([[0, 128], [200, 255]], dtype=np.uint8)
-    np.testing.assert_array_equal(decode_image(encode(Image.fromarray(grey, "L"))), np.repeat(grey[:, :, None], 3, 2))
+    np.testing.assert_array_equal(
+        decode_image(encode(Image.fromarray(grey, "L"))), np.repeat(grey[:, :, None], 3, 2)
+    )
     rgba = np.array([[[10, 20, 30, 0], [40, 50, 60, 255]]], dtype=np.uint8)
     np.testing.assert_array_equal(decode_image(encode(Image.fromarray(rgba, "RGBA"))), rgba[:, :, :3])
     pal = Image.new("P", (2, 1))
@@ -50,7 +60,7 @@ def test_sixteen_bit_grey_is_scaled_not_clipped():
 
 def test_pixel_limit_rejects_decompression_bombs_before_decoding():
     bomb = encode(Image.new("1", (8000, 7000)))  # 56 MP in a few kB
-    assert len(bomb) < 100_000 and 8000 * 7000 > MAX_PIXELS
+    assert len(bomb) < 100_000 and MAX_PIXELS < 8000 * 7000
     with pytest.raises(ImageError) as err:
         decode_image(bomb)
     assert err.value.code == "image_too_large" and "8000x7000" in str(err.value)
@@ -58,8 +68,15 @@ def test_pixel_limit_rejects_decompression_bombs_before_decoding():
         decode_image(encode(Image.new("RGB", (20, 20))), max_pixels=100)
 
 
-@pytest.mark.parametrize(("value", "code"), [(None, "image_missing"), (12, "image_not_base64"),
-                                             ("@@not base64@@", "image_not_base64"), ("", "image_empty")])
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        (None, "image_missing"),
+        (12, "image_not_base64"),
+        ("@@not base64@@", "image_not_base64"),
+        ("", "image_empty"),
+    ],
+)
 def test_base64_errors_have_codes(value, code):
     with pytest.raises(ImageError) as err:
         decode_base64(value)
@@ -82,5 +99,11 @@ def test_fingerprints():
     assert frame.sha256 == hashlib.sha256(png).hexdigest() == bytes_fingerprint(png)
     assert frame.pixel_sha256 == hashlib.sha256(pixels.tobytes()).hexdigest() == pixel_fingerprint(pixels)
     assert load_frame(bmp).pixel_sha256 == frame.pixel_sha256 and load_frame(bmp).sha256 != frame.sha256
-    assert frame.log_fields() == {"sha256": frame.sha256, "pixel_sha256": frame.pixel_sha256, "width": 7, "height": 5,
-                                  "format": "PNG", "bytes": len(png)}
+    assert frame.log_fields() == {
+        "sha256": frame.sha256,
+        "pixel_sha256": frame.pixel_sha256,
+        "width": 7,
+        "height": 5,
+        "format": "PNG",
+        "bytes": len(png),
+    }

@@ -1,4 +1,5 @@
 """Frame download over real HTTP through cvat-sdk: endpoint, quality, bounded concurrency, disk cache."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,9 +16,9 @@ from PIL import Image
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.cvat.fetch import connect
 from ropewatch_validator.cvat.frames import cvat_frame_fetcher, frame_fingerprints
+from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.trace.section import enrich_report
 from support.tracegen import records_for_job
 
@@ -67,8 +68,9 @@ def test_fingerprints_equal_the_served_bytes_and_pixels(httpserver: HTTPServer, 
     httpserver.expect_request("/api/jobs/5/data").respond_with_handler(handler)
     fetch = _Counting(cvat_frame_fetcher(cvat_conn, 5))
     wanted = [*frames, 99]  # 99: the server has no such frame
-    out = frame_fingerprints(fetch, wanted, job_id=5, chunks_updated_date="2026-11-23T08:00:00Z",
-                             cache_dir=tmp_path, workers=4)
+    out = frame_fingerprints(
+        fetch, wanted, job_id=5, chunks_updated_date="2026-11-23T08:00:00Z", cache_dir=tmp_path, workers=4
+    )
     assert all(q == {"type": "frame", "number": q["number"], "quality": "original"} for q in handler.seen)
     assert 1 < fetch.peak <= 4
     ok = out[out["error"].isna()].set_index("frame")
@@ -82,14 +84,21 @@ def test_fingerprints_equal_the_served_bytes_and_pixels(httpserver: HTTPServer, 
 
     # second run: every good frame from the cache, only the failed one asked again
     handler.seen.clear()
-    again = frame_fingerprints(fetch, wanted, job_id=5, chunks_updated_date="2026-11-23T08:00:00Z",
-                               cache_dir=tmp_path, workers=4)
+    again = frame_fingerprints(
+        fetch, wanted, job_id=5, chunks_updated_date="2026-11-23T08:00:00Z", cache_dir=tmp_path, workers=4
+    )
     assert [int(q["number"]) for q in handler.seen] == [99]
     assert again.drop(columns="error").equals(out.drop(columns="error"))
     # rebuilt chunks (new date): the cache does not apply
     handler.seen.clear()
-    frame_fingerprints(fetch, list(frames)[:3], job_id=5, chunks_updated_date="2026-11-24T00:00:00Z",
-                       cache_dir=tmp_path, workers=2)
+    frame_fingerprints(
+        fetch,
+        list(frames)[:3],
+        job_id=5,
+        chunks_updated_date="2026-11-24T00:00:00Z",
+        cache_dir=tmp_path,
+        workers=2,
+    )
     assert len(handler.seen) == 3
 
 
@@ -123,14 +132,23 @@ def test_a_stalled_frame_times_out_alone(tmp_path) -> None:
     with sandbox.serve(state) as (url, _):
         fetch = cvat_frame_fetcher(connect(url, timeout=0.5, retries=0), 5)
         started = time.perf_counter()
-        out = frame_fingerprints(fetch, list(frames), job_id=5, chunks_updated_date="d", cache_dir=tmp_path,
-                                 workers=4, pixels=False).set_index("frame")
+        out = frame_fingerprints(
+            fetch,
+            list(frames),
+            job_id=5,
+            chunks_updated_date="d",
+            cache_dir=tmp_path,
+            workers=4,
+            pixels=False,
+        ).set_index("frame")
         elapsed = time.perf_counter() - started
     assert elapsed < 3.0  # bounded by the timeout, not by the stalled answer
     assert "timed out" in out.loc[3, "error"].lower() and pd.isna(out.loc[3, "sha256"])
     others = out.drop(index=3)
     assert others["error"].isna().all()
-    assert others["sha256"].to_dict() == {n: hashlib.sha256(b).hexdigest() for n, b in frames.items() if n != 3}
+    assert others["sha256"].to_dict() == {
+        n: hashlib.sha256(b).hexdigest() for n, b in frames.items() if n != 3
+    }
 
 
 def test_enrich_report_end_to_end_over_http(httpserver: HTTPServer, cvat_conn, tmp_path) -> None:
@@ -141,23 +159,57 @@ def test_enrich_report_end_to_end_over_http(httpserver: HTTPServer, cvat_conn, t
     rows = []
     for n in frames:
         for k, src in enumerate(["auto", "auto", "semi-auto", "manual"][: 1 + n % 4]):
-            rows.append(dict(shape_id=len(rows) + 1, frame=n, label="person", type="rectangle", source=src,
-                             x1=2.0 + 40 * k, y1=10.0, x2=32.0 + 40 * k, y2=110.0,
-                             safety_rope_use=["wrong", "correct"][(n + k) % 2]))
+            rows.append(
+                dict(
+                    shape_id=len(rows) + 1,
+                    frame=n,
+                    label="person",
+                    type="rectangle",
+                    source=src,
+                    x1=2.0 + 40 * k,
+                    y1=10.0,
+                    x2=32.0 + 40 * k,
+                    y2=110.0,
+                    safety_rope_use=["wrong", "correct"][(n + k) % 2],
+                )
+            )
     shapes = pd.DataFrame(rows)
-    oracle = pd.DataFrame({"frame": list(frames), "sha256": [hashlib.sha256(b).hexdigest() for b in frames.values()],
-                           "pixel_sha256": [hashlib.sha256(np.asarray(Image.open(io.BytesIO(b)).convert("RGB"))
-                                                           .tobytes()).hexdigest() for b in frames.values()],
-                           "width": 32, "height": 24})
+    oracle = pd.DataFrame(
+        {
+            "frame": list(frames),
+            "sha256": [hashlib.sha256(b).hexdigest() for b in frames.values()],
+            "pixel_sha256": [
+                hashlib.sha256(np.asarray(Image.open(io.BytesIO(b)).convert("RGB")).tobytes()).hexdigest()
+                for b in frames.values()
+            ],
+            "width": 32,
+            "height": 24,
+        }
+    )
     when = datetime(2026, 11, 23, 7, tzinfo=timezone.utc)
-    records, expected = records_for_job(shapes, oracle, rng=rng, when=when, cutoff=when + timedelta(hours=1),
-                                        corrected_share=0.5, deleted_share=0.5, reencoded_share=0.3,
-                                        rerun_share=0.3, unlogged_frames=[11])
+    records, expected = records_for_job(
+        shapes,
+        oracle,
+        rng=rng,
+        when=when,
+        cutoff=when + timedelta(hours=1),
+        corrected_share=0.5,
+        deleted_share=0.5,
+        reencoded_share=0.3,
+        rerun_share=0.3,
+        unlogged_frames=[11],
+    )
     log = tmp_path / "fn.log"
     log.write_text("\n".join(json.dumps(r) for r in records) + "\nnot json\n")
-    job = SimpleNamespace(frames=pd.DataFrame({"frame": list(frames), "deleted": False}), shapes=shapes, job_id=5,
-                          host=httpserver.url_for(""), job_updated_date=(when + timedelta(hours=1)).isoformat(),
-                          original_chunk_type="video", chunks_updated_date="2026-11-23T08:00:00Z")
+    job = SimpleNamespace(
+        frames=pd.DataFrame({"frame": list(frames), "deleted": False}),
+        shapes=shapes,
+        job_id=5,
+        host=httpserver.url_for(""),
+        job_updated_date=(when + timedelta(hours=1)).isoformat(),
+        original_chunk_type="video",
+        chunks_updated_date="2026-11-23T08:00:00Z",
+    )
     report = {"schema_version": "1.0", "model_version": None, "settings": {"label": "person"}}
     out = enrich_report(report, job, cvat_conn, [log], cache_dir=tmp_path / "cache", workers=3)
     trace = out["trace"]
@@ -170,5 +222,7 @@ def test_enrich_report_end_to_end_over_http(httpserver: HTTPServer, cvat_conn, t
     assert trace["logs"]["skipped"] == 1 and out["model_version"] == "test-v1" and report.get("trace") is None
     for o in trace["objects"]:
         if o["request_id"] is not None:
-            box = next(r for r in records if r["request_id"] == o["request_id"])["detections"][o["det_index"]]["box"]
+            box = next(r for r in records if r["request_id"] == o["request_id"])["detections"][
+                o["det_index"]
+            ]["box"]
             assert o["logit"] == expected["scores"][(o["frame"], tuple(box))]

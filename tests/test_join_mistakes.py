@@ -1,4 +1,5 @@
 """The most-confident-mistakes panel: crop geometry, ranking, and a frame that cannot be downloaded."""
+
 from __future__ import annotations
 
 import base64
@@ -33,17 +34,23 @@ def test_crop_is_the_region_around_the_box_with_the_box_drawn() -> None:
     assert np.array_equal(crop[60, 30], [255, 0, 0]) and np.array_equal(crop[30, 60], [255, 0, 0])
     small = _decode(crop_png(rgb, [40, 30, 100, 90]))  # default: thumbnail of at most 160 px
     assert max(small.shape[:2]) <= 160
-    edge = _decode(crop_png(rgb, [190, 140, 260, 220], margin=0.0, max_side=500))  # box past the frame's corner
+    edge = _decode(
+        crop_png(rgb, [190, 140, 260, 220], margin=0.0, max_side=500)
+    )  # box past the frame's corner
     assert edge.shape == (10, 10, 3)
 
 
 def test_mistakes_ranked_by_confidence_in_the_chosen_value() -> None:
-    objects = pd.DataFrame({
-        "frame": [1, 2, 3, 4, 5], "shape_id": [1, 2, 3, 4, None],
-        "state": ["attribute_corrected", "attribute_corrected", "accepted", "geometry_edited", "deleted"],
-        "logged_value": ["correct", "wrong", "correct", "correct", "wrong"],
-        "final_value": ["wrong", "correct", "correct", "wrong", None],
-        "p_correct": [0.7, 0.05, 0.99, 0.9, 0.01]})
+    objects = pd.DataFrame(
+        {
+            "frame": [1, 2, 3, 4, 5],
+            "shape_id": [1, 2, 3, 4, None],
+            "state": ["attribute_corrected", "attribute_corrected", "accepted", "geometry_edited", "deleted"],
+            "logged_value": ["correct", "wrong", "correct", "correct", "wrong"],
+            "final_value": ["wrong", "correct", "correct", "wrong", None],
+            "p_correct": [0.7, 0.05, 0.99, 0.9, 0.01],
+        }
+    )
     top = confident_mistakes(objects, k=2)
     assert top["shape_id"].tolist() == [2, 4]  # 1 - 0.05 = 0.95, then 0.9; never accepted or deleted rows
     assert top["confidence"].tolist() == [0.95, 0.9]
@@ -58,14 +65,31 @@ def test_a_frame_that_cannot_be_downloaded_leaves_a_note_not_a_failure() -> None
         asked.append(n)
         return frames[n]
 
-    mistakes = pd.DataFrame({"frame": [1, 9, 1], "shape_id": [1, 2, 3], "state": "attribute_corrected",
-                             "final_value": "wrong", "logged_value": "correct", "p_correct": [0.9, 0.8, 0.7],
-                             "confidence": [0.9, 0.8, 0.7], "thr": 0.5, "x1": 5.0, "y1": 5.0, "x2": 20.0,
-                             "y2": 30.0})
+    mistakes = pd.DataFrame(
+        {
+            "frame": [1, 9, 1],
+            "shape_id": [1, 2, 3],
+            "state": "attribute_corrected",
+            "final_value": "wrong",
+            "logged_value": "correct",
+            "p_correct": [0.9, 0.8, 0.7],
+            "confidence": [0.9, 0.8, 0.7],
+            "thr": 0.5,
+            "x1": 5.0,
+            "y1": 5.0,
+            "x2": 20.0,
+            "y2": 30.0,
+        }
+    )
     rows = mistake_panel(mistakes, fetch, workers=2)
     assert sorted(asked) == [1, 9]  # one download per frame
     assert [r["shape_id"] for r in rows] == [1, 2, 3]
-    assert rows[0]["crop"] and rows[2]["crop"] and rows[1]["crop"] is None and "KeyError" in rows[1]["crop_error"]
+    assert (
+        rows[0]["crop"]
+        and rows[2]["crop"]
+        and rows[1]["crop"] is None
+        and "KeyError" in rows[1]["crop_error"]
+    )
     page = html_section({"trace": {"calibration": None, "mistakes": rows}})
     assert page.count('alt="crop of frame 1"') == 2 and "frame unavailable: KeyError" in page
     assert "No attribute value" in html_section({"trace": {"calibration": None, "mistakes": []}})

@@ -1,4 +1,5 @@
 """Frame join (keys, re-runs, cutoff), shape-to-detection matching and lifecycle counts on plain frames."""
+
 from __future__ import annotations
 
 import json
@@ -33,23 +34,68 @@ def test_match_frame_hungarian_within_rounding() -> None:
 
 
 def test_join_and_lifecycle_every_state(tmp_path) -> None:
-    frames = pd.DataFrame({"frame": [0, 1, 2, 3], "sha256": ["a", "b-reencoded", "c", "d"],
-                           "pixel_sha256": ["pa", "pb", "pc", "pd"]})
+    frames = pd.DataFrame(
+        {
+            "frame": [0, 1, 2, 3],
+            "sha256": ["a", "b-reencoded", "c", "d"],
+            "pixel_sha256": ["pa", "pb", "pc", "pd"],
+        }
+    )
     box = [[10.0, 10.0, 50.0, 90.0], [100.0, 10.0, 150.0, 90.0], [200.0, 10.0, 250.0, 90.0]]
     recs = [
         # frame 0: three runs; the one at T0+1h is the latest before the cutoff
-        inference_record(sha256="a", pixel_sha256="pa", width=320, height=240, boxes=box[:1], logits=[3.0],
-                         timestamp=T0, request_id="old"),
-        inference_record(sha256="a", pixel_sha256="pa", width=320, height=240, boxes=box, logits=[2.0, 1.5, -1.0],
-                         timestamp=T0 + timedelta(hours=1), request_id="chosen"),
-        inference_record(sha256="a", pixel_sha256="pa", width=320, height=240, boxes=box[:2], logits=[2.0, 2.0],
-                         timestamp=T0 + timedelta(hours=5), request_id="late"),
+        inference_record(
+            sha256="a",
+            pixel_sha256="pa",
+            width=320,
+            height=240,
+            boxes=box[:1],
+            logits=[3.0],
+            timestamp=T0,
+            request_id="old",
+        ),
+        inference_record(
+            sha256="a",
+            pixel_sha256="pa",
+            width=320,
+            height=240,
+            boxes=box,
+            logits=[2.0, 1.5, -1.0],
+            timestamp=T0 + timedelta(hours=1),
+            request_id="chosen",
+        ),
+        inference_record(
+            sha256="a",
+            pixel_sha256="pa",
+            width=320,
+            height=240,
+            boxes=box[:2],
+            logits=[2.0, 2.0],
+            timestamp=T0 + timedelta(hours=5),
+            request_id="late",
+        ),
         # frame 1: bytes differ, pixels agree
-        inference_record(sha256="b-original", pixel_sha256="pb", width=320, height=240, boxes=box[:1],
-                         logits=[-2.0], timestamp=T0, request_id="pix"),
+        inference_record(
+            sha256="b-original",
+            pixel_sha256="pb",
+            width=320,
+            height=240,
+            boxes=box[:1],
+            logits=[-2.0],
+            timestamp=T0,
+            request_id="pix",
+        ),
         # frame 3: only after the cutoff
-        inference_record(sha256="d", pixel_sha256="pd", width=320, height=240, boxes=box[:1], logits=[0.2],
-                         timestamp=T0 + timedelta(hours=6), request_id="after"),
+        inference_record(
+            sha256="d",
+            pixel_sha256="pd",
+            width=320,
+            height=240,
+            boxes=box[:1],
+            logits=[0.2],
+            timestamp=T0 + timedelta(hours=6),
+            request_id="after",
+        ),
     ]
     logs = _logs(tmp_path, recs)
     cutoff = pd.Timestamp(T0 + timedelta(hours=2))
@@ -60,25 +106,79 @@ def test_join_and_lifecycle_every_state(tmp_path) -> None:
     assert (st["joined"], st["by_sha256"], st["by_pixel_sha256"], st["unjoined"]) == (3, 2, 1, 1)
     assert st["unjoined_frames"] == [2] and st["reruns"] == 1 and st["after_cutoff"] == 1
 
-    shapes = pd.DataFrame([
-        # frame 0: accepted (logged correct), corrected (logged correct -> wrong), geometry edited, manual added
-        dict(shape_id=1, frame=0, source="auto", x1=10.0, y1=10.0, x2=50.0, y2=90.0, safety_rope_use="correct"),
-        dict(shape_id=2, frame=0, source="auto", x1=100.0, y1=10.0, x2=150.0, y2=90.0, safety_rope_use="wrong"),
-        dict(shape_id=3, frame=0, source="semi-auto", x1=203.0, y1=12.0, x2=251.0, y2=95.0, safety_rope_use="wrong"),
-        dict(shape_id=4, frame=0, source="manual", x1=5.0, y1=5.0, x2=9.0, y2=9.0, safety_rope_use="wrong"),
-        # frame 1 (joined by pixels): its only detection was deleted; frame 2: not joined
-        dict(shape_id=5, frame=2, source="auto", x1=1.0, y1=1.0, x2=9.0, y2=9.0, safety_rope_use="wrong"),
-        # frame 3: accepted
-        dict(shape_id=6, frame=3, source="auto", x1=10.0, y1=10.0, x2=50.0, y2=90.0, safety_rope_use="correct"),
-    ])
+    shapes = pd.DataFrame(
+        [
+            # frame 0: accepted (logged correct), corrected (logged correct -> wrong), geometry edited, manual added
+            dict(
+                shape_id=1,
+                frame=0,
+                source="auto",
+                x1=10.0,
+                y1=10.0,
+                x2=50.0,
+                y2=90.0,
+                safety_rope_use="correct",
+            ),
+            dict(
+                shape_id=2,
+                frame=0,
+                source="auto",
+                x1=100.0,
+                y1=10.0,
+                x2=150.0,
+                y2=90.0,
+                safety_rope_use="wrong",
+            ),
+            dict(
+                shape_id=3,
+                frame=0,
+                source="semi-auto",
+                x1=203.0,
+                y1=12.0,
+                x2=251.0,
+                y2=95.0,
+                safety_rope_use="wrong",
+            ),
+            dict(
+                shape_id=4, frame=0, source="manual", x1=5.0, y1=5.0, x2=9.0, y2=9.0, safety_rope_use="wrong"
+            ),
+            # frame 1 (joined by pixels): its only detection was deleted; frame 2: not joined
+            dict(shape_id=5, frame=2, source="auto", x1=1.0, y1=1.0, x2=9.0, y2=9.0, safety_rope_use="wrong"),
+            # frame 3: accepted
+            dict(
+                shape_id=6,
+                frame=3,
+                source="auto",
+                x1=10.0,
+                y1=10.0,
+                x2=50.0,
+                y2=90.0,
+                safety_rope_use="correct",
+            ),
+        ]
+    )
     rows = match_shapes(shapes, logs.detections, fj.frames)
     rows["state"] = classify(rows)
     state = dict(zip(rows["shape_id"].fillna(-1).astype(int), rows["state"]))
-    assert state == {1: "accepted", 2: "attribute_corrected", 3: "geometry_edited", 4: "added",
-                     5: "unjoined_auto", 6: "accepted", -1: "deleted"}
+    assert state == {
+        1: "accepted",
+        2: "attribute_corrected",
+        3: "geometry_edited",
+        4: "added",
+        5: "unjoined_auto",
+        6: "accepted",
+        -1: "deleted",
+    }
     summary = summarize(rows)
-    assert summary["counts"] == {"accepted": 2, "attribute_corrected": 1, "geometry_edited": 1, "deleted": 1,
-                                 "added": 1, "unjoined_auto": 1, "unjoined_semi_auto": 0}
+    assert summary["counts"] == {
+        "accepted": 2,
+        "attribute_corrected": 1,
+        "geometry_edited": 1,
+        "deleted": 1,
+        "added": 1,
+        "unjoined_auto": 1,
+        "unjoined_semi_auto": 0,
+    }
     assert summary["work_saved_share"] == pytest.approx(2 / 5)
     # original predictions: shape1 correct->correct, shape2 logged correct / final wrong, shape3 logged wrong
     # / final wrong, shape6 logged correct (0.2 >= 0) / final correct

@@ -1,4 +1,5 @@
 """Records written by the real Nuclio handler join back to frames served over HTTP, score for score."""
+
 from __future__ import annotations
 
 import base64
@@ -23,8 +24,9 @@ def _jpeg(seed: int) -> bytes:
     return buf.getvalue()
 
 
-def test_handler_records_recover_every_auto_shape(tiny_checkpoint, httpserver: HTTPServer, monkeypatch,
-                                                   cvat_conn, tmp_path) -> None:
+def test_handler_records_recover_every_auto_shape(
+    tiny_checkpoint, httpserver: HTTPServer, monkeypatch, cvat_conn, tmp_path
+) -> None:
     monkeypatch.setenv("MODEL_PATH", str(tiny_checkpoint))
     monkeypatch.delenv("DETECTOR_PATH", raising=False)
     module = load_function_module()
@@ -33,7 +35,9 @@ def test_handler_records_recover_every_auto_shape(tiny_checkpoint, httpserver: H
     lines, shapes, logged = ["nuclio processor started"], [], {}
     for n, data in frames.items():
         boxes = [[1.234 + n, 2.0, 30.5, 40.0], [33.0, 5.5, 60.0, 45.0]]
-        response, records = call_handler(module, context, {"image": base64.b64encode(data).decode(), "boxes": boxes})
+        response, records = call_handler(
+            module, context, {"image": base64.b64encode(data).decode(), "boxes": boxes}
+        )
         assert response["status_code"] == 200
         lines += [json.dumps(r) for r in records]
         rec = next(r for r in records if r["event"] == "inference")
@@ -42,8 +46,20 @@ def test_handler_records_recover_every_auto_shape(tiny_checkpoint, httpserver: H
             if (n + k) % 3 == 0:  # a person corrects this one
                 value = "correct" if value == "wrong" else "wrong"
             x1, y1, x2, y2 = item["points"]
-            shapes.append(dict(shape_id=len(shapes) + 1, frame=n, label="person", type="rectangle", source="auto",
-                               x1=x1, y1=y1, x2=x2, y2=y2, safety_rope_use=value))
+            shapes.append(
+                dict(
+                    shape_id=len(shapes) + 1,
+                    frame=n,
+                    label="person",
+                    type="rectangle",
+                    source="auto",
+                    x1=x1,
+                    y1=y1,
+                    x2=x2,
+                    y2=y2,
+                    safety_rope_use=value,
+                )
+            )
             logged[len(shapes)] = (rec["request_id"], rec["detections"][k])
 
     def serve(request: Request) -> Response:
@@ -52,9 +68,15 @@ def test_handler_records_recover_every_auto_shape(tiny_checkpoint, httpserver: H
     httpserver.expect_request("/api/jobs/9/data").respond_with_handler(serve)
     log = tmp_path / "docker.log"
     log.write_text("\n".join(lines) + "\n")
-    job = SimpleNamespace(frames=pd.DataFrame({"frame": list(frames), "deleted": False}), shapes=pd.DataFrame(shapes),
-                          job_id=9, host="fake", job_updated_date=None, original_chunk_type="imageset",
-                          chunks_updated_date="2026-11-23T08:00:00Z")
+    job = SimpleNamespace(
+        frames=pd.DataFrame({"frame": list(frames), "deleted": False}),
+        shapes=pd.DataFrame(shapes),
+        job_id=9,
+        host="fake",
+        job_updated_date=None,
+        original_chunk_type="imageset",
+        chunks_updated_date="2026-11-23T08:00:00Z",
+    )
     trace = enrich_report({"settings": {}}, job, cvat_conn, [log], workers=2)["trace"]
 
     n_corrected = sum((s["frame"] + (s["shape_id"] - 1) % 2) % 3 == 0 for s in shapes)
@@ -68,6 +90,8 @@ def test_handler_records_recover_every_auto_shape(tiny_checkpoint, httpserver: H
         assert obj["logit"] == det["logit"] and obj["p_correct"] == det["p_correct"]
         assert obj["logged_value"] == det["safety_rope_use"] and obj["model_version"] == "tiny-v1"
     # a cutoff before every record (a zone-less time is UTC): the earliest record is used and flagged
-    early = enrich_report({"settings": {}}, job, cvat_conn, [log], workers=2, annotated_before="2000-01-01T00:00:00")
+    early = enrich_report(
+        {"settings": {}}, job, cvat_conn, [log], workers=2, annotated_before="2000-01-01T00:00:00"
+    )
     assert early["trace"]["frames"]["after_cutoff"] == len(frames)
     assert early["trace"]["lifecycle"]["counts"] == trace["lifecycle"]["counts"]

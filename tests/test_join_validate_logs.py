@@ -1,4 +1,5 @@
 """`validate-job JOB --logs` end to end: sandbox CVAT serving known JPEG frames, logs written for them."""
+
 from __future__ import annotations
 
 import base64
@@ -12,9 +13,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from ropewatch_validator.cli.main import main
 from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.sandbox import synthetic
-from ropewatch_validator.cli.main import main
 from ropewatch_validator.trace.section import TOP_MISTAKES
 from support.tracegen import noise_lines, records_for_job
 
@@ -34,11 +35,20 @@ def _jpeg(seed: int) -> bytes:
 def _person_rectangles(job: synthetic.SyntheticJob) -> pd.DataFrame:
     """The generated job's person boxes straight from its API bodies (not through ropewatch_validator.cvat.fetch)."""
     person = next(label["id"] for label in job.labels if label["name"] == "person")
-    rows = [{"shape_id": s["id"], "frame": s["frame"], "source": s["source"],
-             "x1": s["points"][0], "y1": s["points"][1], "x2": s["points"][2], "y2": s["points"][3],
-             "safety_rope_use": s["attributes"][0]["value"]}
-            for s in job.annotations["shapes"]
-            if s["type"] == "rectangle" and s["label_id"] == person and s["frame"] != DELETED]
+    rows = [
+        {
+            "shape_id": s["id"],
+            "frame": s["frame"],
+            "source": s["source"],
+            "x1": s["points"][0],
+            "y1": s["points"][1],
+            "x2": s["points"][2],
+            "y2": s["points"][3],
+            "safety_rope_use": s["attributes"][0]["value"],
+        }
+        for s in job.annotations["shapes"]
+        if s["type"] == "rectangle" and s["label_id"] == person and s["frame"] != DELETED
+    ]
     return pd.DataFrame(rows)
 
 
@@ -46,21 +56,46 @@ def _person_rectangles(job: synthetic.SyntheticJob) -> pd.DataFrame:
 def traced_job():
     """A job whose frames' bytes are known, and function log lines written for exactly those bytes."""
     rng = np.random.default_rng(7)
-    job = synthetic.generate(N_FRAMES, job_id=JOB, width=WIDTH, height=HEIGHT, seed=3, extras=False,
-                             p_semi=0.25, deleted=(DELETED,))
+    job = synthetic.generate(
+        N_FRAMES,
+        job_id=JOB,
+        width=WIDTH,
+        height=HEIGHT,
+        seed=3,
+        extras=False,
+        p_semi=0.25,
+        deleted=(DELETED,),
+    )
     job.job["data_original_chunk_type"] = "video"  # re-encoded frames below: bytes may change, pixels may not
     job.frames_bytes = {n: _jpeg(n) for n in range(N_FRAMES)}
     live = [n for n in range(N_FRAMES) if n != DELETED]
-    oracle = pd.DataFrame({
-        "frame": live,
-        "sha256": [hashlib.sha256(job.frames_bytes[n]).hexdigest() for n in live],
-        "pixel_sha256": [hashlib.sha256(np.asarray(Image.open(io.BytesIO(job.frames_bytes[n])).convert("RGB"))
-                                        .tobytes()).hexdigest() for n in live],
-        "width": WIDTH, "height": HEIGHT})
-    records, expected = records_for_job(_person_rectangles(job), oracle, rng=rng, when=WHEN,
-                                        cutoff=CUTOFF, corrected_share=0.3, deleted_share=0.5,
-                                        reencoded_share=0.2, rerun_share=0.3, unlogged_frames=[UNLOGGED],
-                                        model_version="rope-2026.11")
+    oracle = pd.DataFrame(
+        {
+            "frame": live,
+            "sha256": [hashlib.sha256(job.frames_bytes[n]).hexdigest() for n in live],
+            "pixel_sha256": [
+                hashlib.sha256(
+                    np.asarray(Image.open(io.BytesIO(job.frames_bytes[n])).convert("RGB")).tobytes()
+                ).hexdigest()
+                for n in live
+            ],
+            "width": WIDTH,
+            "height": HEIGHT,
+        }
+    )
+    records, expected = records_for_job(
+        _person_rectangles(job),
+        oracle,
+        rng=rng,
+        when=WHEN,
+        cutoff=CUTOFF,
+        corrected_share=0.3,
+        deleted_share=0.5,
+        reencoded_share=0.2,
+        rerun_share=0.3,
+        unlogged_frames=[UNLOGGED],
+        model_version="rope-2026.11",
+    )
     noise = noise_lines(rng, 6, WHEN)  # 2 Nuclio lines with a JSON tail but no "event", 2 failures, 2 plain
     lines = ["docker: starting container", *noise[:3], *(json.dumps(r) for r in records), *noise[3:]]
     return job, records, expected, "\n".join(lines) + "\n"
@@ -76,9 +111,26 @@ def cvat(traced_job, monkeypatch):
 
 
 def _validate(url: str, tmp_path, logs: str, *extra: str) -> dict:
-    code = main(["validate-job", str(JOB), "--server-host", url, "--out", str(tmp_path / "out"),
-                 "--db", str(tmp_path / "h.sqlite"), "--frame-cache", str(tmp_path / "cache"),
-                 "--frame-workers", "3", "--quiet", "--logs", logs, *extra])
+    code = main(
+        [
+            "validate-job",
+            str(JOB),
+            "--server-host",
+            url,
+            "--out",
+            str(tmp_path / "out"),
+            "--db",
+            str(tmp_path / "h.sqlite"),
+            "--frame-cache",
+            str(tmp_path / "cache"),
+            "--frame-workers",
+            "3",
+            "--quiet",
+            "--logs",
+            logs,
+            *extra,
+        ]
+    )
     assert code == 0
     return json.loads((tmp_path / "out" / f"job-{JOB}" / "report.json").read_text())
 
@@ -91,7 +143,9 @@ def _check_trace(report: dict, records: list[dict], expected: dict) -> None:
         assert counts[state] > 0, counts
     frames = trace["frames"]
     assert frames["frames"] == N_FRAMES - 1 and frames["unjoined_frames"] == [UNLOGGED]
-    assert frames["by_pixel_sha256"] == expected["by_pixel_sha256"] > 0 and frames["pixel_fingerprint"] is True
+    assert (
+        frames["by_pixel_sha256"] == expected["by_pixel_sha256"] > 0 and frames["pixel_fingerprint"] is True
+    )
     assert frames["reruns"] == expected["reruns"] > 0 and frames["download_failed"] == []
     assert trace["logs"]["skipped"] == 5 and trace["logs"]["failed"] == 2  # 1 docker line + 4 noise lines
     assert trace["logs"]["inference"] == len(records)
@@ -99,7 +153,9 @@ def _check_trace(report: dict, records: list[dict], expected: dict) -> None:
 
     by_id = {r["request_id"]: r for r in records}
     joined = [o for o in trace["objects"] if o["request_id"] is not None]
-    assert len(joined) == sum(counts[k] for k in ("accepted", "attribute_corrected", "geometry_edited", "deleted"))
+    assert len(joined) == sum(
+        counts[k] for k in ("accepted", "attribute_corrected", "geometry_edited", "deleted")
+    )
     for o in joined:
         det = by_id[o["request_id"]]["detections"][o["det_index"]]
         assert o["request_id"] == f"frame-{o['frame']}"  # the run before the cutoff, never a re-run
@@ -117,8 +173,11 @@ def _oracle_mistakes(job: synthetic.SyntheticJob, records: list[dict]) -> list[t
         rec = by_frame.get(f"frame-{s.frame}")
         if s.source != "auto" or rec is None:
             continue
-        det = next(d for d in rec["detections"]
-                   if max(abs(a - b) for a, b in zip(d["box"], (s.x1, s.y1, s.x2, s.y2))) <= 0.5)
+        det = next(
+            d
+            for d in rec["detections"]
+            if max(abs(a - b) for a, b in zip(d["box"], (s.x1, s.y1, s.x2, s.y2))) <= 0.5
+        )
         if det["safety_rope_use"] != s.safety_rope_use:
             p = det["p_correct"]
             out.append((p if det["safety_rope_use"] == "correct" else 1 - p, s.frame, s.shape_id))
@@ -137,7 +196,9 @@ def test_validate_job_with_log_file(cvat, traced_job, tmp_path) -> None:
     mistakes = report["trace"]["mistakes"]
     oracle = _oracle_mistakes(job, records)
     assert len(oracle) > TOP_MISTAKES  # the panel really is a top-k
-    assert [(m["frame"], m["shape_id"]) for m in mistakes] == [(f, sid) for _, f, sid in oracle[:TOP_MISTAKES]]
+    assert [(m["frame"], m["shape_id"]) for m in mistakes] == [
+        (f, sid) for _, f, sid in oracle[:TOP_MISTAKES]
+    ]
     assert [m["confidence"] for m in mistakes] == pytest.approx([c for c, _, _ in oracle[:TOP_MISTAKES]])
     for m in mistakes:
         assert m["final_value"] != m["logged_value"] and m["crop_error"] is None and m["thr"] == 0.5
@@ -148,7 +209,9 @@ def test_validate_job_with_log_file(cvat, traced_job, tmp_path) -> None:
     frame_requests = [p for p in state.requests if f"/api/jobs/{JOB}/data?" in p]
     assert len(frame_requests) == N_FRAMES - 1 + len({m["frame"] for m in mistakes})
     assert all("type=frame" in p and "quality=original" in p for p in frame_requests)
-    assert f"number={DELETED}&" not in "".join(p + "&" for p in frame_requests)  # deleted frames are not fetched
+    assert f"number={DELETED}&" not in "".join(
+        p + "&" for p in frame_requests
+    )  # deleted frames are not fetched
 
     # a rerun reads fingerprints and crop frames from the disk cache: no frame is downloaded again
     state.requests.clear()
@@ -162,7 +225,10 @@ def test_validate_job_with_log_file(cvat, traced_job, tmp_path) -> None:
     assert page.count('alt="crop of frame') == len(mistakes)
     for m in mistakes:
         assert f'src="data:image/png;base64,{m["crop"]}"' in page
-        assert f"truth {m['final_value']} · predicted {m['logged_value']} · P(correct) {m['p_correct']:.3f}" in page
+        assert (
+            f"truth {m['final_value']} · predicted {m['logged_value']} · P(correct) {m['p_correct']:.3f}"
+            in page
+        )
 
 
 def test_validate_job_reads_logs_from_stdin(cvat, traced_job, tmp_path, monkeypatch) -> None:

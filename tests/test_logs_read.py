@@ -1,4 +1,5 @@
 """Reading function log lines: files, several files, stdin, raw docker/nuctl output."""
+
 from __future__ import annotations
 
 import io
@@ -16,9 +17,16 @@ T0 = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 
 def _rec(i: int, n_boxes: int = 2) -> dict:
     boxes = [[10.0 * i + k, 20.0, 30.0 + k, 40.0] for k in range(n_boxes)]
-    return inference_record(sha256=f"{i:064x}", pixel_sha256=f"{i + 1:064x}", width=64, height=48,
-                            boxes=boxes, logits=[0.5 * k - 0.3 for k in range(n_boxes)], timestamp=T0,
-                            request_id=f"req-{i}")
+    return inference_record(
+        sha256=f"{i:064x}",
+        pixel_sha256=f"{i + 1:064x}",
+        width=64,
+        height=48,
+        boxes=boxes,
+        logits=[0.5 * k - 0.3 for k in range(n_boxes)],
+        timestamp=T0,
+        request_id=f"req-{i}",
+    )
 
 
 def test_files_stdin_and_noise(tmp_path) -> None:
@@ -27,10 +35,12 @@ def test_files_stdin_and_noise(tmp_path) -> None:
     a.write_text("\n".join([json.dumps(_rec(0)), *noise_lines(rng, 3, T0), json.dumps(_rec(1, 0))]) + "\n")
     b = tmp_path / "b.log"
     # docker logs --timestamps prefix and a nuctl-style prefix before the JSON object
-    b.write_text(f"2026-11-23T10:00:01.000000000Z {json.dumps(_rec(2))}\n"
-                 f"safety-rope-1 | {json.dumps(_rec(3, 1))}\n"
-                 "{not json at all\n"
-                 "\n")
+    b.write_text(
+        f"2026-11-23T10:00:01.000000000Z {json.dumps(_rec(2))}\n"
+        f"safety-rope-1 | {json.dumps(_rec(3, 1))}\n"
+        "{not json at all\n"
+        "\n"
+    )
     stdin = io.StringIO(json.dumps(_rec(4, 3)) + "\n")
     data = read_logs([a, b, "-"], stdin=stdin)
     s = data.stats

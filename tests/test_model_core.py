@@ -1,4 +1,5 @@
 """Model core: box expansion, one backbone pass per frame, the decision rule (hand-computed oracles)."""
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,9 @@ def test_expand_boxes_by_hand():
 
 def test_prepare_scales_boxes_to_model_size():
     cfg = ModelConfig(img_size=(64, 48), expand={"x": 0.0, "y_top": 0.0, "y_bot": 0.0})
-    image, boxes = prepare(np.zeros((96, 128, 3), np.uint8), np.array([[10.0, 20.0, 50.0, 60.0]]), cfg,
-                           torch.device("cpu"))
+    image, boxes = prepare(
+        np.zeros((96, 128, 3), np.uint8), np.array([[10.0, 20.0, 50.0, 60.0]]), cfg, torch.device("cpu")
+    )
     assert tuple(image.shape) == (1, 3, 48, 64)
     np.testing.assert_allclose(boxes.numpy(), [[5, 10, 25, 30]])
 
@@ -44,14 +46,16 @@ def test_real_dinov3_small_one_backbone_pass_for_all_persons():
     passes = []  # patch embedding runs once per backbone pass
     model.backbone.patch_embed.register_forward_hook(lambda *_: passes.append(1))
     rgb = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
-    boxes = np.array([[0, 0, 20, 30], [10, 5, 40, 40], [30, 10, 60, 45], [5, 5, 15, 15], [40, 0, 64, 48]], float)
+    boxes = np.array(
+        [[0, 0, 20, 30], [10, 5, 40, 40], [30, 10, 60, 45], [5, 5, 15, 15], [40, 0, 64, 48]], float
+    )
     with torch.no_grad():
         image, rois = prepare(rgb, boxes, cfg, torch.device("cpu"))
         assert tuple(model.feature_map(image).shape) == (1, 384, 3, 4)
         passes.clear()
         together = model(image, rois)
         assert len(passes) == 1 and tuple(together.shape) == (5, 2)
-        alone = torch.cat([model(image, rois[i:i + 1]) for i in range(5)])
+        alone = torch.cat([model(image, rois[i : i + 1]) for i in range(5)])
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
 
 

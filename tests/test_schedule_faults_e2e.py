@@ -1,6 +1,7 @@
 """Issue 4's faults through the real pipeline: sandbox CVAT, validate-job (in-process and as a killed
 subprocess), a real webhook receiver. After each fault the next run completes, nothing recorded is
 lost and no alert is sent twice."""
+
 from __future__ import annotations
 
 import json
@@ -11,10 +12,10 @@ import time
 
 import pytest
 
-from ropewatch_validator.sandbox import server as sandbox
-from ropewatch_validator.sandbox import synthetic
 from ropewatch_validator.cli.main import main
 from ropewatch_validator.ops.history import open_store
+from ropewatch_validator.sandbox import server as sandbox
+from ropewatch_validator.sandbox import synthetic
 
 RULES = """
 [[rule]]
@@ -53,8 +54,23 @@ def setup(tmp_path, httpserver, monkeypatch):
 
 
 def args(url, tmp_path, rules, *jobs):
-    return ["validate-job", *jobs, "--server-host", url, "--retries", "1", "--out", str(tmp_path / "out"),
-            "--db", str(tmp_path / "h.sqlite"), "--rules", str(rules), "--quiet", "--format", "json"]
+    return [
+        "validate-job",
+        *jobs,
+        "--server-host",
+        url,
+        "--retries",
+        "1",
+        "--out",
+        str(tmp_path / "out"),
+        "--db",
+        str(tmp_path / "h.sqlite"),
+        "--rules",
+        str(rules),
+        "--quiet",
+        "--format",
+        "json",
+    ]
 
 
 def delivered(httpserver) -> list[int]:
@@ -94,7 +110,9 @@ def test_killed_between_two_jobs_loses_nothing(cvat, setup, httpserver):
     httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
     state.fail(0, count=1, path_contains="/api/jobs/102", delay_s=30)  # job 102 hangs: kill lands there
     env = {**os.environ, "HOOK_SECRET": "hmac-secret", "ROPEWATCH_LOCK_DIR": str(tmp_path / "locks")}
-    proc = subprocess.Popen([sys.executable, "-m", "ropewatch_validator", *args(url, tmp_path, rules, "101", "102")], env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ropewatch_validator", *args(url, tmp_path, rules, "101", "102")], env=env
+    )
     db = str(tmp_path / "h.sqlite")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any("/api/jobs/102" in p for p in state.requests):

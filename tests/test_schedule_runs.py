@@ -1,4 +1,5 @@
 """Scheduled multi-job runs: exit codes, per-job isolation, locks, skips, kill between two jobs."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,9 @@ from ropewatch_validator.ops.history import open_store
 from ropewatch_validator.ops.schedule import JobRef, _lock_path, run_batch
 
 HOST = "http://cvat.local:8080"
-RULES = AlertConfig(rules=(Rule(name="wrong-f1-low", metric="attribute.per_class.wrong.f1", op="<", threshold=0.92),))
+RULES = AlertConfig(
+    rules=(Rule(name="wrong-f1-low", metric="attribute.per_class.wrong.f1", op="<", threshold=0.92),)
+)
 GOOD, BAD = ((44, 1), (1, 54)), ((40, 5), (3, 52))  # wrong F1 0.978 (quiet) / 0.909 (fires)
 
 
@@ -48,7 +51,9 @@ def test_exit_codes_and_one_failing_job_does_not_stop_others(tmp_path, make_repo
     assert run_batch(quiet, jobs, store, RULES, lock_dir=tmp_path / "locks").exit_code == 0
     alerting = jobs.put(make_report(job=3, cm=BAD))
     assert run_batch([alerting], jobs, store, RULES, lock_dir=tmp_path / "locks").exit_code == 1
-    result = run_batch([4, jobs.put(make_report(job=5, cm=BAD))], jobs, store, RULES, lock_dir=tmp_path / "locks")
+    result = run_batch(
+        [4, jobs.put(make_report(job=5, cm=BAD))], jobs, store, RULES, lock_dir=tmp_path / "locks"
+    )
     assert [(o.job_id, o.status) for o in result.outcomes] == [(4, "failed"), (5, "alert")]
     assert "FileNotFoundError" in result.outcomes[0].detail and result.exit_code == 2
     assert [r["job_id"] for r in store.trend()] == [1, 2, 3, 5]
@@ -74,7 +79,11 @@ def test_cvat_5xx_mid_run_then_next_run_completes_without_duplicates(tmp_path, h
     assert "HTTPError" in first.outcomes[1].detail
     httpserver.expect_request("/api/jobs/2").respond_with_json(reports[2])  # CVAT is back
     second = run_batch(refs, validate_over_http, store, rules, lock_dir=tmp_path / "locks")
-    assert [o.status for o in second.outcomes] == ["unchanged", "alert", "unchanged"] and second.exit_code == 1
+    assert [o.status for o in second.outcomes] == [
+        "unchanged",
+        "alert",
+        "unchanged",
+    ] and second.exit_code == 1
     posts = [req for req, _ in httpserver.log if req.path == receiver]
     assert sorted(json.loads(p.get_data())["job"] for p in posts) == [1, 2, 3]  # each alert exactly once
 
@@ -84,14 +93,20 @@ def test_since_and_unchanged_jobs_are_not_fetched(tmp_path, make_report):
     store = open_store(str(tmp_path / "h.sqlite"))
     old = jobs.put(make_report(job=1, updated="2026-11-01T08:00:00.000000Z", cm=GOOD))
     new = jobs.put(make_report(job=2, updated="2026-11-10T08:00:00.000000Z", cm=GOOD))
-    result = run_batch([old, new], jobs, store, RULES, since="2026-11-05T00:00:00Z", lock_dir=tmp_path / "locks")
+    result = run_batch(
+        [old, new], jobs, store, RULES, since="2026-11-05T00:00:00Z", lock_dir=tmp_path / "locks"
+    )
     assert [o.status for o in result.outcomes] == ["not-since", "ok"] and jobs.calls == [2]
     again = run_batch([old, new], jobs, store, RULES, since="last", lock_dir=tmp_path / "locks")
     assert [o.status for o in again.outcomes] == ["not-since", "not-since"] and jobs.calls == [2]
-    assert [o.status for o in run_batch([new], jobs, store, RULES, lock_dir=tmp_path / "locks").outcomes] == ["unchanged"]
+    assert [o.status for o in run_batch([new], jobs, store, RULES, lock_dir=tmp_path / "locks").outcomes] == [
+        "unchanged"
+    ]
     # The same state as cvat-sdk lists it (a datetime, host with a trailing slash) is the same state.
     listed = JobRef(2, datetime(2026, 11, 10, 9, 0, tzinfo=timezone(timedelta(hours=1))), HOST + "/")
-    assert run_batch([listed], jobs, store, RULES, lock_dir=tmp_path / "locks").outcomes[0].status == "unchanged"
+    assert (
+        run_batch([listed], jobs, store, RULES, lock_dir=tmp_path / "locks").outcomes[0].status == "unchanged"
+    )
     forced = run_batch([new], jobs, store, RULES, lock_dir=tmp_path / "locks", force=True)
     assert forced.outcomes[0].detail.startswith("this job state was stored before") and jobs.calls == [2, 2]
     assert len(store.trend()) == 1
@@ -154,18 +169,29 @@ KILL_BETWEEN_JOBS = textwrap.dedent(
 )
 
 
-def test_process_killed_between_two_jobs_then_next_run_completes(history_db, tmp_path, httpserver, make_report):
+def test_process_killed_between_two_jobs_then_next_run_completes(
+    history_db, tmp_path, httpserver, make_report
+):
     httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
     jobs = ReportDir(tmp_path / "jobs")
     refs = [jobs.put(make_report(job=j, cm=BAD)) for j in (1, 2, 3)]
-    args = [history_db, str(jobs.root), httpserver.url_for("/hook"), str(tmp_path / "locks"),
-            json.dumps([[r.job_id, r.updated_date, r.host] for r in refs])]
-    proc = subprocess.run([sys.executable, "-c", KILL_BETWEEN_JOBS, *args], capture_output=True, text=True, timeout=60)
+    args = [
+        history_db,
+        str(jobs.root),
+        httpserver.url_for("/hook"),
+        str(tmp_path / "locks"),
+        json.dumps([[r.job_id, r.updated_date, r.host] for r in refs]),
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_BETWEEN_JOBS, *args], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     store = open_store(history_db)
     assert [r["job_id"] for r in store.trend()] == [1]
     rules = AlertConfig(RULES.rules, (Webhook(name="ops", url=httpserver.url_for("/hook")),))
-    result = run_batch(refs, jobs, store, rules, lock_dir=tmp_path / "locks")  # the lock died with the process
+    result = run_batch(
+        refs, jobs, store, rules, lock_dir=tmp_path / "locks"
+    )  # the lock died with the process
     assert [o.status for o in result.outcomes] == ["unchanged", "alert", "alert"] and result.exit_code == 1
     assert sorted(json.loads(r.get_data())["job"] for r, _ in httpserver.log) == [1, 2, 3]
     assert [r["job_id"] for r in store.trend()] == [1, 2, 3]
@@ -186,12 +212,24 @@ def test_broken_history_store_fails_the_jobs_with_a_clear_reason(tmp_path, make_
 
 
 def test_unparsable_since_is_a_clear_failure(tmp_path):
-    result = run_batch([1], ReportDir(tmp_path / "j"), open_store(str(tmp_path / "h.sqlite")), RULES,
-                       since="not a date", lock_dir=tmp_path / "locks")
+    result = run_batch(
+        [1],
+        ReportDir(tmp_path / "j"),
+        open_store(str(tmp_path / "h.sqlite")),
+        RULES,
+        since="not a date",
+        lock_dir=tmp_path / "locks",
+    )
     assert result.exit_code == 2 and "Invalid isoformat" in result.outcomes[0].detail
     bad_ref = JobRef(1, "yesterday", HOST)
-    result = run_batch([bad_ref], ReportDir(tmp_path / "j"), open_store(str(tmp_path / "h.sqlite")), RULES,
-                       since="2026-11-01", lock_dir=tmp_path / "locks")
+    result = run_batch(
+        [bad_ref],
+        ReportDir(tmp_path / "j"),
+        open_store(str(tmp_path / "h.sqlite")),
+        RULES,
+        since="2026-11-01",
+        lock_dir=tmp_path / "locks",
+    )
     assert [o.status for o in result.outcomes] == ["failed"] and "'yesterday'" in result.outcomes[0].detail
 
 
@@ -201,7 +239,9 @@ def test_report_without_job_state_fails_only_that_job(tmp_path, make_report):
     del broken["source"]["job_updated_date"]
     (jobs.root / "1.json").write_text(json.dumps(broken))
     ok = jobs.put(make_report(job=2, cm=GOOD))
-    result = run_batch([1, ok], jobs, open_store(str(tmp_path / "h.sqlite")), RULES, lock_dir=tmp_path / "locks")
+    result = run_batch(
+        [1, ok], jobs, open_store(str(tmp_path / "h.sqlite")), RULES, lock_dir=tmp_path / "locks"
+    )
     assert [o.status for o in result.outcomes] == ["failed", "ok"] and result.exit_code == 2
     assert "source lacks job_updated_date" in result.outcomes[0].detail
 

@@ -1,15 +1,16 @@
 """`validate-job` end to end: real HTTP sandbox CVAT, cvat-sdk, reports on disk, history, exit codes."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from ropewatch_validator.sandbox import server as sandbox
-from ropewatch_validator.sandbox import synthetic
 from ropewatch_validator.cli.main import main, validate_job_main
 from ropewatch_validator.ops.history import open_store
 from ropewatch_validator.render.report import objects_frame
+from ropewatch_validator.sandbox import server as sandbox
+from ropewatch_validator.sandbox import synthetic
 
 TOKEN = "pat-very-secret-123"
 
@@ -22,8 +23,9 @@ def cvat(monkeypatch):
     gt.job["type"] = "ground_truth"
     gt.meta["included_frames"] = [0, 2, 4, 6]
     gt.meta["frames"] = gt.meta["frames"][:4]
-    gt.annotations["shapes"] = [s for s in gt.annotations["shapes"]
-                                if s["source"] == "manual" and s["frame"] in (0, 2, 4, 6)]
+    gt.annotations["shapes"] = [
+        s for s in gt.annotations["shapes"] if s["source"] == "manual" and s["frame"] in (0, 2, 4, 6)
+    ]
     state.add(gt)
     monkeypatch.setenv("CVAT_ACCESS_TOKEN", TOKEN)
     with sandbox.serve(state) as (url, st):
@@ -31,8 +33,18 @@ def cvat(monkeypatch):
 
 
 def run(url, tmp_path, *extra):
-    return main(["validate-job", "--server-host", url, "--out", str(tmp_path / "out"),
-                 "--db", str(tmp_path / "h.sqlite"), *extra])
+    return main(
+        [
+            "validate-job",
+            "--server-host",
+            url,
+            "--out",
+            str(tmp_path / "out"),
+            "--db",
+            str(tmp_path / "h.sqlite"),
+            *extra,
+        ]
+    )
 
 
 def test_writes_every_format_with_the_contract_keys(cvat, tmp_path, capsys):
@@ -42,11 +54,25 @@ def test_writes_every_format_with_the_contract_keys(cvat, tmp_path, capsys):
     rep = json.loads((out / "report.json").read_text())
     assert rep["schema_version"] == "1.0"
     assert set(rep["detection"]) >= {"tp", "fp", "fn", "precision", "recall", "f1"}
-    assert set(rep["attribute"]) >= {"name", "labels", "confusion_matrix", "per_class", "accuracy", "macro_f1"}
+    assert set(rep["attribute"]) >= {
+        "name",
+        "labels",
+        "confusion_matrix",
+        "per_class",
+        "accuracy",
+        "macro_f1",
+    }
     assert rep["attribute"]["labels"] == ["wrong", "correct"]
     assert set(rep["attribute"]["per_class"]["wrong"]) == {"precision", "recall", "f1", "support"}
-    assert set(rep["errors"]) == {"missed", "background", "localization", "duplicate", "flip_wrong_to_correct",
-                                  "flip_correct_to_wrong", "edited_by_person"}
+    assert set(rep["errors"]) == {
+        "missed",
+        "background",
+        "localization",
+        "duplicate",
+        "flip_wrong_to_correct",
+        "flip_correct_to_wrong",
+        "edited_by_person",
+    }
     assert rep["source"]["host"] == url and rep["source"]["job"] == 101 and rep["source"]["task"] == 11
     assert rep["settings"]["iou"] == 0.5 and rep["counts"]["skipped_shapes"]["polygon"] == 1
     page = (out / "report.html").read_text()
@@ -72,16 +98,32 @@ def test_unknown_job_exits_2_with_one_line(cvat, tmp_path, capsys):
 
 
 def test_cvat_down_exits_2(tmp_path, capsys):
-    assert main(["validate-job", "1", "--server-host", "http://127.0.0.1:9", "--retries", "0",
-                 "--out", str(tmp_path), "--db", str(tmp_path / "h.sqlite")]) == 2
+    assert (
+        main(
+            [
+                "validate-job",
+                "1",
+                "--server-host",
+                "http://127.0.0.1:9",
+                "--retries",
+                "0",
+                "--out",
+                str(tmp_path),
+                "--db",
+                str(tmp_path / "h.sqlite"),
+            ]
+        )
+        == 2
+    )
     assert "unreachable" in capsys.readouterr().err
 
 
 def test_alert_rule_fires_exit_1(cvat, tmp_path, capsys):
     url, _ = cvat
     rules = tmp_path / "rules.toml"
-    rules.write_text('[[rule]]\nname = "f1-wrong"\nmetric = "attribute.per_class.wrong.f1"\nop = "<"\n'
-                     'threshold = 0.999\n')
+    rules.write_text(
+        '[[rule]]\nname = "f1-wrong"\nmetric = "attribute.per_class.wrong.f1"\nop = "<"\nthreshold = 0.999\n'
+    )
     assert run(url, tmp_path, "101", "--rules", str(rules)) == 1
     assert "f1-wrong" in capsys.readouterr().err
 
@@ -97,8 +139,21 @@ def test_gt_job_mode_uses_only_gt_frames(cvat, tmp_path):
 
 def test_task_scope_and_console_script_name(cvat, tmp_path):
     url, _ = cvat
-    code = validate_job_main(["--task", "11", "--server-host", url, "--out", str(tmp_path / "o"),
-                              "--db", str(tmp_path / "h.sqlite"), "--format", "json", "--quiet"])
+    code = validate_job_main(
+        [
+            "--task",
+            "11",
+            "--server-host",
+            url,
+            "--out",
+            str(tmp_path / "o"),
+            "--db",
+            str(tmp_path / "h.sqlite"),
+            "--format",
+            "json",
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["job-101"]  # the GT job is not validated
 

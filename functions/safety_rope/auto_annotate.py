@@ -5,6 +5,7 @@
 
 Each rectangle carries the detector's score (CVAT >= 2.56 stores it) and the ``safety_rope_use`` value.
 """
+
 from __future__ import annotations
 
 import io
@@ -15,10 +16,16 @@ import PIL.Image
 
 from ropewatch_core.spec import ATTRIBUTE, ATTRIBUTE_VALUES, PERSON_LABEL
 
-spec = cvataa.DetectionFunctionSpec(labels=[
-    cvataa.label_spec(PERSON_LABEL, 0, type="rectangle",
-                      attributes=[cvataa.select_attribute_spec(ATTRIBUTE, 0, list(ATTRIBUTE_VALUES))]),
-])
+spec = cvataa.DetectionFunctionSpec(
+    labels=[
+        cvataa.label_spec(
+            PERSON_LABEL,
+            0,
+            type="rectangle",
+            attributes=[cvataa.select_attribute_spec(ATTRIBUTE, 0, list(ATTRIBUTE_VALUES))],
+        ),
+    ]
+)
 
 
 class SafetyRopeFunction:
@@ -27,22 +34,35 @@ class SafetyRopeFunction:
     def __init__(self, predictor) -> None:
         self.predictor = predictor
 
-    def detect(self, context: cvataa.DetectionFunctionContext, image: PIL.Image.Image
-               ) -> list[models.LabeledShapeRequest]:
+    def detect(
+        self, context: cvataa.DetectionFunctionContext, image: PIL.Image.Image
+    ) -> list[models.LabeledShapeRequest]:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")  # lossless: the predictor decodes bytes like the Nuclio path
         result = self.predictor.run(buffer.getvalue(), threshold=context.conf_threshold)
-        return [cvataa.rectangle(0, d.box, score=d.cvat_shape()["confidence"],
-                                 attributes=[models.AttributeValRequest(spec_id=0, value=d.value)])
-                for d in result.detections]
+        return [
+            cvataa.rectangle(
+                0,
+                d.box,
+                score=d.cvat_shape()["confidence"],
+                attributes=[models.AttributeValRequest(spec_id=0, value=d.value)],
+            )
+            for d in result.detections
+        ]
 
 
-def create(model_path: str, detector_path: str, detector_arch: str = "", device: str = "cpu",
-           detector_threshold: float = 0.5) -> SafetyRopeFunction:
+def create(
+    model_path: str,
+    detector_path: str,
+    detector_arch: str = "",
+    device: str = "cpu",
+    detector_threshold: float = 0.5,
+) -> SafetyRopeFunction:
     """Called by cvat-cli with the ``-p name=type:value`` parameters."""
     from ropewatch_core.model.detector import DEFAULT_ARCH, TorchvisionPersonDetector
     from ropewatch_core.model.pipeline import Predictor
 
     detector = TorchvisionPersonDetector(detector_path, detector_arch or DEFAULT_ARCH, device)
-    return SafetyRopeFunction(Predictor(model_path, detector, device=device, detector_threshold=detector_threshold))
-
+    return SafetyRopeFunction(
+        Predictor(model_path, detector, device=device, detector_threshold=detector_threshold)
+    )

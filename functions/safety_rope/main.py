@@ -5,6 +5,7 @@ library; torch, the checkpoint and the detector are loaded in ``init_context``. 
 MODEL_PATH (checkpoint, required), DETECTOR_PATH (person detector state dict; without it requests must
 send ``boxes``), DETECTOR_ARCH, DEVICE (cpu|cuda), DETECTOR_THRESHOLD, MAX_PIXELS, TORCH_THREADS.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,9 @@ class BadRequest(ValueError):
 def init_context(context) -> None:
     import torch
 
-    from ropewatch_core.model.detector import DEFAULT_ARCH, TorchvisionPersonDetector
     from ropewatch_core.image import MAX_PIXELS
     from ropewatch_core.logs import function_logger
+    from ropewatch_core.model.detector import DEFAULT_ARCH, TorchvisionPersonDetector
     from ropewatch_core.model.pipeline import Predictor
 
     env = os.environ
@@ -37,22 +38,43 @@ def init_context(context) -> None:
         torch.set_num_threads(int(env["TORCH_THREADS"]))
     device = env.get("DEVICE", "cpu")
     log = function_logger(_worker_id(context))
-    detector = (TorchvisionPersonDetector(env["DETECTOR_PATH"], env.get("DETECTOR_ARCH", DEFAULT_ARCH), device)
-                if env.get("DETECTOR_PATH") else None)
+    detector = (
+        TorchvisionPersonDetector(env["DETECTOR_PATH"], env.get("DETECTOR_ARCH", DEFAULT_ARCH), device)
+        if env.get("DETECTOR_PATH")
+        else None
+    )
 
     def reload_failed(exc: Exception) -> None:
-        log.error("model_reload_failed", error="bad_checkpoint", message=str(exc),
-                  model_version=predictor.checkpoint.version, model_sha256=predictor.checkpoint.sha256)
+        log.error(
+            "model_reload_failed",
+            error="bad_checkpoint",
+            message=str(exc),
+            model_version=predictor.checkpoint.version,
+            model_sha256=predictor.checkpoint.sha256,
+        )
 
-    predictor = Predictor(env["MODEL_PATH"], detector, device=device,
-                          detector_threshold=float(env.get("DETECTOR_THRESHOLD", 0.5)),
-                          max_pixels=int(env.get("MAX_PIXELS", MAX_PIXELS)), on_reload_error=reload_failed)
+    predictor = Predictor(
+        env["MODEL_PATH"],
+        detector,
+        device=device,
+        detector_threshold=float(env.get("DETECTOR_THRESHOLD", 0.5)),
+        max_pixels=int(env.get("MAX_PIXELS", MAX_PIXELS)),
+        on_reload_error=reload_failed,
+    )
     context.user_data.predictor = predictor
     context.user_data.log = log
     ckpt = predictor.checkpoint
-    log.info("model_loaded", model_version=ckpt.version, model_sha256=ckpt.sha256, labels=ckpt.labels,
-             thr=ckpt.thr, temperature=ckpt.temperature, untrained=ckpt.untrained, device=device,
-             detector=None if detector is None else detector.arch)
+    log.info(
+        "model_loaded",
+        model_version=ckpt.version,
+        model_sha256=ckpt.sha256,
+        labels=ckpt.labels,
+        thr=ckpt.thr,
+        temperature=ckpt.temperature,
+        untrained=ckpt.untrained,
+        device=device,
+        detector=None if detector is None else detector.arch,
+    )
 
 
 def request_id(event) -> str:
@@ -71,7 +93,9 @@ def parse_body(body: object) -> dict:
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest("body_not_json", f"request body is not JSON: {exc}") from None
     if not isinstance(body, dict):
-        raise BadRequest("body_not_object", 'request body must be a JSON object {"image": ..., "threshold": ...}')
+        raise BadRequest(
+            "body_not_object", 'request body must be a JSON object {"image": ..., "threshold": ...}'
+        )
     return body
 
 
@@ -93,16 +117,28 @@ def parse_boxes(value: object) -> list[list[float]] | None:
     if not isinstance(value, list) or len(value) > MAX_BOXES:
         raise BadRequest("bad_boxes", f"'boxes' must be a list of at most {MAX_BOXES} [x1, y1, x2, y2]")
     for i, box in enumerate(value):
-        if not (isinstance(box, list) and len(box) == 4 and all(_number(v) for v in box)
-                and all(abs(v) <= MAX_COORD for v in box) and box[2] > box[0] and box[3] > box[1]):
-            raise BadRequest("bad_boxes", f"boxes[{i}] must be [x1, y1, x2, y2] numbers with x2 > x1 and y2 > y1, "
-                                          f"got {box!r}")
+        if not (
+            isinstance(box, list)
+            and len(box) == 4
+            and all(_number(v) for v in box)
+            and all(abs(v) <= MAX_COORD for v in box)
+            and box[2] > box[0]
+            and box[3] > box[1]
+        ):
+            raise BadRequest(
+                "bad_boxes",
+                f"boxes[{i}] must be [x1, y1, x2, y2] numbers with x2 > x1 and y2 > y1, got {box!r}",
+            )
     return [[float(v) for v in box] for box in value]
 
 
 def _json(context, status: int, payload: object, rid: str):
-    return context.Response(body=json.dumps(payload), headers={"X-Request-Id": rid},
-                            content_type="application/json", status_code=status)
+    return context.Response(
+        body=json.dumps(payload),
+        headers={"X-Request-Id": rid},
+        content_type="application/json",
+        status_code=status,
+    )
 
 
 def handler(context, event):
@@ -121,15 +157,27 @@ def handler(context, event):
         return _fail(context, log, rid, 400, exc.code, str(exc))
     except DetectorUnavailable as exc:
         return _fail(context, log, rid, 500, "detector_unavailable", str(exc))
-    except Exception as exc:  # noqa: BLE001 - the worker must survive; the client gets no traceback
+    except Exception as exc:
         log.error("request_failed", error="internal_error", message=f"{type(exc).__name__}: {exc}")
-        return _json(context, 500, {"error": "internal_error", "message": "internal error; see the function log",
-                                    "request_id": rid}, rid)
+        return _json(
+            context,
+            500,
+            {"error": "internal_error", "message": "internal error; see the function log", "request_id": rid},
+            rid,
+        )
     ckpt = result.checkpoint
-    log.info("inference", model_version=ckpt.version, model_sha256=ckpt.sha256, thr=ckpt.thr,
-             temperature=ckpt.temperature, image=result.frame.log_fields(),
-             detector_threshold=result.detector_threshold, boxes_given=result.boxes_given,
-             detections=[d.log_fields() for d in result.detections], timings_ms=result.timings_ms)
+    log.info(
+        "inference",
+        model_version=ckpt.version,
+        model_sha256=ckpt.sha256,
+        thr=ckpt.thr,
+        temperature=ckpt.temperature,
+        image=result.frame.log_fields(),
+        detector_threshold=result.detector_threshold,
+        boxes_given=result.boxes_given,
+        detections=[d.log_fields() for d in result.detections],
+        timings_ms=result.timings_ms,
+    )
     return _json(context, 200, [d.cvat_shape() for d in result.detections], rid)
 
 

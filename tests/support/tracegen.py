@@ -3,6 +3,7 @@
 The records follow the function log record contract in the README exactly (the same keys the
 function writes), so the reader is exercised on the real layout.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,25 +22,61 @@ def iso(ts: datetime) -> str:
     return utc_iso(ts)
 
 
-def inference_record(*, sha256: str, pixel_sha256: str | None, width: int, height: int,
-                     boxes: Sequence[Sequence[float]], logits: Sequence[float], timestamp: datetime,
-                     thr: float = 0.5, temperature: float = 1.0, model_version: str = "test-v1",
-                     detector_scores: Sequence[float | None] | None = None, request_id: str | None = None) -> dict:
+def inference_record(
+    *,
+    sha256: str,
+    pixel_sha256: str | None,
+    width: int,
+    height: int,
+    boxes: Sequence[Sequence[float]],
+    logits: Sequence[float],
+    timestamp: datetime,
+    thr: float = 0.5,
+    temperature: float = 1.0,
+    model_version: str = "test-v1",
+    detector_scores: Sequence[float | None] | None = None,
+    request_id: str | None = None,
+) -> dict:
     """One ``event == "inference"`` record; boxes rounded to 2 decimals like the function's."""
     scores = detector_scores if detector_scores is not None else [0.9] * len(boxes)
     dets = []
     for box, z, s in zip(boxes, logits, scores):
         p = float(p_correct(z, temperature))
-        dets.append({"box": [round(float(v), 2) for v in box], "label": PERSON_LABEL,
-                     ATTRIBUTE: values([p], thr)[0], "p_correct": p,
-                     "logit": float(z), "detector_score": s})
-    return {"timestamp": iso(timestamp), "level": "info", "event": "inference", "logger": "ropewatch.function",
-            "request_id": request_id or str(uuid.uuid4()), "worker_id": "0", "function": "safety-rope",
-            "model_version": model_version, "model_sha256": "0" * 64, "thr": thr, "temperature": temperature,
-            "image": {"sha256": sha256, "pixel_sha256": pixel_sha256, "width": width, "height": height,
-                      "format": "PNG", "bytes": 0},
-            "detector_threshold": 0.5, "boxes_given": False, "detections": dets,
-            "timings_ms": {"decode": 1.0, "detect": 1.0, "classify": 1.0, "total": 3.0}}
+        dets.append(
+            {
+                "box": [round(float(v), 2) for v in box],
+                "label": PERSON_LABEL,
+                ATTRIBUTE: values([p], thr)[0],
+                "p_correct": p,
+                "logit": float(z),
+                "detector_score": s,
+            }
+        )
+    return {
+        "timestamp": iso(timestamp),
+        "level": "info",
+        "event": "inference",
+        "logger": "ropewatch.function",
+        "request_id": request_id or str(uuid.uuid4()),
+        "worker_id": "0",
+        "function": "safety-rope",
+        "model_version": model_version,
+        "model_sha256": "0" * 64,
+        "thr": thr,
+        "temperature": temperature,
+        "image": {
+            "sha256": sha256,
+            "pixel_sha256": pixel_sha256,
+            "width": width,
+            "height": height,
+            "format": "PNG",
+            "bytes": 0,
+        },
+        "detector_threshold": 0.5,
+        "boxes_given": False,
+        "detections": dets,
+        "timings_ms": {"decode": 1.0, "detect": 1.0, "classify": 1.0, "total": 3.0},
+    }
 
 
 def noise_lines(rng: np.random.Generator, n: int, start: datetime) -> list[str]:
@@ -48,11 +85,20 @@ def noise_lines(rng: np.random.Generator, n: int, start: datetime) -> list[str]:
     for i in range(n):
         kind = i % 3
         if kind == 0:
-            out.append(f"{iso(start)} processor (I) Starting triggers {{\"triggers\": [\"http\"]}}")
+            out.append(f'{iso(start)} processor (I) Starting triggers {{"triggers": ["http"]}}')
         elif kind == 1:
-            out.append(json.dumps({"timestamp": iso(start + timedelta(seconds=i)), "level": "error",
-                                   "event": "request_failed", "request_id": str(uuid.uuid4()),
-                                   "error": "bad_image", "message": "not an image"}))
+            out.append(
+                json.dumps(
+                    {
+                        "timestamp": iso(start + timedelta(seconds=i)),
+                        "level": "error",
+                        "event": "request_failed",
+                        "request_id": str(uuid.uuid4()),
+                        "error": "bad_image",
+                        "message": "not an image",
+                    }
+                )
+            )
         else:
             out.append("Traceback-free plain text line " + str(int(rng.integers(0, 1 << 30))))
     return out
@@ -69,10 +115,23 @@ def _logit_for(value: str, rng: np.random.Generator, thr: float, temperature: fl
     return cut + step if value == "correct" else cut - step
 
 
-def records_for_job(shapes, fingerprints, *, rng: np.random.Generator, when: datetime, cutoff: datetime,
-                    attribute: str = ATTRIBUTE, corrected_share: float = 0.2, deleted_share: float = 0.3,
-                    reencoded_share: float = 0.1, rerun_share: float = 0.1, unlogged_frames: Sequence[int] = (),
-                    thr: float = 0.5, temperature: float = 1.0, model_version: str = "test-v1") -> tuple[list[dict], dict]:
+def records_for_job(
+    shapes,
+    fingerprints,
+    *,
+    rng: np.random.Generator,
+    when: datetime,
+    cutoff: datetime,
+    attribute: str = ATTRIBUTE,
+    corrected_share: float = 0.2,
+    deleted_share: float = 0.3,
+    reencoded_share: float = 0.1,
+    rerun_share: float = 0.1,
+    unlogged_frames: Sequence[int] = (),
+    thr: float = 0.5,
+    temperature: float = 1.0,
+    model_version: str = "test-v1",
+) -> tuple[list[dict], dict]:
     """Log records that explain a job's shapes, and the lifecycle counts they must produce.
 
     ``shapes``: person rectangles (frame, source, x1..y2, attribute); ``fingerprints``: frame, sha256,
@@ -82,9 +141,18 @@ def records_for_job(shapes, fingerprints, *, rng: np.random.Generator, when: dat
     Some frames are logged with other bytes (only the pixel key joins), some get an older and a later
     (after ``cutoff``) re-run, and ``unlogged_frames`` get no record at all.
     """
-    expected = {"accepted": 0, "attribute_corrected": 0, "geometry_edited": 0, "deleted": 0,
-                "added": int((~shapes["source"].isin(["auto", "semi-auto"])).sum()), "unjoined_auto": 0,
-                "unjoined_semi_auto": 0, "by_pixel_sha256": 0, "reruns": 0, "scores": {}}
+    expected = {
+        "accepted": 0,
+        "attribute_corrected": 0,
+        "geometry_edited": 0,
+        "deleted": 0,
+        "added": int((~shapes["source"].isin(["auto", "semi-auto"])).sum()),
+        "unjoined_auto": 0,
+        "unjoined_semi_auto": 0,
+        "by_pixel_sha256": 0,
+        "reruns": 0,
+        "scores": {},
+    }
     by_frame = {f: g for f, g in shapes.groupby("frame")}
     records = []
     for fp in fingerprints.itertuples(index=False):
@@ -95,7 +163,7 @@ def records_for_job(shapes, fingerprints, *, rng: np.random.Generator, when: dat
                 expected["unjoined_semi_auto"] += int((g["source"] == "semi-auto").sum())
             continue
         boxes, logits, values = [], [], []
-        for s in (g.itertuples(index=False) if g is not None else ()):
+        for s in g.itertuples(index=False) if g is not None else ():
             final = getattr(s, attribute)
             box = [s.x1, s.y1, s.x2, s.y2]
             if s.source == "auto":
@@ -120,17 +188,36 @@ def records_for_job(shapes, fingerprints, *, rng: np.random.Generator, when: dat
         reencoded = rng.random() < reencoded_share
         expected["by_pixel_sha256"] += int(reencoded)
         sha = ("e" * 64) if reencoded else fp.sha256
-        rec = inference_record(sha256=sha, pixel_sha256=fp.pixel_sha256, width=int(fp.width), height=int(fp.height),
-                               boxes=boxes, logits=logits, timestamp=when, thr=thr, temperature=temperature,
-                               model_version=model_version, request_id=f"frame-{fp.frame}")
+        rec = inference_record(
+            sha256=sha,
+            pixel_sha256=fp.pixel_sha256,
+            width=int(fp.width),
+            height=int(fp.height),
+            boxes=boxes,
+            logits=logits,
+            timestamp=when,
+            thr=thr,
+            temperature=temperature,
+            model_version=model_version,
+            request_id=f"frame-{fp.frame}",
+        )
         records.append(rec)
         if rng.random() < rerun_share:  # an older run with other boxes, and one after the cutoff
             expected["reruns"] += 1
             for ts, tag in ((when - timedelta(days=1), "old"), (cutoff + timedelta(hours=1), "late")):
-                records.append(inference_record(sha256=sha, pixel_sha256=fp.pixel_sha256, width=int(fp.width),
-                                                height=int(fp.height), boxes=[[1.0, 1.0, 3.0, 3.0]], logits=[9.0],
-                                                timestamp=ts, model_version=model_version,
-                                                request_id=f"frame-{fp.frame}-{tag}"))
+                records.append(
+                    inference_record(
+                        sha256=sha,
+                        pixel_sha256=fp.pixel_sha256,
+                        width=int(fp.width),
+                        height=int(fp.height),
+                        boxes=[[1.0, 1.0, 3.0, 3.0]],
+                        logits=[9.0],
+                        timestamp=ts,
+                        model_version=model_version,
+                        request_id=f"frame-{fp.frame}-{tag}",
+                    )
+                )
         for det, z in zip(rec["detections"], logits):
             expected["scores"][(int(fp.frame), tuple(det["box"]))] = z
     return records, expected

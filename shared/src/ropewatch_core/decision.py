@@ -4,6 +4,7 @@ z = logit(correct) − logit(wrong); P(correct) = σ(z / T); a person is ``corre
 Only the two named logits count, so extra labels in a checkpoint (e.g. ``unknown``) never become the
 attribute value. numpy only: the validator uses it without torch.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -26,8 +27,9 @@ def values(p: np.ndarray | Sequence[float], thr: float) -> list[str]:
     return [CORRECT if pi >= thr else WRONG for pi in np.asarray(p, dtype=np.float64).reshape(-1)]
 
 
-def decide(logits: np.ndarray, labels: Sequence[str], thr: float, temperature: float = 1.0
-           ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def decide(
+    logits: np.ndarray, labels: Sequence[str], thr: float, temperature: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """From a head's logits (rows of ``len(labels)``): z, P(correct) and the attribute value per row."""
     logits = np.asarray(logits, dtype=np.float64).reshape(-1, len(labels))
     z = logits[:, list(labels).index(CORRECT)] - logits[:, list(labels).index(WRONG)]

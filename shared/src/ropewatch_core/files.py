@@ -5,6 +5,7 @@ file, and two writers of the same path must never clobber each other's temp file
 its own ``mkstemp`` file beside the target, is flushed to disk, then renamed over the target. On any
 failure the temp file is removed, so a full disk leaves nothing behind.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], object], *, mode: int = 0o644) -> None:
+def atomic_write_with(
+    path: str | os.PathLike, write: Callable[[BinaryIO], object], *, mode: int = 0o644
+) -> None:
     """Call ``write(f)`` on a fresh temp file beside ``path``, then rename it over ``path``.
 
     ``mode`` is applied before the rename (``mkstemp`` makes 0600 files; reports must stay readable

@@ -3,6 +3,7 @@
 The fingerprints are what the validator later uses to find which request saw which frame, so they
 are computed here once and reused there (`validator/frames.py`).
 """
+
 from __future__ import annotations
 
 import base64
@@ -44,8 +45,14 @@ class Frame:
         return int(self.rgb.shape[0])
 
     def log_fields(self) -> dict:
-        return {"sha256": self.sha256, "pixel_sha256": self.pixel_sha256, "width": self.width,
-                "height": self.height, "format": self.format, "bytes": self.nbytes}
+        return {
+            "sha256": self.sha256,
+            "pixel_sha256": self.pixel_sha256,
+            "width": self.width,
+            "height": self.height,
+            "format": self.format,
+            "bytes": self.nbytes,
+        }
 
 
 def bytes_fingerprint(data: bytes) -> str:
@@ -98,8 +105,10 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, s
             im = Image.open(io.BytesIO(data))
             width, height = im.size
             if width * height > max_pixels:
-                raise ImageError("image_too_large",
-                                 f"image is {width}x{height} = {width * height} pixels, over the {max_pixels} limit")
+                raise ImageError(
+                    "image_too_large",
+                    f"image is {width}x{height} = {width * height} pixels, over the {max_pixels} limit",
+                )
             fmt = im.format or "unknown"
             im = ImageOps.exif_transpose(im)
             rgb = _to_rgb(im)
@@ -118,5 +127,10 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 def load_frame(data: bytes, max_pixels: int = MAX_PIXELS) -> Frame:
     rgb, fmt = open_image(data, max_pixels)
-    return Frame(rgb=rgb, format=fmt, sha256=bytes_fingerprint(data), pixel_sha256=pixel_fingerprint(rgb),
-                 nbytes=len(data))
+    return Frame(
+        rgb=rgb,
+        format=fmt,
+        sha256=bytes_fingerprint(data),
+        pixel_sha256=pixel_fingerprint(rgb),
+        nbytes=len(data),
+    )

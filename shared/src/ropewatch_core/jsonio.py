@@ -4,6 +4,7 @@ Strict JSON has no NaN or Infinity: PostgreSQL's json type rejects them and brow
 fails on them, so every non-finite float becomes ``null``. numpy and pandas values become plain
 numbers and ISO strings. Timestamps are UTC ISO-8601 with microseconds and a ``Z``.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,9 @@ def plain(value: Any) -> Any:
 
 def dumps(value: Any) -> str:
     """Strict JSON text of ``value`` (orjson: fast on large reports; numpy arrays serialized natively)."""
-    return orjson.dumps(value, default=_default,
-                        option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
+    return orjson.dumps(
+        value, default=_default, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+    ).decode()
 
 
 def _is_array(value: Any) -> bool:

@@ -3,6 +3,7 @@
 Loggers are built per call rather than configured globally, so the validator's own logging is left
 alone and the stream is whatever ``sys.stdout`` is at the time (Nuclio's log collector, a test's capture).
 """
+
 from __future__ import annotations
 
 import sys
@@ -11,8 +12,11 @@ import structlog
 
 from ropewatch_core.spec import FUNCTION_NAME
 
-_PROCESSORS = [structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
-               structlog.processors.JSONRenderer(sort_keys=False)]
+_PROCESSORS = [
+    structlog.processors.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.processors.JSONRenderer(sort_keys=False),
+]
 
 
 class _CurrentStdout:
@@ -27,6 +31,8 @@ class _CurrentStdout:
 
 
 def function_logger(worker_id: str) -> structlog.typing.FilteringBoundLogger:
-    return structlog.wrap_logger(structlog.PrintLogger(_CurrentStdout()), processors=_PROCESSORS,
-                                 wrapper_class=structlog.make_filtering_bound_logger(20)).bind(
-        logger="ropewatch.function", function=FUNCTION_NAME, worker_id=worker_id)
+    return structlog.wrap_logger(
+        structlog.PrintLogger(_CurrentStdout()),
+        processors=_PROCESSORS,
+        wrapper_class=structlog.make_filtering_bound_logger(20),
+    ).bind(logger="ropewatch.function", function=FUNCTION_NAME, worker_id=worker_id)

@@ -1,4 +1,5 @@
 """Label and attribute names CVAT sees; one place so the function, its spec and the validator agree."""
+
 from __future__ import annotations
 
 PERSON_LABEL = "person"
@@ -9,5 +10,11 @@ FUNCTION_NAME = "safety-rope"
 
 def cvat_spec() -> list[dict]:
     """The `annotations.spec` of function.yaml: CVAT drops any attribute name/value not declared here."""
-    return [{"id": 0, "name": PERSON_LABEL, "type": "rectangle",
-             "attributes": [{"name": ATTRIBUTE, "input_type": "select", "values": list(ATTRIBUTE_VALUES)}]}]
+    return [
+        {
+            "id": 0,
+            "name": PERSON_LABEL,
+            "type": "rectangle",
+            "attributes": [{"name": ATTRIBUTE, "input_type": "select", "values": list(ATTRIBUTE_VALUES)}],
+        }
+    ]

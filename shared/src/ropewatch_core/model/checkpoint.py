@@ -5,6 +5,7 @@ Keys: ``state_dict``, ``labels`` (order as trained, must contain ``wrong`` and `
 ``version``, ``metrics``, ``untrained``, ``calibration``. Past releases broke on a missing ``thr`` and on
 three labels, so every such case fails here rather than in the handler.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -61,12 +62,19 @@ def _config(raw: object, fail) -> ModelConfig:
     cfg = dict(raw)
     if "img_size" in cfg:
         size = cfg["img_size"]
-        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        if not (
+            isinstance(size, (list, tuple))
+            and len(size) == 2
+            and all(isinstance(v, int) and v > 0 for v in size)
+        ):
             fail(f"config.img_size must be [width, height] positive integers, got {size!r}")
         cfg["img_size"] = tuple(size)
     expand = cfg.get("expand", {})
-    if not (isinstance(expand, dict) and set(expand) <= {"x", "y_top", "y_bot"}
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in expand.values())):
+    if not (
+        isinstance(expand, dict)
+        and set(expand) <= {"x", "y_top", "y_bot"}
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in expand.values())
+    ):
         fail(f"config.expand must be {{x, y_top, y_bot}} non-negative numbers, got {expand!r}")
     config = ModelConfig(**cfg)
     import timm
@@ -99,8 +107,12 @@ def validate(raw: object, path: str) -> tuple[ModelConfig, RopeClassifier]:
     if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0.0 <= float(thr) <= 1.0:
         fail(f"'thr' must be a number in [0, 1], got {thr!r}")
     temperature = raw.get("temperature", 1.0)
-    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
-                                    or not math.isfinite(temperature) or temperature <= 0):
+    if temperature is not None and (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
         fail(f"'temperature' must be a positive number, got {temperature!r}")
     config = _config(raw["config"], fail)
     state = raw["state_dict"]
@@ -116,12 +128,17 @@ def validate(raw: object, path: str) -> tuple[ModelConfig, RopeClassifier]:
     except (TypeError, ValueError, RuntimeError, AttributeError) as exc:
         fail(f"config cannot build the model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
     if model.backbone.num_features != config.feat_ch:
-        fail(f"config.feat_ch is {config.feat_ch} but backbone {config.backbone_name} gives {model.backbone.num_features}")
+        fail(
+            f"config.feat_ch is {config.feat_ch} but backbone {config.backbone_name} gives {model.backbone.num_features}"
+        )
     expected = model.state_dict()
     problems = [f"missing {k}" for k in expected if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in expected]
-    problems += [f"{k} has shape {tuple(state[k].shape)}, model expects {tuple(v.shape)}"
-                 for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems += [
+        f"{k} has shape {tuple(state[k].shape)}, model expects {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     if problems:
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
         fail(f"weights do not fit {config.backbone_name}: {'; '.join(problems[:3])}{more}")
@@ -136,8 +153,10 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, str]:
         raise CheckpointError(f"checkpoint {path}: no such file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True), file_sha256(path)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
-        raise CheckpointError(f"checkpoint {path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:
+        raise CheckpointError(
+            f"checkpoint {path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Checkpoint:
@@ -145,20 +164,41 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Checkpoint:
     path = str(path)
     raw, sha = read_checkpoint(path)
     config, model = validate(raw, path)
-    return Checkpoint(path=path, sha256=sha, labels=list(raw["labels"]), thr=float(raw["thr"]),
-                      temperature=float(raw.get("temperature") or 1.0), config=config, model=model.to(device),
-                      version=str(raw.get("version") or f"sha256:{sha[:12]}"), metrics=dict(raw.get("metrics") or {}),
-                      untrained=bool(raw.get("untrained", False)))
+    return Checkpoint(
+        path=path,
+        sha256=sha,
+        labels=list(raw["labels"]),
+        thr=float(raw["thr"]),
+        temperature=float(raw.get("temperature") or 1.0),
+        config=config,
+        model=model.to(device),
+        version=str(raw.get("version") or f"sha256:{sha[:12]}"),
+        metrics=dict(raw.get("metrics") or {}),
+        untrained=bool(raw.get("untrained", False)),
+    )
 
 
-def demo_checkpoint(config: ModelConfig | None = None, labels: tuple[str, ...] = ATTRIBUTE_VALUES,
-                    thr: float = 0.5, version: str = "demo-untrained", seed: int = 0) -> dict:
+def demo_checkpoint(
+    config: ModelConfig | None = None,
+    labels: tuple[str, ...] = ATTRIBUTE_VALUES,
+    thr: float = 0.5,
+    version: str = "demo-untrained",
+    seed: int = 0,
+) -> dict:
     """A random-init (``pretrained=False``) checkpoint dict of the real architecture, marked untrained."""
     config = config or ModelConfig()
     torch.manual_seed(seed)
     model = RopeClassifier(config, len(labels))
-    return {"state_dict": model.state_dict(), "labels": list(labels), "thr": float(thr), "temperature": 1.0,
-            "config": config.to_dict(), "version": version, "untrained": True, "metrics": {}}
+    return {
+        "state_dict": model.state_dict(),
+        "labels": list(labels),
+        "thr": float(thr),
+        "temperature": 1.0,
+        "config": config.to_dict(),
+        "version": version,
+        "untrained": True,
+        "metrics": {},
+    }
 
 
 def save_checkpoint(checkpoint: dict, path: str | os.PathLike) -> None:
@@ -170,6 +210,15 @@ def save_checkpoint(checkpoint: dict, path: str | os.PathLike) -> None:
 
 def describe(ckpt: Checkpoint) -> dict:
     """What `ropewatch checkpoint inspect` prints."""
-    return {"file": ckpt.path, "sha256": ckpt.sha256, "version": ckpt.version, "untrained": ckpt.untrained,
-            "labels": ckpt.labels, "thr": ckpt.thr, "temperature": ckpt.temperature,
-            "config": ckpt.config.to_dict(), "parameters": ckpt.n_parameters(), "metrics": ckpt.metrics}
+    return {
+        "file": ckpt.path,
+        "sha256": ckpt.sha256,
+        "version": ckpt.version,
+        "untrained": ckpt.untrained,
+        "labels": ckpt.labels,
+        "thr": ckpt.thr,
+        "temperature": ckpt.temperature,
+        "config": ckpt.config.to_dict(),
+        "parameters": ckpt.n_parameters(),
+        "metrics": ckpt.metrics,
+    }

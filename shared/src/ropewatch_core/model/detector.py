@@ -3,6 +3,7 @@
 The shipped one is a torchvision detection architecture trained on COCO (class 1 = person), built
 with ``weights=None`` and loaded from a local state-dict file: no hub download ever happens.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,12 @@ import numpy as np
 import torch
 
 COCO_PERSON = 1
-ARCHITECTURES = ("fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn",
-                 "ssdlite320_mobilenet_v3_large", "fasterrcnn_resnet50_fpn")
+ARCHITECTURES = (
+    "fasterrcnn_mobilenet_v3_large_fpn",
+    "fasterrcnn_mobilenet_v3_large_320_fpn",
+    "ssdlite320_mobilenet_v3_large",
+    "fasterrcnn_resnet50_fpn",
+)
 DEFAULT_ARCH = "fasterrcnn_mobilenet_v3_large_fpn"
 
 
@@ -38,15 +43,19 @@ def build_architecture(arch: str) -> torch.nn.Module:
 
 
 class TorchvisionPersonDetector:
-    def __init__(self, weights_path: str | os.PathLike, arch: str = DEFAULT_ARCH, device: str = "cpu") -> None:
+    def __init__(
+        self, weights_path: str | os.PathLike, arch: str = DEFAULT_ARCH, device: str = "cpu"
+    ) -> None:
         self.arch, self.device = arch, torch.device(device)
         model = build_architecture(arch)
         try:
             state = torch.load(weights_path, map_location="cpu", weights_only=True)
             model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-        except Exception as exc:  # noqa: BLE001 - damaged file, wrong architecture, not a state dict
-            raise DetectorError(f"detector weights {weights_path}: cannot load as {arch} ({type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0][:300]})") from None
+        except Exception as exc:
+            raise DetectorError(
+                f"detector weights {weights_path}: cannot load as {arch} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:300]})"
+            ) from None
         self.model = model.eval().to(self.device)
 
     @torch.inference_mode()
@@ -54,7 +63,9 @@ class TorchvisionPersonDetector:
         image = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1).float() / 255.0
         out = self.model([image])[0]
         keep = (out["labels"] == COCO_PERSON) & (out["scores"] >= threshold)
-        return out["boxes"][keep].cpu().numpy().astype(np.float64), out["scores"][keep].cpu().numpy().astype(np.float64)
+        return out["boxes"][keep].cpu().numpy().astype(np.float64), out["scores"][keep].cpu().numpy().astype(
+            np.float64
+        )
 
 
 def write_demo_weights(path: str | os.PathLike, arch: str = DEFAULT_ARCH, seed: int = 0) -> None:

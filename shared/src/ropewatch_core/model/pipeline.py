@@ -4,6 +4,7 @@ The checkpoint file is watched by (mtime, size); when either changes its sha256 
 file is loaded and validated before it replaces the served model. A file that fails validation is
 logged once and the previous model keeps serving, so a bad rollout never takes the function down.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,11 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ropewatch_core.model.checkpoint import Checkpoint, CheckpointError, file_sha256, load_checkpoint
-from ropewatch_core.model.detector import PersonDetector
-from ropewatch_core.image import MAX_PIXELS, Frame, load_frame
 from ropewatch_core.decision import decide
+from ropewatch_core.image import MAX_PIXELS, Frame, load_frame
+from ropewatch_core.model.checkpoint import Checkpoint, CheckpointError, file_sha256, load_checkpoint
 from ropewatch_core.model.classifier import prepare
+from ropewatch_core.model.detector import PersonDetector
 from ropewatch_core.spec import ATTRIBUTE, PERSON_LABEL
 
 
@@ -35,13 +36,24 @@ class Detection:
     detector_score: float | None
 
     def log_fields(self) -> dict:
-        return {"box": self.box, "label": PERSON_LABEL, ATTRIBUTE: self.value, "p_correct": round(self.p_correct, 6),
-                "logit": round(self.logit, 6), "detector_score": self.detector_score}
+        return {
+            "box": self.box,
+            "label": PERSON_LABEL,
+            ATTRIBUTE: self.value,
+            "p_correct": round(self.p_correct, 6),
+            "logit": round(self.logit, 6),
+            "detector_score": self.detector_score,
+        }
 
     def cvat_shape(self) -> dict:
         """CVAT's detector item; confidence is the detector score (1 for given boxes)."""
-        return {"confidence": 1.0 if self.detector_score is None else self.detector_score, "label": PERSON_LABEL,
-                "points": self.box, "type": "rectangle", "attributes": [{"name": ATTRIBUTE, "value": self.value}]}
+        return {
+            "confidence": 1.0 if self.detector_score is None else self.detector_score,
+            "label": PERSON_LABEL,
+            "points": self.box,
+            "type": "rectangle",
+            "attributes": [{"name": ATTRIBUTE, "value": self.value}],
+        }
 
 
 @dataclass
@@ -59,8 +71,15 @@ def _ms(start: float) -> float:
 
 
 class Predictor:
-    def __init__(self, model_path: str, detector: PersonDetector | None = None, device: str = "cpu",
-                 detector_threshold: float = 0.5, max_pixels: int = MAX_PIXELS, on_reload_error=None) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        detector: PersonDetector | None = None,
+        device: str = "cpu",
+        detector_threshold: float = 0.5,
+        max_pixels: int = MAX_PIXELS,
+        on_reload_error=None,
+    ) -> None:
         self.model_path, self.detector, self.device = str(model_path), detector, torch.device(device)
         self.detector_threshold, self.max_pixels = float(detector_threshold), int(max_pixels)
         self.on_reload_error = on_reload_error  # called with the CheckpointError of a rejected new file
@@ -89,11 +108,15 @@ class Predictor:
             except (CheckpointError, OSError) as exc:
                 self._rejected = key
                 if self.on_reload_error is not None:
-                    self.on_reload_error(exc if isinstance(exc, CheckpointError) else CheckpointError(str(exc)))
+                    self.on_reload_error(
+                        exc if isinstance(exc, CheckpointError) else CheckpointError(str(exc))
+                    )
             return self.checkpoint
 
     @torch.inference_mode()
-    def classify(self, ckpt: Checkpoint, rgb: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def classify(
+        self, ckpt: Checkpoint, rgb: np.ndarray, boxes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         if len(boxes) == 0:
             return np.zeros(0), np.zeros(0), []
         image, rois = prepare(rgb, boxes, ckpt.config, self.device)
@@ -122,9 +145,22 @@ class Predictor:
         t0 = time.perf_counter()
         z, p, values = self.classify(ckpt, frame.rgb, boxes)
         timings["classify"] = _ms(t0)
-        detections = [Detection(box=[float(v) for v in box], value=value, p_correct=float(pi), logit=float(zi),
-                                detector_score=score)
-                      for box, value, pi, zi, score in zip(boxes, values, p, z, det_scores)]
+        detections = [
+            Detection(
+                box=[float(v) for v in box],
+                value=value,
+                p_correct=float(pi),
+                logit=float(zi),
+                detector_score=score,
+            )
+            for box, value, pi, zi, score in zip(boxes, values, p, z, det_scores)
+        ]
         timings["total"] = _ms(t_total)
-        return Result(frame=frame, checkpoint=ckpt, detections=detections, detector_threshold=thr_det,
-                      boxes_given=given, timings_ms=timings)
+        return Result(
+            frame=frame,
+            checkpoint=ckpt,
+            detections=detections,
+            detector_threshold=thr_det,
+            boxes_given=given,
+            timings_ms=timings,
+        )

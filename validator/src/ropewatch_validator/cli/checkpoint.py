@@ -1,4 +1,5 @@
 """`ropewatch checkpoint demo|inspect` (and whatever CHECKPOINT_SUBCOMMANDS adds, e.g. recalibrate)."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,18 +15,30 @@ CHECKPOINT_SUBCOMMANDS: tuple[str, ...] = ("ropewatch_validator.cli.recalibrate"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("checkpoint", help="create, inspect or recalibrate rope classifier checkpoints")
+    parser = subparsers.add_parser(
+        "checkpoint", help="create, inspect or recalibrate rope classifier checkpoints"
+    )
     sub = parser.add_subparsers(dest="checkpoint_command", required=True, metavar="ACTION")
     demo = sub.add_parser("demo", help="write an untrained (random-init) checkpoint of the real architecture")
     demo.add_argument("output", type=Path, metavar="OUT.pt")
-    demo.add_argument("--img-size", type=int, nargs=2, metavar=("W", "H"), default=None,
-                      help="model input size (default 1280 720)")
-    demo.add_argument("--backbone", default=None, help="timm backbone name (default vit_small_patch16_dinov3)")
+    demo.add_argument(
+        "--img-size",
+        type=int,
+        nargs=2,
+        metavar=("W", "H"),
+        default=None,
+        help="model input size (default 1280 720)",
+    )
+    demo.add_argument(
+        "--backbone", default=None, help="timm backbone name (default vit_small_patch16_dinov3)"
+    )
     demo.add_argument("--labels", nargs="+", default=list(ATTRIBUTE_VALUES))
     demo.add_argument("--thr", type=float, default=0.5)
     demo.add_argument("--version", default="demo-untrained")
     demo.set_defaults(func=run_demo)
-    inspect = sub.add_parser("inspect", help="validate a checkpoint and print labels, thr, config, version, size")
+    inspect = sub.add_parser(
+        "inspect", help="validate a checkpoint and print labels, thr, config, version, size"
+    )
     inspect.add_argument("file", type=Path)
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
     inspect.set_defaults(func=run_inspect)
@@ -43,15 +56,18 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.backbone:
         overrides["backbone_name"] = args.backbone
     try:
-        checkpoint = demo_checkpoint(ModelConfig(**overrides), labels=tuple(args.labels), thr=args.thr,
-                                     version=args.version)
+        checkpoint = demo_checkpoint(
+            ModelConfig(**overrides), labels=tuple(args.labels), thr=args.thr, version=args.version
+        )
         validate(checkpoint, str(args.output))  # never write a file the function would refuse
     except (RuntimeError, CheckpointError) as exc:  # timm refuses an unknown backbone name
         print(f"ropewatch checkpoint demo: {exc}", file=sys.stderr)
         return 2
     save_checkpoint(checkpoint, args.output)
-    print(f"{args.output}: untrained demo checkpoint ({checkpoint['config']['backbone_name']}, "
-          f"img_size {checkpoint['config']['img_size']}, labels {checkpoint['labels']}, thr {checkpoint['thr']})")
+    print(
+        f"{args.output}: untrained demo checkpoint ({checkpoint['config']['backbone_name']}, "
+        f"img_size {checkpoint['config']['img_size']}, labels {checkpoint['labels']}, thr {checkpoint['thr']})"
+    )
     return 0
 
 

@@ -7,6 +7,7 @@
    person boxes, and the real `validate-job` pulls it through cvat-sdk, writes report.{json,md,html}
    and a history row into the same directory, and prints its summary.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,10 +26,16 @@ DEMO_BOXES = [[300.0, 260.0, 420.0, 600.0], [820.0, 200.0, 930.0, 560.0]]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="run the Nuclio function (untrained model) and validate-job "
-                                                "(sandbox CVAT) on embedded data")
-    parser.add_argument("--workdir", type=Path, default=Path("ropewatch-demo"),
-                        help="demo checkpoint, frame, reports and history go here (default: ./ropewatch-demo)")
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the Nuclio function (untrained model) and validate-job (sandbox CVAT) on embedded data",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("ropewatch-demo"),
+        help="demo checkpoint, frame, reports and history go here (default: ./ropewatch-demo)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -66,8 +73,14 @@ def call_handler(module, context, body: bytes | dict, headers: dict | None = Non
     """One request through the real handler; returns the wire response and the JSON log records."""
     import nuclio_sdk
 
-    event = nuclio_sdk.Event(body=body, content_type="application/json", headers=headers or {},
-                             method="POST", path="/", trigger=nuclio_sdk.TriggerInfo("http", "myHttpTrigger"))
+    event = nuclio_sdk.Event(
+        body=body,
+        content_type="application/json",
+        headers=headers or {},
+        method="POST",
+        path="/",
+        trigger=nuclio_sdk.TriggerInfo("http", "myHttpTrigger"),
+    )
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         output = module.handler(context, event)
@@ -120,24 +133,45 @@ def run_function_demo(workdir: Path) -> dict:
     module = load_function_module()
     with function_env({"MODEL_PATH": str(model_path), "DETECTOR_PATH": str(detector_path), "DEVICE": "cpu"}):
         context, startup = init_function(module)
-    body = json.dumps({"image": base64.b64encode(frame).decode("ascii"), "threshold": 0.5, "boxes": DEMO_BOXES})
+    body = json.dumps(
+        {"image": base64.b64encode(frame).decode("ascii"), "threshold": 0.5, "boxes": DEMO_BOXES}
+    )
     response, records = call_handler(module, context, body.encode(), {"X-Request-Id": "demo-request-1"})
-    return {"workdir": str(workdir), "model_path": str(model_path), "detector_path": str(detector_path),
-            "frame_path": str(workdir / "frame.jpg"), "response": response, "startup_log": startup, "log": records}
+    return {
+        "workdir": str(workdir),
+        "model_path": str(model_path),
+        "detector_path": str(detector_path),
+        "frame_path": str(workdir / "frame.jpg"),
+        "response": response,
+        "startup_log": startup,
+        "log": records,
+    }
 
 
 def run_validator_demo(workdir: Path) -> int:
     """validate-job against the sandbox CVAT serving a generated 60-frame job; returns its exit code."""
+    from ropewatch_validator.cli.main import main
     from ropewatch_validator.sandbox import server as sandbox
     from ropewatch_validator.sandbox import synthetic
-    from ropewatch_validator.cli.main import main
 
     state = sandbox.CvatState()
     state.add(synthetic.generate(60, seed=3))
     with sandbox.serve(state) as (url, _):
-        print(f"# validate-job 101 against the sandbox CVAT at {url} (generated job: auto, semi-auto, manual boxes)")
-        return main(["validate-job", "101", "--server-host", url, "--out", str(Path(workdir) / "reports"),
-                     "--db", str(Path(workdir) / "history.sqlite")])
+        print(
+            f"# validate-job 101 against the sandbox CVAT at {url} (generated job: auto, semi-auto, manual boxes)"
+        )
+        return main(
+            [
+                "validate-job",
+                "101",
+                "--server-host",
+                url,
+                "--out",
+                str(Path(workdir) / "reports"),
+                "--db",
+                str(Path(workdir) / "history.sqlite"),
+            ]
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -147,8 +181,10 @@ def run(args: argparse.Namespace) -> int:
     for record in result["startup_log"]:
         print(json.dumps(record))
     print(f"# Nuclio function on {result['frame_path']} (untrained demo checkpoint: the values are random)")
-    print(f"# HTTP {response['status_code']} {response['content_type']}, X-Request-Id "
-          f"{response['headers'].get('X-Request-Id')}; CVAT response body:")
+    print(
+        f"# HTTP {response['status_code']} {response['content_type']}, X-Request-Id "
+        f"{response['headers'].get('X-Request-Id')}; CVAT response body:"
+    )
     print(json.dumps(json.loads(response["body"]), indent=2))
     print("# log record:")
     for record in result["log"]:

@@ -1,4 +1,5 @@
 """`ropewatch history` (trend of stored runs, table and plot) and `ropewatch baseline set|show|clear`."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,11 @@ PLOTTED = ("wrong_f1", "correct_f1", "det_f1")
 
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", help="history store: SQLite path or SQLAlchemy URL (default: $ROPEWATCH_DB, "
-                                     "else ~/.local/share/ropewatch/history.sqlite)")
+    parser.add_argument(
+        "--db",
+        help="history store: SQLite path or SQLAlchemy URL (default: $ROPEWATCH_DB, "
+        "else ~/.local/share/ropewatch/history.sqlite)",
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -28,8 +32,13 @@ def register(subparsers: Any) -> None:
     which.add_argument("--project", type=int, help="only jobs of this CVAT project")
     which.add_argument("--model-version", help="only runs of this model version (shows its baseline)")
     hist.add_argument("--plot", metavar="FILE", help="also draw the trend to FILE (.png, .svg, .pdf)")
-    hist.add_argument("--baseline-runs", type=int, default=5, metavar="N",
-                      help="unpinned baseline = median of the first N runs (default 5)")
+    hist.add_argument(
+        "--baseline-runs",
+        type=int,
+        default=5,
+        metavar="N",
+        help="unpinned baseline = median of the first N runs (default 5)",
+    )
     _add_db(hist)
     hist.set_defaults(func=history_main)
 
@@ -43,7 +52,9 @@ def register(subparsers: Any) -> None:
         _add_db(parser)
     show.add_argument("--first", type=int, default=5, metavar="N", help="unpinned: first N runs (default 5)")
     source = pin.add_mutually_exclusive_group(required=True)
-    source.add_argument("--runs", type=int, nargs="+", metavar="RUN_ID", help="run ids (see `ropewatch history`)")
+    source.add_argument(
+        "--runs", type=int, nargs="+", metavar="RUN_ID", help="run ids (see `ropewatch history`)"
+    )
     source.add_argument("--first", type=int, metavar="N", help="pin the model version's first N runs")
     pin.add_argument("--note", help="why this baseline (stored with it)")
     for parser in (show, pin, clear):
@@ -86,13 +97,28 @@ def history_main(args: argparse.Namespace) -> int:
     for _, heading in TREND_COLUMNS:
         table.add_column(heading, justify="right")
     for row in rows:
-        table.add_row(str(row["id"]), row["recorded_at"][:19].replace("T", " "), str(row["job_id"]),
-                      _fmt(row["task_id"]), row["model_version"], row["job_updated_date"][:19],
-                      _fmt(row["references"]), *(_fmt(row[c]) for c, _ in TREND_COLUMNS))
+        table.add_row(
+            str(row["id"]),
+            row["recorded_at"][:19].replace("T", " "),
+            str(row["job_id"]),
+            _fmt(row["task_id"]),
+            row["model_version"],
+            row["job_updated_date"][:19],
+            _fmt(row["references"]),
+            *(_fmt(row[c]) for c, _ in TREND_COLUMNS),
+        )
     if baseline is not None:
         table.add_section()
-        table.add_row("baseline", "", "", "", args.model_version, "", "",
-                      *(_fmt(baseline[METRIC_COLUMNS[c]]) for c, _ in TREND_COLUMNS))
+        table.add_row(
+            "baseline",
+            "",
+            "",
+            "",
+            args.model_version,
+            "",
+            "",
+            *(_fmt(baseline[METRIC_COLUMNS[c]]) for c, _ in TREND_COLUMNS),
+        )
     console.print(table)
     if args.plot:
         plot_trend(rows, args.plot, baseline)
@@ -100,7 +126,9 @@ def history_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def plot_trend(rows: list[dict[str, Any]], path: str, baseline: dict[str, float | None] | None = None) -> None:
+def plot_trend(
+    rows: list[dict[str, Any]], path: str, baseline: dict[str, float | None] | None = None
+) -> None:
     """F1 per class (and person detection) over time; dashed lines are the baseline."""
     import matplotlib
 

@@ -4,6 +4,7 @@ Each module listed in SUBCOMMANDS exposes ``register(subparsers)`` and sets ``fu
 parser(s); ``func(args) -> int`` returns the process exit code. Subcommand modules keep heavy
 imports (torch, cvat-sdk) inside ``func`` so ``ropewatch --help`` stays fast.
 """
+
 from __future__ import annotations
 
 import argparse

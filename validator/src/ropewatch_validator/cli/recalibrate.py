@@ -7,6 +7,7 @@ meeting a required recall of ``wrong``), then write ``thr = sigmoid(cut / T_fit)
 function's rule ``sigmoid(z / T) >= thr`` makes exactly the chosen decisions. Everything else in
 the checkpoint (weights, labels, config) is kept byte-for-byte in meaning.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-
 
 OBJECTIVES = ("macro-f1", "recall-wrong")
 
@@ -33,28 +33,43 @@ def scores_from_report(report: dict) -> tuple[np.ndarray, np.ndarray]:
         raise RecalibrationError("report has no trace.scores (run validate-job with --logs)")
     z, y = np.asarray(scores["logit"], float), np.asarray(scores["y"], int)
     if z.size == 0 or y.min() == y.max():
-        raise RecalibrationError(f"need both classes among traced objects, have {int(y.sum())} correct / "
-                                 f"{int(y.size - y.sum())} wrong")
+        raise RecalibrationError(
+            f"need both classes among traced objects, have {int(y.sum())} correct / "
+            f"{int(y.size - y.sum())} wrong"
+        )
     return z, y
 
 
-def recalibrate(checkpoint: dict, report: dict, *, objective: str = "macro-f1", required_recall_wrong: float = 0.95,
-                report_name: str = "", allow_other_version: bool = False) -> dict:
+def recalibrate(
+    checkpoint: dict,
+    report: dict,
+    *,
+    objective: str = "macro-f1",
+    required_recall_wrong: float = 0.95,
+    report_name: str = "",
+    allow_other_version: bool = False,
+) -> dict:
     """A new checkpoint dict with fitted ``temperature``, chosen ``thr`` and a ``calibration`` block."""
-    from ropewatch_validator.trace import calibration as cal  # scipy: imported here so `ropewatch --help` stays fast
+    from ropewatch_validator.trace import (
+        calibration as cal,  # scipy: imported here so `ropewatch --help` stays fast
+    )
 
     if objective not in OBJECTIVES:
         raise RecalibrationError(f"objective must be one of {OBJECTIVES}, not {objective!r}")
     versions = (report.get("trace") or {}).get("model_versions") or []
     own = checkpoint.get("version")
     if own is not None and versions and versions != [own] and not allow_other_version:
-        raise RecalibrationError(f"report traces model version(s) {versions}, checkpoint is {own!r} "
-                                 "(pass --allow-other-version to use it anyway)")
+        raise RecalibrationError(
+            f"report traces model version(s) {versions}, checkpoint is {own!r} "
+            "(pass --allow-other-version to use it anyway)"
+        )
     z, y = scores_from_report(report)
     t_old = float(checkpoint.get("temperature") or 1.0)
     thr_old = float(checkpoint["thr"])
     t_fit = cal.fit_temperature(z, y)
-    ops = cal.choose_thresholds(z, y, t_fit, required_recall_wrong, cal.reexpress_threshold(thr_old, t_old, t_fit))
+    ops = cal.choose_thresholds(
+        z, y, t_fit, required_recall_wrong, cal.reexpress_threshold(thr_old, t_old, t_fit)
+    )
     key = "max_macro_f1" if objective == "macro-f1" else "recall_wrong"
     if key not in ops:
         raise RecalibrationError(f"no threshold reaches recall(wrong) >= {required_recall_wrong}")
@@ -68,33 +83,62 @@ def recalibrate(checkpoint: dict, report: dict, *, objective: str = "macro-f1", 
     src = report.get("source") or {}
     out["calibration"] = {
         "date": now.isoformat(timespec="seconds"),
-        "data": {"report": report_name, "host": src.get("host"), "job": src.get("job"), "task": src.get("task"),
-                 "model_versions": versions, "n": int(z.size), "n_correct": int(y.sum()),
-                 "n_wrong": int(y.size - y.sum())},
+        "data": {
+            "report": report_name,
+            "host": src.get("host"),
+            "job": src.get("job"),
+            "task": src.get("task"),
+            "model_versions": versions,
+            "n": int(z.size),
+            "n_correct": int(y.sum()),
+            "n_wrong": int(y.size - y.sum()),
+        },
         "objective": objective if objective == "macro-f1" else f"recall-wrong>={required_recall_wrong:g}",
         "previous": {"temperature": t_old, "thr": thr_old, "version": own},
-        "metrics": {"ece_before": cal.ece(cal.probability(z, t_old), y), "ece_after": cal.ece(cal.probability(z, t_fit), y),
-                    "nll_before": cal.nll(z, y, t_old), "nll_after": cal.nll(z, y, t_fit),
-                    "logit_cut": op.cut, "macro_f1": op.macro_f1, "f1_wrong": op.f1_wrong,
-                    "f1_correct": op.f1_correct, "recall_wrong": op.recall_wrong, "confusion": op.confusion,
-                    "before": ops["current"].as_dict()},
+        "metrics": {
+            "ece_before": cal.ece(cal.probability(z, t_old), y),
+            "ece_after": cal.ece(cal.probability(z, t_fit), y),
+            "nll_before": cal.nll(z, y, t_old),
+            "nll_after": cal.nll(z, y, t_fit),
+            "logit_cut": op.cut,
+            "macro_f1": op.macro_f1,
+            "f1_wrong": op.f1_wrong,
+            "f1_correct": op.f1_correct,
+            "recall_wrong": op.recall_wrong,
+            "confusion": op.confusion,
+            "before": ops["current"].as_dict(),
+        },
     }
     return out
 
 
 def register(checkpoint_sub: argparse._SubParsersAction) -> None:
     """Add ``recalibrate`` under ``ropewatch checkpoint``."""
-    p = checkpoint_sub.add_parser("recalibrate", help="refit temperature and thr from a traced report.json",
-                                  description=__doc__.splitlines()[0])
+    p = checkpoint_sub.add_parser(
+        "recalibrate",
+        help="refit temperature and thr from a traced report.json",
+        description=__doc__.splitlines()[0],
+    )
     p.add_argument("checkpoint", type=Path, metavar="CKPT")
-    p.add_argument("--from", dest="report", type=Path, required=True, metavar="REPORT.json",
-                   help="a validate-job report made with --logs (it has trace.scores)")
+    p.add_argument(
+        "--from",
+        dest="report",
+        type=Path,
+        required=True,
+        metavar="REPORT.json",
+        help="a validate-job report made with --logs (it has trace.scores)",
+    )
     p.add_argument("-o", "--output", type=Path, required=True, metavar="NEW.pt")
-    p.add_argument("--objective", choices=OBJECTIVES, default="macro-f1",
-                   help="threshold that maximizes macro F1, or the lowest meeting --required-recall-wrong")
+    p.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="macro-f1",
+        help="threshold that maximizes macro F1, or the lowest meeting --required-recall-wrong",
+    )
     p.add_argument("--required-recall-wrong", type=float, default=0.95)
-    p.add_argument("--allow-other-version", action="store_true",
-                   help="use a report traced on another model version")
+    p.add_argument(
+        "--allow-other-version", action="store_true", help="use a report traced on another model version"
+    )
     p.set_defaults(func=run)
 
 
@@ -106,8 +150,14 @@ def run(args: argparse.Namespace) -> int:
         raw, _ = read_checkpoint(args.checkpoint)
         validate(raw, str(args.checkpoint))  # a clear message for a bad file
         report = json.loads(Path(args.report).read_text(encoding="utf-8"))
-        new = recalibrate(raw, report, objective=args.objective, required_recall_wrong=args.required_recall_wrong,
-                          report_name=str(args.report), allow_other_version=args.allow_other_version)
+        new = recalibrate(
+            raw,
+            report,
+            objective=args.objective,
+            required_recall_wrong=args.required_recall_wrong,
+            report_name=str(args.report),
+            allow_other_version=args.allow_other_version,
+        )
         validate(new, str(args.output))  # never write a file the function would refuse
     except (RecalibrationError, CheckpointError, OSError, ValueError) as exc:
         print(f"ropewatch checkpoint recalibrate: {exc}", file=sys.stderr)
@@ -115,8 +165,10 @@ def run(args: argparse.Namespace) -> int:
     save_checkpoint(new, args.output)
     cal_block = new["calibration"]
     m, before = cal_block["metrics"], cal_block["previous"]
-    print(f"{args.output}: version {new['version']}; temperature {new['temperature']:.4f} (was {before['temperature']:g}), "
-          f"thr {new['thr']:.4f} (was {before['thr']:g}); ECE {m['ece_before']:.4f} -> {m['ece_after']:.4f}; "
-          f"macro F1 {m['before']['macro_f1']:.4f} -> {m['macro_f1']:.4f}; recall(wrong) "
-          f"{m['before']['recall_wrong']:.4f} -> {m['recall_wrong']:.4f} on {cal_block['data']['n']} traced objects")
+    print(
+        f"{args.output}: version {new['version']}; temperature {new['temperature']:.4f} (was {before['temperature']:g}), "
+        f"thr {new['thr']:.4f} (was {before['thr']:g}); ECE {m['ece_before']:.4f} -> {m['ece_after']:.4f}; "
+        f"macro F1 {m['before']['macro_f1']:.4f} -> {m['macro_f1']:.4f}; recall(wrong) "
+        f"{m['before']['recall_wrong']:.4f} -> {m['recall_wrong']:.4f} on {cal_block['data']['n']} traced objects"
+    )
     return 0

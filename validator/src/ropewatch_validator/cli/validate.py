@@ -3,6 +3,7 @@
 Exit codes, for cron and CI: 0 every job validated and no alert rule fired; 1 a rule fired; 2 a job
 (or the whole run) could not be validated, with a one-line reason on stderr per failure.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,26 +17,39 @@ from ropewatch_core.spec import ATTRIBUTE, PERSON_LABEL
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ropewatch_validator.trace import section as trace
 
-    p = subparsers.add_parser("validate-job", help="validate the auto-annotation of CVAT jobs",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("job_ids", nargs="*", type=int, metavar="JOB_ID", help="job ids (or use --task / --project)")
+    p = subparsers.add_parser(
+        "validate-job", help="validate the auto-annotation of CVAT jobs", description=__doc__.splitlines()[0]
+    )
+    p.add_argument(
+        "job_ids", nargs="*", type=int, metavar="JOB_ID", help="job ids (or use --task / --project)"
+    )
     p.add_argument("--task", type=int, help="validate every annotation job of this task")
     p.add_argument("--project", type=int, help="validate every annotation job of this project")
     ref = p.add_mutually_exclusive_group()
-    ref.add_argument("--gt-job", metavar="ID|auto",
-                     help="reference = the task's Ground Truth job (its frames only); 'auto' finds it")
+    ref.add_argument(
+        "--gt-job",
+        metavar="ID|auto",
+        help="reference = the task's Ground Truth job (its frames only); 'auto' finds it",
+    )
     ref.add_argument("--reference-job", type=int, metavar="ID", help="reference = all boxes of another job")
     p.add_argument("--iou", type=float, default=0.5, help="IoU for a match (default 0.5; CVAT QC uses 0.4)")
-    p.add_argument("--low-iou", type=float, default=0.1, help="IoU under which an FP is background (default 0.1)")
+    p.add_argument(
+        "--low-iou", type=float, default=0.1, help="IoU under which an FP is background (default 0.1)"
+    )
     p.add_argument("--label", default=PERSON_LABEL)
     p.add_argument("--attribute", default=ATTRIBUTE)
     p.add_argument("--pred-sources", default="auto,semi-auto", help="sources that are predictions")
     p.add_argument("--ref-sources", default="manual,file,consensus", help="sources that are reference")
     p.add_argument("--model-version", help="model version to record (default: from --logs, else unknown)")
-    p.add_argument("--out", type=Path, default=Path("ropewatch-reports"), help="report folder (one per job inside)")
+    p.add_argument(
+        "--out", type=Path, default=Path("ropewatch-reports"), help="report folder (one per job inside)"
+    )
     p.add_argument("--format", default="json,md,html", help="any of json,md,html")
-    p.add_argument("--db", help="history store: SQLite path or SQLAlchemy URL (default $ROPEWATCH_DB or "
-                                "~/.local/share/ropewatch/history.sqlite)")
+    p.add_argument(
+        "--db",
+        help="history store: SQLite path or SQLAlchemy URL (default $ROPEWATCH_DB or "
+        "~/.local/share/ropewatch/history.sqlite)",
+    )
     p.add_argument("--rules", type=Path, help="alert rules (TOML or YAML)")
     p.add_argument("--since", help="only jobs updated after this ISO time, or 'last' (the last stored run)")
     p.add_argument("--force", action="store_true", help="validate even if this job state was stored before")
@@ -47,12 +61,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     """cvat-cli's connection options (read by ``ropewatch_validator.cvat.fetch.connect_from_args``)."""
-    parser.add_argument("--server-host", default=os.environ.get("CVAT_SERVER_HOST", "localhost"),
-                        help="CVAT host URL (env CVAT_SERVER_HOST; default localhost)")
-    parser.add_argument("--server-port", type=int, default=None, help="CVAT port (default from the URL, else 8080)")
-    parser.add_argument("--auth", default=None, metavar="USER[:PASS]",
-                        help="basic auth; the password comes from env PASS or a prompt if omitted. "
-                             "Without --auth, the personal access token in env CVAT_ACCESS_TOKEN is used")
+    parser.add_argument(
+        "--server-host",
+        default=os.environ.get("CVAT_SERVER_HOST", "localhost"),
+        help="CVAT host URL (env CVAT_SERVER_HOST; default localhost)",
+    )
+    parser.add_argument(
+        "--server-port", type=int, default=None, help="CVAT port (default from the URL, else 8080)"
+    )
+    parser.add_argument(
+        "--auth",
+        default=None,
+        metavar="USER[:PASS]",
+        help="basic auth; the password comes from env PASS or a prompt if omitted. "
+        "Without --auth, the personal access token in env CVAT_ACCESS_TOKEN is used",
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="read timeout per request, seconds")
     parser.add_argument("--retries", type=int, default=5, help="retries on 429/5xx/connection errors")
 
@@ -60,16 +83,29 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace):
     from ropewatch_validator.evaluation.match import Settings
 
-    return Settings(iou=args.iou, low_iou=args.low_iou, label=args.label, attribute=args.attribute,
-                    pred_sources=tuple(args.pred_sources.split(",")), ref_sources=tuple(args.ref_sources.split(",")))
+    return Settings(
+        iou=args.iou,
+        low_iou=args.low_iou,
+        label=args.label,
+        attribute=args.attribute,
+        pred_sources=tuple(args.pred_sources.split(",")),
+        ref_sources=tuple(args.ref_sources.split(",")),
+    )
 
 
-def evaluate(conn, job_id: int, settings, *, gt_job: str | None = None, reference_job: int | None = None,
-             model_version: str | None = None):
+def evaluate(
+    conn,
+    job_id: int,
+    settings,
+    *,
+    gt_job: str | None = None,
+    reference_job: int | None = None,
+    model_version: str | None = None,
+):
     """Report dict and the fetched job (``--logs`` needs it) for one job against its reference."""
-    from ropewatch_validator.render import report as rpt
     from ropewatch_validator.cvat.fetch import FetchError, fetch_job, find_jobs
     from ropewatch_validator.evaluation.match import match, select
+    from ropewatch_validator.render import report as rpt
 
     job = fetch_job(conn, job_id)
     frames, mode, other = job.frames, "manual", None
@@ -97,11 +133,25 @@ def evaluate(conn, job_id: int, settings, *, gt_job: str | None = None, referenc
         ref = select(job.shapes, settings, settings.ref_sources)
         skipped = job.skipped
     pred, ref = match(pred, ref, settings.iou)
-    source = {"host": conn.host, "job": job_id, "task": job.task_id, "project": job.project_id,
-              "job_updated_date": job.job_updated_date, "reference_mode": mode, "reference_job": other,
-              "server_has_score": job.has_score}
-    report = rpt.build(source=source, settings=settings, frames=frames, pred=pred, ref=ref, skipped=skipped,
-                       model_version=model_version)
+    source = {
+        "host": conn.host,
+        "job": job_id,
+        "task": job.task_id,
+        "project": job.project_id,
+        "job_updated_date": job.job_updated_date,
+        "reference_mode": mode,
+        "reference_job": other,
+        "server_has_score": job.has_score,
+    }
+    report = rpt.build(
+        source=source,
+        settings=settings,
+        frames=frames,
+        pred=pred,
+        ref=ref,
+        skipped=skipped,
+        model_version=model_version,
+    )
     return report, job
 
 
@@ -110,23 +160,34 @@ def _job_refs(conn, args) -> list:
     from ropewatch_validator.ops.schedule import JobRef
 
     refs = [JobRef(j, None, conn.host) for j in args.job_ids]  # locks are per (host, job)
-    for scope in ({"task_id": args.task} if args.task else None, {"project_id": args.project} if args.project else None):
+    for scope in (
+        {"task_id": args.task} if args.task else None,
+        {"project_id": args.project} if args.project else None,
+    ):
         if scope:
-            refs += [JobRef(j["id"], j.get("updated_date"), conn.host)
-                     for j in find_jobs(conn, job_type="annotation", **scope)]
+            refs += [
+                JobRef(j["id"], j.get("updated_date"), conn.host)
+                for j in find_jobs(conn, job_type="annotation", **scope)
+            ]
     return refs
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                               TimeElapsedColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
-    from ropewatch_validator.render import report as rpt
-    from ropewatch_validator.ops.alert import AlertConfig, ConfigError, load_config
     from ropewatch_validator.cvat.fetch import FetchError, connect_from_args
+    from ropewatch_validator.ops.alert import AlertConfig, ConfigError, load_config
     from ropewatch_validator.ops.history import HistoryError, open_store
     from ropewatch_validator.ops.schedule import run_batch
+    from ropewatch_validator.render import report as rpt
 
     formats = tuple(f for f in args.format.split(",") if f)
     if not set(formats) <= set(rpt.FORMATS):
@@ -144,24 +205,44 @@ def run(args: argparse.Namespace) -> int:
         print(f"validate-job: {exc}", file=sys.stderr)
         return 2
     settings = settings_from_args(args)
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=Console(stderr=True), transient=True,
-                        disable=args.quiet or not sys.stderr.isatty())
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=args.quiet or not sys.stderr.isatty(),
+    )
     jobs_bar = progress.add_task("jobs", total=len(refs))
 
     def one(job_id: int) -> dict:
         progress.update(jobs_bar, description=f"job {job_id}: pulling and matching")
-        report, job = evaluate(conn, job_id, settings, gt_job=args.gt_job, reference_job=args.reference_job,
-                               model_version=args.model_version)
+        report, job = evaluate(
+            conn,
+            job_id,
+            settings,
+            gt_job=args.gt_job,
+            reference_job=args.reference_job,
+            model_version=args.model_version,
+        )
         if args.logs:
             from ropewatch_validator.trace.section import enrich_report
 
             frames_bar = progress.add_task(f"job {job_id}: frames", total=int((~job.frames["deleted"]).sum()))
-            report = enrich_report(report, job, conn, args.logs, cache_dir=args.frame_cache,
-                                   workers=args.frame_workers, annotated_before=args.annotated_before,
-                                   required_recall_wrong=args.required_recall_wrong,
-                                   pixel_fingerprint=args.pixel_fingerprint,
-                                   progress=lambda n: progress.advance(frames_bar, n))
+            report = enrich_report(
+                report,
+                job,
+                conn,
+                args.logs,
+                cache_dir=args.frame_cache,
+                workers=args.frame_workers,
+                annotated_before=args.annotated_before,
+                required_recall_wrong=args.required_recall_wrong,
+                pixel_fingerprint=args.pixel_fingerprint,
+                progress=lambda n: progress.advance(frames_bar, n),
+            )
             progress.remove_task(frames_bar)
         progress.advance(jobs_bar)
         paths = rpt.write(report, args.out / f"job-{job_id}", formats)
@@ -176,6 +257,8 @@ def run(args: argparse.Namespace) -> int:
         if outcome.status == "failed":
             print(f"validate-job: job {outcome.job_id}: {outcome.detail}", file=sys.stderr)
         elif outcome.alerts:
-            print(f"validate-job: job {outcome.job_id}: alert rules fired: {', '.join(outcome.alerts)}",
-                  file=sys.stderr)
+            print(
+                f"validate-job: job {outcome.job_id}: alert rules fired: {', '.join(outcome.alerts)}",
+                file=sys.stderr,
+            )
     return result.exit_code

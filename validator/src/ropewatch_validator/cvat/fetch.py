@@ -13,6 +13,7 @@ connection errors come from urllib3's ``Retry`` on the SDK's connection pool.
   attribute name holding its value (None when unset); deleted frames are dropped;
 - ``skipped``: counts of shapes and tracks not read as boxes, by type (polygon, mask, skeleton, tag …).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,20 @@ import numpy as np
 import pandas as pd
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
-SHAPE_COLUMNS = ["shape_id", "track_id", "frame", "label", "type", "x1", "y1", "x2", "y2", "source", "score",
-                 "occluded"]
+SHAPE_COLUMNS = [
+    "shape_id",
+    "track_id",
+    "frame",
+    "label",
+    "type",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "source",
+    "score",
+    "occluded",
+]
 
 
 class FetchError(RuntimeError):
@@ -78,8 +91,16 @@ def server_url(host: str, port: int | None) -> str:
     return url if has_port or url.startswith("https://") else f"{url}:8080"
 
 
-def connect(host: str, port: int | None = None, *, auth: str | None = None, token: str | None = None,
-            timeout: float = 60.0, retries: int = 5, pool_size: int = 16) -> Connection:
+def connect(
+    host: str,
+    port: int | None = None,
+    *,
+    auth: str | None = None,
+    token: str | None = None,
+    timeout: float = 60.0,
+    retries: int = 5,
+    pool_size: int = 16,
+) -> Connection:
     """A cvat-sdk ApiClient with auth, timeouts and retries; secrets are kept out of every message."""
     import urllib3
     from cvat_sdk.api_client import ApiClient, Configuration
@@ -92,18 +113,29 @@ def connect(host: str, port: int | None = None, *, auth: str | None = None, toke
         config.password = password or os.environ.get("PASS") or getpass.getpass(f"password for {user}: ")
     elif token:
         config.access_token = token
-    config.retries = urllib3.util.Retry(total=retries, backoff_factor=0.2, status_forcelist=RETRY_STATUSES,
-                                        allowed_methods=None, raise_on_status=False,
-                                        respect_retry_after_header=True, backoff_max=10)
+    config.retries = urllib3.util.Retry(
+        total=retries,
+        backoff_factor=0.2,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=None,
+        raise_on_status=False,
+        respect_retry_after_header=True,
+        backoff_max=10,
+    )
     config.connection_pool_maxsize = pool_size
     return Connection(host=url, api_client=ApiClient(config), timeout=(min(10.0, timeout), timeout))
 
 
 def connect_from_args(args: argparse.Namespace) -> Connection:
-    return connect(args.server_host, args.server_port, auth=args.auth,
-                   token=None if args.auth else os.environ.get("CVAT_ACCESS_TOKEN"),
-                   timeout=args.timeout, retries=args.retries,
-                   pool_size=max(16, getattr(args, "frame_workers", 0)))  # one connection per frame worker
+    return connect(
+        args.server_host,
+        args.server_port,
+        auth=args.auth,
+        token=None if args.auth else os.environ.get("CVAT_ACCESS_TOKEN"),
+        timeout=args.timeout,
+        retries=args.retries,
+        pool_size=max(16, getattr(args, "frame_workers", 0)),
+    )  # one connection per frame worker
 
 
 def get_json(conn: Connection, what: str, method, *args, **kwargs) -> Any:
@@ -114,12 +146,16 @@ def get_json(conn: Connection, what: str, method, *args, **kwargs) -> Any:
     try:
         _, response = method(*args, _parse_response=False, _request_timeout=conn.timeout, **kwargs)
     except ApiException as exc:
-        hint = {401: "authentication failed (check --auth / CVAT_ACCESS_TOKEN)",
-                403: "permission denied", 404: "not found"}.get(exc.status, f"HTTP {exc.status} {exc.reason}")
+        hint = {
+            401: "authentication failed (check --auth / CVAT_ACCESS_TOKEN)",
+            403: "permission denied",
+            404: "not found",
+        }.get(exc.status, f"HTTP {exc.status} {exc.reason}")
         raise FetchError(f"{what} on {conn.host}: {hint}") from None
     except urllib3.exceptions.HTTPError as exc:
-        raise FetchError(f"{what} on {conn.host}: server unreachable or not answering "
-                         f"({type(exc).__name__})") from None
+        raise FetchError(
+            f"{what} on {conn.host}: server unreachable or not answering ({type(exc).__name__})"
+        ) from None
     return json.loads(response.data)
 
 
@@ -159,17 +195,23 @@ def frames_table(meta: dict, start_frame: int) -> pd.DataFrame:
     numbers = frame_numbers(meta, start_frame)
     deleted = set(meta.get("deleted_frames") or [])
     rows = meta["frames"]
-    return pd.DataFrame({"frame": np.asarray(numbers, dtype=np.int64),
-                         "name": [f.get("name") for f in rows],
-                         "width": [f.get("width") or 0 for f in rows],
-                         "height": [f.get("height") or 0 for f in rows],
-                         "deleted": [n in deleted for n in numbers]})
+    return pd.DataFrame(
+        {
+            "frame": np.asarray(numbers, dtype=np.int64),
+            "name": [f.get("name") for f in rows],
+            "width": [f.get("width") or 0 for f in rows],
+            "height": [f.get("height") or 0 for f in rows],
+            "deleted": [n in deleted for n in numbers],
+        }
+    )
 
 
 def _attr_values(attributes: list[dict], label: Label | None) -> dict[str, str]:
     if label is None:
         return {}
-    return {label.attributes[a["spec_id"]][0]: a["value"] for a in attributes if a["spec_id"] in label.attributes}
+    return {
+        label.attributes[a["spec_id"]][0]: a["value"] for a in attributes if a["spec_id"] in label.attributes
+    }
 
 
 def expand_track(track: dict, stop_frame: int) -> list[dict]:
@@ -186,12 +228,20 @@ def expand_track(track: dict, stop_frame: int) -> list[dict]:
         b = np.asarray(nxt["points"][:4], dtype=float) if nxt is not None and not nxt.get("outside") else a
         for frame in range(key["frame"], end):
             t = (frame - key["frame"]) / (end - key["frame"]) if nxt is not None else 0.0
-            rows.append({"frame": frame, "points": list(a + (b - a) * t), "occluded": bool(key.get("occluded")),
-                         "spec_values": dict(attrs)})
+            rows.append(
+                {
+                    "frame": frame,
+                    "points": list(a + (b - a) * t),
+                    "occluded": bool(key.get("occluded")),
+                    "spec_values": dict(attrs),
+                }
+            )
     return rows
 
 
-def shapes_table(annotations: dict, labels: dict[int, Label], stop_frame: int) -> tuple[pd.DataFrame, Counter, bool]:
+def shapes_table(
+    annotations: dict, labels: dict[int, Label], stop_frame: int
+) -> tuple[pd.DataFrame, Counter, bool]:
     """Rectangles of shapes and expanded tracks as one table; other types counted in ``skipped``."""
     skipped: Counter = Counter()
     rows: list[dict] = []
@@ -203,11 +253,23 @@ def shapes_table(annotations: dict, labels: dict[int, Label], stop_frame: int) -
         label = labels.get(shape["label_id"])
         has_score |= "score" in shape
         x1, y1, x2, y2 = shape["points"][:4]
-        rows.append({"shape_id": shape.get("id"), "track_id": None, "frame": shape["frame"],
-                     "label": label.name if label else str(shape["label_id"]), "type": "rectangle",
-                     "x1": x1, "y1": y1, "x2": x2, "y2": y2, "source": shape.get("source", "manual"),
-                     "score": shape.get("score", np.nan), "occluded": bool(shape.get("occluded")),
-                     **_attr_values(shape.get("attributes", []), label)})
+        rows.append(
+            {
+                "shape_id": shape.get("id"),
+                "track_id": None,
+                "frame": shape["frame"],
+                "label": label.name if label else str(shape["label_id"]),
+                "type": "rectangle",
+                "x1": x1,
+                "y1": y1,
+                "x2": x2,
+                "y2": y2,
+                "source": shape.get("source", "manual"),
+                "score": shape.get("score", np.nan),
+                "occluded": bool(shape.get("occluded")),
+                **_attr_values(shape.get("attributes", []), label),
+            }
+        )
     for track in annotations.get("tracks", []):
         kinds = {s.get("type") for s in track.get("shapes", [])}
         if kinds != {"rectangle"}:
@@ -216,13 +278,28 @@ def shapes_table(annotations: dict, labels: dict[int, Label], stop_frame: int) -
         label = labels.get(track["label_id"])
         fixed = _attr_values(track.get("attributes", []), label)
         for row in expand_track(track, stop_frame):
-            values = {**fixed, **_attr_values([{"spec_id": k, "value": v} for k, v in row["spec_values"].items()],
-                                              label)}
+            values = {
+                **fixed,
+                **_attr_values([{"spec_id": k, "value": v} for k, v in row["spec_values"].items()], label),
+            }
             x1, y1, x2, y2 = row["points"]
-            rows.append({"shape_id": None, "track_id": track.get("id"), "frame": row["frame"],
-                         "label": label.name if label else str(track["label_id"]), "type": "rectangle",
-                         "x1": x1, "y1": y1, "x2": x2, "y2": y2, "source": track.get("source", "manual"),
-                         "score": np.nan, "occluded": row["occluded"], **values})
+            rows.append(
+                {
+                    "shape_id": None,
+                    "track_id": track.get("id"),
+                    "frame": row["frame"],
+                    "label": label.name if label else str(track["label_id"]),
+                    "type": "rectangle",
+                    "x1": x1,
+                    "y1": y1,
+                    "x2": x2,
+                    "y2": y2,
+                    "source": track.get("source", "manual"),
+                    "score": np.nan,
+                    "occluded": row["occluded"],
+                    **values,
+                }
+            )
     skipped["tag"] += len(annotations.get("tags", []))
     table = pd.DataFrame(rows) if rows else pd.DataFrame(columns=SHAPE_COLUMNS)
     table["score"] = table["score"].astype(float)
@@ -241,16 +318,35 @@ def fetch_job(conn: Connection, job_id: int) -> JobData:
     shapes, skipped, has_score = shapes_table(annotations, labels, stop)
     live = set(frames.loc[~frames["deleted"], "frame"])
     shapes = shapes[shapes["frame"].isin(live)].reset_index(drop=True)
-    return JobData(host=conn.host, job_id=job_id, task_id=job.get("task_id"), project_id=job.get("project_id"),
-                   job_updated_date=job.get("updated_date", ""), job_type=job.get("type", "annotation"),
-                   frames=frames, labels=labels, shapes=shapes, skipped=skipped, has_score=has_score,
-                   original_chunk_type=str(job.get("data_original_chunk_type") or ""),
-                   chunks_updated_date=str(meta.get("chunks_updated_date") or ""))
+    return JobData(
+        host=conn.host,
+        job_id=job_id,
+        task_id=job.get("task_id"),
+        project_id=job.get("project_id"),
+        job_updated_date=job.get("updated_date", ""),
+        job_type=job.get("type", "annotation"),
+        frames=frames,
+        labels=labels,
+        shapes=shapes,
+        skipped=skipped,
+        has_score=has_score,
+        original_chunk_type=str(job.get("data_original_chunk_type") or ""),
+        chunks_updated_date=str(meta.get("chunks_updated_date") or ""),
+    )
 
 
-def find_jobs(conn: Connection, *, task_id: int | None = None, project_id: int | None = None,
-              job_type: str | None = None) -> list[dict]:
+def find_jobs(
+    conn: Connection,
+    *,
+    task_id: int | None = None,
+    project_id: int | None = None,
+    job_type: str | None = None,
+) -> list[dict]:
     """Job bodies of a task or project (paged), optionally of one type (``annotation``, ``ground_truth``)."""
     filters = {k: v for k, v in {"task_id": task_id, "project_id": project_id, "type": job_type}.items() if v}
-    return list_all(conn, "jobs " + " ".join(f"{k}={v}" for k, v in filters.items()),
-                    conn.api_client.jobs_api.list, **filters)
+    return list_all(
+        conn,
+        "jobs " + " ".join(f"{k}={v}" for k, v in filters.items()),
+        conn.api_client.jobs_api.list,
+        **filters,
+    )

@@ -19,6 +19,7 @@ only small fingerprints stay in memory. Results are cached on disk, one JSON-lin
 ``(job, chunks_updated_date)`` keyed by frame, so a rebuilt chunk set (new date) is never served
 from a stale cache and an interrupted run resumes where it stopped.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ropewatch_validator.cvat.fetch import Connection
 from ropewatch_core.files import atomic_write
+from ropewatch_validator.cvat.fetch import Connection
 
 FetchFrame = Callable[[int], bytes]
 COLUMNS = ("frame", "sha256", "pixel_sha256", "width", "height", "bytes", "error")
@@ -46,8 +47,14 @@ def cvat_frame_fetcher(conn: Connection, job_id: int) -> FetchFrame:
     api = conn.api_client.jobs_api
 
     def fetch(number: int) -> bytes:
-        _, response = api.retrieve_data(job_id, type="frame", number=int(number), quality="original",
-                                        _parse_response=False, _request_timeout=conn.timeout)
+        _, response = api.retrieve_data(
+            job_id,
+            type="frame",
+            number=int(number),
+            quality="original",
+            _parse_response=False,
+            _request_timeout=conn.timeout,
+        )
         return response.data
 
     return fetch
@@ -61,11 +68,21 @@ def fingerprint(data: bytes, pixels: bool = True) -> dict:
     from ropewatch_core.image import bytes_fingerprint, load_frame
 
     if not pixels:
-        return {"sha256": bytes_fingerprint(data), "pixel_sha256": None, "width": None, "height": None,
-                "bytes": len(data)}
+        return {
+            "sha256": bytes_fingerprint(data),
+            "pixel_sha256": None,
+            "width": None,
+            "height": None,
+            "bytes": len(data),
+        }
     frame = load_frame(data)
-    return {"sha256": frame.sha256, "pixel_sha256": frame.pixel_sha256, "width": frame.width,
-            "height": frame.height, "bytes": frame.nbytes}
+    return {
+        "sha256": frame.sha256,
+        "pixel_sha256": frame.pixel_sha256,
+        "width": frame.width,
+        "height": frame.height,
+        "bytes": frame.nbytes,
+    }
 
 
 def _cache_file(cache_dir: Path, host: str, job_id: int, chunks_updated_date: str) -> Path:
@@ -73,8 +90,9 @@ def _cache_file(cache_dir: Path, host: str, job_id: int, chunks_updated_date: st
     return Path(cache_dir) / f"{slug}.jsonl"
 
 
-def cached_frames(fetch: FetchFrame, cache_dir: Path | None, *, host: str, job_id: int,
-                  chunks_updated_date: str) -> FetchFrame:
+def cached_frames(
+    fetch: FetchFrame, cache_dir: Path | None, *, host: str, job_id: int, chunks_updated_date: str
+) -> FetchFrame:
     """``fetch`` that keeps each frame's bytes on disk beside the fingerprint cache, for the few frames
     a report crops; same key, so rebuilt chunks are never served from a stale copy."""
     if cache_dir is None:
@@ -103,8 +121,12 @@ def _read_cache(path: Path, pixels: bool) -> dict[int, dict]:
             row = json.loads(line)
         except ValueError:  # a line cut by an interrupted run
             continue
-        if (isinstance(row, dict) and row.get("error") is None and "frame" in row
-                and (row.get("pixel_sha256") is not None or not pixels)):
+        if (
+            isinstance(row, dict)
+            and row.get("error") is None
+            and "frame" in row
+            and (row.get("pixel_sha256") is not None or not pixels)
+        ):
             out[int(row["frame"])] = row
     return out
 
@@ -112,13 +134,22 @@ def _read_cache(path: Path, pixels: bool) -> dict[int, dict]:
 def _one(fetch: FetchFrame, frame: int, pixels: bool) -> dict:
     try:
         return {"frame": int(frame), **fingerprint(fetch(frame), pixels), "error": None}
-    except Exception as exc:  # noqa: BLE001 - one bad frame is recorded, it never stops the job
+    except Exception as exc:
         return {**dict.fromkeys(COLUMNS), "frame": int(frame), "error": f"{type(exc).__name__}: {exc}"[:300]}
 
 
-def frame_fingerprints(fetch: FetchFrame, frames: Iterable[int], *, job_id: int, chunks_updated_date: str,
-                       host: str = "", cache_dir: Path | None = None, workers: int = 8, pixels: bool = True,
-                       progress: Callable[[int], None] | None = None) -> pd.DataFrame:
+def frame_fingerprints(
+    fetch: FetchFrame,
+    frames: Iterable[int],
+    *,
+    job_id: int,
+    chunks_updated_date: str,
+    host: str = "",
+    cache_dir: Path | None = None,
+    workers: int = 8,
+    pixels: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> pd.DataFrame:
     """Fingerprints of ``frames`` (downloaded with at most ``workers`` in flight, cached on disk)."""
     frames = [int(f) for f in frames]
     path = _cache_file(cache_dir, host, job_id, chunks_updated_date) if cache_dir is not None else None
@@ -136,5 +167,8 @@ def frame_fingerprints(fetch: FetchFrame, frames: Iterable[int], *, job_id: int,
                 sink.write(json.dumps(row) + "\n")
             if progress is not None:
                 progress(1)
-    return pd.DataFrame(rows, columns=list(COLUMNS)).sort_values("frame", kind="mergesort").reset_index(drop=True)
-
+    return (
+        pd.DataFrame(rows, columns=list(COLUMNS))
+        .sort_values("frame", kind="mergesort")
+        .reset_index(drop=True)
+    )

@@ -6,6 +6,7 @@ maximal first and their total IoU second; pairs under the threshold are then dro
 rule of CVAT's quality control (which defaults to IoU 0.4); scores play no part, unlike COCOeval's
 greedy by-score matching.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -50,10 +51,13 @@ class Settings:
     extra: dict = field(default_factory=dict, compare=False)
 
 
-def select(shapes: pd.DataFrame, settings: Settings, sources: tuple[str, ...],
-           frames: np.ndarray | None = None) -> pd.DataFrame:
+def select(
+    shapes: pd.DataFrame, settings: Settings, sources: tuple[str, ...], frames: np.ndarray | None = None
+) -> pd.DataFrame:
     """Rectangles of the label under test from ``sources`` (optionally only on ``frames``), by frame."""
-    keep = (shapes["label"] == settings.label) & (shapes["type"] == "rectangle") & shapes["source"].isin(sources)
+    keep = (
+        (shapes["label"] == settings.label) & (shapes["type"] == "rectangle") & shapes["source"].isin(sources)
+    )
     if frames is not None:
         keep &= shapes["frame"].isin(frames)
     out = shapes.loc[keep].copy()
@@ -82,11 +86,19 @@ def match(pred: pd.DataFrame, ref: pd.DataFrame, iou: float = 0.5) -> tuple[pd.D
     """
     pb = pred[["x1", "y1", "x2", "y2"]].to_numpy(float)
     rb = ref[["x1", "y1", "x2", "y2"]].to_numpy(float)
-    cols = {name: np.full(n, fill, dtype) for name, n, fill, dtype in
-            [("p_match", len(pred), -1, np.int64), ("p_iou", len(pred), 0.0, float),
-             ("p_best", len(pred), -1, np.int64), ("p_best_iou", len(pred), 0.0, float),
-             ("r_match", len(ref), -1, np.int64), ("r_iou", len(ref), 0.0, float),
-             ("r_best", len(ref), -1, np.int64), ("r_best_iou", len(ref), 0.0, float)]}
+    cols = {
+        name: np.full(n, fill, dtype)
+        for name, n, fill, dtype in [
+            ("p_match", len(pred), -1, np.int64),
+            ("p_iou", len(pred), 0.0, float),
+            ("p_best", len(pred), -1, np.int64),
+            ("p_best_iou", len(pred), 0.0, float),
+            ("r_match", len(ref), -1, np.int64),
+            ("r_iou", len(ref), 0.0, float),
+            ("r_best", len(ref), -1, np.int64),
+            ("r_best_iou", len(ref), 0.0, float),
+        ]
+    }
     ref_rows = groups(ref["frame"].to_numpy())
     for frame, p_idx in groups(pred["frame"].to_numpy()).items():
         r_idx = ref_rows.get(frame)
@@ -101,6 +113,10 @@ def match(pred: pd.DataFrame, ref: pd.DataFrame, iou: float = 0.5) -> tuple[pd.D
         cols["p_match"][p_idx[rows]] = r_idx[cs]
         cols["r_match"][r_idx[cs]] = p_idx[rows]
         cols["p_iou"][p_idx[rows]] = cols["r_iou"][r_idx[cs]] = m[rows, cs]
-    pred = pred.assign(match=cols["p_match"], iou=cols["p_iou"], best=cols["p_best"], best_iou=cols["p_best_iou"])
-    ref = ref.assign(match=cols["r_match"], iou=cols["r_iou"], best=cols["r_best"], best_iou=cols["r_best_iou"])
+    pred = pred.assign(
+        match=cols["p_match"], iou=cols["p_iou"], best=cols["p_best"], best_iou=cols["p_best_iou"]
+    )
+    ref = ref.assign(
+        match=cols["r_match"], iou=cols["r_iou"], best=cols["r_best"], best_iou=cols["r_best_iou"]
+    )
     return pred, ref

@@ -4,6 +4,7 @@ Layout follows a model card's test table: confusion matrix rows = reference, col
 per-class precision/recall/F1/support on matched pairs; accuracy and macro F1. A ratio with a zero
 denominator is ``None`` (JSON null), never a silent 0.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,13 +36,19 @@ def attribute(pred: pd.DataFrame, ref: pd.DataFrame, name: str, values: tuple[st
     f1s = [c["f1"] for c in per_class.values()]
     unmatched_ref = ref.loc[ref["match"] < 0, name]
     unmatched_pred = pred.loc[pred["match"] < 0, name]
-    return {"name": name, "labels": list(values), "confusion_matrix": cm.tolist(),
-            "row_totals": cm.sum(1).tolist(), "column_totals": cm.sum(0).tolist(),
-            "missed": {v: int((unmatched_ref == v).sum()) for v in values},
-            "extra": {v: int((unmatched_pred == v).sum()) for v in values},
-            "per_class": per_class, "accuracy": ratio(np.trace(cm), cm.sum()),
-            "macro_f1": None if any(x is None for x in f1s) else float(np.mean(f1s)),
-            "pairs_without_value": int((~both).sum())}
+    return {
+        "name": name,
+        "labels": list(values),
+        "confusion_matrix": cm.tolist(),
+        "row_totals": cm.sum(1).tolist(),
+        "column_totals": cm.sum(0).tolist(),
+        "missed": {v: int((unmatched_ref == v).sum()) for v in values},
+        "extra": {v: int((unmatched_pred == v).sum()) for v in values},
+        "per_class": per_class,
+        "accuracy": ratio(np.trace(cm), cm.sum()),
+        "macro_f1": None if any(x is None for x in f1s) else float(np.mean(f1s)),
+        "pairs_without_value": int((~both).sum()),
+    }
 
 
 def has_scores(pred: pd.DataFrame) -> bool:
@@ -60,5 +67,7 @@ def average_precision(pred: pd.DataFrame, n_ref: int) -> tuple[float | None, dic
         return None, None
     curve = pr_curve(pred["score"].to_numpy(float), pred["match"].to_numpy() >= 0, n_ref)
     step = max(1, len(curve["thresholds"]) // 200)  # keep the stored curve small
-    return float(curve["ap"]), {k: curve[name][::step].tolist() for k, name in
-                                (("precision", "precision"), ("recall", "recall"), ("score", "thresholds"))}
+    return float(curve["ap"]), {
+        k: curve[name][::step].tolist()
+        for k, name in (("precision", "precision"), ("recall", "recall"), ("score", "thresholds"))
+    }

@@ -8,6 +8,7 @@
   of predictions may not reach; all positives for a classifier's scores).
 - ``groups``: row positions per key in one sort (per frame, per request).
 """
+
 from __future__ import annotations
 
 from collections.abc import Hashable
@@ -39,7 +40,9 @@ def confusion_matrix(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> np.
     return np.bincount(t * n_classes + q, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
-def pr_curve(scores: np.ndarray, hits: np.ndarray, n_relevant: int | None = None) -> dict[str, np.ndarray | float]:
+def pr_curve(
+    scores: np.ndarray, hits: np.ndarray, n_relevant: int | None = None
+) -> dict[str, np.ndarray | float]:
     """Precision/recall after each distinct score (descending; ties enter together) and AP = Σ ΔR·P.
 
     ``hits`` marks the relevant items among the scored ones; recall is over ``n_relevant`` (default:

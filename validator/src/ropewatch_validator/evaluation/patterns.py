@@ -8,6 +8,7 @@ low_iou with every reference). Each reference is ``tp`` or ``missed``; a referen
 reached by a localization error is not counted again as missed (``covered_by_localization``).
 ``edited_by_person`` counts predictions whose source says a person changed them (``semi-auto``).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,9 +16,16 @@ import pandas as pd
 
 from ropewatch_validator.evaluation.match import Settings
 
-ERROR_TYPES = ("missed", "background", "localization", "duplicate", "flip_wrong_to_correct",
-               "flip_correct_to_wrong", "edited_by_person")
-SIZE_EDGES = (32.0 ** 2, 96.0 ** 2)  # COCO's small / medium / large areas
+ERROR_TYPES = (
+    "missed",
+    "background",
+    "localization",
+    "duplicate",
+    "flip_wrong_to_correct",
+    "flip_correct_to_wrong",
+    "edited_by_person",
+)
+SIZE_EDGES = (32.0**2, 96.0**2)  # COCO's small / medium / large areas
 GRID = 4
 
 
@@ -26,22 +34,32 @@ def classify(pred: pd.DataFrame, ref: pd.DataFrame, settings: Settings) -> tuple
     a = settings.attribute
     matched = pred["match"].to_numpy() >= 0
     pv = pred[a].to_numpy(object)
-    rv_of_pred = np.where(matched, ref[a].to_numpy(object)[np.where(matched, pred["match"], 0)] if len(ref) else None,
-                          None)
+    rv_of_pred = np.where(
+        matched, ref[a].to_numpy(object)[np.where(matched, pred["match"], 0)] if len(ref) else None, None
+    )
     best_taken = np.zeros(len(pred), dtype=bool)
     if len(ref):
-        best_taken = (pred["best"].to_numpy() >= 0) & (ref["match"].to_numpy()[np.maximum(pred["best"], 0)] >= 0)
+        best_taken = (pred["best"].to_numpy() >= 0) & (
+            ref["match"].to_numpy()[np.maximum(pred["best"], 0)] >= 0
+        )
     p_type = np.select(
-        [matched & (rv_of_pred == "wrong") & (pv == "correct"),
-         matched & (rv_of_pred == "correct") & (pv == "wrong"),
-         matched,
-         (pred["best_iou"].to_numpy() >= settings.iou) & best_taken,
-         pred["best_iou"].to_numpy() >= settings.low_iou],
-        ["flip_wrong_to_correct", "flip_correct_to_wrong", "tp", "duplicate", "localization"], "background")
+        [
+            matched & (rv_of_pred == "wrong") & (pv == "correct"),
+            matched & (rv_of_pred == "correct") & (pv == "wrong"),
+            matched,
+            (pred["best_iou"].to_numpy() >= settings.iou) & best_taken,
+            pred["best_iou"].to_numpy() >= settings.low_iou,
+        ],
+        ["flip_wrong_to_correct", "flip_correct_to_wrong", "tp", "duplicate", "localization"],
+        "background",
+    )
     localized = set(pred.loc[p_type == "localization", "best"].tolist())
     r_matched = ref["match"].to_numpy() >= 0
-    r_type = np.where(r_matched, "tp", np.where(np.isin(np.arange(len(ref)), list(localized)),
-                                                "covered_by_localization", "missed"))
+    r_type = np.where(
+        r_matched,
+        "tp",
+        np.where(np.isin(np.arange(len(ref)), list(localized)), "covered_by_localization", "missed"),
+    )
     return pd.Series(p_type, index=pred.index), pd.Series(r_type, index=ref.index)
 
 
@@ -52,15 +70,41 @@ def error_counts(p_type: pd.Series, r_type: pd.Series, pred: pd.DataFrame, setti
     return counts
 
 
-def object_table(pred: pd.DataFrame, ref: pd.DataFrame, p_type: pd.Series, r_type: pd.Series,
-                 frames: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+def object_table(
+    pred: pd.DataFrame,
+    ref: pd.DataFrame,
+    p_type: pd.Series,
+    r_type: pd.Series,
+    frames: pd.DataFrame,
+    settings: Settings,
+) -> pd.DataFrame:
     """One row per prediction and per reference with its error type and geometry buckets."""
     size = frames.set_index("frame")[["width", "height"]]
     rows = []
     for role, table, kinds in (("prediction", pred, p_type), ("reference", ref, r_type)):
         t = table.assign(role=role, error=kinds.to_numpy())
-        rows.append(t[["role", "frame", "shape_id", "track_id", "source", "x1", "y1", "x2", "y2", "score",
-                       "occluded", settings.attribute, "match", "iou", "best_iou", "error"]])
+        rows.append(
+            t[
+                [
+                    "role",
+                    "frame",
+                    "shape_id",
+                    "track_id",
+                    "source",
+                    "x1",
+                    "y1",
+                    "x2",
+                    "y2",
+                    "score",
+                    "occluded",
+                    settings.attribute,
+                    "match",
+                    "iou",
+                    "best_iou",
+                    "error",
+                ]
+            ]
+        )
     obj = pd.concat(rows, ignore_index=True)
     w, h = obj["x2"] - obj["x1"], obj["y2"] - obj["y1"]
     area = w * h
@@ -84,11 +128,18 @@ def breakdowns(obj: pd.DataFrame) -> dict:
         for bucket, g in obj.groupby(dim, sort=True):
             refs, preds = g[g["role"] == "reference"], g[g["role"] == "prediction"]
             tp_r, tp_p = int((refs["error"] == "tp").sum()), int(preds["match"].ge(0).sum())
-            rows.append({"bucket": str(bucket), "references": len(refs), "predictions": len(preds),
-                         "missed": int((refs["error"] == "missed").sum()), "false_positives": len(preds) - tp_p,
-                         "flips": int(preds["error"].str.startswith("flip").sum()),
-                         "recall": tp_r / len(refs) if len(refs) else None,
-                         "precision": tp_p / len(preds) if len(preds) else None})
+            rows.append(
+                {
+                    "bucket": str(bucket),
+                    "references": len(refs),
+                    "predictions": len(preds),
+                    "missed": int((refs["error"] == "missed").sum()),
+                    "false_positives": len(preds) - tp_p,
+                    "flips": int(preds["error"].str.startswith("flip").sum()),
+                    "recall": tp_r / len(refs) if len(refs) else None,
+                    "precision": tp_p / len(preds) if len(preds) else None,
+                }
+            )
         out[dim] = rows
     errors = obj[obj["is_error"]]
     grid = np.zeros((GRID, GRID), dtype=np.int64)
@@ -104,11 +155,22 @@ def worst_frames(obj: pd.DataFrame, k: int) -> list[dict]:
     out = []
     for frame, n in top.items():
         rows = errors[errors["frame"] == frame]
-        out.append({"frame": int(frame), "errors": int(n), "by_type": rows["error"].value_counts().to_dict(),
-                    "objects": [{"role": r.role, "error": r.error, "box": [round(float(v), 1) for v in
-                                                                           (r.x1, r.y1, r.x2, r.y2)],
-                                 "shape_id": None if pd.isna(r.shape_id) else int(r.shape_id)}
-                                for r in rows.itertuples()]})
+        out.append(
+            {
+                "frame": int(frame),
+                "errors": int(n),
+                "by_type": rows["error"].value_counts().to_dict(),
+                "objects": [
+                    {
+                        "role": r.role,
+                        "error": r.error,
+                        "box": [round(float(v), 1) for v in (r.x1, r.y1, r.x2, r.y2)],
+                        "shape_id": None if pd.isna(r.shape_id) else int(r.shape_id),
+                    }
+                    for r in rows.itertuples()
+                ],
+            }
+        )
     return out
 
 
@@ -119,6 +181,8 @@ def error_ranges(obj: pd.DataFrame, k: int) -> list[dict]:
         return []
     frames = per_frame.index.to_numpy()
     breaks = np.flatnonzero(np.diff(frames) > 1) + 1
-    runs = [{"start": int(f[0]), "stop": int(f[-1]), "errors": int(per_frame.loc[f].sum())}
-            for f in np.split(frames, breaks)]
+    runs = [
+        {"start": int(f[0]), "stop": int(f[-1]), "errors": int(per_frame.loc[f].sum())}
+        for f in np.split(frames, breaks)
+    ]
     return sorted(runs, key=lambda r: -r["errors"])[:k]

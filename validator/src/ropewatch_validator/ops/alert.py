@@ -39,6 +39,7 @@ Delivery is at least once: a fired alert is queued per webhook in the same trans
 and leaves the outbox only after a 2xx; receivers drop repeats by the ``Idempotency-Key`` header
 (derived from host, job, job_updated_date and rule, so one job state never yields two alerts).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -116,7 +117,9 @@ class Webhook:
             try:
                 return Path(self.secret_file).read_bytes().strip()
             except OSError as exc:
-                raise ConfigError(f"webhook {self.name!r}: cannot read secret_file ({exc.strerror})") from None
+                raise ConfigError(
+                    f"webhook {self.name!r}: cannot read secret_file ({exc.strerror})"
+                ) from None
         return None
 
 
@@ -145,7 +148,9 @@ def _build(cls: type, entry: Any, where: str) -> Any:
     known = set(cls.__dataclass_fields__)
     unknown = sorted(set(entry) - known)
     if unknown:
-        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        raise ConfigError(
+            f"{where}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
     try:
         return cls(**entry)
     except TypeError as exc:
@@ -153,8 +158,11 @@ def _build(cls: type, entry: Any, where: str) -> Any:
 
 
 def _check_rule(rule: Rule, where: str) -> None:
-    kinds = [rule.op is not None or rule.threshold is not None, rule.drop_vs_baseline is not None,
-             rule.rise_vs_baseline is not None]
+    kinds = [
+        rule.op is not None or rule.threshold is not None,
+        rule.drop_vs_baseline is not None,
+        rule.rise_vs_baseline is not None,
+    ]
     if sum(kinds) != 1:
         raise ConfigError(f"{where}: give exactly one of op+threshold, drop_vs_baseline, rise_vs_baseline")
     if kinds[0] and (rule.op not in OPS or not isinstance(rule.threshold, (int, float))):
@@ -172,7 +180,9 @@ def parse_config(data: Mapping[str, Any], origin: str = "rules") -> AlertConfig:
     names = [r.name for r in rules]
     if len(set(names)) != len(names):
         raise ConfigError(f"{origin}: rule names must be unique (they key the alerts)")
-    hooks = tuple(_build(Webhook, e, f"{origin}: webhook #{i + 1}") for i, e in enumerate(data.get("webhook", [])))
+    hooks = tuple(
+        _build(Webhook, e, f"{origin}: webhook #{i + 1}") for i, e in enumerate(data.get("webhook", []))
+    )
     for hook in hooks:
         if hook.format not in FORMATS:
             raise ConfigError(f"{origin}: webhook {hook.name!r}: format must be one of {', '.join(FORMATS)}")
@@ -216,7 +226,9 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
-def evaluate(report: Mapping[str, Any], config: AlertConfig, baseline: Mapping[str, float | None]) -> list[dict[str, Any]]:
+def evaluate(
+    report: Mapping[str, Any], config: AlertConfig, baseline: Mapping[str, float | None]
+) -> list[dict[str, Any]]:
     """Alerts (JSON-able payloads) that ``report`` fires; missing metrics and low support never fire."""
     state = job_state(report)
     source = report.get("source") or {}
@@ -232,34 +244,44 @@ def evaluate(report: Mapping[str, Any], config: AlertConfig, baseline: Mapping[s
         elif base is None:
             continue  # no baseline yet for this model version
         elif rule.drop_vs_baseline is not None:
-            limit, how = base - rule.drop_vs_baseline, f"dropped more than {rule.drop_vs_baseline} below baseline"
+            limit, how = (
+                base - rule.drop_vs_baseline,
+                f"dropped more than {rule.drop_vs_baseline} below baseline",
+            )
             hit = base - value > rule.drop_vs_baseline
         else:
-            limit, how = base + rule.rise_vs_baseline, f"rose more than {rule.rise_vs_baseline} above baseline"
+            limit, how = (
+                base + rule.rise_vs_baseline,
+                f"rose more than {rule.rise_vs_baseline} above baseline",
+            )
             hit = value - base > rule.rise_vs_baseline
         if not hit:
             continue
         links = {k: source.get(k) for k in ("host", "job", "task", "project")}
-        fired.append({
-            "key": alert_key(state, rule.name),
-            "rule": rule.name,
-            "metric": rule.metric,
-            "value": value,
-            "comparison": how,
-            "threshold": limit,
-            "baseline": base,
-            "support": support,
-            "min_support": rule.min_support,
-            "host": state.host,
-            "job": state.job_id,
-            "task": source.get("task"),
-            "project": source.get("project"),
-            "job_updated_date": state.job_updated_date,
-            "model_version": model_version_of(report),
-            "report_url": config.report_url.format(**links) if config.report_url else None,
-            "message": (f"{rule.name}: {rule.metric} = {_fmt(value)} ({how} {_fmt(limit)}) on job {state.job_id}"
-                        f" (task {source.get('task')}, model {model_version_of(report)})"),
-        })
+        fired.append(
+            {
+                "key": alert_key(state, rule.name),
+                "rule": rule.name,
+                "metric": rule.metric,
+                "value": value,
+                "comparison": how,
+                "threshold": limit,
+                "baseline": base,
+                "support": support,
+                "min_support": rule.min_support,
+                "host": state.host,
+                "job": state.job_id,
+                "task": source.get("task"),
+                "project": source.get("project"),
+                "job_updated_date": state.job_updated_date,
+                "model_version": model_version_of(report),
+                "report_url": config.report_url.format(**links) if config.report_url else None,
+                "message": (
+                    f"{rule.name}: {rule.metric} = {_fmt(value)} ({how} {_fmt(limit)}) on job {state.job_id}"
+                    f" (task {source.get('task')}, model {model_version_of(report)})"
+                ),
+            }
+        )
     return fired
 
 
@@ -281,9 +303,16 @@ def record_and_queue(
 
 def render_body(alert: Mapping[str, Any], fmt: str) -> bytes:
     """The exact bytes POSTed (and signed) for one alert in one webhook format."""
-    facts = [("Rule", alert["rule"]), ("Metric", alert["metric"]), ("Value", _fmt(alert["value"])),
-             ("Threshold", _fmt(alert["threshold"])), ("Job", alert["job"]), ("Task", alert["task"]),
-             ("Model version", alert["model_version"]), ("Job updated", alert["job_updated_date"])]
+    facts = [
+        ("Rule", alert["rule"]),
+        ("Metric", alert["metric"]),
+        ("Value", _fmt(alert["value"])),
+        ("Threshold", _fmt(alert["threshold"])),
+        ("Job", alert["job"]),
+        ("Task", alert["task"]),
+        ("Model version", alert["model_version"]),
+        ("Job updated", alert["job_updated_date"]),
+    ]
     url = alert.get("report_url")
     if fmt == "generic":
         body: dict[str, Any] = {"type": "ropewatch.alert", "version": 1, **alert}
@@ -302,15 +331,28 @@ def render_body(alert: Mapping[str, Any], fmt: str) -> bytes:
             "type": "AdaptiveCard",
             "version": "1.4",
             "body": [
-                {"type": "TextBlock", "text": f"ropewatch alert: {alert['rule']}", "weight": "Bolder", "size": "Medium"},
+                {
+                    "type": "TextBlock",
+                    "text": f"ropewatch alert: {alert['rule']}",
+                    "weight": "Bolder",
+                    "size": "Medium",
+                },
                 {"type": "TextBlock", "text": alert["message"], "wrap": True},
                 {"type": "FactSet", "facts": [{"title": k, "value": str(v)} for k, v in facts]},
             ],
         }
         if url:
             card["actions"] = [{"type": "Action.OpenUrl", "title": "Open the report", "url": url}]
-        body = {"type": "message", "attachments": [
-            {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}]}
+        body = {
+            "type": "message",
+            "attachments": [
+                {
+                    "contentType": "application/vnd.microsoft.card.adaptive",
+                    "contentUrl": None,
+                    "content": card,
+                }
+            ],
+        }
     else:
         raise ConfigError(f"unknown webhook format {fmt!r}")
     return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
@@ -335,7 +377,11 @@ class Notifier:
     def post(self, hook: Webhook, alert: Mapping[str, Any]) -> str | None:
         """POST one alert with retries and backoff; None on a 2xx, else a reason without the URL."""
         body = render_body(alert, hook.format)
-        headers = {"Content-Type": "application/json", "User-Agent": "ropewatch", IDEMPOTENCY_HEADER: alert["key"]}
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "ropewatch",
+            IDEMPOTENCY_HEADER: alert["key"],
+        }
         try:
             secret = hook.secret()
         except ConfigError as exc:
@@ -343,12 +389,22 @@ class Notifier:
         if secret:
             headers[SIGNATURE_HEADER] = sign(body, secret)
         retry = urllib3.Retry(
-            total=hook.retries, backoff_factor=hook.backoff_s, status_forcelist=RETRY_STATUSES,
-            allowed_methods=frozenset({"POST"}), raise_on_status=False, raise_on_redirect=False,
+            total=hook.retries,
+            backoff_factor=hook.backoff_s,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=frozenset({"POST"}),
+            raise_on_status=False,
+            raise_on_redirect=False,
         )
         try:
-            resp = self.pool.request("POST", hook.url, body=body, headers=headers, retries=retry,
-                                     timeout=urllib3.Timeout(connect=hook.timeout_s, read=hook.timeout_s))
+            resp = self.pool.request(
+                "POST",
+                hook.url,
+                body=body,
+                headers=headers,
+                retries=retry,
+                timeout=urllib3.Timeout(connect=hook.timeout_s, read=hook.timeout_s),
+            )
         except urllib3.exceptions.MaxRetryError as exc:
             # The reason, not str(exc): that embeds the URL, and Slack/Teams URLs carry a token.
             return f"gave up after {hook.retries} retries: {type(exc.reason).__name__}"
@@ -366,8 +422,12 @@ class Notifier:
             else:
                 error = self.post(hook, item.payload)
             store.mark_delivery(item.alert_key, item.target, error)
-            fields = {"target": item.target, "rule": item.payload.get("rule"), "job": item.payload.get("job"),
-                      "key": item.alert_key}
+            fields = {
+                "target": item.target,
+                "rule": item.payload.get("rule"),
+                "job": item.payload.get("job"),
+                "key": item.alert_key,
+            }
             if error is None:
                 result.sent += 1
                 log.info("alert_delivered", **fields)

@@ -15,6 +15,7 @@ Tables
 - ``deliveries``: one row per (alert, webhook): ``pending`` rows are the outbox, ``sent`` rows
   the ledger that keeps an alert from being sent twice.
 """
+
 from __future__ import annotations
 
 import math
@@ -213,7 +214,7 @@ def normalize_url(db: str) -> str:
         return f"sqlite:///{path}"
     for prefix in ("postgres://", "postgresql://"):
         if db.startswith(prefix):
-            return "postgresql+psycopg://" + db[len(prefix):]
+            return "postgresql+psycopg://" + db[len(prefix) :]
     return db
 
 
@@ -312,7 +313,11 @@ class HistoryStore:
                 for alert in fired:
                     conn.execute(
                         sa.insert(alerts).values(
-                            key=alert["key"], run_id=run_id, rule=alert["rule"], created_at=now, payload=dict(alert)
+                            key=alert["key"],
+                            run_id=run_id,
+                            rule=alert["rule"],
+                            created_at=now,
+                            payload=dict(alert),
                         )
                     )
                     for target in targets:
@@ -357,7 +362,9 @@ class HistoryStore:
             return conn.execute(sa.select(sa.func.max(runs.c.recorded_at))).scalar_one_or_none()
 
     # -- baselines --------------------------------------------------------------------------
-    def baseline_runs(self, model_version: str, first_n: int = DEFAULT_BASELINE_RUNS) -> tuple[list[int], bool]:
+    def baseline_runs(
+        self, model_version: str, first_n: int = DEFAULT_BASELINE_RUNS
+    ) -> tuple[list[int], bool]:
         """Run ids forming the baseline of a model version and whether they were pinned."""
         with self._connect(write=False) as conn:
             pinned = conn.execute(
@@ -373,7 +380,9 @@ class HistoryStore:
             )
             return [int(i) for i in first.scalars()], False
 
-    def baseline(self, model_version: str, paths: Sequence[str], first_n: int = DEFAULT_BASELINE_RUNS) -> dict[str, float | None]:
+    def baseline(
+        self, model_version: str, paths: Sequence[str], first_n: int = DEFAULT_BASELINE_RUNS
+    ) -> dict[str, float | None]:
         """Median of each metric over the baseline runs; None where no run has the metric."""
         run_ids, _ = self.baseline_runs(model_version, first_n)
         reports = self.reports(run_ids) if run_ids else []
@@ -387,7 +396,9 @@ class HistoryStore:
         with self._connect(write=True) as conn:
             found = set(
                 conn.execute(
-                    sa.select(runs.c.id).where(runs.c.id.in_(list(run_ids)), runs.c.model_version == model_version)
+                    sa.select(runs.c.id).where(
+                        runs.c.id.in_(list(run_ids)), runs.c.model_version == model_version
+                    )
                 ).scalars()
             )
             unknown = sorted(set(run_ids) - found)
@@ -404,7 +415,10 @@ class HistoryStore:
 
     def unpin_baseline(self, model_version: str) -> bool:
         with self._connect(write=True) as conn:
-            return conn.execute(sa.delete(baselines).where(baselines.c.model_version == model_version)).rowcount > 0
+            return (
+                conn.execute(sa.delete(baselines).where(baselines.c.model_version == model_version)).rowcount
+                > 0
+            )
 
     # -- alert outbox -----------------------------------------------------------------------
     def pending(self) -> list[Delivery]:
@@ -425,7 +439,11 @@ class HistoryStore:
         with self._connect(write=True) as conn:
             conn.execute(
                 sa.update(deliveries)
-                .where(deliveries.c.alert_key == alert_key, deliveries.c.target == target, deliveries.c.status == "pending")
+                .where(
+                    deliveries.c.alert_key == alert_key,
+                    deliveries.c.target == target,
+                    deliveries.c.status == "pending",
+                )
                 .values(**values)
             )
 
@@ -468,7 +486,9 @@ def _sqlite_transactions(engine: Engine) -> None:
 def open_store(db: str | None = None, *, sqlite_timeout_s: float = 30.0) -> HistoryStore:
     """Open (creating the schema if needed) the store at a path or SQLAlchemy URL."""
     url = normalize_url(db or default_db_url())
-    connect_args: dict[str, Any] = {"timeout": sqlite_timeout_s} if url.startswith("sqlite") else {"connect_timeout": 10}
+    connect_args: dict[str, Any] = (
+        {"timeout": sqlite_timeout_s} if url.startswith("sqlite") else {"connect_timeout": 10}
+    )
     try:
         engine = sa.create_engine(url, connect_args=connect_args)
     except (sa_exc.ArgumentError, ImportError) as exc:

@@ -11,6 +11,7 @@ Exit codes, for cron and CI:
 Alerts that could not be delivered stay in the outbox for the next run; they do not change the
 exit code (the rule firing already does).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -93,7 +94,12 @@ def _validate_and_store(
 ) -> JobOutcome:
     if ref.updated_date and since is not None and parse_time(ref.updated_date) <= since:
         return JobOutcome(ref.job_id, "not-since", f"updated {ref.updated_date}")
-    if ref.updated_date and ref.host and not force and store.has_run(make_state(ref.host, ref.job_id, ref.updated_date)):
+    if (
+        ref.updated_date
+        and ref.host
+        and not force
+        and store.has_run(make_state(ref.host, ref.job_id, ref.updated_date))
+    ):
         return JobOutcome(ref.job_id, "unchanged", f"already validated at {ref.updated_date}")
     try:
         report = validate_one(ref.job_id)
@@ -160,12 +166,17 @@ def run_batch(
             outcome = JobOutcome(ref.job_id, "failed", str(exc))
         outcomes.append(outcome)
         level = "error" if outcome.status == "failed" else "info"
-        getattr(log, level)("job_done", job=ref.job_id, status=outcome.status, detail=outcome.detail,
-                            alerts=outcome.alerts)
+        getattr(log, level)(
+            "job_done", job=ref.job_id, status=outcome.status, detail=outcome.detail, alerts=outcome.alerts
+        )
         if outcome.alerts:
             flush()
     result = BatchResult(outcomes, delivery)
-    log.info("batch_done", exit_code=result.exit_code, jobs=len(outcomes), alerts_sent=delivery.sent,
-             alerts_pending=delivery.failed)
+    log.info(
+        "batch_done",
+        exit_code=result.exit_code,
+        jobs=len(outcomes),
+        alerts_sent=delivery.sent,
+        alerts_pending=delivery.failed,
+    )
     return result
-

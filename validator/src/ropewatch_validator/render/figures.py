@@ -1,4 +1,5 @@
 """matplotlib figure -> base64 PNG, the one way report.html embeds a plot."""
+
 from __future__ import annotations
 
 import base64

@@ -3,6 +3,7 @@
 report.json is the one source: Markdown, HTML, the terminal, history and alerts all read it. Its
 schema (``SCHEMA_VERSION``) is documented in the README; keys are only ever added.
 """
+
 from __future__ import annotations
 
 import html
@@ -21,8 +22,27 @@ from ropewatch_validator.render.figures import png_base64
 
 SCHEMA_VERSION = "1.0"
 FORMATS = ("json", "md", "html")
-OBJECT_FIELDS = ("role", "frame", "shape_id", "track_id", "source", "x1", "y1", "x2", "y2", "score", "occluded",
-                 "match", "iou", "best_iou", "error", "size", "aspect", "cell_x", "cell_y")
+OBJECT_FIELDS = (
+    "role",
+    "frame",
+    "shape_id",
+    "track_id",
+    "source",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "score",
+    "occluded",
+    "match",
+    "iou",
+    "best_iou",
+    "error",
+    "size",
+    "aspect",
+    "cell_x",
+    "cell_y",
+)
 
 
 def object_rows(obj: pd.DataFrame, attribute: str) -> dict:
@@ -38,8 +58,16 @@ def objects_frame(report: dict) -> pd.DataFrame:
     return pd.DataFrame(report["objects"]["rows"], columns=report["objects"]["columns"])
 
 
-def build(*, source: dict, settings: Settings, frames: pd.DataFrame, pred: pd.DataFrame, ref: pd.DataFrame,
-          skipped: dict, model_version: str | None = None) -> dict:
+def build(
+    *,
+    source: dict,
+    settings: Settings,
+    frames: pd.DataFrame,
+    pred: pd.DataFrame,
+    ref: pd.DataFrame,
+    skipped: dict,
+    model_version: str | None = None,
+) -> dict:
     """Every number of the report from matched tables (``ropewatch_validator.evaluation.match.match`` output)."""
     p_type, r_type = patterns.classify(pred, ref, settings)
     obj = patterns.object_table(pred, ref, p_type, r_type, frames, settings)
@@ -52,10 +80,15 @@ def build(*, source: dict, settings: Settings, frames: pd.DataFrame, pred: pd.Da
         "source": source,
         "model_version": model_version,
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()},
-        "counts": {"frames": len(frames), "frames_evaluated": int(evaluated.size),
-                   "frames_deleted": int(frames["deleted"].sum()), "predictions": len(pred),
-                   "references": len(ref), "semi_auto": int(pred["source"].isin(settings.edited_sources).sum()),
-                   "skipped_shapes": {str(k): int(v) for k, v in skipped.items()}},
+        "counts": {
+            "frames": len(frames),
+            "frames_evaluated": int(evaluated.size),
+            "frames_deleted": int(frames["deleted"].sum()),
+            "predictions": len(pred),
+            "references": len(ref),
+            "semi_auto": int(pred["source"].isin(settings.edited_sources).sum()),
+            "skipped_shapes": {str(k): int(v) for k, v in skipped.items()},
+        },
         "detection": det,
         "attribute": measure.attribute(pred, ref, settings.attribute, settings.values),
         "errors": patterns.error_counts(p_type, r_type, pred, settings),
@@ -74,37 +107,72 @@ def _fmt(v) -> str:
 def markdown(report: dict) -> str:
     src, det, att = report["source"], report["detection"], report["attribute"]
     labels = att["labels"]
-    lines = [f"# Validation of job {src['job']} (task {src['task']})", "",
-             f"CVAT `{src['host']}` · reference: {src['reference_mode']} · model version: "
-             f"{report['model_version'] or 'unknown'} · IoU ≥ {report['settings']['iou']} · "
-             f"{report['counts']['frames_evaluated']} frames · generated {report['generated_at']}", "",
-             "## Detection (`person`)", "", "| TP | FP | FN | precision | recall | F1 | AP |", "|---|---|---|---|---|---|---|",
-             f"| {det['tp']} | {det['fp']} | {det['fn']} | {_fmt(det['precision'])} | {_fmt(det['recall'])} | "
-             f"{_fmt(det['f1'])} | {_fmt(det['ap'])} |", "",
-             f"## `{att['name']}` on matched persons", "",
-             "| reference \\ prediction | " + " | ".join(labels) + " | total | missed |",
-             "|---|" + "---|" * (len(labels) + 2)]
+    lines = [
+        f"# Validation of job {src['job']} (task {src['task']})",
+        "",
+        f"CVAT `{src['host']}` · reference: {src['reference_mode']} · model version: "
+        f"{report['model_version'] or 'unknown'} · IoU ≥ {report['settings']['iou']} · "
+        f"{report['counts']['frames_evaluated']} frames · generated {report['generated_at']}",
+        "",
+        "## Detection (`person`)",
+        "",
+        "| TP | FP | FN | precision | recall | F1 | AP |",
+        "|---|---|---|---|---|---|---|",
+        f"| {det['tp']} | {det['fp']} | {det['fn']} | {_fmt(det['precision'])} | {_fmt(det['recall'])} | "
+        f"{_fmt(det['f1'])} | {_fmt(det['ap'])} |",
+        "",
+        f"## `{att['name']}` on matched persons",
+        "",
+        "| reference \\ prediction | " + " | ".join(labels) + " | total | missed |",
+        "|---|" + "---|" * (len(labels) + 2),
+    ]
     for i, v in enumerate(labels):
-        lines.append(f"| **{v}** | " + " | ".join(str(x) for x in att["confusion_matrix"][i])
-                     + f" | {att['row_totals'][i]} | {att['missed'][v]} |")
-    lines += ["| total | " + " | ".join(str(x) for x in att["column_totals"]) + " | | |",
-              "| extra | " + " | ".join(str(att["extra"][v]) for v in labels) + " | | |", "",
-              "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        lines.append(
+            f"| **{v}** | "
+            + " | ".join(str(x) for x in att["confusion_matrix"][i])
+            + f" | {att['row_totals'][i]} | {att['missed'][v]} |"
+        )
+    lines += [
+        "| total | " + " | ".join(str(x) for x in att["column_totals"]) + " | | |",
+        "| extra | " + " | ".join(str(att["extra"][v]) for v in labels) + " | | |",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "|---|---|---|---|---|",
+    ]
     for v, m in att["per_class"].items():
-        lines.append(f"| {v} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_fmt(m['f1'])} | {m['support']} |")
-    lines += [f"| accuracy | | | {_fmt(att['accuracy'])} | |", f"| macro F1 | | | {_fmt(att['macro_f1'])} | |", "",
-              "## Errors", "", "| type | count |", "|---|---|"]
+        lines.append(
+            f"| {v} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_fmt(m['f1'])} | {m['support']} |"
+        )
+    lines += [
+        f"| accuracy | | | {_fmt(att['accuracy'])} | |",
+        f"| macro F1 | | | {_fmt(att['macro_f1'])} | |",
+        "",
+        "## Errors",
+        "",
+        "| type | count |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v} |" for k, v in report["errors"].items()]
     lines += ["", "## Worst frames", "", "| frame | errors | types |", "|---|---|---|"]
-    lines += [f"| {w['frame']} | {w['errors']} | " + ", ".join(f"{k}: {n}" for k, n in w["by_type"].items()) + " |"
-              for w in report["worst_frames"]]
+    lines += [
+        f"| {w['frame']} | {w['errors']} | " + ", ".join(f"{k}: {n}" for k, n in w["by_type"].items()) + " |"
+        for w in report["worst_frames"]
+    ]
     for dim, rows in report["breakdowns"].items():
         if dim == "position_grid":
             continue
-        lines += ["", f"## By {dim}", "", "| bucket | refs | preds | missed | FP | flips | recall | precision |",
-                  "|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['bucket']} | {r['references']} | {r['predictions']} | {r['missed']} | {r['false_positives']}"
-                  f" | {r['flips']} | {_fmt(r['recall'])} | {_fmt(r['precision'])} |" for r in rows]
+        lines += [
+            "",
+            f"## By {dim}",
+            "",
+            "| bucket | refs | preds | missed | FP | flips | recall | precision |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['bucket']} | {r['references']} | {r['predictions']} | {r['missed']} | {r['false_positives']}"
+            f" | {r['flips']} | {_fmt(r['recall'])} | {_fmt(r['precision'])} |"
+            for r in rows
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -128,8 +196,12 @@ def figures(report: dict) -> dict[str, str]:
     fig, ax = plt.subplots(figsize=(4.5, 3))
     names = list(att["per_class"])
     for k, metric in enumerate(("precision", "recall", "f1")):
-        ax.bar(np.arange(len(names)) + k * 0.27, [att["per_class"][n][metric] or 0 for n in names], 0.27,
-               label=metric)
+        ax.bar(
+            np.arange(len(names)) + k * 0.27,
+            [att["per_class"][n][metric] or 0 for n in names],
+            0.27,
+            label=metric,
+        )
     ax.set_xticks(np.arange(len(names)) + 0.27, names), ax.set_ylim(0, 1), ax.legend(fontsize=7)
     out["per-class metrics"] = png_base64(fig)
     fig, ax = plt.subplots(figsize=(5, 3))
@@ -151,14 +223,19 @@ def figures(report: dict) -> dict[str, str]:
 
 def html_page(report: dict) -> str:
     """A self-contained page: the Markdown tables as preformatted text plus the embedded figures."""
-    imgs = "".join(f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{b}"><figcaption>'
-                   f"{html.escape(t)}</figcaption></figure>" for t, b in figures(report).items())
+    imgs = "".join(
+        f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{b}"><figcaption>'
+        f"{html.escape(t)}</figcaption></figure>"
+        for t, b in figures(report).items()
+    )
     if report.get("trace"):  # validate-job --logs: calibration figures and the most-confident-mistakes panel
         imgs += trace_html.html_section(report)
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>ropewatch job "
-            f"{report['source']['job']}</title><style>body{{font-family:sans-serif;margin:2em}}"
-            "figure{display:inline-block;margin:1em}pre{background:#f6f6f6;padding:1em}</style></head><body>"
-            f"<div>{imgs}</div><pre>{html.escape(markdown(report))}</pre></body></html>")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>ropewatch job "
+        f"{report['source']['job']}</title><style>body{{font-family:sans-serif;margin:2em}}"
+        "figure{display:inline-block;margin:1em}pre{background:#f6f6f6;padding:1em}</style></head><body>"
+        f"<div>{imgs}</div><pre>{html.escape(markdown(report))}</pre></body></html>"
+    )
 
 
 def to_json(report: dict) -> str:
@@ -183,8 +260,10 @@ def print_summary(report: dict, console=None) -> None:
 
     console = console or Console()
     src, det, att = report["source"], report["detection"], report["attribute"]
-    console.print(f"[bold]job {src['job']}[/] (task {src['task']}) on {src['host']} · "
-                  f"reference {src['reference_mode']} · model {report['model_version'] or 'unknown'}")
+    console.print(
+        f"[bold]job {src['job']}[/] (task {src['task']}) on {src['host']} · "
+        f"reference {src['reference_mode']} · model {report['model_version'] or 'unknown'}"
+    )
     t = Table("TP", "FP", "FN", "precision", "recall", "F1", "AP", title="person detection")
     t.add_row(*(_fmt(det[k]) for k in ("tp", "fp", "fn", "precision", "recall", "f1", "ap")))
     console.print(t)

@@ -5,6 +5,7 @@ check every body against CVAT's OpenAPI schema), from a seed of real dumps and g
 Faults can be injected (status codes, delays) to exercise retries, and every request is logged.
 Stdlib only, so the demo runs without test dependencies.
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,11 +22,28 @@ from urllib.parse import parse_qs, urlsplit
 
 from ropewatch_validator.sandbox.synthetic import SyntheticJob, meta_body
 
-ABOUT = {"name": "Computer Vision Annotation Tool", "description": "ropewatch sandbox", "version": "2.73.0",
-         "logo_url": "", "subtitle": "sandbox"}
-USER = {"id": 1, "username": "sandbox", "first_name": "", "last_name": "", "email": "", "groups": ["admin"],
-        "is_staff": True, "is_superuser": True, "is_active": True, "url": "http://localhost/api/users/1",
-        "last_login": None, "date_joined": "2026-01-01T00:00:00Z", "has_analytics_access": True}
+ABOUT = {
+    "name": "Computer Vision Annotation Tool",
+    "description": "ropewatch sandbox",
+    "version": "2.73.0",
+    "logo_url": "",
+    "subtitle": "sandbox",
+}
+USER = {
+    "id": 1,
+    "username": "sandbox",
+    "first_name": "",
+    "last_name": "",
+    "email": "",
+    "groups": ["admin"],
+    "is_staff": True,
+    "is_superuser": True,
+    "is_active": True,
+    "url": "http://localhost/api/users/1",
+    "last_login": None,
+    "date_joined": "2026-01-01T00:00:00Z",
+    "has_analytics_access": True,
+}
 
 
 @dataclass
@@ -68,6 +86,7 @@ class CvatState:
 
 def seed_from_assets(state: CvatState, assets: Path) -> None:
     """Load CVAT's own API dumps (a folder of CVAT API dumps, e.g. ``tests/data/cvat/assets``) into the sandbox."""
+
     def load(name: str) -> dict:
         return json.loads((assets / name).read_text(encoding="utf-8"))
 
@@ -87,7 +106,7 @@ def seed_from_assets(state: CvatState, assets: Path) -> None:
 def _page(items: list[dict], query: dict, url: str) -> dict:
     page = int(query.get("page", ["1"])[0])
     size = int(query.get("page_size", ["10"])[0])
-    chunk = items[(page - 1) * size: page * size]
+    chunk = items[(page - 1) * size : page * size]
     more = page * size < len(items)
     base = url.split("?")[0]
     rest = "&".join(f"{k}={v[0]}" for k, v in query.items() if k not in ("page",))
@@ -99,7 +118,9 @@ def _page(items: list[dict], query: dict, url: str) -> dict:
 def _jpeg(width: int, height: int, seed: int) -> bytes:
     from PIL import Image
 
-    img = Image.new("RGB", (max(width // 8, 8), max(height // 8, 8)), ((seed * 37) % 256, (seed * 91) % 256, 90))
+    img = Image.new(
+        "RGB", (max(width // 8, 8), max(height // 8, 8)), ((seed * 37) % 256, (seed * 91) % 256, 90)
+    )
     out = io.BytesIO()
     img.save(out, format="JPEG", quality=80)
     return out.getvalue()
@@ -134,7 +155,7 @@ class _Handler(BaseHTTPRequestHandler):
             return base64.b64decode(header[6:]).decode() == ":".join(state.basic)
         return False
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         state = self.server.state
         state.requests.append(self.path)
         for fault in state.faults:
@@ -162,8 +183,11 @@ class _Handler(BaseHTTPRequestHandler):
             case ["users", "self"]:
                 self._json(200, USER)
             case ["jobs"]:
-                jobs = [j for j in state.jobs.values()
-                        if "task_id" not in query or str(j.get("task_id")) == query["task_id"][0]]
+                jobs = [
+                    j
+                    for j in state.jobs.values()
+                    if "task_id" not in query or str(j.get("task_id")) == query["task_id"][0]
+                ]
                 if "project_id" in query:
                     jobs = [j for j in jobs if str(j.get("project_id")) == query["project_id"][0]]
                 if "type" in query:

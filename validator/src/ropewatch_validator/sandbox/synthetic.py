@@ -5,6 +5,7 @@ data/meta, annotations), all valid under CVAT's OpenAPI schema. Manual person bo
 reference; the model's `auto` boxes are copies of them with jitter, misses, extras, attribute flips
 and a share marked `semi-auto` (edited by a person), so every error type of the validator appears.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -36,65 +37,184 @@ def label_ids(task_id: int) -> tuple[int, int, int]:
 
 def labels_body(task_id: int) -> list[dict]:
     person_id, helmet_id, spec_id = label_ids(task_id)
-    rope = {"id": spec_id, "name": ATTRIBUTE, "mutable": True, "input_type": "select",
-            "default_value": "wrong", "values": list(VALUES)}
-    common = {"sublabels": [], "has_parent": False, "parent_id": None, "project_id": None, "task_id": task_id,
-              "type": "rectangle"}
-    return [{"id": person_id, "name": "person", "color": "#ff0000", "attributes": [rope], **common},
-            {"id": helmet_id, "name": "helmet", "color": "#00ff00", "attributes": [], **common}]
+    rope = {
+        "id": spec_id,
+        "name": ATTRIBUTE,
+        "mutable": True,
+        "input_type": "select",
+        "default_value": "wrong",
+        "values": list(VALUES),
+    }
+    common = {
+        "sublabels": [],
+        "has_parent": False,
+        "parent_id": None,
+        "project_id": None,
+        "task_id": task_id,
+        "type": "rectangle",
+    }
+    return [
+        {"id": person_id, "name": "person", "color": "#ff0000", "attributes": [rope], **common},
+        {"id": helmet_id, "name": "helmet", "color": "#00ff00", "attributes": [], **common},
+    ]
 
 
-def job_body(job_id: int, task_id: int, n_frames: int, *, job_type: str = "annotation", start_frame: int = 0,
-             updated: str = UPDATED, project_id: int | None = None) -> dict:
-    return {"id": job_id, "url": f"http://localhost/api/jobs/{job_id}", "task_id": task_id, "project_id": project_id,
-            "type": job_type, "stage": "annotation", "state": "in progress", "mode": "annotation",
-            "dimension": "2d", "media_type": "image", "frame_count": n_frames, "start_frame": start_frame,
-            "stop_frame": start_frame + n_frames - 1, "data_chunk_size": 36, "data_compressed_chunk_type": "imageset",
-            "data_original_chunk_type": "imageset", "created_date": "2026-11-19T09:00:00.000000Z",
-            "updated_date": updated, "assignee": None, "guide_id": None, "bug_tracker": None,
-            "issues": {"url": f"http://localhost/api/issues?job_id={job_id}", "count": 0},
-            "labels": {"url": f"http://localhost/api/labels?job_id={job_id}"}, "organization": None,
-            "target_storage": None, "source_storage": None, "assignee_updated_date": None, "parent_job_id": None,
-            "consensus_replicas": 0, "replicas_count": 0, "task_name": f"task {task_id}", "project_name": None}
+def job_body(
+    job_id: int,
+    task_id: int,
+    n_frames: int,
+    *,
+    job_type: str = "annotation",
+    start_frame: int = 0,
+    updated: str = UPDATED,
+    project_id: int | None = None,
+) -> dict:
+    return {
+        "id": job_id,
+        "url": f"http://localhost/api/jobs/{job_id}",
+        "task_id": task_id,
+        "project_id": project_id,
+        "type": job_type,
+        "stage": "annotation",
+        "state": "in progress",
+        "mode": "annotation",
+        "dimension": "2d",
+        "media_type": "image",
+        "frame_count": n_frames,
+        "start_frame": start_frame,
+        "stop_frame": start_frame + n_frames - 1,
+        "data_chunk_size": 36,
+        "data_compressed_chunk_type": "imageset",
+        "data_original_chunk_type": "imageset",
+        "created_date": "2026-11-19T09:00:00.000000Z",
+        "updated_date": updated,
+        "assignee": None,
+        "guide_id": None,
+        "bug_tracker": None,
+        "issues": {"url": f"http://localhost/api/issues?job_id={job_id}", "count": 0},
+        "labels": {"url": f"http://localhost/api/labels?job_id={job_id}"},
+        "organization": None,
+        "target_storage": None,
+        "source_storage": None,
+        "assignee_updated_date": None,
+        "parent_job_id": None,
+        "consensus_replicas": 0,
+        "replicas_count": 0,
+        "task_name": f"task {task_id}",
+        "project_name": None,
+    }
 
 
 def task_body(task_id: int, n_frames: int, *, project_id: int | None = None) -> dict:
-    return {"id": task_id, "url": f"http://localhost/api/tasks/{task_id}", "name": f"task {task_id}",
-            "project_id": project_id, "mode": "annotation", "dimension": "2d", "media_type": "image",
-            "size": n_frames, "status": "annotation", "created_date": "2026-11-19T09:00:00.000000Z",
-            "updated_date": UPDATED, "overlap": 0, "segment_size": n_frames, "subset": "", "organization": None,
-            "jobs": {"url": f"http://localhost/api/jobs?task_id={task_id}", "count": 1, "completed": 0,
-                     "validation": 0},
-            "labels": {"url": f"http://localhost/api/labels?task_id={task_id}"}, "bug_tracker": "",
-            "assignee": None, "owner": None, "data_chunk_size": 36, "image_quality": 70}
+    return {
+        "id": task_id,
+        "url": f"http://localhost/api/tasks/{task_id}",
+        "name": f"task {task_id}",
+        "project_id": project_id,
+        "mode": "annotation",
+        "dimension": "2d",
+        "media_type": "image",
+        "size": n_frames,
+        "status": "annotation",
+        "created_date": "2026-11-19T09:00:00.000000Z",
+        "updated_date": UPDATED,
+        "overlap": 0,
+        "segment_size": n_frames,
+        "subset": "",
+        "organization": None,
+        "jobs": {
+            "url": f"http://localhost/api/jobs?task_id={task_id}",
+            "count": 1,
+            "completed": 0,
+            "validation": 0,
+        },
+        "labels": {"url": f"http://localhost/api/labels?task_id={task_id}"},
+        "bug_tracker": "",
+        "assignee": None,
+        "owner": None,
+        "data_chunk_size": 36,
+        "image_quality": 70,
+    }
 
 
-def meta_body(n_frames: int, width: int, height: int, *, start_frame: int = 0, deleted: list[int] | None = None,
-              included: list[int] | None = None) -> dict:
+def meta_body(
+    n_frames: int,
+    width: int,
+    height: int,
+    *,
+    start_frame: int = 0,
+    deleted: list[int] | None = None,
+    included: list[int] | None = None,
+) -> dict:
     numbers = included if included is not None else range(start_frame, start_frame + n_frames)
-    return {"chunks_updated_date": UPDATED, "chunk_size": 36, "size": n_frames, "image_quality": 70,
-            "start_frame": start_frame, "stop_frame": start_frame + n_frames - 1, "frame_filter": "",
-            "frames": [{"width": width, "height": height, "name": f"site_{f:06d}.jpg", "related_files": 0}
-                       for f in numbers],
-            "deleted_frames": sorted(deleted or []), "included_frames": included}
+    return {
+        "chunks_updated_date": UPDATED,
+        "chunk_size": 36,
+        "size": n_frames,
+        "image_quality": 70,
+        "start_frame": start_frame,
+        "stop_frame": start_frame + n_frames - 1,
+        "frame_filter": "",
+        "frames": [
+            {"width": width, "height": height, "name": f"site_{f:06d}.jpg", "related_files": 0}
+            for f in numbers
+        ],
+        "deleted_frames": sorted(deleted or []),
+        "included_frames": included,
+    }
 
 
-def _rect(shape_id: int, frame: int, box, source: str, value: str | None, score: float | None,
-          label_id: int, spec_id: int, occluded: bool = False) -> dict:
-    shape = {"id": shape_id, "type": "rectangle", "frame": frame, "label_id": label_id, "group": 0,
-             "source": source, "occluded": occluded, "outside": False, "z_order": 0, "rotation": 0.0,
-             "points": [round(float(v), 2) for v in box], "elements": [],
-             "attributes": [] if value is None else [{"spec_id": spec_id, "value": value}]}
+def _rect(
+    shape_id: int,
+    frame: int,
+    box,
+    source: str,
+    value: str | None,
+    score: float | None,
+    label_id: int,
+    spec_id: int,
+    occluded: bool = False,
+) -> dict:
+    shape = {
+        "id": shape_id,
+        "type": "rectangle",
+        "frame": frame,
+        "label_id": label_id,
+        "group": 0,
+        "source": source,
+        "occluded": occluded,
+        "outside": False,
+        "z_order": 0,
+        "rotation": 0.0,
+        "points": [round(float(v), 2) for v in box],
+        "elements": [],
+        "attributes": [] if value is None else [{"spec_id": spec_id, "value": value}],
+    }
     if score is not None:
         shape["score"] = float(score)
     return shape
 
 
-def generate(n_frames: int = 50, *, job_id: int = 101, task_id: int = 11, persons_per_frame: float = 4.0,
-             width: int = 1280, height: int = 720, seed: int = 0, p_miss: float = 0.08, p_extra: float = 0.3,
-             p_flip: float = 0.1, p_semi: float = 0.1, p_loc: float = 0.05, with_score: bool = True,
-             real_scores: bool = False, deleted: tuple[int, ...] = (), extras: bool = True,
-             project_id: int | None = None) -> SyntheticJob:
+def generate(
+    n_frames: int = 50,
+    *,
+    job_id: int = 101,
+    task_id: int = 11,
+    persons_per_frame: float = 4.0,
+    width: int = 1280,
+    height: int = 720,
+    seed: int = 0,
+    p_miss: float = 0.08,
+    p_extra: float = 0.3,
+    p_flip: float = 0.1,
+    p_semi: float = 0.1,
+    p_loc: float = 0.05,
+    with_score: bool = True,
+    real_scores: bool = False,
+    deleted: tuple[int, ...] = (),
+    extras: bool = True,
+    project_id: int | None = None,
+) -> SyntheticJob:
     """One annotation job: manual person boxes + the model's auto copies with known errors.
 
     ``with_score=False`` emulates CVAT < 2.56 (no ``score`` key); ``real_scores`` gives auto shapes
@@ -129,41 +249,122 @@ def generate(n_frames: int = 50, *, job_id: int = 101, task_id: int = 11, person
     ids = {"label_id": person_id, "spec_id": spec_id}
     shapes, sid = [], 1
     for i in range(total):
-        shapes.append(_rect(sid, int(frames[i]), boxes[i], "manual", str(truth[i]), score(1.0), occluded=bool(occluded[i]),
-                            **ids))
+        shapes.append(
+            _rect(
+                sid,
+                int(frames[i]),
+                boxes[i],
+                "manual",
+                str(truth[i]),
+                score(1.0),
+                occluded=bool(occluded[i]),
+                **ids,
+            )
+        )
         sid += 1
     for i in np.flatnonzero(keep):
-        shapes.append(_rect(sid, int(frames[i]), auto_boxes[i], str(sources[i]), str(auto_values[i]),
-                            score(float(scores[i])), **ids))
+        shapes.append(
+            _rect(
+                sid,
+                int(frames[i]),
+                auto_boxes[i],
+                str(sources[i]),
+                str(auto_values[i]),
+                score(float(scores[i])),
+                **ids,
+            )
+        )
         sid += 1
     n_extra = rng.binomial(n_frames, min(p_extra, 1.0))
     for frame in rng.choice(n_frames, n_extra):
         ew = rng.uniform(30, 120)
         ex, ey = rng.uniform(0, width - ew), rng.uniform(0, height - 2 * ew)
-        shapes.append(_rect(sid, int(frame), [ex, ey, ex + ew, ey + 2 * ew], "auto", str(rng.choice(VALUES)),
-                            score(float(rng.uniform(0.05, 0.6))), **ids))
+        shapes.append(
+            _rect(
+                sid,
+                int(frame),
+                [ex, ey, ex + ew, ey + 2 * ew],
+                "auto",
+                str(rng.choice(VALUES)),
+                score(float(rng.uniform(0.05, 0.6))),
+                **ids,
+            )
+        )
         sid += 1
 
     tracks = []
     if extras and n_frames >= 6:
         shapes.append(_rect(sid, 1, [10, 10, 50, 60], "manual", None, score(1.0), helmet_id, spec_id))
-        shapes.append({"id": sid + 1, "type": "polygon", "frame": 2, "label_id": person_id, "group": 0,
-                       "source": "manual", "occluded": False, "outside": False, "z_order": 0, "rotation": 0.0,
-                       "points": [5.0, 5.0, 40.0, 5.0, 20.0, 40.0], "elements": [], "attributes": []})
+        shapes.append(
+            {
+                "id": sid + 1,
+                "type": "polygon",
+                "frame": 2,
+                "label_id": person_id,
+                "group": 0,
+                "source": "manual",
+                "occluded": False,
+                "outside": False,
+                "z_order": 0,
+                "rotation": 0.0,
+                "points": [5.0, 5.0, 40.0, 5.0, 20.0, 40.0],
+                "elements": [],
+                "attributes": [],
+            }
+        )
         if with_score:
             shapes[-1]["score"] = 1.0
-        tracks.append({"id": 1, "frame": 0, "label_id": person_id, "group": 0, "source": "manual",
-                       "attributes": [], "elements": [],
-                       "shapes": [{"id": 1, "type": "rectangle", "frame": 0, "occluded": False, "outside": False,
-                                   "z_order": 0, "rotation": 0.0, "points": [100.0, 100.0, 150.0, 220.0],
-                                   "attributes": [{"spec_id": spec_id, "value": "correct"}]},
-                                  {"id": 2, "type": "rectangle", "frame": 2, "occluded": False, "outside": False,
-                                   "z_order": 0, "rotation": 0.0, "points": [120.0, 100.0, 170.0, 220.0],
-                                   "attributes": [{"spec_id": spec_id, "value": "wrong"}]},
-                                  {"id": 3, "type": "rectangle", "frame": 4, "occluded": False, "outside": True,
-                                   "z_order": 0, "rotation": 0.0, "points": [120.0, 100.0, 170.0, 220.0],
-                                   "attributes": []}]})
+        tracks.append(
+            {
+                "id": 1,
+                "frame": 0,
+                "label_id": person_id,
+                "group": 0,
+                "source": "manual",
+                "attributes": [],
+                "elements": [],
+                "shapes": [
+                    {
+                        "id": 1,
+                        "type": "rectangle",
+                        "frame": 0,
+                        "occluded": False,
+                        "outside": False,
+                        "z_order": 0,
+                        "rotation": 0.0,
+                        "points": [100.0, 100.0, 150.0, 220.0],
+                        "attributes": [{"spec_id": spec_id, "value": "correct"}],
+                    },
+                    {
+                        "id": 2,
+                        "type": "rectangle",
+                        "frame": 2,
+                        "occluded": False,
+                        "outside": False,
+                        "z_order": 0,
+                        "rotation": 0.0,
+                        "points": [120.0, 100.0, 170.0, 220.0],
+                        "attributes": [{"spec_id": spec_id, "value": "wrong"}],
+                    },
+                    {
+                        "id": 3,
+                        "type": "rectangle",
+                        "frame": 4,
+                        "occluded": False,
+                        "outside": True,
+                        "z_order": 0,
+                        "rotation": 0.0,
+                        "points": [120.0, 100.0, 170.0, 220.0],
+                        "attributes": [],
+                    },
+                ],
+            }
+        )
     annotations = {"version": 3, "tags": [], "shapes": shapes, "tracks": tracks}
-    return SyntheticJob(job=job_body(job_id, task_id, n_frames, project_id=project_id),
-                        task=task_body(task_id, n_frames, project_id=project_id), labels=labels_body(task_id),
-                        meta=meta_body(n_frames, width, height, deleted=list(deleted)), annotations=annotations)
+    return SyntheticJob(
+        job=job_body(job_id, task_id, n_frames, project_id=project_id),
+        task=task_body(task_id, n_frames, project_id=project_id),
+        labels=labels_body(task_id),
+        meta=meta_body(n_frames, width, height, deleted=list(deleted)),
+        annotations=annotations,
+    )

@@ -12,6 +12,7 @@ ECE is **top-label** ECE (Guo et al., 2017): the confidence of a prediction is
 equal-width bins on [0, 1] weighted by bin size (bins are right-closed, ``(lo, hi]``, the first
 one also takes 0). The reliability diagram uses the same bins.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -76,8 +77,7 @@ def reliability(p_correct: np.ndarray, y: np.ndarray, n_bins: int = N_BINS) -> d
         mean_conf = np.where(count > 0, conf_sum / np.maximum(count, 1), np.nan)
         acc = np.where(count > 0, hit_sum / np.maximum(count, 1), np.nan)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    return {"lower": edges[:-1], "upper": edges[1:], "count": count,
-            "confidence": mean_conf, "accuracy": acc}
+    return {"lower": edges[:-1], "upper": edges[1:], "count": count, "confidence": mean_conf, "accuracy": acc}
 
 
 def ece(p_correct: np.ndarray, y: np.ndarray, n_bins: int = N_BINS) -> float:
@@ -103,9 +103,12 @@ def fit_temperature(z: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = 
     s, t = _as_arrays(z, y)
     if s.size == 0 or t.min() == t.max():
         raise ValueError("temperature scaling needs both classes among the labelled scores")
-    res = minimize_scalar(lambda log_t: nll(s, t, float(np.exp(log_t))),
-                          bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded",
-                          options={"xatol": 1e-6})
+    res = minimize_scalar(
+        lambda log_t: nll(s, t, float(np.exp(log_t))),
+        bounds=(np.log(bounds[0]), np.log(bounds[1])),
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
     return float(np.exp(res.x))
 
 
@@ -139,8 +142,8 @@ def threshold_sweep(z: np.ndarray, y: np.ndarray) -> dict:
     cuts = np.r_[u[0] - 1.0, (u[:-1] + u[1:]) / 2.0, u[-1] + 1.0]
     # predicted wrong = z < cut; counts via searchsorted on the sorted scores of each class
     z_pos, z_neg = np.sort(s[t == 1]), np.sort(s[t == 0])
-    correct_as_wrong = np.searchsorted(z_pos, cuts, side="left")   # FN of correct / FP of wrong
-    wrong_as_wrong = np.searchsorted(z_neg, cuts, side="left")     # TP of wrong
+    correct_as_wrong = np.searchsorted(z_pos, cuts, side="left")  # FN of correct / FP of wrong
+    wrong_as_wrong = np.searchsorted(z_neg, cuts, side="left")  # TP of wrong
     n_pos, n_neg = z_pos.size, z_neg.size
     tp_c = n_pos - correct_as_wrong
     fp_c = n_neg - wrong_as_wrong
@@ -178,14 +181,26 @@ class Operating:
 
 def _operating(name: str, sweep: dict, i: int, z: np.ndarray, y: np.ndarray, temperature: float) -> Operating:
     cut = float(sweep["cut"][i])
-    return Operating(name=name, cut=cut, thr=logit_to_threshold(cut, temperature), temperature=temperature,
-                     macro_f1=float(sweep["macro_f1"][i]), f1_wrong=float(sweep["f1_wrong"][i]),
-                     f1_correct=float(sweep["f1_correct"][i]), recall_wrong=float(sweep["recall_wrong"][i]),
-                     confusion=confusion(y, z >= cut).tolist())
+    return Operating(
+        name=name,
+        cut=cut,
+        thr=logit_to_threshold(cut, temperature),
+        temperature=temperature,
+        macro_f1=float(sweep["macro_f1"][i]),
+        f1_wrong=float(sweep["f1_wrong"][i]),
+        f1_correct=float(sweep["f1_correct"][i]),
+        recall_wrong=float(sweep["recall_wrong"][i]),
+        confusion=confusion(y, z >= cut).tolist(),
+    )
 
 
-def choose_thresholds(z: np.ndarray, y: np.ndarray, temperature: float = 1.0,
-                      required_recall_wrong: float = 0.95, current_thr: float | None = None) -> dict[str, Operating]:
+def choose_thresholds(
+    z: np.ndarray,
+    y: np.ndarray,
+    temperature: float = 1.0,
+    required_recall_wrong: float = 0.95,
+    current_thr: float | None = None,
+) -> dict[str, Operating]:
     """Operating points: max macro F1; the lowest cut whose recall of ``wrong`` meets the requirement
     (it keeps the most ``correct`` calls, hence the best precision of ``wrong``); and the current one."""
     s, t = _as_arrays(z, y)
@@ -193,8 +208,9 @@ def choose_thresholds(z: np.ndarray, y: np.ndarray, temperature: float = 1.0,
     out = {"max_macro_f1": _operating("max_macro_f1", sw, int(np.argmax(sw["macro_f1"])), s, t, temperature)}
     meets = np.flatnonzero(sw["recall_wrong"] >= required_recall_wrong)
     if meets.size:
-        out["recall_wrong"] = _operating(f"recall_wrong>={required_recall_wrong:g}", sw, int(meets[0]), s, t,
-                                         temperature)
+        out["recall_wrong"] = _operating(
+            f"recall_wrong>={required_recall_wrong:g}", sw, int(meets[0]), s, t, temperature
+        )
     if current_thr is not None:
         cut = threshold_to_logit(current_thr, temperature)
         pred = s >= cut
@@ -202,13 +218,15 @@ def choose_thresholds(z: np.ndarray, y: np.ndarray, temperature: float = 1.0,
         f1_w = float(f1(cm[0, 0], cm[1, 0], cm[0, 1]))
         f1_c = float(f1(cm[1, 1], cm[0, 1], cm[1, 0]))
         rec_w = float(cm[0, 0] / cm[0].sum()) if cm[0].sum() else float("nan")
-        out["current"] = Operating("current", cut, float(current_thr), temperature, (f1_w + f1_c) / 2, f1_w, f1_c,
-                                   rec_w, cm.tolist())
+        out["current"] = Operating(
+            "current", cut, float(current_thr), temperature, (f1_w + f1_c) / 2, f1_w, f1_c, rec_w, cm.tolist()
+        )
     return out
 
 
 def _curve(d: dict, max_points: int = 501) -> dict:
     """JSON lists; long curves thinned to ``max_points`` evenly spaced rows (ends kept) for the report."""
+
     def thin(v: np.ndarray) -> list:
         if v.size <= max_points:
             return v.tolist()
@@ -217,8 +235,14 @@ def _curve(d: dict, max_points: int = 501) -> dict:
     return {k: (thin(v) if isinstance(v, np.ndarray) else v) for k, v in d.items()}
 
 
-def analyse(z: np.ndarray, y: np.ndarray, temperature: float = 1.0, thr: float | None = None,
-            required_recall_wrong: float = 0.95, n_bins: int = N_BINS) -> dict:
+def analyse(
+    z: np.ndarray,
+    y: np.ndarray,
+    temperature: float = 1.0,
+    thr: float | None = None,
+    required_recall_wrong: float = 0.95,
+    n_bins: int = N_BINS,
+) -> dict:
     """The JSON-ready calibration + ranking + threshold block of a report.
 
     ``temperature``/``thr`` are those the function ran with (from the log); the fitted temperature and
@@ -227,24 +251,44 @@ def analyse(z: np.ndarray, y: np.ndarray, temperature: float = 1.0, thr: float |
     """
     s, t = _as_arrays(z, y)
     p_now = probability(s, temperature)
-    out: dict = {"n": int(s.size), "n_correct": int(t.sum()), "n_wrong": int((1 - t).sum()),
-                 "ece_kind": "top-label", "n_bins": n_bins, "temperature": float(temperature), "thr": thr,
-                 "ece": ece(p_now, t, n_bins), "nll": nll(s, t, temperature),
-                 "reliability": _curve(reliability(p_now, t, n_bins))}
+    out: dict = {
+        "n": int(s.size),
+        "n_correct": int(t.sum()),
+        "n_wrong": int((1 - t).sum()),
+        "ece_kind": "top-label",
+        "n_bins": n_bins,
+        "temperature": float(temperature),
+        "thr": thr,
+        "ece": ece(p_now, t, n_bins),
+        "nll": nll(s, t, temperature),
+        "reliability": _curve(reliability(p_now, t, n_bins)),
+    }
     both = 0 < t.sum() < t.size
     out["roc_auc"] = roc_auc(s, t) if both else None
-    out["pr"] = ({"correct": _curve(pr_curve(p_now, t)), "wrong": _curve(pr_curve(1.0 - p_now, 1 - t))}
-                 if both else None)
+    out["pr"] = (
+        {"correct": _curve(pr_curve(p_now, t)), "wrong": _curve(pr_curve(1.0 - p_now, 1 - t))}
+        if both
+        else None
+    )
     if not both:
         out["fitted"] = None
         return out
     t_fit = fit_temperature(s, t)
     p_fit = probability(s, t_fit)
-    ops = choose_thresholds(s, t, t_fit, required_recall_wrong,
-                            reexpress_threshold(thr, temperature, t_fit) if thr is not None else None)
-    out["fitted"] = {"temperature": t_fit, "ece": ece(p_fit, t, n_bins), "nll": nll(s, t, t_fit),
-                     "reliability": _curve(reliability(p_fit, t, n_bins)),
-                     "required_recall_wrong": required_recall_wrong,
-                     "operating_points": {k: v.as_dict() for k, v in ops.items()},
-                     "sweep": _curve(threshold_sweep(s, t))}
+    ops = choose_thresholds(
+        s,
+        t,
+        t_fit,
+        required_recall_wrong,
+        reexpress_threshold(thr, temperature, t_fit) if thr is not None else None,
+    )
+    out["fitted"] = {
+        "temperature": t_fit,
+        "ece": ece(p_fit, t, n_bins),
+        "nll": nll(s, t, t_fit),
+        "reliability": _curve(reliability(p_fit, t, n_bins)),
+        "required_recall_wrong": required_recall_wrong,
+        "operating_points": {k: v.as_dict() for k, v in ops.items()},
+        "sweep": _curve(threshold_sweep(s, t)),
+    }
     return out

@@ -15,6 +15,7 @@ box agrees within ``tol`` pixels on every coordinate (the function rounds boxes 
 optimally (Hungarian) when a frame has several; ``semi-auto`` shapes (geometry edited by a
 person) are matched to the remaining detections by IoU >= ``edited_iou``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,7 +29,6 @@ from ropewatch_validator.evaluation.metrics import groups
 from ropewatch_validator.trace.logs import BOX
 
 
-
 @dataclass
 class FrameJoin:
     """One row per job frame: the chosen request and how it was found."""
@@ -37,7 +37,9 @@ class FrameJoin:
     stats: dict = field(default_factory=dict)
 
 
-def join_frames(frames: pd.DataFrame, requests: pd.DataFrame, cutoff: pd.Timestamp | None = None) -> FrameJoin:
+def join_frames(
+    frames: pd.DataFrame, requests: pd.DataFrame, cutoff: pd.Timestamp | None = None
+) -> FrameJoin:
     """Pick one inference request per frame (see module docstring for the rule)."""
     keys = {"sha256": object, "pixel_sha256": object}  # all-missing columns must still merge with strings
     base = frames[["frame", "sha256", "pixel_sha256"]].astype(keys)
@@ -45,30 +47,49 @@ def join_frames(frames: pd.DataFrame, requests: pd.DataFrame, cutoff: pd.Timesta
     by_bytes = base.merge(req[["request_id", "timestamp", "sha256"]], on="sha256", how="inner")
     by_bytes["key"] = "sha256"
     left = base[~base["frame"].isin(by_bytes["frame"])].dropna(subset=["pixel_sha256"])
-    by_pixels = left.merge(req[["request_id", "timestamp", "pixel_sha256"]].dropna(subset=["pixel_sha256"]),
-                           on="pixel_sha256", how="inner")
+    by_pixels = left.merge(
+        req[["request_id", "timestamp", "pixel_sha256"]].dropna(subset=["pixel_sha256"]),
+        on="pixel_sha256",
+        how="inner",
+    )
     by_pixels["key"] = "pixel_sha256"
-    cand = pd.concat([by_bytes[["frame", "request_id", "timestamp", "key"]],
-                      by_pixels[["frame", "request_id", "timestamp", "key"]]], ignore_index=True)
+    cand = pd.concat(
+        [
+            by_bytes[["frame", "request_id", "timestamp", "key"]],
+            by_pixels[["frame", "request_id", "timestamp", "key"]],
+        ],
+        ignore_index=True,
+    )
     if cutoff is not None:
         cand["after_cutoff"] = cand["timestamp"] > cutoff
     else:
         cand["after_cutoff"] = False
     counts = cand.groupby("frame").size().rename("candidates")
     # latest at/before the cutoff first; otherwise the earliest after it
-    cand["rank_ts"] = np.where(cand["after_cutoff"], -cand["timestamp"].astype("int64"), cand["timestamp"].astype("int64"))
-    chosen = (cand.sort_values(["after_cutoff", "rank_ts"], ascending=[True, False], kind="mergesort")
-                  .drop_duplicates("frame", keep="first").drop(columns="rank_ts"))
+    cand["rank_ts"] = np.where(
+        cand["after_cutoff"], -cand["timestamp"].astype("int64"), cand["timestamp"].astype("int64")
+    )
+    chosen = (
+        cand.sort_values(["after_cutoff", "rank_ts"], ascending=[True, False], kind="mergesort")
+        .drop_duplicates("frame", keep="first")
+        .drop(columns="rank_ts")
+    )
     out = base.merge(chosen, on="frame", how="left").merge(counts, on="frame", how="left")
     out["candidates"] = out["candidates"].fillna(0).astype(int)
     out["after_cutoff"] = out["after_cutoff"].astype("boolean").fillna(False).astype(bool)
     joined = out["request_id"].notna()
-    stats = {"frames": int(len(out)), "joined": int(joined.sum()),
-             "by_sha256": int((out["key"] == "sha256").sum()), "by_pixel_sha256": int((out["key"] == "pixel_sha256").sum()),
-             "unjoined": int((~joined).sum()), "unjoined_frames": out.loc[~joined, "frame"].astype(int).tolist(),
-             "reruns": int((out["candidates"] > 1).sum()), "after_cutoff": int(out["after_cutoff"].sum()),
-             "cutoff": None if cutoff is None else cutoff.isoformat(),
-             "rule": "latest record at or before cutoff, else earliest after it (flagged)"}
+    stats = {
+        "frames": int(len(out)),
+        "joined": int(joined.sum()),
+        "by_sha256": int((out["key"] == "sha256").sum()),
+        "by_pixel_sha256": int((out["key"] == "pixel_sha256").sum()),
+        "unjoined": int((~joined).sum()),
+        "unjoined_frames": out.loc[~joined, "frame"].astype(int).tolist(),
+        "reruns": int((out["candidates"] > 1).sum()),
+        "after_cutoff": int(out["after_cutoff"].sum()),
+        "cutoff": None if cutoff is None else cutoff.isoformat(),
+        "rule": "latest record at or before cutoff, else earliest after it (flagged)",
+    }
     return FrameJoin(frames=out, stats=stats)
 
 
@@ -78,11 +99,16 @@ def _assign(cost: np.ndarray, limit: float) -> list[tuple[int, int]]:
     return list(zip(rows.tolist(), cols.tolist()))
 
 
-def match_frame(auto: np.ndarray, semi: np.ndarray, logged: np.ndarray, tol: float = 0.5,
-                edited_iou: float = 0.5) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+def match_frame(
+    auto: np.ndarray, semi: np.ndarray, logged: np.ndarray, tol: float = 0.5, edited_iou: float = 0.5
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """(auto index, detection index) pairs by max-abs box difference, then (semi index, detection
     index) pairs among the detections left, by IoU."""
-    cost = np.abs(auto[:, None, :] - logged[None, :, :]).max(axis=2) if len(auto) and len(logged) else np.zeros((0, 0))
+    cost = (
+        np.abs(auto[:, None, :] - logged[None, :, :]).max(axis=2)
+        if len(auto) and len(logged)
+        else np.zeros((0, 0))
+    )
     auto_pairs = _assign(cost, tol)
     free = np.setdiff1d(np.arange(len(logged)), [j for _, j in auto_pairs])
     semi_pairs: list[tuple[int, int]] = []
@@ -92,8 +118,13 @@ def match_frame(auto: np.ndarray, semi: np.ndarray, logged: np.ndarray, tol: flo
     return auto_pairs, semi_pairs
 
 
-def match_shapes(shapes: pd.DataFrame, detections: pd.DataFrame, frame_join: pd.DataFrame, tol: float = 0.5,
-                 edited_iou: float = 0.5) -> pd.DataFrame:
+def match_shapes(
+    shapes: pd.DataFrame,
+    detections: pd.DataFrame,
+    frame_join: pd.DataFrame,
+    tol: float = 0.5,
+    edited_iou: float = 0.5,
+) -> pd.DataFrame:
     """One row per shape of the label under test and per logged detection left unmatched (deleted).
 
     ``shapes`` has frame, shape_id, source, x1..y2 and the attribute column; ``detections`` the log
@@ -131,8 +162,19 @@ def match_shapes(shapes: pd.DataFrame, detections: pd.DataFrame, frame_join: pd.
 
 def _logged(d: pd.DataFrame) -> pd.DataFrame:
     """The logged detection's columns under names that cannot collide with the shape's."""
-    out = d[["frame", "request_id", "det_index", "p_correct", "logit", "detector_score", "model_version", "thr",
-             "temperature"]].copy()
+    out = d[
+        [
+            "frame",
+            "request_id",
+            "det_index",
+            "p_correct",
+            "logit",
+            "detector_score",
+            "model_version",
+            "thr",
+            "temperature",
+        ]
+    ].copy()
     out["logged_value"] = d[ATTRIBUTE].to_numpy()
     out["log_timestamp"] = d["timestamp"].to_numpy()
     for c in BOX:

@@ -14,6 +14,7 @@ States (one per row of :func:`ropewatch_validator.trace.join.match_shapes`):
 Work saved = accepted / (accepted + attribute_corrected + geometry_edited + added): the share of the
 objects in the finished job that a person did not have to touch.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,24 +23,52 @@ import pandas as pd
 from ropewatch_core.spec import ATTRIBUTE
 from ropewatch_validator.trace.calibration import CLASSES, confusion
 
-STATES = ("accepted", "attribute_corrected", "geometry_edited", "deleted", "added", "unjoined_auto",
-          "unjoined_semi_auto")
+STATES = (
+    "accepted",
+    "attribute_corrected",
+    "geometry_edited",
+    "deleted",
+    "added",
+    "unjoined_auto",
+    "unjoined_semi_auto",
+)
 PREDICTED = ("accepted", "attribute_corrected", "geometry_edited")
 
 
 def classify(rows: pd.DataFrame, attribute: str = ATTRIBUTE) -> pd.Series:
     """The lifecycle state of every joined row."""
-    is_shape = rows["is_shape"].fillna(False).to_numpy(bool) if "is_shape" in rows else np.zeros(len(rows), bool)
+    is_shape = (
+        rows["is_shape"].fillna(False).to_numpy(bool) if "is_shape" in rows else np.zeros(len(rows), bool)
+    )
     has_det = rows["det_index"].notna().to_numpy() if "det_index" in rows else np.zeros(len(rows), bool)
     source = rows["source"].fillna("").to_numpy() if "source" in rows else np.full(len(rows), "")
-    same = (rows[attribute].astype(object).to_numpy() == rows["logged_value"].astype(object).to_numpy()
-            if "logged_value" in rows and attribute in rows else np.zeros(len(rows), bool))
+    same = (
+        rows[attribute].astype(object).to_numpy() == rows["logged_value"].astype(object).to_numpy()
+        if "logged_value" in rows and attribute in rows
+        else np.zeros(len(rows), bool)
+    )
     auto, semi = source == "auto", source == "semi-auto"
     state = np.select(
-        [~is_shape & has_det, is_shape & auto & has_det & same, is_shape & auto & has_det,
-         is_shape & semi & has_det, is_shape & auto, is_shape & semi, is_shape],
-        ["deleted", "accepted", "attribute_corrected", "geometry_edited", "unjoined_auto", "unjoined_semi_auto",
-         "added"], default="other")
+        [
+            ~is_shape & has_det,
+            is_shape & auto & has_det & same,
+            is_shape & auto & has_det,
+            is_shape & semi & has_det,
+            is_shape & auto,
+            is_shape & semi,
+            is_shape,
+        ],
+        [
+            "deleted",
+            "accepted",
+            "attribute_corrected",
+            "geometry_edited",
+            "unjoined_auto",
+            "unjoined_semi_auto",
+            "added",
+        ],
+        default="other",
+    )
     return pd.Series(state, index=rows.index, name="state")
 
 
@@ -49,7 +78,9 @@ def summarize(rows: pd.DataFrame, attribute: str = ATTRIBUTE) -> dict:
     ``rows`` carry their ``state`` column (:func:`classify`), computed once by the caller."""
     state = rows["state"]
     counts = {s: int((state == s).sum()) for s in STATES}
-    final_objects = counts["accepted"] + counts["attribute_corrected"] + counts["geometry_edited"] + counts["added"]
+    final_objects = (
+        counts["accepted"] + counts["attribute_corrected"] + counts["geometry_edited"] + counts["added"]
+    )
     pred = rows[state.isin(PREDICTED)]
     valid = pred[attribute].isin(CLASSES) & pred["logged_value"].isin(CLASSES)
     pred = pred[valid]
@@ -60,12 +91,17 @@ def summarize(rows: pd.DataFrame, attribute: str = ATTRIBUTE) -> dict:
         "counts": counts,
         "final_objects": final_objects,
         "work_saved_share": counts["accepted"] / final_objects if final_objects else None,
-        "original_confusion": {"labels": list(CLASSES), "rows": "final value in the job",
-                               "columns": "model's original (logged) prediction",
-                               "matrix": confusion(truth, original).tolist(),
-                               "unusable_values": int((~valid).sum())},
-        "unjoined_shapes": [{"frame": int(f), "shape_id": None if pd.isna(s) else int(s), "source": src}
-                            for f, s, src in unjoined[["frame", "shape_id", "source"]].itertuples(index=False)],
+        "original_confusion": {
+            "labels": list(CLASSES),
+            "rows": "final value in the job",
+            "columns": "model's original (logged) prediction",
+            "matrix": confusion(truth, original).tolist(),
+            "unusable_values": int((~valid).sum()),
+        },
+        "unjoined_shapes": [
+            {"frame": int(f), "shape_id": None if pd.isna(s) else int(s), "source": src}
+            for f, s, src in unjoined[["frame", "shape_id", "source"]].itertuples(index=False)
+        ],
     }
 
 
@@ -74,8 +110,12 @@ def scored(rows: pd.DataFrame, attribute: str = ATTRIBUTE) -> pd.DataFrame:
 
     ``rows`` carry their ``state`` column, as for :func:`summarize`."""
     pred = rows[rows["state"].isin(PREDICTED) & rows[attribute].isin(CLASSES)]
-    return pd.DataFrame({"logit": pred["logit"].astype(float).to_numpy(),
-                         "p_correct": pred["p_correct"].astype(float).to_numpy(),
-                         "y": (pred[attribute] == "correct").to_numpy(int),
-                         "thr": pred["thr"].astype(float).to_numpy(),
-                         "temperature": pred["temperature"].astype(float).to_numpy()})
+    return pd.DataFrame(
+        {
+            "logit": pred["logit"].astype(float).to_numpy(),
+            "p_correct": pred["p_correct"].astype(float).to_numpy(),
+            "y": (pred[attribute] == "correct").to_numpy(int),
+            "thr": pred["thr"].astype(float).to_numpy(),
+            "temperature": pred["temperature"].astype(float).to_numpy(),
+        }
+    )

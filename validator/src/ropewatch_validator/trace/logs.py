@@ -7,6 +7,7 @@ JSON object that has an ``event`` key — the object is parsed from the first ``
 never change the record. Everything else is counted as skipped, never silently dropped. Only
 ``event == "inference"`` records become rows; ``request_failed`` records are counted.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,12 +24,42 @@ from ropewatch_core.spec import ATTRIBUTE
 INFERENCE = "inference"
 FAILED = "request_failed"
 BOX = ("x1", "y1", "x2", "y2")
-REQUEST_COLUMNS = ("request_id", "timestamp", "sha256", "pixel_sha256", "width", "height", "model_version",
-                   "model_sha256", "thr", "temperature", "worker_id", "boxes_given", "detector_threshold",
-                   "n_detections", "source_file", "line")
-DETECTION_COLUMNS = ("request_id", "timestamp", "sha256", "pixel_sha256", "width", "height", "model_version",
-                     "thr", "temperature", "det_index", *BOX, "label", ATTRIBUTE, "p_correct", "logit",
-                     "detector_score")
+REQUEST_COLUMNS = (
+    "request_id",
+    "timestamp",
+    "sha256",
+    "pixel_sha256",
+    "width",
+    "height",
+    "model_version",
+    "model_sha256",
+    "thr",
+    "temperature",
+    "worker_id",
+    "boxes_given",
+    "detector_threshold",
+    "n_detections",
+    "source_file",
+    "line",
+)
+DETECTION_COLUMNS = (
+    "request_id",
+    "timestamp",
+    "sha256",
+    "pixel_sha256",
+    "width",
+    "height",
+    "model_version",
+    "thr",
+    "temperature",
+    "det_index",
+    *BOX,
+    "label",
+    ATTRIBUTE,
+    "p_correct",
+    "logit",
+    "detector_score",
+)
 
 
 @dataclass
@@ -51,7 +82,7 @@ class LogStats:
 
 @dataclass
 class LogData:
-    requests: pd.DataFrame    # one row per inference record
+    requests: pd.DataFrame  # one row per inference record
     detections: pd.DataFrame  # one row per logged detection
     stats: LogStats
 
@@ -80,7 +111,9 @@ def _open_all(paths: Iterable[str | Path], stdin: IO[str] | None) -> Iterator[tu
                 yield str(p), fh
 
 
-def read_logs(paths: Iterable[str | Path], stdin: IO[str] | None = None, keys: Set[str] | None = None) -> LogData:
+def read_logs(
+    paths: Iterable[str | Path], stdin: IO[str] | None = None, keys: Set[str] | None = None
+) -> LogData:
     """Parse every line of ``paths`` (``-`` = stdin) into request and detection frames.
 
     With ``keys`` (the job's frame fingerprints), records whose ``sha256`` and ``pixel_sha256`` are
@@ -127,20 +160,45 @@ def _wanted(rec: dict, keys: Set[str]) -> bool:
 def _append(rec: dict, source: str, lineno: int, req: dict[str, list], det: dict[str, list]) -> None:
     """Validate one inference record fully before appending, so a bad one leaves no partial row."""
     img = rec["image"]
-    head = {"request_id": str(rec["request_id"]), "timestamp": str(rec["timestamp"]), "sha256": str(img["sha256"]),
-            "pixel_sha256": img.get("pixel_sha256"), "width": int(img["width"]), "height": int(img["height"]),
-            "model_version": rec.get("model_version"), "thr": float(rec["thr"]),
-            "temperature": float(rec.get("temperature", 1.0) or 1.0)}
+    head = {
+        "request_id": str(rec["request_id"]),
+        "timestamp": str(rec["timestamp"]),
+        "sha256": str(img["sha256"]),
+        "pixel_sha256": img.get("pixel_sha256"),
+        "width": int(img["width"]),
+        "height": int(img["height"]),
+        "model_version": rec.get("model_version"),
+        "thr": float(rec["thr"]),
+        "temperature": float(rec.get("temperature", 1.0) or 1.0),
+    }
     rows = []
     for i, d in enumerate(rec["detections"]):
         x1, y1, x2, y2 = (float(v) for v in d["box"])
         score = d.get("detector_score")
-        rows.append({**head, "det_index": i, "x1": x1, "y1": y1, "x2": x2, "y2": y2, "label": d.get("label"),
-                     ATTRIBUTE: d[ATTRIBUTE], "p_correct": float(d["p_correct"]),
-                     "logit": float(d["logit"]), "detector_score": float("nan") if score is None else float(score)})
-    extra = {"model_sha256": rec.get("model_sha256"), "worker_id": rec.get("worker_id"),
-             "boxes_given": bool(rec.get("boxes_given", False)), "detector_threshold": rec.get("detector_threshold"),
-             "n_detections": len(rows), "source_file": source, "line": lineno}
+        rows.append(
+            {
+                **head,
+                "det_index": i,
+                "x1": x1,
+                "y1": y1,
+                "x2": x2,
+                "y2": y2,
+                "label": d.get("label"),
+                ATTRIBUTE: d[ATTRIBUTE],
+                "p_correct": float(d["p_correct"]),
+                "logit": float(d["logit"]),
+                "detector_score": float("nan") if score is None else float(score),
+            }
+        )
+    extra = {
+        "model_sha256": rec.get("model_sha256"),
+        "worker_id": rec.get("worker_id"),
+        "boxes_given": bool(rec.get("boxes_given", False)),
+        "detector_threshold": rec.get("detector_threshold"),
+        "n_detections": len(rows),
+        "source_file": source,
+        "line": lineno,
+    }
     for c in REQUEST_COLUMNS:
         req[c].append(head[c] if c in head else extra[c])
     for row in rows:

@@ -9,6 +9,7 @@ frames they are on (``html_section`` renders them in report.html). ``trace.score
 ``ropewatch checkpoint recalibrate`` refits from. numpy/pandas/scipy are imported inside the
 functions so that ``add_arguments`` keeps ``ropewatch --help`` fast.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,23 +27,66 @@ if TYPE_CHECKING:
     from ropewatch_validator.cvat.fetch import Connection
     from ropewatch_validator.cvat.frames import FetchFrame
 
-OBJECT_COLUMNS = ("frame", "shape_id", "source", "state", "request_id", "det_index", "model_version", "logged_value",
-                  "final_value", "p_correct", "logit", "detector_score", "thr", "temperature", "x1", "y1", "x2", "y2")
+OBJECT_COLUMNS = (
+    "frame",
+    "shape_id",
+    "source",
+    "state",
+    "request_id",
+    "det_index",
+    "model_version",
+    "logged_value",
+    "final_value",
+    "p_correct",
+    "logit",
+    "detector_score",
+    "thr",
+    "temperature",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+)
 TOP_MISTAKES = 8
-MISTAKE_FIELDS = ("frame", "shape_id", "state", "request_id", "model_version", "final_value", "logged_value",
-                  "p_correct", "confidence", "thr", "x1", "y1", "x2", "y2")
+MISTAKE_FIELDS = (
+    "frame",
+    "shape_id",
+    "state",
+    "request_id",
+    "model_version",
+    "final_value",
+    "logged_value",
+    "p_correct",
+    "confidence",
+    "thr",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``--logs`` options of validate-job."""
     g = parser.add_argument_group("tracing predictions to requests")
-    g.add_argument("--logs", nargs="+", metavar="PATH|-", help="function log files ('-' = stdin); adds report.trace")
+    g.add_argument(
+        "--logs", nargs="+", metavar="PATH|-", help="function log files ('-' = stdin); adds report.trace"
+    )
     g.add_argument("--frame-workers", type=int, default=8, help="concurrent frame downloads (default 8)")
-    g.add_argument("--frame-cache", type=Path, default=Path(".ropewatch/frames"), help="fingerprint cache folder")
-    g.add_argument("--pixel-fingerprint", choices=("auto", "always"), default="auto",
-                   help="decode frames for pixel_sha256: auto = unless the task's chunks are an imageset")
-    g.add_argument("--annotated-before", default=None,
-                   help="ISO time of the job's auto-annotation (default: the job's updated_date)")
+    g.add_argument(
+        "--frame-cache", type=Path, default=Path(".ropewatch/frames"), help="fingerprint cache folder"
+    )
+    g.add_argument(
+        "--pixel-fingerprint",
+        choices=("auto", "always"),
+        default="auto",
+        help="decode frames for pixel_sha256: auto = unless the task's chunks are an imageset",
+    )
+    g.add_argument(
+        "--annotated-before",
+        default=None,
+        help="ISO time of the job's auto-annotation (default: the job's updated_date)",
+    )
     g.add_argument("--required-recall-wrong", type=float, default=0.95)
 
 
@@ -61,9 +105,18 @@ def _mode(values: pd.Series, default: float) -> float:
     return float(v.mode().iloc[0]) if len(v) else default
 
 
-def trace_section(job, logs, fingerprints: pd.DataFrame, *, label: str = PERSON_LABEL, attribute: str = ATTRIBUTE,
-                  cutoff: pd.Timestamp | None = None, tol: float = 0.5, edited_iou: float = 0.5,
-                  required_recall_wrong: float = 0.95) -> dict:
+def trace_section(
+    job,
+    logs,
+    fingerprints: pd.DataFrame,
+    *,
+    label: str = PERSON_LABEL,
+    attribute: str = ATTRIBUTE,
+    cutoff: pd.Timestamp | None = None,
+    tol: float = 0.5,
+    edited_iou: float = 0.5,
+    required_recall_wrong: float = 0.95,
+) -> dict:
     """The ``trace`` block from already-read logs and frame fingerprints (pure; no I/O)."""
     from ropewatch_validator.trace import calibration as cal
     from ropewatch_validator.trace.join import join_frames, match_shapes
@@ -73,8 +126,9 @@ def trace_section(job, logs, fingerprints: pd.DataFrame, *, label: str = PERSON_
     live = job.frames.loc[~job.frames["deleted"].astype(bool), "frame"]
     fps = fingerprints[fingerprints["frame"].isin(live)]
     fj = join_frames(fps[fps["error"].isna()], logs.requests, cutoff)
-    shapes = job.shapes[(job.shapes["label"] == label) & (job.shapes["type"] == "rectangle")
-                        & job.shapes["frame"].isin(live)]
+    shapes = job.shapes[
+        (job.shapes["label"] == label) & (job.shapes["type"] == "rectangle") & job.shapes["frame"].isin(live)
+    ]
     rows = match_shapes(shapes, logs.detections, fj.frames, tol=tol, edited_iou=edited_iou)
     rows["state"] = classify(rows, attribute)
     rows["final_value"] = rows[attribute] if attribute in rows else None
@@ -87,25 +141,55 @@ def trace_section(job, logs, fingerprints: pd.DataFrame, *, label: str = PERSON_
     versions = sorted(set(rows["model_version"].dropna().astype(str))) if "model_version" in rows else []
     objects = rows.reindex(columns=list(OBJECT_COLUMNS)).astype({"shape_id": "Int64", "det_index": "Int64"})
     failed = fingerprints[fingerprints["error"].notna()]
-    return plain({
-        "logs": logs.stats.as_dict(),
-        "frames": {**fj.stats, "download_failed": [{"frame": int(f), "error": e}
-                                                   for f, e in failed[["frame", "error"]].itertuples(index=False)]},
-        "settings": {"box_tolerance_px": tol, "edited_iou": edited_iou, "label": label, "attribute": attribute,
-                     "ece": "top-label, 15 equal-width bins"},
-        "model_versions": versions,
-        "lifecycle": summarize(rows, attribute),
-        "calibration": cal.analyse(sc["logit"].to_numpy(), sc["y"].to_numpy(), temperature, thr,
-                                   required_recall_wrong) if len(sc) else None,
-        "scores": {"logit": sc["logit"].tolist(), "p_correct": sc["p_correct"].tolist(), "y": sc["y"].tolist()},
-        "objects": objects.astype(object).where(objects.notna(), None).to_dict(orient="records"),
-    })
+    return plain(
+        {
+            "logs": logs.stats.as_dict(),
+            "frames": {
+                **fj.stats,
+                "download_failed": [
+                    {"frame": int(f), "error": e}
+                    for f, e in failed[["frame", "error"]].itertuples(index=False)
+                ],
+            },
+            "settings": {
+                "box_tolerance_px": tol,
+                "edited_iou": edited_iou,
+                "label": label,
+                "attribute": attribute,
+                "ece": "top-label, 15 equal-width bins",
+            },
+            "model_versions": versions,
+            "lifecycle": summarize(rows, attribute),
+            "calibration": cal.analyse(
+                sc["logit"].to_numpy(), sc["y"].to_numpy(), temperature, thr, required_recall_wrong
+            )
+            if len(sc)
+            else None,
+            "scores": {
+                "logit": sc["logit"].tolist(),
+                "p_correct": sc["p_correct"].tolist(),
+                "y": sc["y"].tolist(),
+            },
+            "objects": objects.astype(object).where(objects.notna(), None).to_dict(orient="records"),
+        }
+    )
 
 
-def enrich_report(report: dict, job, conn: Connection, log_paths: Sequence[str | Path], *,
-                  cache_dir: Path | None = None, workers: int = 8, annotated_before: str | None = None,
-                  required_recall_wrong: float = 0.95, stdin: IO[str] | None = None, pixel_fingerprint: str = "auto",
-                  progress: Callable[[int], None] | None = None, top_mistakes: int = TOP_MISTAKES) -> dict:
+def enrich_report(
+    report: dict,
+    job,
+    conn: Connection,
+    log_paths: Sequence[str | Path],
+    *,
+    cache_dir: Path | None = None,
+    workers: int = 8,
+    annotated_before: str | None = None,
+    required_recall_wrong: float = 0.95,
+    stdin: IO[str] | None = None,
+    pixel_fingerprint: str = "auto",
+    progress: Callable[[int], None] | None = None,
+    top_mistakes: int = TOP_MISTAKES,
+) -> dict:
     """Add ``report["trace"]`` (and ``model_version`` when the report had none and the logs name one).
 
     ``trace.mistakes`` holds the ``top_mistakes`` most confident attribute errors with a crop of
@@ -118,24 +202,40 @@ def enrich_report(report: dict, job, conn: Connection, log_paths: Sequence[str |
 
     settings = report.get("settings") or {}
     fetch = cvat_frame_fetcher(conn, job.job_id)
-    cache_key = {"host": str(job.host), "job_id": job.job_id,
-                 "chunks_updated_date": job.chunks_updated_date or "unknown"}
+    cache_key = {
+        "host": str(job.host),
+        "job_id": job.job_id,
+        "chunks_updated_date": job.chunks_updated_date or "unknown",
+    }
     pixels = needs_pixels(job.original_chunk_type, pixel_fingerprint)
-    fingerprints = frame_fingerprints(fetch, job.frames.loc[~job.frames["deleted"].astype(bool), "frame"],
-                                      cache_dir=cache_dir, workers=workers, pixels=pixels, progress=progress,
-                                      **cache_key)
+    fingerprints = frame_fingerprints(
+        fetch,
+        job.frames.loc[~job.frames["deleted"].astype(bool), "frame"],
+        cache_dir=cache_dir,
+        workers=workers,
+        pixels=pixels,
+        progress=progress,
+        **cache_key,
+    )
     keys = set(fingerprints["sha256"].dropna()) | set(fingerprints["pixel_sha256"].dropna())
     logs = read_logs(log_paths, stdin=stdin, keys=keys)
     when = annotated_before or job.job_updated_date
     cutoff = pd.Timestamp(when) if when else None
     if cutoff is not None:  # a time without zone is taken as UTC, like the function's log timestamps
         cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
-    section = trace_section(job, logs, fingerprints, label=settings.get("label", PERSON_LABEL),
-                            attribute=settings.get("attribute", ATTRIBUTE), cutoff=cutoff,
-                            required_recall_wrong=required_recall_wrong)
+    section = trace_section(
+        job,
+        logs,
+        fingerprints,
+        label=settings.get("label", PERSON_LABEL),
+        attribute=settings.get("attribute", ATTRIBUTE),
+        cutoff=cutoff,
+        required_recall_wrong=required_recall_wrong,
+    )
     crop_fetch = cached_frames(fetch, cache_dir, **cache_key)
-    section["mistakes"] = plain(mistake_panel(confident_mistakes(pd.DataFrame(section["objects"]), top_mistakes),
-                                                 crop_fetch, workers))
+    section["mistakes"] = plain(
+        mistake_panel(confident_mistakes(pd.DataFrame(section["objects"]), top_mistakes), crop_fetch, workers)
+    )
     section["frames"]["pixel_fingerprint"] = pixels
     out = dict(report)
     out["trace"] = section
@@ -158,8 +258,12 @@ def confident_mistakes(objects: pd.DataFrame, k: int = TOP_MISTAKES) -> pd.DataF
 
     if objects.empty:
         return objects.assign(confidence=[])
-    pred = objects[objects["state"].isin(PREDICTED) & objects["final_value"].isin(CLASSES)
-                   & objects["logged_value"].isin(CLASSES) & objects["p_correct"].notna()]
+    pred = objects[
+        objects["state"].isin(PREDICTED)
+        & objects["final_value"].isin(CLASSES)
+        & objects["logged_value"].isin(CLASSES)
+        & objects["p_correct"].notna()
+    ]
     bad = pred[pred["logged_value"] != pred["final_value"]]
     p = bad["p_correct"].astype(float)
     bad = bad.assign(confidence=np.where(bad["logged_value"] == "correct", p, 1.0 - p))
@@ -204,12 +308,14 @@ def mistake_panel(mistakes: pd.DataFrame, fetch: FetchFrame, workers: int = 8) -
         try:
             rgb = load_frame(fetch(frame)).rgb
             return {i: (crop_png(rgb, [rows[i][c] for c in BOX]), None) for i in by_frame[frame]}
-        except Exception as exc:  # noqa: BLE001 - a missing crop never fails the report
+        except Exception as exc:
             return {i: (None, f"{type(exc).__name__}: {exc}"[:300]) for i in by_frame[frame]}
 
     found: dict[int, tuple[str | None, str | None]] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(by_frame)))) as pool:
         for done in pool.map(crops, by_frame):
             found.update(done)
-    return [{**{k: r.get(k) for k in MISTAKE_FIELDS}, "crop": found[i][0], "crop_error": found[i][1]}
-            for i, r in enumerate(rows)]
+    return [
+        {**{k: r.get(k) for k in MISTAKE_FIELDS}, "crop": found[i][0], "crop_error": found[i][1]}
+        for i, r in enumerate(rows)
+    ]
