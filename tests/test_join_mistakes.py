@@ -90,6 +90,6 @@ def test_a_frame_that_cannot_be_downloaded_leaves_a_note_not_a_failure() -> None
         and rows[1]["crop"] is None
         and "KeyError" in rows[1]["crop_error"]
     )
-    page = html_section({"trace": {"calibration": None, "mistakes": rows}})
+    page = html_section({"calibration": None, "mistakes": rows})
     assert page.count('alt="crop of frame 1"') == 2 and "frame unavailable: KeyError" in page
-    assert "No attribute value" in html_section({"trace": {"calibration": None, "mistakes": []}})
+    assert "No attribute value" in html_section({"calibration": None, "mistakes": []})

@@ -19,6 +19,7 @@ from filelock import FileLock
 from ropewatch_validator.ops.alert import AlertConfig, Rule, Webhook
 from ropewatch_validator.ops.history import open_store
 from ropewatch_validator.ops.schedule import JobRef, _lock_path, run_batch
+from ropewatch_validator.render.model import Report
 
 HOST = "http://cvat.local:8080"
 RULES = AlertConfig(
@@ -34,14 +35,14 @@ class ReportDir:
         self.root, self.calls = root, []
         root.mkdir(parents=True, exist_ok=True)
 
-    def put(self, report: dict) -> JobRef:
-        job = report["source"]["job"]
-        (self.root / f"{job}.json").write_text(json.dumps(report))
-        return JobRef(job, report["source"]["job_updated_date"], report["source"]["host"])
+    def put(self, report: Report) -> JobRef:
+        job = report.source.job
+        (self.root / f"{job}.json").write_text(report.to_json())
+        return JobRef(job, report.source.job_updated_date, report.source.host)
 
-    def __call__(self, job_id: int) -> dict:
+    def __call__(self, job_id: int) -> Report:
         self.calls.append(job_id)
-        return json.loads((self.root / f"{job_id}.json").read_text())
+        return Report.load(self.root / f"{job_id}.json")
 
 
 def test_exit_codes_and_one_failing_job_does_not_stop_others(tmp_path, make_report):
@@ -61,23 +62,23 @@ def test_exit_codes_and_one_failing_job_does_not_stop_others(tmp_path, make_repo
 
 def test_cvat_5xx_mid_run_then_next_run_completes_without_duplicates(tmp_path, httpserver, make_report):
     reports = {j: make_report(job=j, cm=BAD) for j in (1, 2, 3)}
-    httpserver.expect_request("/api/jobs/1").respond_with_json(reports[1])
+    httpserver.expect_request("/api/jobs/1").respond_with_data(reports[1].to_json())
     httpserver.expect_oneshot_request("/api/jobs/2").respond_with_data("down", status=503)
-    httpserver.expect_request("/api/jobs/3").respond_with_json(reports[3])
+    httpserver.expect_request("/api/jobs/3").respond_with_data(reports[3].to_json())
     receiver = "/hook"
     httpserver.expect_request(receiver, method="POST").respond_with_data("ok")
 
-    def validate_over_http(job_id: int) -> dict:
+    def validate_over_http(job_id: int) -> Report:
         with urllib.request.urlopen(httpserver.url_for(f"/api/jobs/{job_id}"), timeout=5) as resp:
-            return json.load(resp)
+            return Report.model_validate_json(resp.read())
 
     rules = AlertConfig(RULES.rules, (Webhook(name="ops", url=httpserver.url_for(receiver)),))
     store = open_store(str(tmp_path / "h.sqlite"))
-    refs = [JobRef(j, r["source"]["job_updated_date"], HOST) for j, r in reports.items()]
+    refs = [JobRef(j, r.source.job_updated_date, HOST) for j, r in reports.items()]
     first = run_batch(refs, validate_over_http, store, rules, lock_dir=tmp_path / "locks")
     assert [o.status for o in first.outcomes] == ["alert", "failed", "alert"] and first.exit_code == 2
     assert "HTTPError" in first.outcomes[1].detail
-    httpserver.expect_request("/api/jobs/2").respond_with_json(reports[2])  # CVAT is back
+    httpserver.expect_request("/api/jobs/2").respond_with_data(reports[2].to_json())  # CVAT is back
     second = run_batch(refs, validate_over_http, store, rules, lock_dir=tmp_path / "locks")
     assert [o.status for o in second.outcomes] == [
         "unchanged",
@@ -154,12 +155,13 @@ KILL_BETWEEN_JOBS = textwrap.dedent(
     from ropewatch_validator.ops.alert import AlertConfig, Rule, Webhook
     from ropewatch_validator.ops.history import open_store
     from ropewatch_validator.ops.schedule import JobRef, run_batch
+    from ropewatch_validator.render.model import Report
     db, root, hook, locks = sys.argv[1:5]
 
     def validate_one(job_id):
         if job_id == 2:
             os.kill(os.getpid(), signal.SIGKILL)  # killed after job 1 was stored and alerted
-        return json.loads((Path(root) / f"{job_id}.json").read_text())
+        return Report.load(Path(root) / f"{job_id}.json")
 
     refs = [JobRef(int(j), u, h) for j, u, h in json.loads(sys.argv[5])]
     rules = AlertConfig((Rule(name="wrong-f1-low", metric="attribute.per_class.wrong.f1", op="<", threshold=0.92),),
@@ -236,8 +238,8 @@ def test_unparsable_since_is_a_clear_failure(tmp_path):
 def test_report_without_job_state_fails_only_that_job(tmp_path, make_report):
     jobs = ReportDir(tmp_path / "jobs")
     broken = make_report(job=1)
-    del broken["source"]["job_updated_date"]
-    (jobs.root / "1.json").write_text(json.dumps(broken))
+    broken.source.job_updated_date = None
+    (jobs.root / "1.json").write_text(broken.to_json())
     ok = jobs.put(make_report(job=2, cm=GOOD))
     result = run_batch(
         [1, ok], jobs, open_store(str(tmp_path / "h.sqlite")), RULES, lock_dir=tmp_path / "locks"

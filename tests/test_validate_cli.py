@@ -8,6 +8,7 @@ import pytest
 
 from ropewatch_validator.cli.main import main, validate_job_main
 from ropewatch_validator.ops.history import open_store
+from ropewatch_validator.render.model import Report
 from ropewatch_validator.render.report import objects_frame
 from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.sandbox import synthetic
@@ -52,7 +53,7 @@ def test_writes_every_format_with_the_contract_keys(cvat, tmp_path, capsys):
     assert run(url, tmp_path, "101") == 0
     out = tmp_path / "out" / "job-101"
     rep = json.loads((out / "report.json").read_text())
-    assert rep["schema_version"] == "1.0"
+    assert rep["schema_version"] == "1.1"
     assert set(rep["detection"]) >= {"tp", "fp", "fn", "precision", "recall", "f1"}
     assert set(rep["attribute"]) >= {
         "name",
@@ -133,7 +134,7 @@ def test_gt_job_mode_uses_only_gt_frames(cvat, tmp_path):
     assert run(url, tmp_path, "101", "--gt-job", "auto") == 0
     rep = json.loads((tmp_path / "out" / "job-101" / "report.json").read_text())
     assert rep["source"]["reference_mode"] == "gt-job" and rep["source"]["reference_job"] == 103
-    assert set(objects_frame(rep)["frame"]) <= {0, 2, 4, 6}
+    assert set(objects_frame(Report.model_validate(rep))["frame"]) <= {0, 2, 4, 6}
     assert rep["counts"]["frames"] == 4
 
 

@@ -188,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
     from ropewatch_validator.ops.history import HistoryError, open_store
     from ropewatch_validator.ops.schedule import run_batch
     from ropewatch_validator.render import report as rpt
+    from ropewatch_validator.render.model import Report
 
     formats = tuple(f for f in args.format.split(",") if f)
     if not set(formats) <= set(rpt.FORMATS):
@@ -217,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
     )
     jobs_bar = progress.add_task("jobs", total=len(refs))
 
-    def one(job_id: int) -> dict:
+    def one(job_id: int) -> Report:
         progress.update(jobs_bar, description=f"job {job_id}: pulling and matching")
         report, job = evaluate(
             conn,
@@ -231,8 +232,8 @@ def run(args: argparse.Namespace) -> int:
             from ropewatch_validator.trace.section import enrich_report
 
             frames_bar = progress.add_task(f"job {job_id}: frames", total=int((~job.frames["deleted"]).sum()))
-            report = enrich_report(
-                report,
+            traced = enrich_report(
+                {"settings": report.settings.model_dump(), "model_version": report.model_version},
                 job,
                 conn,
                 args.logs,
@@ -243,6 +244,7 @@ def run(args: argparse.Namespace) -> int:
                 pixel_fingerprint=args.pixel_fingerprint,
                 progress=lambda n: progress.advance(frames_bar, n),
             )
+            report = report.with_trace(traced["trace"], traced["model_version"])
             progress.remove_task(frames_bar)
         progress.advance(jobs_bar)
         paths = rpt.write(report, args.out / f"job-{job_id}", formats)

@@ -56,7 +56,8 @@ from typing import Any
 import structlog
 import urllib3
 
-from ropewatch_validator.ops.history import HistoryStore, JobState, job_state, metric_value, model_version_of
+from ropewatch_validator.ops.history import HistoryStore, JobState, job_state, model_version_of
+from ropewatch_validator.render.model import Report, check_metric
 
 log = structlog.get_logger("ropewatch.alert")
 
@@ -177,6 +178,10 @@ def parse_config(data: Mapping[str, Any], origin: str = "rules") -> AlertConfig:
     rules = tuple(_build(Rule, e, f"{origin}: rule #{i + 1}") for i, e in enumerate(data.get("rule", [])))
     for i, rule in enumerate(rules):
         _check_rule(rule, f"{origin}: rule #{i + 1} ({rule.name})")
+        for path in (rule.metric, rule.support_path()):
+            problem = check_metric(path)
+            if problem:
+                raise ConfigError(f"{origin}: rule #{i + 1} ({rule.name}): {problem}")
     names = [r.name for r in rules]
     if len(set(names)) != len(names):
         raise ConfigError(f"{origin}: rule names must be unique (they key the alerts)")
@@ -227,15 +232,15 @@ def _fmt(value: float | None) -> str:
 
 
 def evaluate(
-    report: Mapping[str, Any], config: AlertConfig, baseline: Mapping[str, float | None]
+    report: Report, config: AlertConfig, baseline: Mapping[str, float | None]
 ) -> list[dict[str, Any]]:
     """Alerts (JSON-able payloads) that ``report`` fires; missing metrics and low support never fire."""
     state = job_state(report)
-    source = report.get("source") or {}
+    source = report.source
     fired = []
     for rule in config.rules:
-        value = metric_value(report, rule.metric)
-        support = metric_value(report, rule.support_path())
+        value = report.metric(rule.metric)
+        support = report.metric(rule.support_path())
         if value is None or (support or 0) < rule.min_support:
             continue
         base = baseline.get(rule.metric) if rule.uses_baseline else None
@@ -257,7 +262,7 @@ def evaluate(
             hit = value - base > rule.rise_vs_baseline
         if not hit:
             continue
-        links = {k: source.get(k) for k in ("host", "job", "task", "project")}
+        links = {k: getattr(source, k) for k in ("host", "job", "task", "project")}
         fired.append(
             {
                 "key": alert_key(state, rule.name),
@@ -271,14 +276,14 @@ def evaluate(
                 "min_support": rule.min_support,
                 "host": state.host,
                 "job": state.job_id,
-                "task": source.get("task"),
-                "project": source.get("project"),
+                "task": source.task,
+                "project": source.project,
                 "job_updated_date": state.job_updated_date,
                 "model_version": model_version_of(report),
                 "report_url": config.report_url.format(**links) if config.report_url else None,
                 "message": (
                     f"{rule.name}: {rule.metric} = {_fmt(value)} ({how} {_fmt(limit)}) on job {state.job_id}"
-                    f" (task {source.get('task')}, model {model_version_of(report)})"
+                    f" (task {source.task}, model {model_version_of(report)})"
                 ),
             }
         )
@@ -286,7 +291,7 @@ def evaluate(
 
 
 def record_and_queue(
-    store: HistoryStore, report: Mapping[str, Any], config: AlertConfig, targets: Sequence[str]
+    store: HistoryStore, report: Report, config: AlertConfig, targets: Sequence[str]
 ) -> tuple[list[dict[str, Any]], bool]:
     """Evaluate a report against its model version's baseline (taken before this run is added),
     then store the run and queue its alerts for every target in one transaction.

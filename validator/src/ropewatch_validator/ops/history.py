@@ -18,7 +18,7 @@ Tables
 
 from __future__ import annotations
 
-import math
+import json
 import os
 import statistics
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,7 +32,8 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
-from ropewatch_core.jsonio import plain, utc_iso
+from ropewatch_core.jsonio import utc_iso
+from ropewatch_validator.render.model import Report
 
 ENV_DB = "ROPEWATCH_DB"
 DEFAULT_BASELINE_RUNS = 5
@@ -140,33 +141,9 @@ def utc_now() -> str:
     return utc_iso()
 
 
-def get_path(report: Mapping[str, Any], path: str) -> Any:
-    """Value at a dotted path of report.json, or None when any part is missing."""
-    node: Any = report
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def flips_per_1000(report: Mapping[str, Any]) -> float | None:
-    """wrong->correct flips per 1,000 reference persons: the dangerous error, normalised by size."""
-    flips, refs = get_path(report, "errors.flip_wrong_to_correct"), get_path(report, "counts.references")
-    if flips is None or not refs:
-        return None
-    return float(flips) / float(refs) * 1000.0
-
-
-DERIVED = {"flips_wrong_to_correct_per_1000": flips_per_1000}
-
-
-def metric_value(report: Mapping[str, Any], path: str) -> float | None:
-    """A numeric metric (dotted path or derived name); None when absent, null, NaN or infinite."""
-    value = DERIVED[path](report) if path in DERIVED else get_path(report, path)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
+def metric_value(report: Report, path: str) -> float | None:
+    """A numeric metric of a report (dotted path or derived name, see ``Report.metric``)."""
+    return report.metric(path)
 
 
 def parse_time(value: str | datetime) -> datetime:
@@ -183,19 +160,19 @@ def make_state(host: str, job_id: int, updated: str | datetime) -> JobState:
     return JobState(str(host).rstrip("/"), int(job_id), stamp)
 
 
-def job_state(report: Mapping[str, Any]) -> JobState:
-    source = report.get("source") or {}
-    missing = [k for k in ("host", "job", "job_updated_date") if source.get(k) in (None, "")]
-    if missing:
+def job_state(report: Report) -> JobState:
+    source = report.source
+    if source.job_updated_date in (None, "") or not source.host:
+        missing = [k for k in ("host", "job_updated_date") if getattr(source, k) in (None, "")]
         raise ValueError(f"report.json source lacks {', '.join(missing)}: cannot key the run")
     try:
-        return make_state(source["host"], source["job"], source["job_updated_date"])
+        return make_state(source.host, source.job, source.job_updated_date)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"report.json source has an unusable job or job_updated_date: {exc}") from None
 
 
-def model_version_of(report: Mapping[str, Any]) -> str:
-    return str(report.get("model_version") or UNKNOWN_MODEL)
+def model_version_of(report: Report) -> str:
+    return report.model_version or UNKNOWN_MODEL
 
 
 def default_db_url() -> str:
@@ -218,26 +195,25 @@ def normalize_url(db: str) -> str:
     return db
 
 
-def _row_for(report: Mapping[str, Any], state: JobState) -> dict[str, Any]:
-    source = report.get("source") or {}
-    counts = report.get("counts") or {}
+def _row_for(report: Report, state: JobState) -> dict[str, Any]:
+    counts = report.counts
     row: dict[str, Any] = {
         "host": state.host,
         "job_id": state.job_id,
         "job_updated_date": state.job_updated_date,
-        "task_id": source.get("task"),
-        "project_id": source.get("project"),
+        "task_id": report.source.task,
+        "project_id": report.source.project,
         "recorded_at": utc_now(),
-        "generated_at": report.get("generated_at"),
+        "generated_at": report.generated_at,
         "model_version": model_version_of(report),
-        "settings": report.get("settings") or {},
-        "frames": counts.get("frames"),
-        "frames_evaluated": counts.get("frames_evaluated"),
-        "predictions": counts.get("predictions"),
-        "references": counts.get("references"),
-        "report": plain(report),
+        "settings": report.settings.model_dump(mode="json"),
+        "frames": counts.frames,
+        "frames_evaluated": counts.frames_evaluated,
+        "predictions": counts.predictions,
+        "references": counts.references,
+        "report": json.loads(report.to_json()),
     }
-    row.update({name: metric_value(report, path) for name, path in METRIC_COLUMNS.items()})
+    row.update({name: report.metric(path) for name, path in METRIC_COLUMNS.items()})
     return row
 
 
@@ -292,7 +268,7 @@ class HistoryStore:
 
     def record_run(
         self,
-        report: Mapping[str, Any],
+        report: Report,
         fired: Sequence[Mapping[str, Any]] = (),
         targets: Sequence[str] = (),
     ) -> tuple[int, bool]:
@@ -350,12 +326,12 @@ class HistoryStore:
         with self._connect(write=False) as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
-    def reports(self, run_ids: Sequence[int]) -> list[dict[str, Any]]:
+    def reports(self, run_ids: Sequence[int]) -> list[Report]:
         with self._connect(write=False) as conn:
             rows = conn.execute(
                 sa.select(runs.c.report).where(runs.c.id.in_(list(run_ids))).order_by(runs.c.id)
             )
-            return [r.report for r in rows]
+            return [Report.model_validate(r.report) for r in rows]
 
     def last_recorded_at(self) -> str | None:
         with self._connect(write=False) as conn:
@@ -388,7 +364,7 @@ class HistoryStore:
         reports = self.reports(run_ids) if run_ids else []
         out: dict[str, float | None] = {}
         for path in paths:
-            values = [v for v in (metric_value(r, path) for r in reports) if v is not None]
+            values = [v for v in (r.metric(path) for r in reports) if v is not None]
             out[path] = statistics.median(values) if values else None
         return out
 

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import structlog
 from filelock import FileLock, Timeout
 
 from ropewatch_validator.ops.alert import AlertConfig, DeliveryResult, Notifier, record_and_queue
 from ropewatch_validator.ops.history import HistoryError, HistoryStore, make_state, parse_time
+from ropewatch_validator.render.model import Report
 
 log = structlog.get_logger("ropewatch.schedule")
 
@@ -85,7 +85,7 @@ def _resolve_since(since: str | datetime | None, store: HistoryStore) -> datetim
 
 def _validate_and_store(
     ref: JobRef,
-    validate_one: Callable[[int], Mapping[str, Any]],
+    validate_one: Callable[[int], Report],
     store: HistoryStore,
     rules: AlertConfig,
     notifier: Notifier,
@@ -116,7 +116,7 @@ def _validate_and_store(
 
 def run_batch(
     jobs: Iterable[int | JobRef],
-    validate_one: Callable[[int], Mapping[str, Any]],
+    validate_one: Callable[[int], Report],
     store: HistoryStore,
     rules: AlertConfig,
     notifier: Notifier | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ropewatch_validator.render.figures import png_base64
 
 
-def html_section(report: dict) -> str:
+def html_section(trace: dict) -> str:
     """The traced part of report.html: reliability diagram before/after temperature scaling, PR curves
     of ``correct`` and ``wrong``, and the most-confident-mistakes panel (crops embedded as PNG)."""
     import html
@@ -15,7 +15,7 @@ def html_section(report: dict) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    trace, figs = report["trace"], {}
+    figs: dict[str, str] = {}
     cal = trace.get("calibration")
     if cal:
         fig, ax = plt.subplots(figsize=(3.8, 3.4))
