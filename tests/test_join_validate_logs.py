@@ -205,9 +205,11 @@ def test_validate_job_with_log_file(cvat, traced_job, tmp_path) -> None:
         crop = Image.open(io.BytesIO(base64.b64decode(m["crop"])))
         assert crop.format == "PNG" and max(crop.size) <= 160
 
-    # frames: every live one once for its fingerprint, then only the mistakes' frames again
+    # frames: every live one once for its fingerprint, then only the frames of the mistakes' crops and
+    # report.html's worst-frame thumbnails again, each once (one cached fetcher serves both)
     frame_requests = [p for p in state.requests if f"/api/jobs/{JOB}/data?" in p]
-    assert len(frame_requests) == N_FRAMES - 1 + len({m["frame"] for m in mistakes})
+    pictured = {m["frame"] for m in mistakes} | {w["frame"] for w in report["worst_frames"]}
+    assert len(frame_requests) == N_FRAMES - 1 + len(pictured)
     assert all("type=frame" in p and "quality=original" in p for p in frame_requests)
     assert f"number={DELETED}&" not in "".join(
         p + "&" for p in frame_requests

@@ -77,7 +77,9 @@ def test_writes_every_format_with_the_contract_keys(cvat, tmp_path, capsys):
     assert rep["source"]["host"] == url and rep["source"]["job"] == 101 and rep["source"]["task"] == 11
     assert rep["settings"]["iou"] == 0.5 and rep["counts"]["skipped_shapes"]["polygon"] == 1
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") >= 4 and "<script" not in page
+    # offline: each worst frame's thumbnail inlined, nothing loaded from elsewhere (no src=http, no <link>)
+    assert page.count("data:image/jpeg;base64,") == len(rep["worst_frames"]) == 10
+    assert 'src="http' not in page and "<link" not in page and "<script src" not in page
     assert "| **wrong** |" in (out / "report.md").read_text()
     printed = capsys.readouterr()
     assert "person detection" in printed.out and TOKEN not in printed.out + printed.err

@@ -54,6 +54,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--since", help="only jobs updated after this ISO time, or 'last' (the last stored run)")
     p.add_argument("--force", action="store_true", help="validate even if this job state was stored before")
     p.add_argument("--quiet", action="store_true", help="no terminal summary")
+    p.add_argument(
+        "--no-thumbnails",
+        action="store_true",
+        help="report.html draws the worst frames' boxes without downloading the frames",
+    )
     add_connection_arguments(p)
     trace.add_arguments(p)
     p.set_defaults(func=run)
@@ -184,11 +189,14 @@ def run(args: argparse.Namespace) -> int:
     )
 
     from ropewatch_validator.cvat.fetch import FetchError, connect_from_args
+    from ropewatch_validator.cvat.frames import job_frame_fetcher
     from ropewatch_validator.ops.alert import AlertConfig, ConfigError, load_config
-    from ropewatch_validator.ops.history import HistoryError, open_store
+    from ropewatch_validator.ops.history import HistoryError, model_version_of, open_store
     from ropewatch_validator.ops.schedule import run_batch
     from ropewatch_validator.render import report as rpt
+    from ropewatch_validator.render.html import kpi_metrics
     from ropewatch_validator.render.model import Report
+    from ropewatch_validator.render.thumbs import worst_frame_thumbnails
 
     formats = tuple(f for f in args.format.split(",") if f)
     if not set(formats) <= set(rpt.FORMATS):
@@ -247,7 +255,23 @@ def run(args: argparse.Namespace) -> int:
             report = report.with_trace(traced["trace"], traced["model_version"])
             progress.remove_task(frames_bar)
         progress.advance(jobs_bar)
-        paths = rpt.write(report, args.out / f"job-{job_id}", formats)
+        thumbnails = baseline = None
+        if "html" in formats:
+            baseline = store.baseline(model_version_of(report), kpi_metrics(report))
+            if not args.no_thumbnails:
+                sizes = {
+                    int(f): (int(w), int(h))
+                    for f, w, h in job.frames[["frame", "width", "height"]].to_numpy()
+                }
+                thumbnails = worst_frame_thumbnails(
+                    report.worst_frames,
+                    job_frame_fetcher(conn, job, args.frame_cache),
+                    sizes,
+                    args.frame_workers,
+                )
+        paths = rpt.write(
+            report, args.out / f"job-{job_id}", formats, thumbnails=thumbnails, baseline=baseline
+        )
         if not args.quiet:
             rpt.print_summary(report)
             print("reports: " + ", ".join(str(p) for p in paths))

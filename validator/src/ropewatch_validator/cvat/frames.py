@@ -111,6 +111,18 @@ def cached_frames(
     return get
 
 
+def job_frame_fetcher(conn: Connection, job, cache_dir: Path | None) -> FetchFrame:
+    """The frames of a fetched job (``fetch.Job``) through the disk cache: the one fetcher for the
+    ``--logs`` crops and report.html's thumbnails, so a frame is downloaded once."""
+    return cached_frames(
+        cvat_frame_fetcher(conn, job.job_id),
+        cache_dir,
+        host=str(job.host),
+        job_id=job.job_id,
+        chunks_updated_date=job.chunks_updated_date or "unknown",
+    )
+
+
 def _read_cache(path: Path, pixels: bool) -> dict[int, dict]:
     """Good rows of an earlier run; with ``pixels``, only rows that carry the pixel fingerprint."""
     out: dict[int, dict] = {}

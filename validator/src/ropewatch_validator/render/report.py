@@ -7,20 +7,18 @@ fields. Its schema is ``render/report.schema.json``, generated from the model; k
 
 from __future__ import annotations
 
-import html
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ropewatch_core.files import atomic_write
 from ropewatch_core.jsonio import utc_iso
 from ropewatch_validator.evaluation import measure, patterns
 from ropewatch_validator.evaluation.match import Settings
-from ropewatch_validator.render import trace_html
-from ropewatch_validator.render.figures import png_base64
+from ropewatch_validator.render import html, trace_html
 from ropewatch_validator.render.model import SCHEMA_VERSION, ObjectRows, Report
+from ropewatch_validator.render.thumbs import Thumbnail
 
 FORMATS = ("json", "md", "html")
 OBJECT_FIELDS = (
@@ -181,71 +179,15 @@ def markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figures(report: Report) -> dict[str, str]:
-    """Base64 PNGs: confusion matrix, per-class bars, error bars, position heat map, PR curve."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    att, out = report.attribute, {}
-    fig, ax = plt.subplots(figsize=(3.6, 3.2))
-    cm = np.asarray(att.confusion_matrix)
-    ax.imshow(cm, cmap="Blues")
-    for (i, j), n in np.ndenumerate(cm):
-        ax.text(j, i, str(n), ha="center", va="center")
-    ax.set_xticks(range(len(att.labels)), att.labels)
-    ax.set_yticks(range(len(att.labels)), att.labels)
-    ax.set_xlabel("prediction")
-    ax.set_ylabel("reference")
-    out["confusion matrix"] = png_base64(fig)
-    fig, ax = plt.subplots(figsize=(4.5, 3))
-    names = list(att.per_class)
-    for k, metric in enumerate(("precision", "recall", "f1")):
-        heights = [getattr(att.per_class[n], metric) or 0 for n in names]
-        ax.bar(np.arange(len(names)) + k * 0.27, heights, 0.27, label=metric)
-    ax.set_xticks(np.arange(len(names)) + 0.27, names)
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
-    out["per-class metrics"] = png_base64(fig)
-    fig, ax = plt.subplots(figsize=(5, 3))
-    errors = report.errors.counts()
-    ax.barh(list(errors), list(errors.values()), color="tab:red")
-    out["errors by type"] = png_base64(fig)
-    fig, ax = plt.subplots(figsize=(3.6, 2.4))
-    im = ax.imshow(np.asarray(report.breakdowns.position_grid.errors), cmap="Reds")
-    fig.colorbar(im, ax=ax)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    out["errors by position in the frame"] = png_base64(fig)
-    if report.pr_curve and report.detection.ap is not None:
-        fig, ax = plt.subplots(figsize=(3.6, 3))
-        ax.plot(report.pr_curve.recall, report.pr_curve.precision)
-        ax.set_xlabel("recall")
-        ax.set_ylabel("precision")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.02)
-        ax.set_title(f"AP = {report.detection.ap:.3f}")
-        out["precision/recall"] = png_base64(fig)
-    plt.close("all")
-    return out
-
-
-def html_page(report: Report) -> str:
-    """A self-contained page: the Markdown tables as preformatted text plus the embedded figures."""
-    imgs = "".join(
-        f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{b}"><figcaption>'
-        f"{html.escape(t)}</figcaption></figure>"
-        for t, b in figures(report).items()
-    )
-    if report.trace:  # validate-job --logs: calibration figures and the most-confident-mistakes panel
-        imgs += trace_html.html_section(report.trace.model_dump())
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>ropewatch job "
-        f"{report.source.job}</title><style>body{{font-family:sans-serif;margin:2em}}"
-        "figure{display:inline-block;margin:1em}pre{background:#f6f6f6;padding:1em}</style></head><body>"
-        f"<div>{imgs}</div><pre>{html.escape(markdown(report))}</pre></body></html>"
-    )
+def html_page(
+    report: Report,
+    thumbnails: dict[int, Thumbnail] | None = None,
+    baseline: dict[str, float | None] | None = None,
+) -> str:
+    """The self-contained report.html (``render.html``): KPI cards, tables, worst frames, objects, and
+    with ``--logs`` the calibration figures and the most-confident-mistakes panel."""
+    trace_figures = trace_html.figures(report.trace.model_dump()) if report.trace else None
+    return html.report_page(report, thumbnails=thumbnails, baseline=baseline, trace_figures=trace_figures)
 
 
 def to_json(report: Report) -> str:
@@ -253,9 +195,20 @@ def to_json(report: Report) -> str:
     return report.to_json()
 
 
-def write(report: Report, out_dir: Path, formats: tuple[str, ...] = FORMATS) -> list[Path]:
+def write(
+    report: Report,
+    out_dir: Path,
+    formats: tuple[str, ...] = FORMATS,
+    *,
+    thumbnails: dict[int, Thumbnail] | None = None,
+    baseline: dict[str, float | None] | None = None,
+) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    render = {"json": to_json, "md": markdown, "html": html_page}
+    render = {
+        "json": to_json,
+        "md": markdown,
+        "html": lambda r: html_page(r, thumbnails, baseline),
+    }
     paths = []
     for fmt in formats:
         path = out_dir / f"report.{fmt}"

@@ -1,15 +1,13 @@
-"""The traced part of report.html (``validate-job --logs``): calibration figures and the mistakes panel."""
+"""The traced figures of report.html (``validate-job --logs``): reliability diagram and PR curves."""
 
 from __future__ import annotations
 
 from ropewatch_validator.render.figures import png_base64
 
 
-def html_section(trace: dict) -> str:
-    """The traced part of report.html: reliability diagram before/after temperature scaling, PR curves
-    of ``correct`` and ``wrong``, and the most-confident-mistakes panel (crops embedded as PNG)."""
-    import html
-
+def figures(trace: dict) -> dict[str, str]:
+    """Title -> base64 PNG: the reliability diagram before/after temperature scaling and the PR curves
+    of ``correct`` and ``wrong``. The most-confident-mistakes panel is drawn by the report template."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,25 +47,4 @@ def html_section(trace: dict) -> str:
         ax.legend(fontsize=7)
         figs["precision/recall of correct and wrong (logged P(correct))"] = png_base64(fig)
     plt.close("all")
-    parts = ["<h2>Traced predictions</h2><div>"]
-    parts += [
-        f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{b}"><figcaption>{html.escape(t)}'
-        "</figcaption></figure>"
-        for t, b in figs.items()
-    ]
-    parts.append('</div><h2>Most confident mistakes</h2><div class="mistakes">')
-    for m in trace.get("mistakes") or []:
-        caption = (
-            f"frame {m['frame']} · shape {m['shape_id']} · truth {m['final_value']} · predicted "
-            f"{m['logged_value']} · P(correct) {m['p_correct']:.3f} · thr {m['thr']:.2f}"
-        )
-        img = (
-            f'<img alt="crop of frame {m["frame"]}" src="data:image/png;base64,{m["crop"]}">'
-            if m.get("crop")
-            else f"<em>frame unavailable: {html.escape(str(m.get('crop_error')))}</em>"
-        )
-        parts.append(f"<figure>{img}<figcaption>{html.escape(caption)}</figcaption></figure>")
-    if not trace.get("mistakes"):
-        parts.append("<p>No attribute value predicted by the model was changed by a person.</p>")
-    parts.append("</div>")
-    return "".join(parts)
+    return figs

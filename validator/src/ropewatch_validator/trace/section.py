@@ -5,7 +5,7 @@ lambda manager sent it (``ropewatch_validator.cvat.frames``) → pick one reques
 to its logged detection (``ropewatch_validator.trace.join``) → lifecycle counts and the confusion against the
 original predictions (``ropewatch_validator.trace.lifecycle``) → ranking, calibration and threshold analysis on the
 recovered logits (``ropewatch_validator.trace.calibration``) → the most confident mistakes, with crops of the few
-frames they are on (``html_section`` renders them in report.html). ``trace.scores`` is what
+frames they are on (report.html shows them). ``trace.scores`` is what
 ``ropewatch checkpoint recalibrate`` refits from. numpy/pandas/scipy are imported inside the
 functions so that ``add_arguments`` keeps ``ropewatch --help`` fast.
 """
@@ -74,7 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--frame-workers", type=int, default=8, help="concurrent frame downloads (default 8)")
     g.add_argument(
-        "--frame-cache", type=Path, default=Path(".ropewatch/frames"), help="fingerprint cache folder"
+        "--frame-cache",
+        type=Path,
+        default=Path(".ropewatch/frames"),
+        help="frame and fingerprint cache folder (--logs, report thumbnails)",
     )
     g.add_argument(
         "--pixel-fingerprint",
@@ -197,7 +200,7 @@ def enrich_report(
     """
     import pandas as pd
 
-    from ropewatch_validator.cvat.frames import cached_frames, cvat_frame_fetcher, frame_fingerprints
+    from ropewatch_validator.cvat.frames import cvat_frame_fetcher, frame_fingerprints, job_frame_fetcher
     from ropewatch_validator.trace.logs import read_logs
 
     settings = report.get("settings") or {}
@@ -232,7 +235,7 @@ def enrich_report(
         cutoff=cutoff,
         required_recall_wrong=required_recall_wrong,
     )
-    crop_fetch = cached_frames(fetch, cache_dir, **cache_key)
+    crop_fetch = job_frame_fetcher(conn, job, cache_dir)
     section["mistakes"] = plain(
         mistake_panel(confident_mistakes(pd.DataFrame(section["objects"]), top_mistakes), crop_fetch, workers)
     )
