@@ -51,7 +51,9 @@ def test_trend_filters_and_nan_become_null(history_db, make_report):
     assert [r["model_version"] for r in store.trend(job=3)] == ["unknown"]
     assert store.trend(job=3)[0]["det_ap"] is None and store.trend(job=3)[0]["accuracy"] is None
     assert store.reports([store.trend(job=3)[0]["id"]])[0].detection.ap is None
-    assert len(store.trend()) == 3 and store.last_recorded_at() == store.trend()[-1]["recorded_at"]
+    assert len(store.trend()) == 3
+    assert store.last_job_state("http://cvat.local:8080/", 3) == "2026-11-03T00:00:00.000000Z"
+    assert store.last_job_state("http://cvat.local:8080", 99) is None
     store.close()
 
 

@@ -333,9 +333,13 @@ class HistoryStore:
             )
             return [Report.model_validate(r.report) for r in rows]
 
-    def last_recorded_at(self) -> str | None:
+    def last_job_state(self, host: str, job_id: int) -> str | None:
+        """The newest stored ``job_updated_date`` of one job on one host (None: never stored)."""
+        query = sa.select(sa.func.max(runs.c.job_updated_date)).where(
+            runs.c.host == str(host).rstrip("/"), runs.c.job_id == int(job_id)
+        )
         with self._connect(write=False) as conn:
-            return conn.execute(sa.select(sa.func.max(runs.c.recorded_at))).scalar_one_or_none()
+            return conn.execute(query).scalar_one_or_none()
 
     # -- baselines --------------------------------------------------------------------------
     def baseline_runs(

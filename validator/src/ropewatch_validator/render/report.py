@@ -7,7 +7,10 @@ fields. Its schema is ``render/report.schema.json``, generated from the model; k
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -195,26 +198,70 @@ def to_json(report: Report) -> str:
     return report.to_json()
 
 
-def write(
+@dataclass
+class StagedReports:
+    """One job's report folder written aside, then swapped in as a unit (``ops.schedule.Staged``).
+
+    ``publish`` renames the staged folder onto ``target`` (an older one is moved aside first);
+    ``undo`` puts the older folder back; ``finish`` removes it. Leftovers of a killed run (the
+    hidden ``.job-N.*`` folders beside the target) are removed when the job is next staged.
+    """
+
+    target: Path
+    staged: Path
+    paths: list[Path]
+    old: Path | None = None
+
+    def publish(self) -> None:
+        if self.target.exists():
+            self.old = self.target.with_name(f"{self.staged.name}.old")
+            self.target.rename(self.old)
+        self.staged.rename(self.target)
+
+    def undo(self) -> None:
+        shutil.rmtree(self.staged if self.staged.exists() else self.target, ignore_errors=True)
+        if self.old is not None:
+            self.old.rename(self.target)
+            self.old = None
+
+    def finish(self) -> None:
+        if self.old is not None:
+            shutil.rmtree(self.old, ignore_errors=True)
+
+
+def stage(
     report: Report,
     out_dir: Path,
     formats: tuple[str, ...] = FORMATS,
     *,
     thumbnails: dict[int, Thumbnail] | None = None,
     baseline: dict[str, float | None] | None = None,
-) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+) -> StagedReports:
+    """Render every format into a hidden folder beside ``out_dir``; nothing is left on failure."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.parent.glob(f".{out_dir.name}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     render = {
         "json": to_json,
         "md": markdown,
         "html": lambda r: html_page(r, thumbnails, baseline),
     }
-    paths = []
-    for fmt in formats:
-        path = out_dir / f"report.{fmt}"
-        atomic_write(path, render[fmt](report))
-        paths.append(path)
-    return paths
+    try:
+        for fmt in formats:
+            atomic_write(staged / f"report.{fmt}", render[fmt](report))
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    os.chmod(staged, 0o755 & ~_umask())
+    return StagedReports(out_dir, staged, [out_dir / f"report.{fmt}" for fmt in formats])
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def print_summary(report: Report, console=None) -> None:
