@@ -163,7 +163,7 @@ def test_no_ap_without_real_scores():
 
 def test_report_counts_and_breakdowns_are_consistent():
     job, pred, ref, skipped = generated()
-    frames = fetch.frames_table(job.meta, 0)
+    frames = fetch.frames_table(job.job, job.meta)
     rep = report.build(
         source={
             "host": "h",

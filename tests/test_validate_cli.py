@@ -11,7 +11,7 @@ from ropewatch_validator.ops.history import open_store
 from ropewatch_validator.render.model import Report
 from ropewatch_validator.render.report import objects_frame
 from ropewatch_validator.sandbox import server as sandbox
-from ropewatch_validator.sandbox import synthetic
+from ropewatch_validator.sandbox import cvat_model, synthetic
 
 TOKEN = "pat-very-secret-123"
 
@@ -22,8 +22,8 @@ def cvat(monkeypatch):
     state.add(synthetic.generate(40, project_id=3))
     gt = synthetic.generate(40, job_id=103, seed=0, p_miss=0, p_extra=0, extras=False)
     gt.job["type"] = "ground_truth"
-    gt.meta["included_frames"] = [0, 2, 4, 6]
-    gt.meta["frames"] = gt.meta["frames"][:4]
+    media = cvat_model.Media([f"site_{f:06d}.jpg" for f in range(40)], 1280, 720, 40)
+    gt.meta = cvat_model.job_meta(media, gt.job, included=[0, 2, 4, 6])  # 40 entries, 36 placeholders
     gt.annotations["shapes"] = [
         s for s in gt.annotations["shapes"] if s["source"] == "manual" and s["frame"] in (0, 2, 4, 6)
     ]

@@ -36,6 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ref.add_argument("--reference-job", type=int, metavar="ID", help="reference = all boxes of another job")
     p.add_argument("--iou", type=float, default=0.5, help="IoU for a match (default 0.5; CVAT QC uses 0.4)")
     p.add_argument(
+        "--matching",
+        choices=("count", "cvat"),
+        default="count",
+        help="count: most matches at the IoU threshold (default); cvat: CVAT quality control's rule "
+        "(below-threshold pairs cost 1, so total IoU is maximal)",
+    )
+    p.add_argument(
         "--low-iou", type=float, default=0.1, help="IoU under which an FP is background (default 0.1)"
     )
     p.add_argument("--label", default=PERSON_LABEL)
@@ -104,6 +111,13 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         default=300.0,
         help="total seconds for one request, its retries and whole body included (default 300)",
     )
+    parser.add_argument(
+        "--token-type",
+        choices=("auto", "bearer", "token"),
+        default="auto",
+        help="how CVAT_ACCESS_TOKEN is sent: bearer = personal access token (CVAT >= 2.48), token = key "
+        "from POST /api/auth/login (every version); auto (default) picks by the server's version",
+    )
     parser.add_argument("--retries", type=int, default=5, help="retries on 429/5xx/connection errors")
 
 
@@ -155,6 +169,7 @@ def settings_from_args(args: argparse.Namespace):
         attribute=args.attribute,
         pred_sources=tuple(args.pred_sources.split(",")),
         ref_sources=tuple(args.ref_sources.split(",")),
+        matching=args.matching,
     )
 
 
@@ -168,14 +183,14 @@ def evaluate(
     model_version: str | None = None,
 ):
     """Report dict and the fetched job (``--logs`` needs it) for one job against its reference."""
-    from ropewatch_validator.cvat.fetch import FetchError, fetch_job, find_jobs
-    from ropewatch_validator.evaluation.match import match, select
+    from ropewatch_validator.cvat.fetch import FetchError, fetch_honeypots, fetch_job, find_jobs, get_json
+    from ropewatch_validator.evaluation.match import match, onto_job_frames, other_labels, pair_frames, select
     from ropewatch_validator.render import report as rpt
 
     if reference_job is not None and reference_job == job_id:
         raise BadReference(f"--reference-job {reference_job} is the job itself")
     job = fetch_job(conn, job_id)
-    frames, mode, other = job.frames, "manual", None
+    frames, mode, other, state = job.frames, "manual", None, job.state
     if gt_job is not None or reference_job is not None:
         if reference_job is not None:
             mode, other = "reference-job", reference_job
@@ -188,6 +203,10 @@ def evaluate(
                 other = found[0]["id"]
             else:
                 other = int(gt_job)
+            task = get_json(conn, f"task {job.task_id}", conn.api_client.tasks_api.retrieve, job.task_id)
+            if task.get("validation_mode") == "gt_pool":  # honeypots show validation frames (CVAT >= 2.22)
+                honeypots = fetch_honeypots(conn, job_id)
+                job.frames["real_frame"] = [honeypots.get(int(f), int(f)) for f in job.frames["frame"]]
         if other == job_id:
             raise BadReference(f"--{mode} {other} is the job itself")
         ref_job = fetch_job(conn, other)
@@ -196,23 +215,27 @@ def evaluate(
                 f"--gt-job {other} is not a Ground Truth job of task {job.task_id} "
                 f"(it is a {ref_job.job_type} job of task {ref_job.task_id})"
             )
-        common = set(ref_job.frames.loc[~ref_job.frames["deleted"], "frame"])
-        frames = job.frames[job.frames["frame"].isin(common)].reset_index(drop=True)
-        live = frames.loc[~frames["deleted"], "frame"].to_numpy()
+        pairs = pair_frames(job.frames, ref_job.frames, by_real_frame=mode == "gt-job")
+        frames = job.frames[job.frames["frame"].isin(pairs["frame"])].reset_index(drop=True)
+        live = pairs["frame"].to_numpy()
         pred = select(job.shapes, settings, settings.pred_sources, live)
-        ref = select(ref_job.shapes, settings, tuple(ref_job.shapes["source"].unique()), live)
-        skipped = job.skipped + ref_job.skipped
+        ref = onto_job_frames(select(ref_job.shapes, settings, tuple(ref_job.shapes["source"].unique())), pairs)
+        skipped = (job.skipped + ref_job.skipped + other_labels(job.shapes, settings, live)
+                   + other_labels(ref_job.shapes, settings, pairs["ref_frame"].to_numpy()))
+        state = f"{job.state}+{ref_job.state}"
     else:
         pred = select(job.shapes, settings, settings.pred_sources)
         ref = select(job.shapes, settings, settings.ref_sources)
-        skipped = job.skipped
-    pred, ref = match(pred, ref, settings.iou)
+        skipped = job.skipped + other_labels(job.shapes, settings)
+    sizes = {int(f): (int(w), int(h)) for f, w, h in frames[["frame", "width", "height"]].itertuples(index=False)}
+    pred, ref = match(pred, ref, settings.iou, rule=settings.matching, sizes=sizes)
     source = {
         "host": conn.host,
         "job": job_id,
         "task": job.task_id,
         "project": job.project_id,
         "job_updated_date": job.job_updated_date,
+        "job_state": state,
         "reference_mode": mode,
         "reference_job": other,
         "server_has_score": job.has_score,

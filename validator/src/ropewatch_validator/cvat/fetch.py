@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import hashlib
 import json
 import math
 import os
+import sys
 import threading
 import time
 from collections import Counter
@@ -51,6 +53,7 @@ SHAPE_COLUMNS = [
     "x2",
     "y2",
     "source",
+    "rotation",
     "score",
     "occluded",
 ]
@@ -116,6 +119,7 @@ class JobData:
     has_score: bool = True
     original_chunk_type: str = ""  # "imageset" or "video": decides whether frame bytes can change
     chunks_updated_date: str = ""  # version of the job's frame chunks (the frame cache's key)
+    state: str = ""  # digest of what changes the numbers besides updated_date (see job_state)
 
 
 def _split(host: str) -> SplitResult:
@@ -176,12 +180,51 @@ def _retry_class():
     return CappedRetry
 
 
+PAT_SINCE = (2, 48)  # personal access tokens ("Authorization: Bearer"); older servers: "Token <key>"
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def token_scheme(url: str, scheme: str, timeout: float) -> str:
+    """``Bearer`` (personal access token, CVAT >= 2.48) or ``Token`` (key of ``POST /api/auth/login``,
+    every version); ``auto`` asks ``/api/server/about`` (no auth needed) which the server has."""
+    if scheme != "auto":
+        return scheme.capitalize()
+    import urllib3
+
+    try:
+        response = urllib3.request("GET", f"{url}/api/server/about", timeout=timeout, retries=2)
+        version = json.loads(response.data).get("version", "")
+    except (urllib3.exceptions.HTTPError, ValueError, AttributeError):
+        raise FetchError(f"{url}: server unreachable or not answering (GET /api/server/about)") from None
+    return "Bearer" if _version(version) >= PAT_SINCE else "Token"
+
+
+def _password(user: str, password: str) -> str:
+    """The password from USER:PASS, env PASS, or a prompt; never a traceback without a terminal (cron)."""
+    if password or os.environ.get("PASS"):
+        return password or os.environ["PASS"]
+    if not sys.stdin.isatty():
+        raise FetchError(f"no password for {user}: give --auth USER:PASS or env PASS (no terminal to prompt)")
+    try:
+        return getpass.getpass(f"password for {user}: ")
+    except (EOFError, KeyboardInterrupt):
+        raise FetchError(f"no password for {user}") from None
+
+
 def connect(
     host: str,
     port: int | None = None,
     *,
     auth: str | None = None,
     token: str | None = None,
+    token_type: str = "auto",
     timeout: float = 60.0,
     retries: int = 5,
     pool_size: int = 16,
@@ -190,7 +233,9 @@ def connect(
     """A cvat-sdk ApiClient with auth, timeouts and retries; secrets are kept out of every message.
 
     Credentials written into ``host`` (``http://user:pw@host``) are basic auth, as if given by ``auth``
-    (which wins); they are taken out of the URL, so ``Connection.host`` never carries them.
+    (which wins); they are taken out of the URL, so ``Connection.host`` never carries them. ``auth`` is
+    basic auth (every CVAT version); ``token`` is sent as ``Authorization: <scheme> <token>`` with the
+    scheme of ``token_type`` (``auto``, ``bearer``, ``token``; see :func:`token_scheme`).
     """
     from cvat_sdk.api_client import ApiClient, Configuration
 
@@ -202,9 +247,13 @@ def connect(
     elif auth:
         user, _, password = auth.partition(":")
         config.username = user
-        config.password = password or os.environ.get("PASS") or getpass.getpass(f"password for {user}: ")
+        config.password = _password(user, password)
     elif token:
-        config.access_token = token
+        if token_scheme(url, token_type, min(10.0, timeout)) == "Bearer":
+            config.access_token = token
+        else:
+            config.api_key = {"tokenAuth": token}
+            config.api_key_prefix = {"tokenAuth": "Token"}
     config.retries = _retry_class()(
         total=retries,
         backoff_factor=0.2,
@@ -226,6 +275,7 @@ def connect_from_args(args: argparse.Namespace) -> Connection:
         args.server_port,
         auth=args.auth,
         token=None if args.auth else os.environ.get("CVAT_ACCESS_TOKEN"),
+        token_type=getattr(args, "token_type", "auto"),
         timeout=args.timeout,
         retries=args.retries,
         pool_size=max(16, getattr(args, "frame_workers", 0)),
@@ -354,30 +404,50 @@ def parse_labels(bodies: list[dict]) -> dict[int, Label]:
     return labels
 
 
-def frame_numbers(meta: dict, start_frame: int) -> list[int]:
-    """Task-absolute frame numbers of ``meta['frames']`` (GT jobs list only their included frames)."""
-    if meta.get("included_frames"):
-        return list(meta["included_frames"])
-    step = 1
+def frame_step(meta: dict) -> int:
+    """The ``step=N`` of a task's ``frame_filter`` (1 without one)."""
     for part in (meta.get("frame_filter") or "").split(","):
-        if part.startswith("step="):
-            step = int(part[5:])
-    return [start_frame + i * step for i in range(len(meta["frames"]))]
+        if part.strip().startswith("step="):
+            return int(part.strip()[5:])
+    return 1
 
 
-def frames_table(meta: dict, start_frame: int) -> pd.DataFrame:
-    numbers = frame_numbers(meta, start_frame)
-    deleted = set(meta.get("deleted_frames") or [])
-    rows = meta["frames"]
-    return pd.DataFrame(
+def frames_table(job: dict, meta: dict) -> pd.DataFrame:
+    """The frames really in the job, as CVAT 2.23's ``data/meta`` describes them.
+
+    Job and annotation frame numbers are task frames (``job.start_frame..stop_frame``); ``meta`` gives
+    data frames (``start_frame``, GT ``included_frames``: data = meta.start_frame + (frame - job start) * step).
+    A video lists one ``frames`` entry for the whole file; an image job one per frame of its range, frames
+    outside a GT job's set named ``placeholder.jpg``: only ``included_frames`` are kept. ``real_frame`` is
+    the frame itself; for a honeypot the caller sets the validation frame it shows (:func:`fetch_honeypots`).
+    """
+    start, stop = int(job["start_frame"]), int(job["stop_frame"])
+    frames = np.arange(start, stop + 1, dtype=np.int64)
+    data = int(meta.get("start_frame") or 0) + (frames - start) * frame_step(meta)
+    entries = meta.get("frames") or []
+    if job.get("data_original_chunk_type") == "video" or (len(entries) == 1 and len(frames) > 1):
+        first = entries[0] if entries else {}
+        names = [f"frame_{d:06d}" for d in data]  # CVAT's dataset item names for video frames
+        widths, heights = [first.get("width") or 0] * len(frames), [first.get("height") or 0] * len(frames)
+    elif len(entries) != len(frames):
+        raise FetchError(f"job {job.get('id')}: data/meta lists {len(entries)} frames for frames {start}-{stop}")
+    else:
+        names = [e.get("name") for e in entries]
+        widths, heights = [e.get("width") or 0 for e in entries], [e.get("height") or 0 for e in entries]
+    table = pd.DataFrame(
         {
-            "frame": np.asarray(numbers, dtype=np.int64),
-            "name": [f.get("name") for f in rows],
-            "width": [f.get("width") or 0 for f in rows],
-            "height": [f.get("height") or 0 for f in rows],
-            "deleted": [n in deleted for n in numbers],
+            "frame": frames,
+            "data_frame": data,
+            "real_frame": frames,
+            "name": names,
+            "width": widths,
+            "height": heights,
+            "deleted": np.isin(frames, meta.get("deleted_frames") or []),
         }
     )
+    included = meta.get("included_frames")
+    keep = np.isin(data, included) if included is not None else np.ones(len(frames), bool)
+    return table[keep].reset_index(drop=True)
 
 
 def _attr_values(attributes: list[dict], label: Label | None) -> dict[str, str]:
@@ -388,29 +458,57 @@ def _attr_values(attributes: list[dict], label: Label | None) -> dict[str, str]:
     }
 
 
+def _angle_diff(right: float, left: float) -> float:
+    """CVAT's ``find_angle_diff`` (dataset_manager/annotation.py), odd branch for -180 included."""
+    diff = ((right - left + 180) % 360) - 180
+    if abs(diff) >= 180:
+        diff = 360 - abs(diff) * -1 if diff > 0 else 1
+    return diff
+
+
 def expand_track(track: dict, stop_frame: int) -> list[dict]:
-    """Per-frame boxes of a rectangle track: linear interpolation between keyframes, none while outside."""
-    keys = sorted(track["shapes"], key=lambda s: s["frame"])
-    rows, attrs = [], {}
-    for i, key in enumerate(keys):
-        attrs = {**attrs, **{a["spec_id"]: a["value"] for a in key.get("attributes", [])}}
-        if key.get("outside"):
-            continue
-        nxt = keys[i + 1] if i + 1 < len(keys) else None
-        end = nxt["frame"] if nxt is not None else stop_frame + 1
-        a = np.asarray(key["points"][:4], dtype=float)
-        b = np.asarray(nxt["points"][:4], dtype=float) if nxt is not None and not nxt.get("outside") else a
-        for frame in range(key["frame"], end):
-            t = (frame - key["frame"]) / (end - key["frame"]) if nxt is not None else 0.0
-            rows.append(
-                {
-                    "frame": frame,
-                    "points": list(a + (b - a) * t),
-                    "occluded": bool(key.get("occluded")),
-                    "spec_values": dict(attrs),
-                }
-            )
-    return rows
+    """Per-frame rectangles of a track as CVAT's quality control reads them.
+
+    ``TrackManager.get_interpolated_shapes`` (CVAT 2.23, dataset_manager/annotation.py): from every
+    visible keyframe, points and rotation are interpolated toward the next keyframe, **even an outside
+    one**; keyframes on deleted frames still take part (only their own frame is dropped, by the caller);
+    after the last keyframe, if visible, it is repeated up to ``stop_frame``. Outside rows are left out.
+    Rows: ``frame``, ``points`` (4), ``rotation``, ``occluded``, ``attributes`` (the keyframe's, which
+    CVAT's read fills from the previous keyframe).
+    """
+    out: list[dict] = []
+    prev: dict | None = None
+    end = stop_frame + 1
+    for key in sorted(track["shapes"], key=lambda s: s["frame"]):
+        if prev is not None and not prev.get("outside"):
+            p0, p1 = np.asarray(prev["points"][:4], float), np.asarray(key["points"][:4], float)
+            r0, r1 = float(prev.get("rotation") or 0.0), float(key.get("rotation") or 0.0)
+            span = key["frame"] - prev["frame"]
+            for frame in range(prev["frame"] + 1, min(key["frame"], end)):
+                t = (frame - prev["frame"]) / span
+                out.append({**prev, "frame": frame, "points": list(p0 + (p1 - p0) * t),
+                            "rotation": (r0 + _angle_diff(r1, r0) * t + 360) % 360})
+        if key["frame"] >= end:
+            break
+        out.append(key)
+        prev = key
+    if prev is not None and not prev.get("outside"):
+        out += [{**prev, "frame": frame} for frame in range(prev["frame"] + 1, end)]
+    first = track.get("frame", 0)
+    return [
+        {"frame": s["frame"], "points": [float(v) for v in s["points"][:4]],
+         "rotation": float(s.get("rotation") or 0.0), "occluded": bool(s.get("occluded")),
+         "attributes": s.get("attributes", [])}
+        for s in out
+        if first <= s["frame"] and not s.get("outside")
+    ]
+
+
+def _row(shape_id, track_id, frame, label, points, rotation, source, score, occluded, values) -> dict:
+    x1, y1, x2, y2 = points[:4]
+    return {"shape_id": shape_id, "track_id": track_id, "frame": frame, "label": label, "type": "rectangle",
+            "x1": x1, "y1": y1, "x2": x2, "y2": y2, "rotation": float(rotation or 0.0), "source": source,
+            "score": score, "occluded": bool(occluded), **values}
 
 
 def shapes_table(
@@ -420,30 +518,19 @@ def shapes_table(
     skipped: Counter = Counter()
     rows: list[dict] = []
     has_score = False
+
+    def name(label_id: int) -> str:
+        return labels[label_id].name if label_id in labels else str(label_id)
+
     for shape in annotations.get("shapes", []):
         if shape.get("type") != "rectangle":
             skipped[shape.get("type", "unknown")] += 1
             continue
-        label = labels.get(shape["label_id"])
         has_score |= "score" in shape
-        x1, y1, x2, y2 = shape["points"][:4]
-        rows.append(
-            {
-                "shape_id": shape.get("id"),
-                "track_id": None,
-                "frame": shape["frame"],
-                "label": label.name if label else str(shape["label_id"]),
-                "type": "rectangle",
-                "x1": x1,
-                "y1": y1,
-                "x2": x2,
-                "y2": y2,
-                "source": shape.get("source", "manual"),
-                "score": shape.get("score", np.nan),
-                "occluded": bool(shape.get("occluded")),
-                **_attr_values(shape.get("attributes", []), label),
-            }
-        )
+        values = _attr_values(shape.get("attributes", []), labels.get(shape["label_id"]))
+        rows.append(_row(shape.get("id"), None, shape["frame"], name(shape["label_id"]), shape["points"],
+                         shape.get("rotation"), shape.get("source", "manual"), shape.get("score", np.nan),
+                         shape.get("occluded"), values))
     for track in annotations.get("tracks", []):
         kinds = {s.get("type") for s in track.get("shapes", [])}
         if kinds != {"rectangle"}:
@@ -452,46 +539,39 @@ def shapes_table(
         label = labels.get(track["label_id"])
         fixed = _attr_values(track.get("attributes", []), label)
         for row in expand_track(track, stop_frame):
-            values = {
-                **fixed,
-                **_attr_values([{"spec_id": k, "value": v} for k, v in row["spec_values"].items()], label),
-            }
-            x1, y1, x2, y2 = row["points"]
-            rows.append(
-                {
-                    "shape_id": None,
-                    "track_id": track.get("id"),
-                    "frame": row["frame"],
-                    "label": label.name if label else str(track["label_id"]),
-                    "type": "rectangle",
-                    "x1": x1,
-                    "y1": y1,
-                    "x2": x2,
-                    "y2": y2,
-                    "source": track.get("source", "manual"),
-                    "score": np.nan,
-                    "occluded": row["occluded"],
-                    **values,
-                }
-            )
+            values = {**fixed, **_attr_values(row["attributes"], label)}
+            rows.append(_row(None, track.get("id"), row["frame"], name(track["label_id"]), row["points"],
+                             row["rotation"], track.get("source", "manual"), np.nan, row["occluded"], values))
     skipped["tag"] += len(annotations.get("tags", []))
     table = pd.DataFrame(rows) if rows else pd.DataFrame(columns=SHAPE_COLUMNS)
     table["score"] = table["score"].astype(float)
-    return table, +skipped, has_score
+    table["shape_id"] = table["shape_id"].astype("Int64")
+    table["track_id"] = table["track_id"].astype("Int64")
+    # one order whatever the server's: CVAT returns shapes in database order, not id order
+    table = table.sort_values(["frame", "track_id", "shape_id"], kind="stable", na_position="first")
+    return table.reset_index(drop=True), +skipped, has_score
+
+
+def drop_off_job(shapes: pd.DataFrame, frames: pd.DataFrame, job: dict) -> tuple[pd.DataFrame, Counter]:
+    """Keep shapes on the job's live frames; count the others (CVAT accepts, returns and then ignores
+    shapes outside the job's frame range; shapes on deleted frames are not evaluated either)."""
+    in_range = shapes["frame"].between(int(job["start_frame"]), int(job["stop_frame"]))
+    live = shapes["frame"].isin(frames.loc[~frames["deleted"], "frame"])
+    skipped = Counter({"outside_job_frames": int((~in_range).sum()),
+                       "on_deleted_frames": int((in_range & ~live).sum())})
+    return shapes[live].reset_index(drop=True), +skipped
 
 
 def fetch_job(conn: Connection, job_id: int) -> JobData:
-    """Job, labels, frame meta and annotations of one job; shapes on deleted frames are dropped."""
+    """Job, labels, frame meta and annotations of one job; shapes off its live frames are counted and dropped."""
     api = conn.api_client
     job = get_json(conn, f"job {job_id}", api.jobs_api.retrieve, job_id)
     labels = parse_labels(list_all(conn, f"labels of job {job_id}", api.labels_api.list, job_id=job_id))
     meta = get_json(conn, f"frame meta of job {job_id}", api.jobs_api.retrieve_data_meta, job_id)
     annotations = get_json(conn, f"annotations of job {job_id}", api.jobs_api.retrieve_annotations, job_id)
-    frames = frames_table(meta, job.get("start_frame", 0))
-    stop = int(job.get("stop_frame", frames["frame"].max() if len(frames) else 0))
-    shapes, skipped, has_score = shapes_table(annotations, labels, stop)
-    live = set(frames.loc[~frames["deleted"], "frame"])
-    shapes = shapes[shapes["frame"].isin(live)].reset_index(drop=True)
+    frames = frames_table(job, meta)
+    shapes, skipped, has_score = shapes_table(annotations, labels, int(job["stop_frame"]))
+    shapes, off = drop_off_job(shapes, frames, job)
     return JobData(
         host=conn.host,
         job_id=job_id,
@@ -502,11 +582,29 @@ def fetch_job(conn: Connection, job_id: int) -> JobData:
         frames=frames,
         labels=labels,
         shapes=shapes,
-        skipped=skipped,
+        skipped=skipped + off,
         has_score=has_score,
         original_chunk_type=str(job.get("data_original_chunk_type") or ""),
         chunks_updated_date=str(meta.get("chunks_updated_date") or ""),
+        state=job_state(job, meta),
     )
+
+
+def job_state(job: dict, meta: dict) -> str:
+    """What the numbers of a job depend on beyond its annotations' ``updated_date``: deleting frames
+    changes neither ``updated_date`` nor ``chunks_updated_date`` on CVAT 2.23, so the deleted frames
+    are part of the key (sha256 of the canonical JSON, 16 hex)."""
+    key = {"updated_date": job.get("updated_date"), "deleted_frames": sorted(meta.get("deleted_frames") or []),
+           "chunks_updated_date": meta.get("chunks_updated_date"), "included": meta.get("included_frames")}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def fetch_honeypots(conn: Connection, job_id: int) -> dict[int, int]:
+    """Honeypot frame -> the validation frame it shows (``GET /api/jobs/{id}/validation_layout``, CVAT
+    >= 2.22; tasks with ``validation_mode: gt_pool`` only)."""
+    body = get_json(conn, f"validation layout of job {job_id}", conn.api_client.jobs_api.retrieve_validation_layout,
+                    job_id)
+    return dict(zip(body.get("honeypot_frames") or [], body.get("honeypot_real_frames") or []))
 
 
 def find_jobs(

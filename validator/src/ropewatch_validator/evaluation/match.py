@@ -1,14 +1,22 @@
 """Split a job's boxes into predictions and reference, and match them frame by frame.
 
-Matching is optimal per frame: ``scipy.optimize.linear_sum_assignment`` on 1 − IoU, where pairs
-below the IoU threshold cost more than any valid assignment, so the number of valid matches is
-maximal first and their total IoU second; pairs under the threshold are then dropped. This is the
-rule of CVAT's quality control (which defaults to IoU 0.4); scores play no part, unlike COCOeval's
-greedy by-score matching.
+Two matching rules, both optimal per frame (``scipy.optimize.linear_sum_assignment``), scores play no
+part (unlike COCOeval's greedy by-score matching):
+
+- ``count`` (default): pairs below the IoU threshold are forbidden, so the number of matches is maximal
+  first and their total IoU second;
+- ``cvat``: CVAT 2.23's quality control (``quality_reports.py`` ``_match_segments``): a pair below the
+  threshold costs 1, the same as leaving both unmatched, so the total IoU of the matches is maximal; in a
+  crowded frame it can make fewer matches than ``count``.
+
+IoU is CVAT's: rectangles with equal rotation compare as axis-aligned boxes (rotation ignored), with
+different rotations as polygons rasterized at the image size (``_DistanceComparator.match_boxes``).
 """
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,6 +55,7 @@ class Settings:
     pred_sources: tuple[str, ...] = ("auto", "semi-auto")
     ref_sources: tuple[str, ...] = ("manual", "file", "consensus")
     edited_sources: tuple[str, ...] = ("semi-auto",)
+    matching: str = "count"  # or "cvat" (see the module doc)
     top_k: int = 10
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -63,7 +72,38 @@ def select(
     out = shapes.loc[keep].copy()
     if settings.attribute not in out:
         out[settings.attribute] = None
+    if "rotation" not in out:
+        out["rotation"] = 0.0
     return out.sort_values("frame", kind="stable").reset_index(drop=True)
+
+
+def other_labels(shapes: pd.DataFrame, settings: Settings, frames: np.ndarray | None = None) -> Counter:
+    """Rectangles of other labels on the evaluated frames, as ``label:<name>`` counts (never silently lost)."""
+    keep = (shapes["label"] != settings.label) & (shapes["type"] == "rectangle")
+    if frames is not None:
+        keep &= shapes["frame"].isin(frames)
+    return Counter({f"label:{k}": int(v) for k, v in shapes.loc[keep, "label"].value_counts().items()})
+
+
+def pair_frames(frames: pd.DataFrame, ref_frames: pd.DataFrame, *, by_real_frame: bool) -> pd.DataFrame:
+    """``frame`` of the job -> ``ref_frame`` of the reference job, live frames of both only.
+
+    CVAT pairs a job's frame with a Ground Truth frame through the dataset item name; a honeypot frame of
+    a ``gt_pool`` task shows (and is named like) its validation frame ``real_frame``. ``by_real_frame``
+    (GT mode) pairs ``real_frame`` with the GT frame, else frame numbers are paired; names must agree.
+    """
+    live = frames.loc[~frames["deleted"]]
+    ref = ref_frames.loc[~ref_frames["deleted"], ["frame", "name"]].rename(columns={"frame": "ref_frame"})
+    key = live["real_frame"] if by_real_frame else live["frame"]
+    left = pd.DataFrame({"frame": live["frame"].to_numpy(), "ref_frame": key.to_numpy(),
+                         "name": live["name"].to_numpy()})
+    return left.merge(ref, on=["ref_frame", "name"])[["frame", "ref_frame"]].sort_values("frame", ignore_index=True)
+
+
+def onto_job_frames(ref: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+    """Reference rows moved to the job frames paired with their frame (a GT frame can back several honeypots)."""
+    moved = ref.rename(columns={"frame": "ref_frame"}).merge(pairs, on="ref_frame")
+    return moved.drop(columns="ref_frame").sort_values("frame", kind="stable", ignore_index=True)
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -77,8 +117,60 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def match(pred: pd.DataFrame, ref: pd.DataFrame, iou: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _polygon(box: np.ndarray, degrees: float) -> list[float]:
+    """Corners of a rectangle turned about its centre, rounded to 2 decimals as datumaro stores them."""
+    x1, y1, x2, y2 = box
+    pts = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], float)
+    if degrees:
+        a = math.radians(degrees)
+        centre = (pts[0] + pts[2]) / 2
+        pts = (pts - centre) @ np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]]) + centre
+    return np.around(pts.flatten(), 2).tolist()
+
+
+def rotated_iou(a: np.ndarray, b: np.ndarray, rot_a: float, rot_b: float, width: int, height: int) -> float:
+    """CVAT's IoU of two rectangles with different rotations: both polygons rasterized at the image size
+    (pycocotools RLE, so clipped to the image), mask IoU."""
+    from pycocotools import mask
+
+    ra = mask.frPyObjects([_polygon(a, rot_a)], height, width)
+    rb = mask.frPyObjects([_polygon(b, rot_b)], height, width)
+    return float(np.asarray(mask.iou(rb, ra, [0])).ravel()[0])
+
+
+def cvat_iou(a: np.ndarray, b: np.ndarray, rot_a: np.ndarray, rot_b: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """IoU matrix as CVAT computes it: axis-aligned where rotations are equal, rasterized polygons elsewhere."""
+    m = iou_matrix(a, b)
+    for i, j in zip(*np.nonzero(rot_a[:, None] != rot_b[None, :])):
+        m[i, j] = rotated_iou(a[i], b[j], float(rot_a[i]), float(rot_b[j]), *size)
+    return m
+
+
+def cvat_pairs(m: np.ndarray, iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """CVAT's ``_match_segments``: square cost 1 − IoU padded with 1, costs above 1 − threshold set to 1."""
+    n = max(m.shape)
+    dist = np.ones((n, n))
+    dist[: m.shape[0], : m.shape[1]] = 1 - m
+    dist[dist > 1 - iou] = 1
+    rows, cols = linear_sum_assignment(dist)
+    ok = (rows < m.shape[0]) & (cols < m.shape[1])
+    rows, cols = rows[ok], cols[ok]
+    keep = ~((dist[rows, cols] > 1 - iou) | (dist[rows, cols] == 1))
+    return rows[keep], cols[keep]
+
+
+def match(
+    pred: pd.DataFrame,
+    ref: pd.DataFrame,
+    iou: float = 0.5,
+    *,
+    rule: str = "count",
+    sizes: dict[int, tuple[int, int]] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Add matching columns to frame-sorted ``pred`` and ``ref``.
+
+    ``rule`` is ``count`` or ``cvat`` (module doc); ``sizes`` (frame -> (width, height)) is needed only
+    for pairs of different rotation, which CVAT rasterizes at the image size.
 
     ``match`` is the row of the partner in the other table (-1 if none), ``iou`` the pair's IoU,
     ``best_iou`` / ``best`` the highest IoU with any object of the other table on the frame and
@@ -86,6 +178,8 @@ def match(pred: pd.DataFrame, ref: pd.DataFrame, iou: float = 0.5) -> tuple[pd.D
     """
     pb = pred[["x1", "y1", "x2", "y2"]].to_numpy(float)
     rb = ref[["x1", "y1", "x2", "y2"]].to_numpy(float)
+    pr = pred["rotation"].to_numpy(float) if "rotation" in pred else np.zeros(len(pred))
+    rr = ref["rotation"].to_numpy(float) if "rotation" in ref else np.zeros(len(ref))
     cols = {
         name: np.full(n, fill, dtype)
         for name, n, fill, dtype in [
@@ -104,12 +198,12 @@ def match(pred: pd.DataFrame, ref: pd.DataFrame, iou: float = 0.5) -> tuple[pd.D
         r_idx = ref_rows.get(frame)
         if r_idx is None:
             continue
-        m = iou_matrix(pb[p_idx], rb[r_idx])
+        m = cvat_iou(pb[p_idx], rb[r_idx], pr[p_idx], rr[r_idx], (sizes or {}).get(frame, (0, 0)))
         cols["p_best"][p_idx] = r_idx[m.argmax(1)]
         cols["p_best_iou"][p_idx] = m.max(1)
         cols["r_best"][r_idx] = p_idx[m.argmax(0)]
         cols["r_best_iou"][r_idx] = m.max(0)
-        rows, cs = optimal_pairs(1.0 - m, m >= iou)
+        rows, cs = cvat_pairs(m, iou) if rule == "cvat" else optimal_pairs(1.0 - m, m >= iou)
         cols["p_match"][p_idx[rows]] = r_idx[cs]
         cols["r_match"][r_idx[cs]] = p_idx[rows]
         cols["p_iou"][p_idx[rows]] = cols["r_iou"][r_idx[cs]] = m[rows, cs]

@@ -1,7 +1,9 @@
 """A stand-in CVAT server on loopback, for ``ropewatch demo``, the tests and the benchmarks.
 
 It answers the read endpoints the validator uses with bodies shaped like CVAT 2.73's (the tests
-check every body against CVAT's OpenAPI schema), from a seed of real dumps and generated jobs.
+check every body against CVAT's OpenAPI schema), from a seed of real dumps and generated jobs, and
+derives them as CVAT 2.23 does (``sandbox.cvat_model``: meta of video, step, GT and honeypot jobs,
+attribute defaults filled on read), checked against a real server in ``tests/realcvat``.
 Faults can be injected (status codes, delays) to exercise retries, and every request is logged.
 Stdlib only, so the demo runs without test dependencies.
 """
@@ -20,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from ropewatch_validator.sandbox.cvat_model import read_annotations
 from ropewatch_validator.sandbox.synthetic import SyntheticJob, meta_body
 
 ABOUT = {
@@ -63,6 +66,7 @@ class CvatState:
     labels: list[dict] = field(default_factory=list)
     annotations: dict[int, dict] = field(default_factory=dict)
     meta: dict[int, dict] = field(default_factory=dict)
+    layouts: dict[int, dict] = field(default_factory=dict)  # job -> validation_layout (honeypots)
     frames: dict[tuple[int, int], bytes] = field(default_factory=dict)
     token: str | None = None
     basic: tuple[str, str] | None = None
@@ -196,7 +200,12 @@ class _Handler(BaseHTTPRequestHandler):
             case ["jobs", jid]:
                 self._json(200, state.jobs[int(jid)])
             case ["jobs", jid, "annotations"]:
-                self._json(200, state.annotations[int(jid)])
+                task = state.jobs[int(jid)]["task_id"]
+                labels = [lb for lb in state.labels if lb.get("task_id") in (task, None)]
+                self._json(200, read_annotations(state.annotations[int(jid)], labels))
+            case ["jobs", jid, "validation_layout"]:
+                empty = {"honeypot_count": 0, "honeypot_frames": [], "honeypot_real_frames": []}
+                self._json(200, state.layouts.get(int(jid), empty))
             case ["jobs", jid, "data", "meta"]:
                 self._json(200, state.meta[int(jid)])
             case ["jobs", jid, "data"]:
