@@ -178,6 +178,7 @@ def test_join_and_lifecycle_every_state(tmp_path) -> None:
         "added": 1,
         "unjoined_auto": 1,
         "unjoined_semi_auto": 0,
+        "attribute_unmapped": 0,
     }
     assert summary["work_saved_share"] == pytest.approx(2 / 5)
     # original predictions: shape1 correct->correct, shape2 logged correct / final wrong, shape3 logged wrong

@@ -98,7 +98,8 @@ def test_trace_section_counts_every_state_exactly(tmp_path) -> None:
     ] == sum(expected[k] for k in ("accepted", "attribute_corrected", "geometry_edited", "deleted")) - len(
         rec7["detections"]
     )
-    assert all(counts[k] > 0 for k in counts), counts
+    assert all(counts[k] > 0 for k in counts if k != "attribute_unmapped"), counts
+    assert counts["attribute_unmapped"] == 0 and trace["lifecycle"]["attribute_mapping"] == "ok"
     assert (
         trace["frames"]["unjoined_frames"] == [3, 4] and trace["frames"]["download_failed"][0]["frame"] == 7
     )

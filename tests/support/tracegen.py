@@ -149,6 +149,7 @@ def records_for_job(
         "added": int((~shapes["source"].isin(["auto", "semi-auto"])).sum()),
         "unjoined_auto": 0,
         "unjoined_semi_auto": 0,
+        "attribute_unmapped": 0,
         "by_pixel_sha256": 0,
         "reruns": 0,
         "scores": {},

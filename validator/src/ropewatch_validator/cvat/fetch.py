@@ -102,6 +102,7 @@ class Connection:
 class Label:
     name: str
     attributes: dict[int, tuple[str, list[str]]]  # spec_id -> (name, values)
+    defaults: dict[str, str] = field(default_factory=dict)  # attribute name -> default_value
 
 
 @dataclass
@@ -398,7 +399,8 @@ def parse_labels(bodies: list[dict]) -> dict[int, Label]:
     labels = {}
     for body in bodies:
         attrs = {a["id"]: (a["name"], list(a.get("values") or [])) for a in body.get("attributes", [])}
-        labels[body["id"]] = Label(body["name"], attrs)
+        defaults = {a["name"]: a.get("default_value") for a in body.get("attributes", [])}
+        labels[body["id"]] = Label(body["name"], attrs, defaults)
         for sub in body.get("sublabels") or []:
             labels.setdefault(sub["id"], Label(sub["name"], {}))
     return labels

@@ -9,7 +9,12 @@ States (one per row of :func:`ropewatch_validator.trace.join.match_shapes`):
 - ``deleted``: logged detection on a joined frame with no shape left in the job;
 - ``added``: a reference shape (``manual``/``file``/``consensus``) — a person drew it, no prediction;
 - ``unjoined_auto`` / ``unjoined_semi_auto``: a predicted shape whose request or detection was not
-  found in the logs; listed, never dropped.
+  found in the logs; listed, never dropped;
+- ``attribute_unmapped``: a still-``auto`` shape of a job where the function's attribute never reached
+  CVAT. CVAT's lambda manager drops an attribute the mapping does not name, and CVAT then reads every
+  auto shape back with the label's ``default_value``. Declared when every joined ``auto`` shape holds the
+  default while at least one logged prediction says otherwise: a mapping failure, not corrections by a
+  person, so these shapes stay out of corrections, work saved and recalibration.
 
 Work saved = accepted / (accepted + attribute_corrected + geometry_edited + added): the share of the
 objects in the finished job that a person did not have to touch.
@@ -31,12 +36,20 @@ STATES = (
     "added",
     "unjoined_auto",
     "unjoined_semi_auto",
+    "attribute_unmapped",
 )
 PREDICTED = ("accepted", "attribute_corrected", "geometry_edited")
 
 
-def classify(rows: pd.DataFrame, attribute: str = ATTRIBUTE) -> pd.Series:
-    """The lifecycle state of every joined row."""
+def mapping_failed(state: np.ndarray, final: np.ndarray, logged: np.ndarray, default: str | None) -> bool:
+    """Every joined ``auto`` shape holds the label default, and the logs disagree at least once."""
+    auto = np.isin(state, ("accepted", "attribute_corrected"))
+    return bool(default is not None and auto.any() and (final[auto] == default).all()
+                and (logged[auto] != default).any())
+
+
+def classify(rows: pd.DataFrame, attribute: str = ATTRIBUTE, default: str | None = None) -> pd.Series:
+    """The lifecycle state of every joined row; ``default`` is the label's default value of ``attribute``."""
     is_shape = (
         rows["is_shape"].fillna(False).to_numpy(bool) if "is_shape" in rows else np.zeros(len(rows), bool)
     )
@@ -69,6 +82,10 @@ def classify(rows: pd.DataFrame, attribute: str = ATTRIBUTE) -> pd.Series:
         ],
         default="other",
     )
+    if "logged_value" in rows and attribute in rows:
+        final = rows[attribute].astype(object).to_numpy()
+        if mapping_failed(state, final, rows["logged_value"].astype(object).to_numpy(), default):
+            state = np.where(np.isin(state, ("accepted", "attribute_corrected")), "attribute_unmapped", state)
     return pd.Series(state, index=rows.index, name="state")
 
 
@@ -89,6 +106,7 @@ def summarize(rows: pd.DataFrame, attribute: str = ATTRIBUTE) -> dict:
     unjoined = rows[state.isin(("unjoined_auto", "unjoined_semi_auto"))]
     return {
         "counts": counts,
+        "attribute_mapping": "failed" if counts["attribute_unmapped"] else "ok",
         "final_objects": final_objects,
         "work_saved_share": counts["accepted"] / final_objects if final_objects else None,
         "original_confusion": {

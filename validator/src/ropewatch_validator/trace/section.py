@@ -108,6 +108,11 @@ def _mode(values: pd.Series, default: float) -> float:
     return float(v.mode().iloc[0]) if len(v) else default
 
 
+def label_default(labels: dict, label: str, attribute: str) -> str | None:
+    """The default value CVAT gives ``attribute`` of ``label`` (``fetch.Label.defaults``)."""
+    return next((lb.defaults.get(attribute) for lb in labels.values() if lb.name == label), None)
+
+
 def trace_section(
     job,
     logs,
@@ -119,8 +124,11 @@ def trace_section(
     tol: float = 0.5,
     edited_iou: float = 0.5,
     required_recall_wrong: float = 0.95,
+    default: str | None = None,
 ) -> dict:
-    """The ``trace`` block from already-read logs and frame fingerprints (pure; no I/O)."""
+    """The ``trace`` block from already-read logs and frame fingerprints (pure; no I/O).
+
+    ``default``: the label's default value of ``attribute`` (see ``lifecycle`` ``attribute_unmapped``)."""
     from ropewatch_validator.trace import calibration as cal
     from ropewatch_validator.trace.join import join_frames, match_shapes
     from ropewatch_validator.trace.lifecycle import classify, scored, summarize
@@ -133,7 +141,7 @@ def trace_section(
         (job.shapes["label"] == label) & (job.shapes["type"] == "rectangle") & job.shapes["frame"].isin(live)
     ]
     rows = match_shapes(shapes, logs.detections, fj.frames, tol=tol, edited_iou=edited_iou)
-    rows["state"] = classify(rows, attribute)
+    rows["state"] = classify(rows, attribute, default)
     rows["final_value"] = rows[attribute] if attribute in rows else None
     if "log_x1" in rows:  # a deleted detection has no shape left: its box is the logged one
         for c in BOX:
@@ -234,6 +242,7 @@ def enrich_report(
         attribute=settings.get("attribute", ATTRIBUTE),
         cutoff=cutoff,
         required_recall_wrong=required_recall_wrong,
+        default=label_default(job.labels, settings.get("label", PERSON_LABEL), settings.get("attribute", ATTRIBUTE)),
     )
     crop_fetch = job_frame_fetcher(conn, job, cache_dir)
     section["mistakes"] = plain(
