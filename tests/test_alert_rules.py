@@ -88,6 +88,8 @@ def test_drop_vs_baseline_uses_median_of_first_runs(tmp_path, config, make_repor
     drop = fired["wrong-recall-drop"]
     assert drop["baseline"] == pytest.approx(40 / 45) and drop["value"] == pytest.approx(36 / 45)
     assert drop["threshold"] == pytest.approx(40 / 45 - 0.05)
+    # the text names the baseline (40/45 = 0.8889) as the baseline, the limit (0.8389) as the limit
+    assert "(dropped more than 0.05 below baseline 0.8889: limit 0.8389)" in drop["message"]
     again, created = record_and_queue(store, worse, config, [])
     assert not created and {a["key"] for a in again} == {a["key"] for a in fired.values()}
     store.close()

@@ -251,13 +251,13 @@ def evaluate(
         elif rule.drop_vs_baseline is not None:
             limit, how = (
                 base - rule.drop_vs_baseline,
-                f"dropped more than {rule.drop_vs_baseline} below baseline",
+                f"dropped more than {rule.drop_vs_baseline} below baseline {_fmt(base)}: limit",
             )
             hit = base - value > rule.drop_vs_baseline
         else:
             limit, how = (
                 base + rule.rise_vs_baseline,
-                f"rose more than {rule.rise_vs_baseline} above baseline",
+                f"rose more than {rule.rise_vs_baseline} above baseline {_fmt(base)}: limit",
             )
             hit = value - base > rule.rise_vs_baseline
         if not hit:
