@@ -46,6 +46,7 @@ class Source(Part):
     task: int | None = None
     project: int | None = None
     job_updated_date: str | None = None
+    job_state: str | None = None  # digest of what changes the numbers besides updated_date (cvat.fetch.job_state)
     reference_mode: Literal["manual", "gt-job", "reference-job"] = "manual"
     reference_job: int | None = None
     server_has_score: bool | None = None
@@ -63,6 +64,7 @@ class Settings(Part):
     pred_sources: list[str]
     ref_sources: list[str]
     edited_sources: list[str]
+    matching: Literal["count", "cvat"] = "count"
     top_k: int
     extra: dict[str, Any] = Field(default_factory=dict)
 
