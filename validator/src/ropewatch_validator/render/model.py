@@ -217,6 +217,8 @@ class UnjoinedShape(Part):
 
 class Lifecycle(Part):
     counts: dict[str, int]
+    # "failed": the function's attribute never reached CVAT (every auto shape holds the label default)
+    attribute_mapping: Literal["ok", "failed"] = "ok"
     final_objects: int
     work_saved_share: Ratio
     original_confusion: LifecycleConfusion
