@@ -209,13 +209,15 @@ def test_enrich_report_end_to_end_over_http(httpserver: HTTPServer, cvat_conn, t
         job_updated_date=(when + timedelta(hours=1)).isoformat(),
         original_chunk_type="video",
         chunks_updated_date="2026-11-23T08:00:00Z",
+        labels={},  # no label defaults: no mapping check
     )
     report = {"schema_version": "1.0", "model_version": None, "settings": {"label": "person"}}
     out = enrich_report(report, job, cvat_conn, [log], cache_dir=tmp_path / "cache", workers=3)
     trace = out["trace"]
     counts = trace["lifecycle"]["counts"]
     assert counts == {k: expected[k] for k in counts}
-    assert all(v > 0 for v in counts.values()), counts
+    assert all(v > 0 for k, v in counts.items() if k != "attribute_unmapped"), counts
+    assert counts["attribute_unmapped"] == 0  # the label default is unknown here: no mapping check
     assert trace["frames"]["by_pixel_sha256"] == expected["by_pixel_sha256"] > 0
     assert trace["frames"]["pixel_fingerprint"] is True
     assert trace["frames"]["reruns"] == expected["reruns"] > 0 and trace["frames"]["unjoined_frames"] == [11]

@@ -76,6 +76,7 @@ def test_handler_records_recover_every_auto_shape(
         job_updated_date=None,
         original_chunk_type="imageset",
         chunks_updated_date="2026-11-23T08:00:00Z",
+        labels={},  # no label defaults: no mapping check
     )
     trace = enrich_report({"settings": {}}, job, cvat_conn, [log], workers=2)["trace"]
 
