@@ -73,13 +73,20 @@ def test_expand_track_hand_case():
         "shapes": [
             {"frame": 0, "points": [0, 0, 10, 10], "attributes": [{"spec_id": 1, "value": "a"}]},
             {"frame": 4, "points": [4, 0, 14, 10], "outside": True, "attributes": []},
-            {"frame": 6, "points": [0, 0, 2, 2], "rotation": 30, "attributes": [{"spec_id": 1, "value": "b"}]},
+            {
+                "frame": 6,
+                "points": [0, 0, 2, 2],
+                "rotation": 30,
+                "attributes": [{"spec_id": 1, "value": "b"}],
+            },
         ]
     }
     rows = fetch.expand_track(track, stop_frame=7)
     assert [r["frame"] for r in rows] == [0, 1, 2, 3, 6, 7]
     # frame 1 is 1/4 of the way to the outside keyframe 4: x1 = 0 + (4 - 0) * 1/4 = 1, x2 = 10 + 4/4 = 11
-    assert rows[1]["points"] == [1.0, 0.0, 11.0, 10.0] and rows[1]["attributes"] == [{"spec_id": 1, "value": "a"}]
+    assert rows[1]["points"] == [1.0, 0.0, 11.0, 10.0] and rows[1]["attributes"] == [
+        {"spec_id": 1, "value": "a"}
+    ]
     # frame 3: 3/4 of the way: x1 = 3, x2 = 13
     assert rows[3]["points"] == [3.0, 0.0, 13.0, 10.0]
     # the last keyframe is visible: repeated to stop_frame 7 with its rotation and attributes
@@ -89,8 +96,12 @@ def test_expand_track_hand_case():
 
 def test_expand_track_rotation_takes_the_short_way():
     """Rotation interpolates along the shorter arc: 350 -> 10 over 2 frames passes 0, not 180."""
-    track = {"shapes": [{"frame": 0, "points": [0, 0, 4, 4], "rotation": 350},
-                        {"frame": 2, "points": [0, 0, 4, 4], "rotation": 10, "outside": True}]}
+    track = {
+        "shapes": [
+            {"frame": 0, "points": [0, 0, 4, 4], "rotation": 350},
+            {"frame": 2, "points": [0, 0, 4, 4], "rotation": 10, "outside": True},
+        ]
+    }
     rows = fetch.expand_track(track, stop_frame=5)
     # diff = ((10 - 350 + 180) % 360) - 180 = 20; frame 1: (350 + 20 * 1/2 + 360) % 360 = 0
     assert [(r["frame"], r["rotation"]) for r in rows] == [(0, 350.0), (1, 0.0)]

@@ -10,8 +10,8 @@ from ropewatch_validator.cli.main import main, validate_job_main
 from ropewatch_validator.ops.history import open_store
 from ropewatch_validator.render.model import Report
 from ropewatch_validator.render.report import objects_frame
-from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.sandbox import cvat_model, synthetic
+from ropewatch_validator.sandbox import server as sandbox
 
 TOKEN = "pat-very-secret-123"
 

@@ -57,7 +57,7 @@ def _exports(stdout: str) -> dict[str, str]:
     env = {}
     for line in stdout.splitlines():
         if line.startswith("export ") and "=" in line:
-            name, _, value = line[len("export "):].partition("=")
+            name, _, value = line[len("export ") :].partition("=")
             env[name] = shlex.split(value)[0] if value else ""
     return env
 
@@ -73,8 +73,9 @@ def real_cvat() -> Iterator[RealCvat]:
         known = _exports((STATE / "cvat.env").read_text()) if (STATE / "cvat.env").is_file() else {}
         started = not (known.get("CVAT_URL") and _answers(known["CVAT_URL"]))
         t0 = time.monotonic()
-        done = subprocess.run(["bash", str(start), str(STATE), "--port", PORT], capture_output=True, text=True,
-                              timeout=1800)
+        done = subprocess.run(
+            ["bash", str(start), str(STATE), "--port", PORT], capture_output=True, text=True, timeout=1800
+        )
         assert done.returncode == 0, f"start.sh failed ({done.returncode}): {done.stderr[-2000:]}"
         env = _exports(done.stdout)
         url, user, password = env["CVAT_URL"], env["CVAT_USER"], env["CVAT_PASSWORD"]
@@ -88,8 +89,11 @@ def real_cvat() -> Iterator[RealCvat]:
         for task in rest.get(f"/api/tasks?search=ropewatch-{cvat.run_id}&page_size=500")["results"]:
             rest.request("DELETE", f"/api/tasks/{task['id']}")
         if started and os.environ.get("ROPEWATCH_CVAT_KEEP") != "1":
-            subprocess.run(["bash", str(SHARED / "cvat-server" / "stop.sh"), str(STATE)], capture_output=True,
-                           timeout=300)
+            subprocess.run(
+                ["bash", str(SHARED / "cvat-server" / "stop.sh"), str(STATE)],
+                capture_output=True,
+                timeout=300,
+            )
 
 
 @pytest.fixture
@@ -99,8 +103,19 @@ def validate(real_cvat, tmp_path):
 
     def run(job_id: int, *extra: str, auth: bool = True) -> tuple[int, dict | None]:
         out = tmp_path / f"out-{uuid.uuid4().hex[:6]}"
-        args = [str(job_id), "--server-host", real_cvat.url, "--out", str(out), "--db",
-                str(tmp_path / "history.sqlite"), "--format", "json", "--quiet", *extra]
+        args = [
+            str(job_id),
+            "--server-host",
+            real_cvat.url,
+            "--out",
+            str(out),
+            "--db",
+            str(tmp_path / "history.sqlite"),
+            "--format",
+            "json",
+            "--quiet",
+            *extra,
+        ]
         if auth:
             args += ["--auth", f"{real_cvat.user}:{real_cvat.password}"]
         code = validate_job_main(args)

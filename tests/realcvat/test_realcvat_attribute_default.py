@@ -23,12 +23,27 @@ def _job_and_logs(real_cvat, tmp_path, mapped: bool):
     job = rest.jobs(task["id"])[0]["id"]
     ids = rest.ids(task["id"])
     value = {2.0: "correct", -2.0: "wrong"}
-    rest.put_annotations(job, [box(ids, f, b, "auto", value[z] if mapped else None)
-                               for f in BOXES for b, z in zip(BOXES[f], LOGITS[f])])
+    rest.put_annotations(
+        job,
+        [
+            box(ids, f, b, "auto", value[z] if mapped else None)
+            for f in BOXES
+            for b, z in zip(BOXES[f], LOGITS[f])
+        ],
+    )
     when = datetime.now(timezone.utc) - timedelta(hours=1)
-    records = [inference_record(sha256=hashlib.sha256(data).hexdigest(), pixel_sha256=None, width=320, height=240,
-                                boxes=BOXES[f], logits=LOGITS[f], timestamp=when)
-               for f, data in enumerate(files[k] for k in sorted(files))]
+    records = [
+        inference_record(
+            sha256=hashlib.sha256(data).hexdigest(),
+            pixel_sha256=None,
+            width=320,
+            height=240,
+            boxes=BOXES[f],
+            logits=LOGITS[f],
+            timestamp=when,
+        )
+        for f, data in enumerate(files[k] for k in sorted(files))
+    ]
     log = tmp_path / f"fn-{mapped}.log"
     log.write_text("".join(json.dumps(r) + "\n" for r in records))
     return job, log
@@ -44,8 +59,11 @@ def test_unmapped_attribute_is_a_mapping_failure_not_corrections(real_cvat, vali
     assert rep["trace"]["frames"]["joined"] == 3
     # 4 joined auto shapes all hold the default "wrong" while 3 logged values are "correct"
     assert life["attribute_mapping"] == "failed"
-    assert (life["counts"]["attribute_unmapped"], life["counts"]["attribute_corrected"],
-            life["counts"]["accepted"]) == (4, 0, 0)
+    assert (
+        life["counts"]["attribute_unmapped"],
+        life["counts"]["attribute_corrected"],
+        life["counts"]["accepted"],
+    ) == (4, 0, 0)
     assert rep["trace"]["scores"]["y"] == []  # nothing for recalibration to fit on
 
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 import requests
 import torch
-from support.cvat_rest import LABELS, jpeg
 
 from ropewatch_core.model.detector import build_architecture
+from support.cvat_rest import LABELS, jpeg
 
 REPO = Path(__file__).resolve().parents[2]
 KIT = Path(os.environ.get("ROPEWATCH_NUCLIO_KIT", REPO.parent / "shared" / "nuclio"))
@@ -70,25 +70,73 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180.
 def function_behind_dashboard(tmp_path):
     """The function under the processor stand-in (1 worker) and the dashboard stand-in CVAT calls."""
     model = tmp_path / "rope.pt"
-    subprocess.run([sys.executable, "-m", "ropewatch_validator", "checkpoint", "demo", str(model), "--img-size", "64",
-                    "48"], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ropewatch_validator",
+            "checkpoint",
+            "demo",
+            str(model),
+            "--img-size",
+            "64",
+            "48",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     port, dash_port = free_port(), int(os.environ.get("ROPEWATCH_NUCLIO_DASHBOARD_PORT", "8070"))
     container_log = tmp_path / "container.log"
     procs = []
     with container_log.open("wb") as out:
-        procs.append(subprocess.Popen(
-            [sys.executable, str(KIT / "processor.py"), "--function-dir", str(REPO / "functions" / "safety_rope"),
-             "--handler", "main:handler", "--port", str(port), "--workers", "1", "--event-timeout", "120",
-             "--python", sys.executable, "--env", f"MODEL_PATH={model}",
-             "--env", f"DETECTOR_PATH={person_weights(tmp_path / 'person.pth')}", "--env", f"DETECTOR_ARCH={ARCH}",
-             "--env", "TORCH_THREADS=1"], stdout=out, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(KIT / "processor.py"),
+                    "--function-dir",
+                    str(REPO / "functions" / "safety_rope"),
+                    "--handler",
+                    "main:handler",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                    "--event-timeout",
+                    "120",
+                    "--python",
+                    sys.executable,
+                    "--env",
+                    f"MODEL_PATH={model}",
+                    "--env",
+                    f"DETECTOR_PATH={person_weights(tmp_path / 'person.pth')}",
+                    "--env",
+                    f"DETECTOR_ARCH={ARCH}",
+                    "--env",
+                    "TORCH_THREADS=1",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        )
     try:
         wait_http(f"http://127.0.0.1:{port}/__internal/health", procs[0], container_log)
         dash_log = tmp_path / "dashboard.log"
-        procs.append(subprocess.Popen(
-            [sys.executable, str(KIT / "dashboard.py"), "--port", str(dash_port), "--function",
-             f"{REPO / 'functions' / 'safety_rope' / 'function.yaml'}=http://127.0.0.1:{port}"],
-            stdout=dash_log.open("wb"), stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(KIT / "dashboard.py"),
+                    "--port",
+                    str(dash_port),
+                    "--function",
+                    f"{REPO / 'functions' / 'safety_rope' / 'function.yaml'}=http://127.0.0.1:{port}",
+                ],
+                stdout=dash_log.open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+        )
         wait_http(f"http://127.0.0.1:{dash_port}/api/functions", procs[1], dash_log)
         yield container_log
     finally:
@@ -106,16 +154,25 @@ def test_lambda_manager_loop_joins_every_frame(real_cvat, validate, function_beh
     task = rest.create_task(real_cvat.name("lambda"), LABELS, files)
     job = rest.jobs(task["id"])[0]["id"]
     assert "safety-rope" in {f["id"] for f in rest.get("/api/lambda/functions")}
-    request = rest.request("POST", "/api/lambda/requests",
-                           json={"function": "safety-rope", "task": task["id"], "cleanup": True, "threshold": 0.5})
+    request = rest.request(
+        "POST",
+        "/api/lambda/requests",
+        json={"function": "safety-rope", "task": task["id"], "cleanup": True, "threshold": 0.5},
+    )
     deadline = time.monotonic() + 600
-    while (status := rest.get(f"/api/lambda/requests/{request['id']}"))["status"] not in ("finished", "failed"):
+    while (status := rest.get(f"/api/lambda/requests/{request['id']}"))["status"] not in (
+        "finished",
+        "failed",
+    ):
         assert time.monotonic() < deadline, status
         time.sleep(1)
     assert status["status"] == "finished", status
     shapes = rest.get(f"/api/jobs/{job}/annotations")["shapes"]
-    logged = [json.loads(line) for line in function_behind_dashboard.read_text().splitlines()
-              if line.startswith("{") and '"event": "inference"' in line]
+    logged = [
+        json.loads(line)
+        for line in function_behind_dashboard.read_text().splitlines()
+        if line.startswith("{") and '"event": "inference"' in line
+    ]
     detections = sum(len(r["detections"]) for r in logged)
     # CVAT sent each of the 3 frames once and stored every returned person as an auto shape with the attribute
     assert len(logged) == 3 and len(shapes) == detections > 0
@@ -124,23 +181,48 @@ def test_lambda_manager_loop_joins_every_frame(real_cvat, validate, function_beh
     # a person's edits: flip one value, move one box (CVAT's UI makes it semi-auto), delete one, draw one
     flip, move, gone = shapes[0], shapes[1], shapes[2]
     spec = flip["attributes"][0]["spec_id"]
-    flip["attributes"] = [{"spec_id": spec, "value": "correct" if flip["attributes"][0]["value"] == "wrong"
-                           else "wrong"}]
-    move["points"] = [move["points"][0] + 2, move["points"][1] + 2, move["points"][2] + 2, move["points"][3] + 2]
+    flip["attributes"] = [
+        {"spec_id": spec, "value": "correct" if flip["attributes"][0]["value"] == "wrong" else "wrong"}
+    ]
+    move["points"] = [
+        move["points"][0] + 2,
+        move["points"][1] + 2,
+        move["points"][2] + 2,
+        move["points"][3] + 2,
+    ]
     move["source"] = "semi-auto"
-    rest.request("PATCH", f"/api/jobs/{job}/annotations?action=update",
-                 json={"version": 0, "tags": [], "tracks": [], "shapes": [flip, move]})
-    rest.request("PATCH", f"/api/jobs/{job}/annotations?action=delete",
-                 json={"version": 0, "tags": [], "tracks": [], "shapes": [gone]})
+    rest.request(
+        "PATCH",
+        f"/api/jobs/{job}/annotations?action=update",
+        json={"version": 0, "tags": [], "tracks": [], "shapes": [flip, move]},
+    )
+    rest.request(
+        "PATCH",
+        f"/api/jobs/{job}/annotations?action=delete",
+        json={"version": 0, "tags": [], "tracks": [], "shapes": [gone]},
+    )
     added = {**shapes[3], "source": "manual", "points": [1.0, 1.0, 9.0, 19.0]}
     added.pop("id")
-    rest.request("PATCH", f"/api/jobs/{job}/annotations?action=create",
-                 json={"version": 0, "tags": [], "tracks": [], "shapes": [added]})
+    rest.request(
+        "PATCH",
+        f"/api/jobs/{job}/annotations?action=create",
+        json={"version": 0, "tags": [], "tracks": [], "shapes": [added]},
+    )
 
-    code, rep = validate(job, "--logs", str(function_behind_dashboard), "--frame-cache", str(tmp_path / "cache"))
+    code, rep = validate(
+        job, "--logs", str(function_behind_dashboard), "--frame-cache", str(tmp_path / "cache")
+    )
     assert code == 0
     frames = rep["trace"]["frames"]
     assert (frames["joined"], frames["unjoined_frames"]) == (3, [])  # 100 % of frames, by sha256
     counts = rep["trace"]["lifecycle"]["counts"]
-    assert counts == {"accepted": detections - 3, "attribute_corrected": 1, "geometry_edited": 1, "deleted": 1,
-                      "added": 1, "unjoined_auto": 0, "unjoined_semi_auto": 0, "attribute_unmapped": 0}
+    assert counts == {
+        "accepted": detections - 3,
+        "attribute_corrected": 1,
+        "geometry_edited": 1,
+        "deleted": 1,
+        "added": 1,
+        "unjoined_auto": 0,
+        "unjoined_semi_auto": 0,
+        "attribute_unmapped": 0,
+    }

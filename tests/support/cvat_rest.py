@@ -4,6 +4,7 @@ cvat-sdk would (tasks from uploaded media, GT jobs, annotations, deleted frames,
 Plain ``requests`` on CVAT's documented endpoints (CVAT 2.23 - 2.73): the tests must not depend on the
 validator's own client to set up what the validator then reads.
 """
+
 from __future__ import annotations
 
 import io
@@ -57,20 +58,37 @@ class CvatRest:
             time.sleep(0.3)
         raise CvatRestError(f"request {rq_id} not finished after {timeout} s")
 
-    def create_task(self, name: str, labels: list[JSON], files: Mapping[str, bytes], *,
-                    task_fields: JSON | None = None, **data: Any) -> JSON:
+    def create_task(
+        self,
+        name: str,
+        labels: list[JSON],
+        files: Mapping[str, bytes],
+        *,
+        task_fields: JSON | None = None,
+        **data: Any,
+    ) -> JSON:
         """Create a task and upload its media as cvat-sdk does (Upload-Start / -Multiple / -Finish).
 
         ``task_fields`` go to ``POST /api/tasks`` (``segment_size``, ``overlap``); ``data`` is the JSON body
         of the finishing request (``image_quality``, ``start_frame``, ``stop_frame``, ``frame_filter``,
         ``sorting_method``, ``validation_params``...)."""
-        task = self.request("POST", "/api/tasks", json={"name": name, "labels": labels, **(task_fields or {})})
+        task = self.request(
+            "POST", "/api/tasks", json={"name": name, "labels": labels, **(task_fields or {})}
+        )
         url = f"/api/tasks/{task['id']}/data"
         quality = data.setdefault("image_quality", 95)
         self.request("POST", url, headers={"Upload-Start": ""}, expect=(202,))
-        multipart = [(f"client_files[{i}]", (fname, content)) for i, (fname, content) in enumerate(files.items())]
-        self.request("POST", url, headers={"Upload-Multiple": ""}, data={"image_quality": str(quality)},
-                     files=multipart, expect=(200,))
+        multipart = [
+            (f"client_files[{i}]", (fname, content)) for i, (fname, content) in enumerate(files.items())
+        ]
+        self.request(
+            "POST",
+            url,
+            headers={"Upload-Multiple": ""},
+            data={"image_quality": str(quality)},
+            files=multipart,
+            expect=(200,),
+        )
         rq = self.request("POST", url, headers={"Upload-Finish": ""}, json=data, expect=(202,))
         self.wait_request(rq["rq_id"])
         return self.get(f"/api/tasks/{task['id']}")
@@ -82,17 +100,30 @@ class CvatRest:
 
     def ids(self, task_id: int) -> Ids:
         labels = self.get(f"/api/labels?task_id={task_id}&page_size=100")["results"]
-        return Ids({lb["name"]: lb["id"] for lb in labels},
-                   {a["name"]: a["id"] for lb in labels for a in lb["attributes"]})
+        return Ids(
+            {lb["name"]: lb["id"] for lb in labels},
+            {a["name"]: a["id"] for lb in labels for a in lb["attributes"]},
+        )
 
     def create_gt_job(self, task_id: int, frames: list[int]) -> JSON:
         """A Ground Truth job on these task frames (``frame_selection_method: manual``)."""
-        return self.request("POST", "/api/jobs", json={"task_id": task_id, "type": "ground_truth",
-                                                       "frame_selection_method": "manual", "frames": frames})
+        return self.request(
+            "POST",
+            "/api/jobs",
+            json={
+                "task_id": task_id,
+                "type": "ground_truth",
+                "frame_selection_method": "manual",
+                "frames": frames,
+            },
+        )
 
     def put_annotations(self, job_id: int, shapes: list[JSON] = (), tracks: list[JSON] = ()) -> JSON:
-        return self.request("PUT", f"/api/jobs/{job_id}/annotations",
-                            json={"version": 0, "tags": [], "shapes": list(shapes), "tracks": list(tracks)})
+        return self.request(
+            "PUT",
+            f"/api/jobs/{job_id}/annotations",
+            json={"version": 0, "tags": [], "shapes": list(shapes), "tracks": list(tracks)},
+        )
 
     def delete_frames(self, job_id: int, frames: list[int]) -> JSON:
         return self.request("PATCH", f"/api/jobs/{job_id}/data/meta", json={"deleted_frames": frames})
@@ -106,14 +137,20 @@ class CvatRest:
         rq = self.request("POST", "/api/quality/reports", json={"task_id": task_id}, expect=(202,))
         deadline = time.monotonic() + 300
         while True:
-            response = self.session.post(f"{self.url}/api/quality/reports?rq_id={rq['rq_id']}", timeout=self.timeout)
+            response = self.session.post(
+                f"{self.url}/api/quality/reports?rq_id={rq['rq_id']}", timeout=self.timeout
+            )
             if response.status_code == 201:
                 break
             if response.status_code != 202 or time.monotonic() > deadline:
-                raise CvatRestError(f"quality report of task {task_id}: {response.status_code} {response.text[:300]}")
+                raise CvatRestError(
+                    f"quality report of task {task_id}: {response.status_code} {response.text[:300]}"
+                )
             time.sleep(0.3)
         reports = self.get(f"/api/quality/reports?task_id={task_id}&page_size=100")["results"]
-        return {r["job_id"]: self.get(f"/api/quality/reports/{r['id']}/data") for r in reports if r.get("job_id")}
+        return {
+            r["job_id"]: self.get(f"/api/quality/reports/{r['id']}/data") for r in reports if r.get("job_id")
+        }
 
 
 def jpeg(width: int, height: int, seed: int) -> bytes:
@@ -146,25 +183,64 @@ def mp4(n_frames: int, width: int = 320, height: int = 240) -> bytes:
 
 
 LABELS = [
-    {"name": "person", "attributes": [{"name": "safety_rope_use", "input_type": "select", "mutable": True,
-                                        "default_value": "wrong", "values": ["wrong", "correct"]}]},
+    {
+        "name": "person",
+        "attributes": [
+            {
+                "name": "safety_rope_use",
+                "input_type": "select",
+                "mutable": True,
+                "default_value": "wrong",
+                "values": ["wrong", "correct"],
+            }
+        ],
+    },
     {"name": "car", "attributes": []},
 ]
 
 
-def box(ids: Ids, frame: int, points: list[float], source: str = "manual", value: str | None = None, *,
-        label: str = "person", rotation: float = 0.0, **extra: Any) -> JSON:
+def box(
+    ids: Ids,
+    frame: int,
+    points: list[float],
+    source: str = "manual",
+    value: str | None = None,
+    *,
+    label: str = "person",
+    rotation: float = 0.0,
+    **extra: Any,
+) -> JSON:
     """A rectangle shape body; ``value`` None sends no attribute (CVAT then reads back the default)."""
     attributes = [] if value is None else [{"spec_id": ids.specs["safety_rope_use"], "value": value}]
-    return {"type": "rectangle", "frame": frame, "label_id": ids.labels[label], "points": [float(v) for v in points],
-            "source": source, "attributes": attributes, "occluded": False, "z_order": 0, "rotation": rotation,
-            "group": 0, **extra}
+    return {
+        "type": "rectangle",
+        "frame": frame,
+        "label_id": ids.labels[label],
+        "points": [float(v) for v in points],
+        "source": source,
+        "attributes": attributes,
+        "occluded": False,
+        "z_order": 0,
+        "rotation": rotation,
+        "group": 0,
+        **extra,
+    }
 
 
-def keyframe(ids: Ids, frame: int, points: list[float], value: str | None = None, *, outside: bool = False) -> JSON:
+def keyframe(
+    ids: Ids, frame: int, points: list[float], value: str | None = None, *, outside: bool = False
+) -> JSON:
     attributes = [] if value is None else [{"spec_id": ids.specs["safety_rope_use"], "value": value}]
-    return {"type": "rectangle", "frame": frame, "points": [float(v) for v in points], "outside": outside,
-            "occluded": False, "z_order": 0, "rotation": 0.0, "attributes": attributes}
+    return {
+        "type": "rectangle",
+        "frame": frame,
+        "points": [float(v) for v in points],
+        "outside": outside,
+        "occluded": False,
+        "z_order": 0,
+        "rotation": 0.0,
+        "attributes": attributes,
+    }
 
 
 def person_counts(report_data: JSON) -> tuple[int, int, int]:

@@ -30,8 +30,15 @@ class SandboxCvat:
         self.included: dict[int, list[int]] = {}
         self.next_id = {"shape": 1, "track": 1, "track_shape": 1}
 
-    def create_task(self, name: str, labels: list[JSON], files: dict[str, bytes], *,
-                    task_fields: JSON | None = None, **data: Any) -> JSON:
+    def create_task(
+        self,
+        name: str,
+        labels: list[JSON],
+        files: dict[str, bytes],
+        *,
+        task_fields: JSON | None = None,
+        **data: Any,
+    ) -> JSON:
         tid = self.mirror["task"]
         width, height = Image.open(io.BytesIO(next(iter(files.values())))).size
         names = sorted(files)
@@ -39,16 +46,27 @@ class SandboxCvat:
         if str(data.get("frame_filter", "")).startswith("step="):
             step = int(data["frame_filter"][5:])
         stop = int(data.get("stop_frame", len(names) - 1))
-        kept = names[start: stop + 1: step]
+        kept = names[start : stop + 1 : step]
         media = cvat_model.Media(kept, width, height, len(kept), start=start, step=step)
         self.media[tid] = media
         task = task_body(tid, media.size)
         task["name"] = name
         self.state.tasks[tid] = task
         self.state.labels += [
-            {"id": self.mirror["labels"][lb["name"]], "name": lb["name"], "color": "#ff0000", "type": "rectangle",
-             "sublabels": [], "has_parent": False, "parent_id": None, "project_id": None, "task_id": tid,
-             "attributes": [{**a, "id": self.mirror["specs"][a["name"]]} for a in lb.get("attributes", [])]}
+            {
+                "id": self.mirror["labels"][lb["name"]],
+                "name": lb["name"],
+                "color": "#ff0000",
+                "type": "rectangle",
+                "sublabels": [],
+                "has_parent": False,
+                "parent_id": None,
+                "project_id": None,
+                "task_id": tid,
+                "attributes": [
+                    {**a, "id": self.mirror["specs"][a["name"]]} for a in lb.get("attributes", [])
+                ],
+            }
             for lb in labels
         ]
         bounds = cvat_model.segments(media.size, (task_fields or {}).get("segment_size"))
@@ -63,11 +81,14 @@ class SandboxCvat:
 
     def _meta(self, jid: int) -> None:
         job = self.state.jobs[jid]
-        self.state.meta[jid] = cvat_model.job_meta(self.media[job["task_id"]], job, included=self.included.get(jid),
-                                                   chunks_updated=UPDATED)
+        self.state.meta[jid] = cvat_model.job_meta(
+            self.media[job["task_id"]], job, included=self.included.get(jid), chunks_updated=UPDATED
+        )
 
     def jobs(self, task_id: int, job_type: str | None = None) -> list[JSON]:
-        jobs = [j for j in self.state.jobs.values() if j["task_id"] == task_id and job_type in (None, j["type"])]
+        jobs = [
+            j for j in self.state.jobs.values() if j["task_id"] == task_id and job_type in (None, j["type"])
+        ]
         return sorted(jobs, key=lambda j: (j["type"], j["start_frame"]))
 
     def ids(self, task_id: int) -> Ids:
@@ -83,20 +104,32 @@ class SandboxCvat:
 
     def put_annotations(self, job_id: int, shapes: list[JSON] = (), tracks: list[JSON] = ()) -> JSON:
         """Stored as sent with ids in body order; the read-back (defaults) is the server's job."""
+
         def take(kind: str) -> int:
             self.next_id[kind] += 1
             return self.next_id[kind] - 1
 
-        body = {"version": 0, "tags": [],
-                "shapes": [{**s, "id": take("shape"), "outside": s.get("outside", False), "elements": []}
-                           for s in shapes],
-                "tracks": [{**t, "id": take("track"), "elements": [],
-                            "shapes": [{**k, "id": take("track_shape")} for k in t["shapes"]]} for t in tracks]}
+        body = {
+            "version": 0,
+            "tags": [],
+            "shapes": [
+                {**s, "id": take("shape"), "outside": s.get("outside", False), "elements": []} for s in shapes
+            ],
+            "tracks": [
+                {
+                    **t,
+                    "id": take("track"),
+                    "elements": [],
+                    "shapes": [{**k, "id": take("track_shape")} for k in t["shapes"]],
+                }
+                for t in tracks
+            ],
+        }
         self.state.annotations[job_id] = body
         return body
 
     def delete_frames(self, job_id: int, frames: list[int]) -> JSON:
-        """Task-wide ``deleted_frames`` (``JobDataMetaWriteSerializer.update``); no job's ``updated_date`` moves."""
+        """Task-wide ``deleted_frames`` (``JobDataMetaWriteSerializer.update``); no ``updated_date`` moves."""
         job = self.state.jobs[job_id]
         media = self.media[job["task_id"]]
         inside = range(job["start_frame"], job["stop_frame"] + 1)

@@ -219,15 +219,23 @@ def evaluate(
         frames = job.frames[job.frames["frame"].isin(pairs["frame"])].reset_index(drop=True)
         live = pairs["frame"].to_numpy()
         pred = select(job.shapes, settings, settings.pred_sources, live)
-        ref = onto_job_frames(select(ref_job.shapes, settings, tuple(ref_job.shapes["source"].unique())), pairs)
-        skipped = (job.skipped + ref_job.skipped + other_labels(job.shapes, settings, live)
-                   + other_labels(ref_job.shapes, settings, pairs["ref_frame"].to_numpy()))
+        ref = onto_job_frames(
+            select(ref_job.shapes, settings, tuple(ref_job.shapes["source"].unique())), pairs
+        )
+        skipped = (
+            job.skipped
+            + ref_job.skipped
+            + other_labels(job.shapes, settings, live)
+            + other_labels(ref_job.shapes, settings, pairs["ref_frame"].to_numpy())
+        )
         state = f"{job.state}+{ref_job.state}"
     else:
         pred = select(job.shapes, settings, settings.pred_sources)
         ref = select(job.shapes, settings, settings.ref_sources)
         skipped = job.skipped + other_labels(job.shapes, settings)
-    sizes = {int(f): (int(w), int(h)) for f, w, h in frames[["frame", "width", "height"]].itertuples(index=False)}
+    sizes = {
+        int(f): (int(w), int(h)) for f, w, h in frames[["frame", "width", "height"]].itertuples(index=False)
+    }
     pred, ref = match(pred, ref, settings.iou, rule=settings.matching, sizes=sizes)
     source = {
         "host": conn.host,

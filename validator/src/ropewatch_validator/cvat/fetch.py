@@ -418,7 +418,8 @@ def frames_table(job: dict, meta: dict) -> pd.DataFrame:
     """The frames really in the job, as CVAT 2.23's ``data/meta`` describes them.
 
     Job and annotation frame numbers are task frames (``job.start_frame..stop_frame``); ``meta`` gives
-    data frames (``start_frame``, GT ``included_frames``: data = meta.start_frame + (frame - job start) * step).
+    data frames (``start_frame``, GT ``included_frames``:
+    data = meta.start_frame + (frame - job start) * step).
     A video lists one ``frames`` entry for the whole file; an image job one per frame of its range, frames
     outside a GT job's set named ``placeholder.jpg``: only ``included_frames`` are kept. ``real_frame`` is
     the frame itself; for a honeypot the caller sets the validation frame it shows (:func:`fetch_honeypots`).
@@ -432,7 +433,9 @@ def frames_table(job: dict, meta: dict) -> pd.DataFrame:
         names = [f"frame_{d:06d}" for d in data]  # CVAT's dataset item names for video frames
         widths, heights = [first.get("width") or 0] * len(frames), [first.get("height") or 0] * len(frames)
     elif len(entries) != len(frames):
-        raise FetchError(f"job {job.get('id')}: data/meta lists {len(entries)} frames for frames {start}-{stop}")
+        raise FetchError(
+            f"job {job.get('id')}: data/meta lists {len(entries)} frames for frames {start}-{stop}"
+        )
     else:
         names = [e.get("name") for e in entries]
         widths, heights = [e.get("width") or 0 for e in entries], [e.get("height") or 0 for e in entries]
@@ -488,8 +491,14 @@ def expand_track(track: dict, stop_frame: int) -> list[dict]:
             span = key["frame"] - prev["frame"]
             for frame in range(prev["frame"] + 1, min(key["frame"], end)):
                 t = (frame - prev["frame"]) / span
-                out.append({**prev, "frame": frame, "points": list(p0 + (p1 - p0) * t),
-                            "rotation": (r0 + _angle_diff(r1, r0) * t + 360) % 360})
+                out.append(
+                    {
+                        **prev,
+                        "frame": frame,
+                        "points": list(p0 + (p1 - p0) * t),
+                        "rotation": (r0 + _angle_diff(r1, r0) * t + 360) % 360,
+                    }
+                )
         if key["frame"] >= end:
             break
         out.append(key)
@@ -498,9 +507,13 @@ def expand_track(track: dict, stop_frame: int) -> list[dict]:
         out += [{**prev, "frame": frame} for frame in range(prev["frame"] + 1, end)]
     first = track.get("frame", 0)
     return [
-        {"frame": s["frame"], "points": [float(v) for v in s["points"][:4]],
-         "rotation": float(s.get("rotation") or 0.0), "occluded": bool(s.get("occluded")),
-         "attributes": s.get("attributes", [])}
+        {
+            "frame": s["frame"],
+            "points": [float(v) for v in s["points"][:4]],
+            "rotation": float(s.get("rotation") or 0.0),
+            "occluded": bool(s.get("occluded")),
+            "attributes": s.get("attributes", []),
+        }
         for s in out
         if first <= s["frame"] and not s.get("outside")
     ]
@@ -508,9 +521,22 @@ def expand_track(track: dict, stop_frame: int) -> list[dict]:
 
 def _row(shape_id, track_id, frame, label, points, rotation, source, score, occluded, values) -> dict:
     x1, y1, x2, y2 = points[:4]
-    return {"shape_id": shape_id, "track_id": track_id, "frame": frame, "label": label, "type": "rectangle",
-            "x1": x1, "y1": y1, "x2": x2, "y2": y2, "rotation": float(rotation or 0.0), "source": source,
-            "score": score, "occluded": bool(occluded), **values}
+    return {
+        "shape_id": shape_id,
+        "track_id": track_id,
+        "frame": frame,
+        "label": label,
+        "type": "rectangle",
+        "x1": x1,
+        "y1": y1,
+        "x2": x2,
+        "y2": y2,
+        "rotation": float(rotation or 0.0),
+        "source": source,
+        "score": score,
+        "occluded": bool(occluded),
+        **values,
+    }
 
 
 def shapes_table(
@@ -530,9 +556,20 @@ def shapes_table(
             continue
         has_score |= "score" in shape
         values = _attr_values(shape.get("attributes", []), labels.get(shape["label_id"]))
-        rows.append(_row(shape.get("id"), None, shape["frame"], name(shape["label_id"]), shape["points"],
-                         shape.get("rotation"), shape.get("source", "manual"), shape.get("score", np.nan),
-                         shape.get("occluded"), values))
+        rows.append(
+            _row(
+                shape.get("id"),
+                None,
+                shape["frame"],
+                name(shape["label_id"]),
+                shape["points"],
+                shape.get("rotation"),
+                shape.get("source", "manual"),
+                shape.get("score", np.nan),
+                shape.get("occluded"),
+                values,
+            )
+        )
     for track in annotations.get("tracks", []):
         kinds = {s.get("type") for s in track.get("shapes", [])}
         if kinds != {"rectangle"}:
@@ -542,8 +579,20 @@ def shapes_table(
         fixed = _attr_values(track.get("attributes", []), label)
         for row in expand_track(track, stop_frame):
             values = {**fixed, **_attr_values(row["attributes"], label)}
-            rows.append(_row(None, track.get("id"), row["frame"], name(track["label_id"]), row["points"],
-                             row["rotation"], track.get("source", "manual"), np.nan, row["occluded"], values))
+            rows.append(
+                _row(
+                    None,
+                    track.get("id"),
+                    row["frame"],
+                    name(track["label_id"]),
+                    row["points"],
+                    row["rotation"],
+                    track.get("source", "manual"),
+                    np.nan,
+                    row["occluded"],
+                    values,
+                )
+            )
     skipped["tag"] += len(annotations.get("tags", []))
     table = pd.DataFrame(rows) if rows else pd.DataFrame(columns=SHAPE_COLUMNS)
     table["score"] = table["score"].astype(float)
@@ -559,13 +608,14 @@ def drop_off_job(shapes: pd.DataFrame, frames: pd.DataFrame, job: dict) -> tuple
     shapes outside the job's frame range; shapes on deleted frames are not evaluated either)."""
     in_range = shapes["frame"].between(int(job["start_frame"]), int(job["stop_frame"]))
     live = shapes["frame"].isin(frames.loc[~frames["deleted"], "frame"])
-    skipped = Counter({"outside_job_frames": int((~in_range).sum()),
-                       "on_deleted_frames": int((in_range & ~live).sum())})
+    skipped = Counter(
+        {"outside_job_frames": int((~in_range).sum()), "on_deleted_frames": int((in_range & ~live).sum())}
+    )
     return shapes[live].reset_index(drop=True), +skipped
 
 
 def fetch_job(conn: Connection, job_id: int) -> JobData:
-    """Job, labels, frame meta and annotations of one job; shapes off its live frames are counted and dropped."""
+    """Job, labels, frame meta and annotations of one job; shapes off its live frames counted and dropped."""
     api = conn.api_client
     job = get_json(conn, f"job {job_id}", api.jobs_api.retrieve, job_id)
     labels = parse_labels(list_all(conn, f"labels of job {job_id}", api.labels_api.list, job_id=job_id))
@@ -596,16 +646,24 @@ def job_state(job: dict, meta: dict) -> str:
     """What the numbers of a job depend on beyond its annotations' ``updated_date``: deleting frames
     changes neither ``updated_date`` nor ``chunks_updated_date`` on CVAT 2.23, so the deleted frames
     are part of the key (sha256 of the canonical JSON, 16 hex)."""
-    key = {"updated_date": job.get("updated_date"), "deleted_frames": sorted(meta.get("deleted_frames") or []),
-           "chunks_updated_date": meta.get("chunks_updated_date"), "included": meta.get("included_frames")}
+    key = {
+        "updated_date": job.get("updated_date"),
+        "deleted_frames": sorted(meta.get("deleted_frames") or []),
+        "chunks_updated_date": meta.get("chunks_updated_date"),
+        "included": meta.get("included_frames"),
+    }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def fetch_honeypots(conn: Connection, job_id: int) -> dict[int, int]:
     """Honeypot frame -> the validation frame it shows (``GET /api/jobs/{id}/validation_layout``, CVAT
     >= 2.22; tasks with ``validation_mode: gt_pool`` only)."""
-    body = get_json(conn, f"validation layout of job {job_id}", conn.api_client.jobs_api.retrieve_validation_layout,
-                    job_id)
+    body = get_json(
+        conn,
+        f"validation layout of job {job_id}",
+        conn.api_client.jobs_api.retrieve_validation_layout,
+        job_id,
+    )
     return dict(zip(body.get("honeypot_frames") or [], body.get("honeypot_real_frames") or []))
 
 

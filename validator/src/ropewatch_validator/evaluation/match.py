@@ -78,7 +78,7 @@ def select(
 
 
 def other_labels(shapes: pd.DataFrame, settings: Settings, frames: np.ndarray | None = None) -> Counter:
-    """Rectangles of other labels on the evaluated frames, as ``label:<name>`` counts (never silently lost)."""
+    """Rectangles of other labels on the evaluated frames, as ``label:<name>`` counts."""
     keep = (shapes["label"] != settings.label) & (shapes["type"] == "rectangle")
     if frames is not None:
         keep &= shapes["frame"].isin(frames)
@@ -95,13 +95,16 @@ def pair_frames(frames: pd.DataFrame, ref_frames: pd.DataFrame, *, by_real_frame
     live = frames.loc[~frames["deleted"]]
     ref = ref_frames.loc[~ref_frames["deleted"], ["frame", "name"]].rename(columns={"frame": "ref_frame"})
     key = live["real_frame"] if by_real_frame else live["frame"]
-    left = pd.DataFrame({"frame": live["frame"].to_numpy(), "ref_frame": key.to_numpy(),
-                         "name": live["name"].to_numpy()})
-    return left.merge(ref, on=["ref_frame", "name"])[["frame", "ref_frame"]].sort_values("frame", ignore_index=True)
+    left = pd.DataFrame(
+        {"frame": live["frame"].to_numpy(), "ref_frame": key.to_numpy(), "name": live["name"].to_numpy()}
+    )
+    return left.merge(ref, on=["ref_frame", "name"])[["frame", "ref_frame"]].sort_values(
+        "frame", ignore_index=True
+    )
 
 
 def onto_job_frames(ref: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
-    """Reference rows moved to the job frames paired with their frame (a GT frame can back several honeypots)."""
+    """Reference rows moved to the job frames paired with their frame (one GT frame may back several)."""
     moved = ref.rename(columns={"frame": "ref_frame"}).merge(pairs, on="ref_frame")
     return moved.drop(columns="ref_frame").sort_values("frame", kind="stable", ignore_index=True)
 
@@ -138,8 +141,10 @@ def rotated_iou(a: np.ndarray, b: np.ndarray, rot_a: float, rot_b: float, width:
     return float(np.asarray(mask.iou(rb, ra, [0])).ravel()[0])
 
 
-def cvat_iou(a: np.ndarray, b: np.ndarray, rot_a: np.ndarray, rot_b: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """IoU matrix as CVAT computes it: axis-aligned where rotations are equal, rasterized polygons elsewhere."""
+def cvat_iou(
+    a: np.ndarray, b: np.ndarray, rot_a: np.ndarray, rot_b: np.ndarray, size: tuple[int, int]
+) -> np.ndarray:
+    """IoU matrix as CVAT computes it: axis-aligned for equal rotations, rasterized polygons otherwise."""
     m = iou_matrix(a, b)
     for i, j in zip(*np.nonzero(rot_a[:, None] != rot_b[None, :])):
         m[i, j] = rotated_iou(a[i], b[j], float(rot_a[i]), float(rot_b[j]), *size)

@@ -46,7 +46,9 @@ class Source(Part):
     task: int | None = None
     project: int | None = None
     job_updated_date: str | None = None
-    job_state: str | None = None  # digest of what changes the numbers besides updated_date (cvat.fetch.job_state)
+    job_state: str | None = (
+        None  # digest of what changes the numbers besides updated_date (cvat.fetch.job_state)
+    )
     reference_mode: Literal["manual", "gt-job", "reference-job"] = "manual"
     reference_job: int | None = None
     server_has_score: bool | None = None

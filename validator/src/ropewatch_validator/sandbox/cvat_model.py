@@ -31,8 +31,16 @@ class Media:
         return self.start + frame * self.step
 
 
-def video_media(name: str, n_frames: int, width: int, height: int, *, start: int = 0, stop: int | None = None,
-                step: int = 1) -> Media:
+def video_media(
+    name: str,
+    n_frames: int,
+    width: int,
+    height: int,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    step: int = 1,
+) -> Media:
     """A video task: ``n_frames`` in the file, frames ``start..stop`` every ``step`` kept."""
     stop = n_frames - 1 if stop is None else stop
     return Media([name], width, height, len(range(start, stop + 1, step)), video=True, start=start, step=step)
@@ -52,8 +60,14 @@ def segments(size: int, segment_size: int | None, overlap: int = 0) -> list[tupl
     return out
 
 
-def job_meta(media: Media, job: dict, *, included: list[int] | None = None, chunks_updated: str = "",
-             disabled: list[int] = ()) -> dict:
+def job_meta(
+    media: Media,
+    job: dict,
+    *,
+    included: list[int] | None = None,
+    chunks_updated: str = "",
+    disabled: list[int] = (),
+) -> dict:
     """``GET /api/jobs/{id}/data/meta`` (``engine/views.py`` ``JobViewSet.metadata``).
 
     ``included``: a GT job's task frames; they come back as data frames in ``included_frames`` and
@@ -63,9 +77,14 @@ def job_meta(media: Media, job: dict, *, included: list[int] | None = None, chun
         frames = [{"width": media.width, "height": media.height, "name": media.names[0], "related_files": 0}]
     else:
         frames = [
-            {"width": media.width, "height": media.height, "related_files": 0,
-             "name": media.names[media.placeholders.get(f, f)] if included is None or f in included
-             else "placeholder.jpg"}
+            {
+                "width": media.width,
+                "height": media.height,
+                "related_files": 0,
+                "name": media.names[media.placeholders.get(f, f)]
+                if included is None or f in included
+                else "placeholder.jpg",
+            }
             for f in range(start, stop + 1)
         ]
     deleted = set(media.deleted) | (set(disabled) if job.get("type") == "ground_truth" else set())
@@ -95,8 +114,11 @@ def read_annotations(body: dict, labels: list[dict]) -> dict:
         return attributes + [dict(d) for d in defaults if d["spec_id"] not in have]
 
     def defaults(label_id: int, mutable: bool | None) -> list[dict]:
-        return [{"spec_id": a["id"], "value": a["default_value"]} for a in specs.get(label_id, [])
-                if mutable is None or bool(a.get("mutable")) == mutable]
+        return [
+            {"spec_id": a["id"], "value": a["default_value"]}
+            for a in specs.get(label_id, [])
+            if mutable is None or bool(a.get("mutable")) == mutable
+        ]
 
     for shape in out.get("shapes", []):
         shape["attributes"] = fill(shape.get("attributes", []), defaults(shape["label_id"], None))

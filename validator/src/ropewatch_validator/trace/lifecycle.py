@@ -44,8 +44,12 @@ PREDICTED = ("accepted", "attribute_corrected", "geometry_edited")
 def mapping_failed(state: np.ndarray, final: np.ndarray, logged: np.ndarray, default: str | None) -> bool:
     """Every joined ``auto`` shape holds the label default, and the logs disagree at least once."""
     auto = np.isin(state, ("accepted", "attribute_corrected"))
-    return bool(default is not None and auto.any() and (final[auto] == default).all()
-                and (logged[auto] != default).any())
+    return bool(
+        default is not None
+        and auto.any()
+        and (final[auto] == default).all()
+        and (logged[auto] != default).any()
+    )
 
 
 def classify(rows: pd.DataFrame, attribute: str = ATTRIBUTE, default: str | None = None) -> pd.Series:

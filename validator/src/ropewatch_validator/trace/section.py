@@ -242,7 +242,9 @@ def enrich_report(
         attribute=settings.get("attribute", ATTRIBUTE),
         cutoff=cutoff,
         required_recall_wrong=required_recall_wrong,
-        default=label_default(job.labels, settings.get("label", PERSON_LABEL), settings.get("attribute", ATTRIBUTE)),
+        default=label_default(
+            job.labels, settings.get("label", PERSON_LABEL), settings.get("attribute", ATTRIBUTE)
+        ),
     )
     crop_fetch = job_frame_fetcher(conn, job, cache_dir)
     section["mistakes"] = plain(
