@@ -129,3 +129,16 @@ def read_annotations(body: dict, labels: list[dict]) -> dict:
             shape["attributes"] = fill(shape.get("attributes", []), previous)
             previous = shape["attributes"]
     return out
+
+
+def job_layout(media: Media, job: dict) -> dict:
+    """``GET /api/jobs/{id}/validation_layout`` of an annotation job: its honeypots and the validation
+    frames they show (``engine/serializers.py`` ``JobValidationLayoutReadSerializer``)."""
+    frames = [f for f in sorted(media.placeholders) if job["start_frame"] <= f <= job["stop_frame"]]
+    if job.get("type") == "ground_truth":
+        frames = []
+    return {
+        "honeypot_count": len(frames),
+        "honeypot_frames": frames,
+        "honeypot_real_frames": [media.placeholders[f] for f in frames],
+    }
