@@ -3,9 +3,8 @@ a step=2 video cut into overlapping jobs, a GT job on a step=2 image task, and a
 
 from __future__ import annotations
 
-from support.cvat_rest import LABELS, jpeg, mp4
-
 from ropewatch_validator.sandbox import cvat_model
+from support.cvat_rest import LABELS, jpeg, mp4
 
 KEYS = ("size", "start_frame", "stop_frame", "frame_filter", "deleted_frames", "included_frames")
 
