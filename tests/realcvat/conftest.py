@@ -101,10 +101,11 @@ def validate(real_cvat, tmp_path):
     """Run validate-job against the real server in-process; returns (exit code, report.json of the job)."""
     from ropewatch_validator.cli.main import validate_job_main
 
-    def run(job_id: int, *extra: str, auth: bool = True) -> tuple[int, dict | None]:
+    def run(job_id: int, *extra: str, auth: bool = True, task_only: bool = False) -> tuple[int, dict | None]:
+        """``task_only``: the job is not named (it comes from ``--task`` in ``extra``)."""
         out = tmp_path / f"out-{uuid.uuid4().hex[:6]}"
         args = [
-            str(job_id),
+            *([] if task_only else [str(job_id)]),
             "--server-host",
             real_cvat.url,
             "--out",

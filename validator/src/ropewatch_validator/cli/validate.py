@@ -190,7 +190,7 @@ def evaluate(
     if reference_job is not None and reference_job == job_id:
         raise BadReference(f"--reference-job {reference_job} is the job itself")
     job = fetch_job(conn, job_id)
-    frames, mode, other, state = job.frames, "manual", None, job.state
+    frames, mode, other = job.frames, "manual", None
     if gt_job is not None or reference_job is not None:
         if reference_job is not None:
             mode, other = "reference-job", reference_job
@@ -228,7 +228,6 @@ def evaluate(
             + other_labels(job.shapes, settings, live)
             + other_labels(ref_job.shapes, settings, pairs["ref_frame"].to_numpy())
         )
-        state = f"{job.state}+{ref_job.state}"
     else:
         pred = select(job.shapes, settings, settings.pred_sources)
         ref = select(job.shapes, settings, settings.ref_sources)
@@ -243,7 +242,7 @@ def evaluate(
         "task": job.task_id,
         "project": job.project_id,
         "job_updated_date": job.job_updated_date,
-        "job_state": state,
+        "job_state": job.state,
         "reference_mode": mode,
         "reference_job": other,
         "server_has_score": job.has_score,
@@ -261,7 +260,7 @@ def evaluate(
 
 
 def _job_refs(conn, args) -> list:
-    from ropewatch_validator.cvat.fetch import find_jobs
+    from ropewatch_validator.cvat.fetch import fetch_job_state, find_jobs
     from ropewatch_validator.ops.schedule import JobRef
 
     refs = [JobRef(j, None, conn.host) for j in args.job_ids]  # locks are per (host, job)
@@ -270,8 +269,10 @@ def _job_refs(conn, args) -> list:
         {"project_id": args.project} if args.project else None,
     ):
         if scope:
+            # the deleted frames are part of a job's state (no date moves when they change): one meta
+            # request per listed job, so an unchanged job is still skipped before its annotations are read
             refs += [
-                JobRef(j["id"], j.get("updated_date"), conn.host)
+                JobRef(j["id"], j.get("updated_date"), conn.host, fetch_job_state(conn, j["id"]))
                 for j in find_jobs(conn, job_type="annotation", **scope)
             ]
     return refs

@@ -120,7 +120,7 @@ class JobData:
     has_score: bool = True
     original_chunk_type: str = ""  # "imageset" or "video": decides whether frame bytes can change
     chunks_updated_date: str = ""  # version of the job's frame chunks (the frame cache's key)
-    state: str = ""  # digest of what changes the numbers besides updated_date (see job_state)
+    state: str = ""  # digest of the deleted frames ("" without): part of the history key (see job_state)
 
 
 def _split(host: str) -> SplitResult:
@@ -638,21 +638,23 @@ def fetch_job(conn: Connection, job_id: int) -> JobData:
         has_score=has_score,
         original_chunk_type=str(job.get("data_original_chunk_type") or ""),
         chunks_updated_date=str(meta.get("chunks_updated_date") or ""),
-        state=job_state(job, meta),
+        state=job_state(meta),
     )
 
 
-def job_state(job: dict, meta: dict) -> str:
-    """What the numbers of a job depend on beyond its annotations' ``updated_date``: deleting frames
-    changes neither ``updated_date`` nor ``chunks_updated_date`` on CVAT 2.23, so the deleted frames
-    are part of the key (sha256 of the canonical JSON, 16 hex)."""
-    key = {
-        "updated_date": job.get("updated_date"),
-        "deleted_frames": sorted(meta.get("deleted_frames") or []),
-        "chunks_updated_date": meta.get("chunks_updated_date"),
-        "included": meta.get("included_frames"),
-    }
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+def job_state(meta: dict) -> str:
+    """What changes a job's numbers without moving its ``updated_date``: on CVAT 2.23 deleting or
+    restoring frames changes neither ``updated_date`` nor ``chunks_updated_date``. "" without deleted
+    frames, else the first 16 hex of the sha256 of the sorted ``deleted_frames``."""
+    deleted = sorted(meta.get("deleted_frames") or [])
+    return hashlib.sha256(json.dumps(deleted).encode()).hexdigest()[:16] if deleted else ""
+
+
+def fetch_job_state(conn: Connection, job_id: int) -> str:
+    """:func:`job_state` of a listed job, from its ``data/meta`` alone (one small request)."""
+    return job_state(
+        get_json(conn, f"frame meta of job {job_id}", conn.api_client.jobs_api.retrieve_data_meta, job_id)
+    )
 
 
 def fetch_honeypots(conn: Connection, job_id: int) -> dict[int, int]:

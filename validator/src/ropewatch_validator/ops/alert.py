@@ -56,7 +56,7 @@ from typing import Any
 import structlog
 import urllib3
 
-from ropewatch_validator.ops.history import HistoryStore, JobState, job_state, model_version_of
+from ropewatch_validator.ops.history import HistoryStore, JobState, job_state, model_version_of, updated_part
 from ropewatch_validator.render.model import Report, check_metric
 
 log = structlog.get_logger("ropewatch.alert")
@@ -278,7 +278,7 @@ def evaluate(
                 "job": state.job_id,
                 "task": source.task,
                 "project": source.project,
-                "job_updated_date": state.job_updated_date,
+                "job_updated_date": updated_part(state.job_updated_date),
                 "model_version": model_version_of(report),
                 "report_url": config.report_url.format(**links) if config.report_url else None,
                 "message": (

@@ -153,11 +153,21 @@ def parse_time(value: str | datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-def make_state(host: str, job_id: int, updated: str | datetime) -> JobState:
+STATE_SEP = "~"  # job_updated_date~<digest of deleted frames>: a job state no date tells apart
+
+
+def make_state(host: str, job_id: int, updated: str | datetime, frames: str = "") -> JobState:
     """One spelling per job state (trailing '/', 'Z' vs '+00:00', str vs datetime), so a job listed
-    by cvat-sdk and the same job in a stored report compare equal."""
+    by cvat-sdk and the same job in a stored report compare equal. ``frames`` is the digest of the
+    job's deleted frames (``cvat.fetch.job_state``; CVAT moves no date when frames are deleted), kept
+    after ``~`` so a job without deleted frames has the key it always had."""
     stamp = utc_iso(parse_time(updated))
-    return JobState(str(host).rstrip("/"), int(job_id), stamp)
+    return JobState(str(host).rstrip("/"), int(job_id), f"{stamp}{STATE_SEP}{frames}" if frames else stamp)
+
+
+def updated_part(key: str) -> str:
+    """The ``updated_date`` of a stored job-state key."""
+    return key.split(STATE_SEP, 1)[0]
 
 
 def job_state(report: Report) -> JobState:
@@ -166,7 +176,7 @@ def job_state(report: Report) -> JobState:
         missing = [k for k in ("host", "job_updated_date") if getattr(source, k) in (None, "")]
         raise ValueError(f"report.json source lacks {', '.join(missing)}: cannot key the run")
     try:
-        return make_state(source.host, source.job, source.job_updated_date)
+        return make_state(source.host, source.job, source.job_updated_date, source.job_state or "")
     except (TypeError, ValueError) as exc:
         raise ValueError(f"report.json source has an unusable job or job_updated_date: {exc}") from None
 
@@ -339,7 +349,8 @@ class HistoryStore:
             runs.c.host == str(host).rstrip("/"), runs.c.job_id == int(job_id)
         )
         with self._connect(write=False) as conn:
-            return conn.execute(query).scalar_one_or_none()
+            last = conn.execute(query).scalar_one_or_none()
+        return updated_part(last) if last else None
 
     # -- baselines --------------------------------------------------------------------------
     def baseline_runs(

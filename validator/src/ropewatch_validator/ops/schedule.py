@@ -50,11 +50,13 @@ ENV_LOCK_DIR = "ROPEWATCH_LOCK_DIR"
 @dataclass(frozen=True)
 class JobRef:
     """A job to validate. With ``updated_date`` (and ``host``) known from a listing, an
-    unchanged job is skipped before anything is fetched."""
+    unchanged job is skipped before its annotations are fetched; ``state`` is the digest of its
+    deleted frames (``cvat.fetch.job_state``), the part of a job's state no date shows."""
 
     job_id: int
     updated_date: str | datetime | None = None
     host: str | None = None
+    state: str = ""
 
 
 class Staged(Protocol):
@@ -135,7 +137,7 @@ def _validate_and_store(
         ref.updated_date
         and ref.host
         and not force
-        and store.has_run(make_state(ref.host, ref.job_id, ref.updated_date))
+        and store.has_run(make_state(ref.host, ref.job_id, ref.updated_date, ref.state))
     ):
         return JobOutcome(ref.job_id, "unchanged", f"already validated at {ref.updated_date}")
     try:
