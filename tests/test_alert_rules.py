@@ -134,3 +134,22 @@ def test_bad_rules_files_name_the_file_and_entry(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as exc:
         load_config(path)
     assert str(path) in str(exc.value)
+
+
+def test_a_rule_added_after_a_job_state_was_stored_fires_on_force(tmp_path, make_report):
+    """Issue 9, item 12: the state is stored with no rule firing; a rule added later and checked again
+    (validate-job --force) queues its alert, once; alerts that fired before are not queued twice."""
+    store = open_store(str(tmp_path / "h.sqlite"))
+    report = make_report(job=5, cm=((40, 5), (3, 52)))  # flips per 1,000 = 5 * 1000 / 106 = 47.2
+    _, created = record_and_queue(store, report, AlertConfig(), ["hook"])
+    assert created and store.pending() == []
+    path = tmp_path / "rules.toml"
+    path.write_text(
+        '[[rule]]\nname = "flips"\nmetric = "flips_wrong_to_correct_per_1000"\nop = ">"\nthreshold = 20\n'
+    )
+    fired, created = record_and_queue(store, report, load_config(path), ["hook"])
+    assert not created and [a["rule"] for a in fired] == ["flips"]
+    assert [(d.alert_key, d.target) for d in store.pending()] == [(fired[0]["key"], "hook")]
+    record_and_queue(store, report, load_config(path), ["hook"])  # a second --force: nothing new
+    assert len(store.pending()) == 1
+    store.close()

@@ -284,17 +284,28 @@ class HistoryStore:
     ) -> tuple[int, bool]:
         """Store a run with the alerts it fired, queued for every target, in one transaction.
 
-        Returns (run id, created). A job state already stored is left untouched (created False),
-        so re-running is idempotent and its alerts are not queued again. Each item of ``fired``
-        needs ``key`` and ``rule``; it is stored as the alert's payload.
+        Returns (run id, created). A job state already stored is not stored again (created False) and
+        its alerts are not queued again; an alert it did not fire before (a rule added since, checked
+        with ``--force``) is queued with that run. Each item of ``fired`` needs ``key`` and ``rule``; it
+        is stored as the alert's payload.
         """
         state = job_state(report)
         try:
             with self._connect(write=True) as conn:
                 existing = self._run_id(conn, state)
-                if existing is not None:
-                    return existing, False
-                run_id = conn.execute(sa.insert(runs).values(_row_for(report, state))).inserted_primary_key[0]
+                if existing is None:
+                    run_id = conn.execute(
+                        sa.insert(runs).values(_row_for(report, state))
+                    ).inserted_primary_key[0]
+                else:
+                    run_id = existing
+                    known = {
+                        k
+                        for (k,) in conn.execute(
+                            sa.select(alerts.c.key).where(alerts.c.key.in_([a["key"] for a in fired]))
+                        )
+                    }
+                    fired = [a for a in fired if a["key"] not in known]
                 now = utc_now()
                 for alert in fired:
                     conn.execute(
@@ -312,7 +323,7 @@ class HistoryStore:
                                 alert_key=alert["key"], target=target, status="pending", attempts=0
                             )
                         )
-                return int(run_id), True
+                return int(run_id), existing is None
         except sa_exc.IntegrityError:
             # Another process stored the same job state (or alert) first: that run is the one.
             with self._connect(write=False) as conn:
