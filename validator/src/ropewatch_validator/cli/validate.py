@@ -169,6 +169,7 @@ def evaluate(
 ):
     """Report dict and the fetched job (``--logs`` needs it) for one job against its reference."""
     from ropewatch_validator.cvat.fetch import FetchError, fetch_job, find_jobs
+    from ropewatch_validator.evaluation.drops import unknown_sources, value_drops
     from ropewatch_validator.evaluation.match import match, select
     from ropewatch_validator.render import report as rpt
 
@@ -202,10 +203,12 @@ def evaluate(
         pred = select(job.shapes, settings, settings.pred_sources, live)
         ref = select(ref_job.shapes, settings, tuple(ref_job.shapes["source"].unique()), live)
         skipped = job.skipped + ref_job.skipped
+        dropped = job.dropped + ref_job.dropped
     else:
         pred = select(job.shapes, settings, settings.pred_sources)
         ref = select(job.shapes, settings, settings.ref_sources)
         skipped = job.skipped
+        dropped = job.dropped
     pred, ref = match(pred, ref, settings.iou)
     source = {
         "host": conn.host,
@@ -224,6 +227,10 @@ def evaluate(
         pred=pred,
         ref=ref,
         skipped=skipped,
+        dropped=dropped
+        + unknown_sources(job.shapes, settings)
+        + value_drops(pred, settings, "prediction")
+        + value_drops(ref, settings, "reference"),
         model_version=model_version,
     )
     return report, job
@@ -349,6 +356,8 @@ def run(args: argparse.Namespace) -> int:
                     )
                 html_extras[job_id] = (thumbnails, baseline)
         progress.advance(jobs_bar)
+        for warning in report.warnings:  # loud even with --quiet: a metric may be null for want of data
+            print(f"validate-job: job {job_id}: warning: {warning}", file=sys.stderr)
         if not args.quiet:
             rpt.print_summary(report)
         return report

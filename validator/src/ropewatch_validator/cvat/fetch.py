@@ -114,6 +114,7 @@ class JobData:
     shapes: pd.DataFrame
     skipped: Counter = field(default_factory=Counter)
     has_score: bool = True
+    dropped: Counter = field(default_factory=Counter)  # shapes and attribute entries not read, by reason
     original_chunk_type: str = ""  # "imageset" or "video": decides whether frame bytes can change
     chunks_updated_date: str = ""  # version of the job's frame chunks (the frame cache's key)
 
@@ -169,7 +170,7 @@ def _retry_class():
     import urllib3
 
     class CappedRetry(urllib3.util.Retry):
-        def get_retry_after(self, response):  # type: ignore[no-untyped-def]
+        def get_retry_after(self, response: Any) -> float | None:
             after = super().get_retry_after(response)
             return None if after is None else min(after, RETRY_AFTER_CAP_S)
 
@@ -380,12 +381,44 @@ def frames_table(meta: dict, start_frame: int) -> pd.DataFrame:
     )
 
 
-def _attr_values(attributes: list[dict], label: Label | None) -> dict[str, str]:
+def _attr_values(attributes: list[dict], label: Label | None) -> dict[str, Any]:
     if label is None:
         return {}
-    return {
-        label.attributes[a["spec_id"]][0]: a["value"] for a in attributes if a["spec_id"] in label.attributes
-    }
+    known = label.attributes
+    return {known[a["spec_id"]][0]: a.get("value") for a in attributes if a.get("spec_id") in known}
+
+
+def attribute_drops(annotations: dict, labels: dict[int, Label]) -> Counter:
+    """Attribute entries no value can be read from, by reason: ``attribute_without_spec_id`` and
+    ``unknown_spec_id`` (not an attribute of the shape's label); ``unknown_label_id`` counts shapes
+    and tracks whose label the job does not list."""
+    drops: Counter = Counter()
+    for item in [*annotations.get("shapes", []), *annotations.get("tracks", [])]:
+        label = labels.get(item.get("label_id"))
+        if label is None:
+            drops["unknown_label_id"] += 1
+            continue
+        entries = list(item.get("attributes") or [])
+        entries += [a for key in item.get("shapes") or [] for a in key.get("attributes") or []]
+        for a in entries:
+            if "spec_id" not in a:
+                drops["attribute_without_spec_id"] += 1
+            elif a["spec_id"] not in label.attributes:
+                drops["unknown_spec_id"] += 1
+    return +drops
+
+
+def drop_off_job(shapes: pd.DataFrame, frames: pd.DataFrame, job: dict) -> tuple[pd.DataFrame, Counter]:
+    """Keep shapes on the job's live frames; count the others (CVAT accepts, returns and then ignores
+    shapes outside the job's frame range; shapes on deleted frames are not evaluated either)."""
+    start = int(job.get("start_frame", 0))
+    stop = int(job.get("stop_frame", frames["frame"].max() if len(frames) else 0))
+    in_range = shapes["frame"].between(start, stop)
+    live = shapes["frame"].isin(frames.loc[~frames["deleted"], "frame"])
+    skipped = Counter(
+        {"outside_job_frames": int((~in_range).sum()), "on_deleted_frames": int((in_range & ~live).sum())}
+    )
+    return shapes[live].reset_index(drop=True), +skipped
 
 
 def expand_track(track: dict, stop_frame: int) -> list[dict]:
@@ -393,7 +426,7 @@ def expand_track(track: dict, stop_frame: int) -> list[dict]:
     keys = sorted(track["shapes"], key=lambda s: s["frame"])
     rows, attrs = [], {}
     for i, key in enumerate(keys):
-        attrs = {**attrs, **{a["spec_id"]: a["value"] for a in key.get("attributes", [])}}
+        attrs = {**attrs, **{a.get("spec_id"): a.get("value") for a in key.get("attributes", [])}}
         if key.get("outside"):
             continue
         nxt = keys[i + 1] if i + 1 < len(keys) else None
@@ -481,32 +514,46 @@ def shapes_table(
 
 
 def fetch_job(conn: Connection, job_id: int) -> JobData:
-    """Job, labels, frame meta and annotations of one job; shapes on deleted frames are dropped."""
+    """Job, labels, frame meta and annotations of one job (see :func:`job_tables`)."""
     api = conn.api_client
     job = get_json(conn, f"job {job_id}", api.jobs_api.retrieve, job_id)
-    labels = parse_labels(list_all(conn, f"labels of job {job_id}", api.labels_api.list, job_id=job_id))
+    labels = list_all(conn, f"labels of job {job_id}", api.labels_api.list, job_id=job_id)
     meta = get_json(conn, f"frame meta of job {job_id}", api.jobs_api.retrieve_data_meta, job_id)
     annotations = get_json(conn, f"annotations of job {job_id}", api.jobs_api.retrieve_annotations, job_id)
-    frames = frames_table(meta, job.get("start_frame", 0))
-    stop = int(job.get("stop_frame", frames["frame"].max() if len(frames) else 0))
-    shapes, skipped, has_score = shapes_table(annotations, labels, stop)
-    live = set(frames.loc[~frames["deleted"], "frame"])
-    shapes = shapes[shapes["frame"].isin(live)].reset_index(drop=True)
-    return JobData(
-        host=conn.host,
-        job_id=job_id,
-        task_id=job.get("task_id"),
-        project_id=job.get("project_id"),
-        job_updated_date=job.get("updated_date", ""),
-        job_type=job.get("type", "annotation"),
-        frames=frames,
-        labels=labels,
-        shapes=shapes,
-        skipped=skipped,
-        has_score=has_score,
-        original_chunk_type=str(job.get("data_original_chunk_type") or ""),
-        chunks_updated_date=str(meta.get("chunks_updated_date") or ""),
-    )
+    return job_tables(conn.host, job_id, job, labels, meta, annotations)
+
+
+def job_tables(host: str, job_id: int, job: Any, labels: list, meta: Any, annotations: Any) -> JobData:
+    """The tables of one job from its API bodies; shapes off its live frames are counted and dropped.
+
+    A body of another shape than CVAT's (a field missing, a list where an object belongs) is a
+    one-line FetchError naming the job and the host, never a KeyError from deep inside.
+    """
+    try:
+        label_table = parse_labels(labels)
+        frames = frames_table(meta, job.get("start_frame", 0))
+        stop = int(job.get("stop_frame", frames["frame"].max() if len(frames) else 0))
+        shapes, skipped, has_score = shapes_table(annotations, label_table, stop)
+        shapes, off = drop_off_job(shapes, frames, job)
+        dropped = attribute_drops(annotations, label_table) + off
+        return JobData(
+            host=host,
+            job_id=job_id,
+            task_id=job.get("task_id"),
+            project_id=job.get("project_id"),
+            job_updated_date=job.get("updated_date", ""),
+            job_type=job.get("type", "annotation"),
+            frames=frames,
+            labels=label_table,
+            shapes=shapes,
+            skipped=skipped,
+            has_score=has_score,
+            dropped=dropped,
+            original_chunk_type=str(job.get("data_original_chunk_type") or ""),
+            chunks_updated_date=str(meta.get("chunks_updated_date") or ""),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
+        raise FetchError(f"job {job_id} on {host}: unexpected answer from CVAT ({_one_line(exc)})") from None
 
 
 def find_jobs(

@@ -11,6 +11,7 @@ Rules come from a small TOML (or YAML) file::
     op = "<"                                  # <, <=, >, >=
     threshold = 0.8
     min_support = 30                          # the rule stays silent below this support
+    fire_on_null = true                       # also fire when the metric is null (no value to judge)
 
     [[rule]]
     name = "flips-per-1000"
@@ -82,6 +83,7 @@ class Rule:
     rise_vs_baseline: float | None = None
     min_support: int = 0
     support: str | None = None
+    fire_on_null: bool = False  # fire when the metric is null (e.g. no matched pair has a value)
 
     @property
     def uses_baseline(self) -> bool:
@@ -166,6 +168,8 @@ def _check_rule(rule: Rule, where: str) -> None:
     ]
     if sum(kinds) != 1:
         raise ConfigError(f"{where}: give exactly one of op+threshold, drop_vs_baseline, rise_vs_baseline")
+    if not isinstance(rule.fire_on_null, bool):
+        raise ConfigError(f"{where}: fire_on_null must be true or false")
     if kinds[0] and (rule.op not in OPS or not isinstance(rule.threshold, (int, float))):
         raise ConfigError(f"{where}: op must be one of {', '.join(OPS)} with a numeric threshold")
 
@@ -231,37 +235,44 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
+def _compare(rule: Rule, value: float, base: float | None) -> tuple[float | None, str] | None:
+    """(limit, how) when ``value`` breaks ``rule`` against its threshold or ``base``, else None."""
+    if rule.op is not None and rule.threshold is not None:
+        return (rule.threshold, rule.op) if OPS[rule.op](value, rule.threshold) else None
+    if base is None:
+        return None  # no baseline yet for this model version
+    if rule.drop_vs_baseline is not None:
+        if base - value <= rule.drop_vs_baseline:
+            return None
+        return base - rule.drop_vs_baseline, f"dropped more than {rule.drop_vs_baseline} below baseline"
+    if rule.rise_vs_baseline is None or value - base <= rule.rise_vs_baseline:
+        return None
+    return base + rule.rise_vs_baseline, f"rose more than {rule.rise_vs_baseline} above baseline"
+
+
 def evaluate(
     report: Report, config: AlertConfig, baseline: Mapping[str, float | None]
 ) -> list[dict[str, Any]]:
-    """Alerts (JSON-able payloads) that ``report`` fires; missing metrics and low support never fire."""
+    """Alerts (JSON-able payloads) that ``report`` fires; low support never fires, and a null metric
+    only fires a rule with ``fire_on_null``."""
     state = job_state(report)
     source = report.source
     fired = []
     for rule in config.rules:
         value = report.metric(rule.metric)
         support = report.metric(rule.support_path())
-        if value is None or (support or 0) < rule.min_support:
-            continue
         base = baseline.get(rule.metric) if rule.uses_baseline else None
-        if rule.op is not None:
-            hit, limit, how = OPS[rule.op](value, rule.threshold), rule.threshold, rule.op
-        elif base is None:
-            continue  # no baseline yet for this model version
-        elif rule.drop_vs_baseline is not None:
-            limit, how = (
-                base - rule.drop_vs_baseline,
-                f"dropped more than {rule.drop_vs_baseline} below baseline",
-            )
-            hit = base - value > rule.drop_vs_baseline
-        else:
-            limit, how = (
-                base + rule.rise_vs_baseline,
-                f"rose more than {rule.rise_vs_baseline} above baseline",
-            )
-            hit = value - base > rule.rise_vs_baseline
-        if not hit:
+        if value is None:
+            if not rule.fire_on_null:
+                continue
+            limit, how = None, "is null and the rule fires on null"
+        elif (support or 0) < rule.min_support:
             continue
+        else:
+            compared = _compare(rule, value, base)
+            if compared is None:
+                continue
+            limit, how = compared
         links = {k: getattr(source, k) for k in ("host", "job", "task", "project")}
         fired.append(
             {
@@ -282,7 +293,8 @@ def evaluate(
                 "model_version": model_version_of(report),
                 "report_url": config.report_url.format(**links) if config.report_url else None,
                 "message": (
-                    f"{rule.name}: {rule.metric} = {_fmt(value)} ({how} {_fmt(limit)}) on job {state.job_id}"
+                    f"{rule.name}: {rule.metric} = {_fmt(value)} "
+                    f"({how}{'' if limit is None else ' ' + _fmt(limit)}) on job {state.job_id}"
                     f" (task {source.task}, model {model_version_of(report)})"
                 ),
             }

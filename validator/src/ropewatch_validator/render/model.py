@@ -79,6 +79,8 @@ class Counts(Part):
     references: int
     semi_auto: int
     skipped_shapes: dict[str, int]
+    # objects, values and attribute entries left out of a metric, by reason (see the README)
+    dropped: dict[str, int] = Field(default_factory=dict)
 
 
 class Detection(Part):
@@ -261,6 +263,7 @@ class Report(Part):
     objects: ObjectRows
     pr_curve: PRCurve | None = None
     trace: Trace | None = None
+    warnings: list[str] = Field(default_factory=list)  # what the summary and stderr say loudly
 
     # -- derived figures: the ones history columns and alert rules share --------------------------
     def dangerous_flips(self) -> int:
