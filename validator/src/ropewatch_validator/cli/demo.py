@@ -3,9 +3,10 @@
 1. An untrained demo checkpoint and random-init detector weights are written to a temporary
    directory, a 1280x720 site-camera-like JPEG is drawn, and the real Nuclio handler answers a
    CVAT-style request through nuclio_sdk's Context/Event/Response; the response and log are printed.
-2. The sandbox CVAT (a local HTTP server) serves a generated job with auto, semi-auto and manual
-   person boxes, and the real `validate-job` pulls it through cvat-sdk, writes report.{json,md,html}
-   and a history row into the same directory, and prints its summary.
+2. The sandbox CVAT (a local HTTP server) serves eight generated jobs with auto, semi-auto and manual
+   person boxes, and the real `validate-job` pulls them through cvat-sdk as two model versions,
+   writes report.{json,md,html} and the history (``history.sqlite``, where the newer version trips
+   an alert rule) into the same directory: what ``ropewatch serve`` then shows.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-# The demo runs the function from the checkout (the README installs it editable): validator/src/ropewatch_validator/cli → repo.
+# The demo runs the function from the checkout (installed editable): parents[4] of cli/ is the repo.
 FUNCTION_MAIN = Path(__file__).resolve().parents[4] / "functions" / "safety_rope" / "main.py"
 DEMO_BOXES = [[300.0, 260.0, 420.0, 600.0], [820.0, 200.0, 930.0, 560.0]]
 
@@ -148,30 +149,90 @@ def run_function_demo(workdir: Path) -> dict:
     }
 
 
+# The dashboard's demo history: two model versions validated on generated jobs; the newer one flips
+# more wrong-rope persons to correct and trips the flips rule. Its alert goes to two webhooks: a local
+# receiver (delivered) and a closed port (failed, left in the outbox).
+DEMO_VERSIONS = (("rope-2026.10", (101, 102, 103, 104), 0.04), ("rope-2026.11", (105, 106, 107, 108), 0.3))
+DEMO_RULES = """
+[[rule]]
+name = "flips-per-1000"
+metric = "dangerous_flips_per_1000"
+op = ">"
+threshold = 60
+
+[[webhook]]
+name = "ops-chat"
+url = "{sent}"
+timeout_s = 2
+retries = 0
+
+[[webhook]]
+name = "pager"
+url = "{failed}"
+timeout_s = 2
+retries = 0
+"""
+
+
+@contextlib.contextmanager
+def webhook_receiver():
+    """A local endpoint that answers 204 to every POST (the demo's delivered webhook), and a URL on a
+    port nobody listens on (the failed one)."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    with socket.socket() as probe:  # a free port, closed again: connections to it are refused
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", f"http://127.0.0.1:{closed}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def run_validator_demo(workdir: Path) -> int:
-    """validate-job against the sandbox CVAT serving a generated 60-frame job; returns its exit code."""
+    """validate-job against the sandbox CVAT: eight generated 40-frame jobs, four per model version,
+    into ``workdir/history.sqlite`` (made anew); returns 0 when exactly the second version alerted."""
     from ropewatch_validator.cli.main import main
     from ropewatch_validator.sandbox import server as sandbox
     from ropewatch_validator.sandbox import synthetic
 
+    workdir = Path(workdir)
+    db = workdir / "history.sqlite"
+    db.unlink(missing_ok=True)  # the demo's own history: a rerun shows the same dashboard
     state = sandbox.CvatState()
-    state.add(synthetic.generate(60, seed=3))
-    with sandbox.serve(state) as (url, _):
-        print(
-            f"# validate-job 101 against the sandbox CVAT at {url} (generated job: auto, semi-auto, manual boxes)"
-        )
-        return main(
-            [
-                "validate-job",
-                "101",
-                "--server-host",
-                url,
-                "--out",
-                str(Path(workdir) / "reports"),
-                "--db",
-                str(Path(workdir) / "history.sqlite"),
-            ]
-        )
+    for _, jobs, p_flip in DEMO_VERSIONS:
+        for i, job in enumerate(jobs):
+            state.add(
+                synthetic.generate(40, job_id=job, task_id=11 + i % 2, project_id=3, seed=job, p_flip=p_flip)
+            )
+    codes = []
+    with webhook_receiver() as (sent, failed), sandbox.serve(state) as (url, _):
+        rules = workdir / "rules.toml"
+        rules.write_text(DEMO_RULES.format(sent=sent, failed=failed), encoding="utf-8")
+        for version, jobs, _ in DEMO_VERSIONS:
+            print(
+                f"# validate-job {' '.join(map(str, jobs))} --model-version {version} (sandbox CVAT at {url})"
+            )
+            argv = ["validate-job", *map(str, jobs), "--server-host", url, "--model-version", version]
+            argv += ["--out", str(workdir / "reports"), "--db", str(db), "--rules", str(rules), "--quiet"]
+            argv += ["--frame-cache", str(workdir / "frames")]
+            codes.append(main(argv))
+    return 0 if codes == [0, 1] else 2
 
 
 def run(args: argparse.Namespace) -> int:
@@ -191,4 +252,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(record))
     validated = run_validator_demo(args.workdir)
     print(f"# open {Path(args.workdir) / 'reports' / 'job-101' / 'report.html'} for the HTML report")
+    print("# the dashboard (two model versions, one alert):")
+    print(f"ropewatch serve --db {Path(args.workdir) / 'history.sqlite'}")
+    print("# then open http://127.0.0.1:8765/")
     return 0 if response["status_code"] == 200 and validated == 0 else 1

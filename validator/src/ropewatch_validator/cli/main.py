@@ -17,6 +17,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "ropewatch_validator.cli.checkpoint",
     "ropewatch_validator.cli.validate",
     "ropewatch_validator.cli.history",
+    "ropewatch_validator.cli.serve",
 )
 
 
