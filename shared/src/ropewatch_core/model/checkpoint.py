@@ -159,6 +159,12 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, str]:
         ) from None
 
 
+def version_of(raw: dict, sha256: str) -> str:
+    """The version the function logs for a checkpoint: its own ``version``, else ``sha256:`` and the
+    first 12 hex digits of the file's sha256 (so an unversioned checkpoint is still told apart)."""
+    return str(raw.get("version") or f"sha256:{sha256[:12]}")
+
+
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Checkpoint:
     """Load and validate; any problem raises CheckpointError naming ``path``."""
     path = str(path)
@@ -172,7 +178,7 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Checkpoint:
         temperature=float(raw.get("temperature") or 1.0),
         config=config,
         model=model.to(device),
-        version=str(raw.get("version") or f"sha256:{sha[:12]}"),
+        version=version_of(raw, sha),
         metrics=dict(raw.get("metrics") or {}),
         untrained=bool(raw.get("untrained", False)),
     )

@@ -60,10 +60,13 @@ def run_demo(args: argparse.Namespace) -> int:
             ModelConfig(**overrides), labels=tuple(args.labels), thr=args.thr, version=args.version
         )
         validate(checkpoint, str(args.output))  # never write a file the function would refuse
+        save_checkpoint(checkpoint, args.output)
     except (RuntimeError, CheckpointError) as exc:  # timm refuses an unknown backbone name
         print(f"ropewatch checkpoint demo: {exc}", file=sys.stderr)
         return 2
-    save_checkpoint(checkpoint, args.output)
+    except OSError as exc:
+        print(f"ropewatch checkpoint demo: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return 2
     print(
         f"{args.output}: untrained demo checkpoint ({checkpoint['config']['backbone_name']}, "
         f"img_size {checkpoint['config']['img_size']}, labels {checkpoint['labels']}, thr {checkpoint['thr']})"

@@ -443,9 +443,36 @@ def _explain(label: str, exc: sa_exc.DBAPIError) -> str:
         hint = "another process holds a lock on it; retry when that run has finished"
     elif "not a database" in low or "malformed" in low or "corrupt" in low:
         hint = "the file is damaged: move it aside (or restore a backup) and run again"
+    elif "readonly" in low or "read-only" in low:
+        hint = "the file or its folder is read-only here: check permissions and the URL's mode"
     else:
         hint = "check the --db URL / ROPEWATCH_DB and that the database is reachable"
     return f"history store {label}: {text} ({hint})"
+
+
+def sqlite_header_problem(database: str | None) -> str | None:
+    """What is wrong with an existing SQLite file's 100-byte header, or None (no file: created).
+
+    SQLite opens a file whose header asks for a newer write format read-only, so a damaged header
+    would otherwise surface as "attempt to write a readonly database" (sqlite.org/fileformat.html).
+    """
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    try:
+        with open(database, "rb") as f:
+            head = f.read(100)
+    except OSError:
+        return None  # SQLite's own error names it
+    if not head:
+        return None  # an empty file is a new database to SQLite
+    page = int.from_bytes(head[16:18], "big") if len(head) == 100 else 0
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        return "not an SQLite database (no SQLite header)"
+    if not (page == 1 or (512 <= page <= 32768 and page & (page - 1) == 0)):
+        return f"damaged SQLite header (page size field {page})"
+    if head[18] not in (1, 2) or head[19] not in (1, 2):
+        return f"damaged SQLite header (file format versions {head[18]}/{head[19]}, expected 1 or 2)"
+    return None
 
 
 def _sqlite_transactions(engine: Engine) -> None:
@@ -474,6 +501,12 @@ def open_store(db: str | None = None, *, sqlite_timeout_s: float = 30.0) -> Hist
     except (sa_exc.ArgumentError, ImportError) as exc:
         raise HistoryError(f"history store URL not usable ({type(exc).__name__}: {exc})") from None
     if engine.dialect.name == "sqlite":
+        problem = sqlite_header_problem(engine.url.database)
+        if problem:
+            raise HistoryError(
+                f"history store {url}: {problem} (the file is damaged: move it aside (or restore a "
+                "backup) and run again)"
+            )
         _sqlite_transactions(engine)
     store = HistoryStore(engine)
     store.create_schema()
