@@ -124,7 +124,8 @@ def main() -> None:
     frames, shapes, skipped = shapes_of(args.frames, args.persons)
     n_auto = int(shapes["source"].isin(("auto", "semi-auto")).sum())
     print(
-        f"job: {args.frames} frames, {len(shapes)} boxes ({n_auto} auto/semi-auto, {len(shapes) - n_auto} manual)"
+        f"job: {args.frames} frames, {len(shapes)} boxes "
+        f"({n_auto} auto/semi-auto, {len(shapes) - n_auto} manual)"
     )
     t_ours, m_ours = timed(ours, frames, shapes, skipped)
     t_coco, m_coco = timed(coco, frames, shapes)

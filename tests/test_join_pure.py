@@ -108,7 +108,8 @@ def test_join_and_lifecycle_every_state(tmp_path) -> None:
 
     shapes = pd.DataFrame(
         [
-            # frame 0: accepted (logged correct), corrected (logged correct -> wrong), geometry edited, manual added
+            # frame 0: accepted (logged correct), corrected (logged correct -> wrong), geometry edited,
+            # manual added
             dict(
                 shape_id=1,
                 frame=0,

@@ -33,7 +33,7 @@ def _jpeg(seed: int) -> bytes:
 
 
 def _person_rectangles(job: synthetic.SyntheticJob) -> pd.DataFrame:
-    """The generated job's person boxes straight from its API bodies (not through ropewatch_validator.cvat.fetch)."""
+    """The generated job's person boxes straight from its API bodies (not through cvat.fetch)."""
     person = next(label["id"] for label in job.labels if label["name"] == "person")
     rows = [
         {

@@ -168,8 +168,8 @@ KILL_BETWEEN_JOBS = textwrap.dedent(
         return Report.load(Path(root) / f"{job_id}.json")
 
     refs = [JobRef(int(j), u, h) for j, u, h in json.loads(sys.argv[5])]
-    rules = AlertConfig((Rule(name="wrong-f1-low", metric="attribute.per_class.wrong.f1", op="<", threshold=0.92),),
-                        (Webhook(name="ops", url=hook),))
+    rule = Rule(name="wrong-f1-low", metric="attribute.per_class.wrong.f1", op="<", threshold=0.92)
+    rules = AlertConfig((rule,), (Webhook(name="ops", url=hook),))
     sys.exit(run_batch(refs, validate_one, open_store(db), rules, lock_dir=locks).exit_code)
     """
 )

@@ -129,7 +129,8 @@ def validate(raw: object, path: str) -> tuple[ModelConfig, RopeClassifier]:
         fail(f"config cannot build the model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
     if model.backbone.num_features != config.feat_ch:
         fail(
-            f"config.feat_ch is {config.feat_ch} but backbone {config.backbone_name} gives {model.backbone.num_features}"
+            f"config.feat_ch is {config.feat_ch} but backbone {config.backbone_name} "
+            f"gives {model.backbone.num_features}"
         )
     expected = model.state_dict()
     problems = [f"missing {k}" for k in expected if k not in state]

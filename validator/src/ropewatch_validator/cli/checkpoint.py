@@ -69,7 +69,8 @@ def run_demo(args: argparse.Namespace) -> int:
         return 2
     print(
         f"{args.output}: untrained demo checkpoint ({checkpoint['config']['backbone_name']}, "
-        f"img_size {checkpoint['config']['img_size']}, labels {checkpoint['labels']}, thr {checkpoint['thr']})"
+        f"img_size {checkpoint['config']['img_size']}, labels {checkpoint['labels']}, "
+        f"thr {checkpoint['thr']})"
     )
     return 0
 

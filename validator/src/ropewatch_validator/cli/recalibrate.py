@@ -199,9 +199,11 @@ def run(args: argparse.Namespace) -> int:
     cal_block = new["calibration"]
     m, before = cal_block["metrics"], cal_block["previous"]
     print(
-        f"{args.output}: version {new['version']}; temperature {new['temperature']:.4f} (was {before['temperature']:g}), "
+        f"{args.output}: version {new['version']}; "
+        f"temperature {new['temperature']:.4f} (was {before['temperature']:g}), "
         f"thr {new['thr']:.4f} (was {before['thr']:g}); ECE {m['ece_before']:.4f} -> {m['ece_after']:.4f}; "
         f"macro F1 {m['before']['macro_f1']:.4f} -> {m['macro_f1']:.4f}; recall(wrong) "
-        f"{m['before']['recall_wrong']:.4f} -> {m['recall_wrong']:.4f} on {cal_block['data']['n']} traced objects"
+        f"{m['before']['recall_wrong']:.4f} -> {m['recall_wrong']:.4f} "
+        f"on {cal_block['data']['n']} traced objects"
     )
     return 0

@@ -15,14 +15,15 @@ Rules come from a small TOML (or YAML) file::
 
     [[rule]]
     name = "flips-per-1000"
-    metric = "flips_wrong_to_correct_per_1000"  # derived: errors.flip_wrong_to_correct / counts.references * 1000
+    metric = "flips_wrong_to_correct_per_1000"  # errors.flip_wrong_to_correct / counts.references * 1000
     op = ">"
     threshold = 20
 
     [[rule]]
     name = "wrong-recall-drop"
     metric = "attribute.per_class.wrong.recall"
-    drop_vs_baseline = 0.05                   # fires when baseline - value > 0.05 (rise_vs_baseline: value - baseline)
+    drop_vs_baseline = 0.05                   # fires when baseline - value > 0.05
+                                              # (rise_vs_baseline: when value - baseline > it)
 
     [[webhook]]
     name = "ops"                              # names the target in logs and the outbox (never the URL)

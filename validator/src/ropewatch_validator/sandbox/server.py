@@ -80,12 +80,12 @@ class CvatState:
         self.frames.update({(jid, n): data for n, data in job.frames_bytes.items()})
 
     def fail(self, status: int, count: int = 1, path_contains: str = "", delay_s: float = 0.0) -> None:
-        """The next ``count`` matching requests answer ``status`` (after ``delay_s``; 0 = no answer change)."""
+        """The next ``count`` matching requests answer ``status`` (after ``delay_s``; 0 = as usual)."""
         self.faults.append(Fault(status, count, path_contains, delay_s))
 
 
 def seed_from_assets(state: CvatState, assets: Path) -> None:
-    """Load CVAT's own API dumps (a folder of CVAT API dumps, e.g. ``tests/data/cvat/assets``) into the sandbox."""
+    """Load a folder of CVAT's own API dumps (e.g. ``tests/data/cvat/assets``) into the sandbox."""
 
     def load(name: str) -> dict:
         return json.loads((assets / name).read_text(encoding="utf-8"))

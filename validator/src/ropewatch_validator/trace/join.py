@@ -2,8 +2,8 @@
 
 CVAT tells the function nothing about task, job or frame, so the join key is the frame itself:
 the sha256 of the bytes CVAT sent (the validator downloads the same bytes, see
-``ropewatch_validator.cvat.frames``), with the sha256 of the decoded pixels as the fallback key for frames whose
-bytes differ (e.g. a video frame re-encoded to PNG by another OpenCV build).
+``ropewatch_validator.cvat.frames``), with the sha256 of the decoded pixels as the fallback key for
+frames whose bytes differ (e.g. a video frame re-encoded to PNG by another OpenCV build).
 
 Re-runs: when several records carry one frame's key, the latest one at or before ``cutoff`` (the
 job's auto-annotation time; by default the job's ``updated_date``, an upper bound: a record written

@@ -1,12 +1,12 @@
 """`validate-job --logs`: add a ``trace`` section to report.json from the function's request logs.
 
-Pipeline: read the log lines (``ropewatch_validator.trace.logs``) → fingerprint every frame of the job as CVAT's
-lambda manager sent it (``ropewatch_validator.cvat.frames``) → pick one request per frame and match every shape
-to its logged detection (``ropewatch_validator.trace.join``) → lifecycle counts and the confusion against the
-original predictions (``ropewatch_validator.trace.lifecycle``) → ranking, calibration and threshold analysis on the
-recovered logits (``ropewatch_validator.trace.calibration``) → the most confident mistakes, with crops of the few
-frames they are on (report.html shows them). ``trace.scores`` is what
-``ropewatch checkpoint recalibrate`` refits from. numpy/pandas/scipy are imported inside the
+Pipeline: read the log lines (``trace.logs``) → fingerprint every frame of the job as CVAT's lambda
+manager sent it (``cvat.frames``) → pick one request per frame and match every shape to its logged
+detection (``trace.join``) → lifecycle counts and the confusion against the original predictions
+(``trace.lifecycle``) → ranking, calibration and threshold analysis on the recovered logits
+(``trace.calibration``) → the most confident mistakes, with crops of the few frames they are on
+(report.html shows them). ``trace.scores`` is what ``ropewatch checkpoint recalibrate`` refits
+from. numpy/pandas/scipy are imported inside the
 functions so that ``add_arguments`` keeps ``ropewatch --help`` fast.
 """
 
@@ -134,7 +134,7 @@ def trace_section(
     ]
     rows = match_shapes(shapes, logs.detections, fj.frames, tol=tol, edited_iou=edited_iou)
     rows["state"] = classify(rows, attribute)
-    rows["final_value"] = rows[attribute] if attribute in rows else None
+    rows["final_value"] = rows.get(attribute)
     if "log_x1" in rows:  # a deleted detection has no shape left: its box is the logged one
         for c in BOX:
             rows[c] = rows[c].fillna(rows[f"log_{c}"])
