@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
@@ -52,7 +54,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _config(raw: object, fail) -> ModelConfig:
+def _config(raw: object, fail: Callable[[str], NoReturn]) -> ModelConfig:
     if not isinstance(raw, dict):
         fail("'config' must be a dict")
     known = set(ModelConfig.__dataclass_fields__)
@@ -87,7 +89,7 @@ def _config(raw: object, fail) -> ModelConfig:
 def validate(raw: object, path: str) -> tuple[ModelConfig, RopeClassifier]:
     """Check a loaded dict against the contract; build the model and load its weights strictly."""
 
-    def fail(problem: str):
+    def fail(problem: str) -> NoReturn:
         raise CheckpointError(f"checkpoint {path}: {problem}")
 
     if not isinstance(raw, dict):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,7 +181,7 @@ class Predictor:
         thr_det = self.detector_threshold if threshold is None else float(threshold)
         given = boxes is not None
         t0 = time.perf_counter()
-        if not given:
+        if boxes is None:
             if self.detector is None:
                 raise DetectorUnavailable("no person detector configured (DETECTOR_PATH); send 'boxes'")
             boxes, scores = self.detector.detect(frame.rgb, thr_det)

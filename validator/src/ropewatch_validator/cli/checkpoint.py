@@ -7,6 +7,7 @@ import importlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from ropewatch_core.spec import ATTRIBUTE_VALUES
 
@@ -50,7 +51,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from ropewatch_core.model.checkpoint import CheckpointError, demo_checkpoint, save_checkpoint, validate
     from ropewatch_core.model.classifier import ModelConfig
 
-    overrides = {}
+    overrides: dict[str, Any] = {}
     if args.img_size:
         overrides["img_size"] = tuple(args.img_size)
     if args.backbone:

@@ -19,7 +19,10 @@ import io
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 # The demo runs the function from the checkout (installed editable): parents[4] of cli/ is the repo.
 FUNCTION_MAIN = Path(__file__).resolve().parents[4] / "functions" / "safety_rope" / "main.py"
@@ -61,16 +64,20 @@ def sample_frame_jpeg(width: int = 1280, height: int = 720) -> bytes:
     return out.getvalue()
 
 
-def load_function_module(path: Path = FUNCTION_MAIN):
+def load_function_module(path: Path = FUNCTION_MAIN) -> ModuleType:
     """Import functions/safety_rope/main.py the way Nuclio does (a file, not a package)."""
     spec = importlib.util.spec_from_file_location("safety_rope_main", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the function from {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
 
-def call_handler(module, context, body: bytes | dict, headers: dict | None = None) -> tuple[dict, list[dict]]:
+def call_handler(
+    module: ModuleType, context: Any, body: bytes | dict, headers: dict | None = None
+) -> tuple[dict, list[dict]]:
     """One request through the real handler; returns the wire response and the JSON log records."""
     import nuclio_sdk
 
@@ -92,7 +99,7 @@ def parse_records(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-def init_function(module, worker_id: str = "demo-0"):
+def init_function(module: ModuleType, worker_id: str = "demo-0") -> tuple[Any, list[dict]]:
     import logging
 
     import nuclio_sdk
@@ -105,7 +112,7 @@ def init_function(module, worker_id: str = "demo-0"):
 
 
 @contextlib.contextmanager
-def function_env(values: dict[str, str]):
+def function_env(values: dict[str, str]) -> Iterator[None]:
     """The deployment's env for init_context, restored afterwards so the caller's process is unchanged."""
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)

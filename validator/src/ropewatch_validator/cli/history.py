@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ropewatch_validator.ops.history import HistoryStore
 
 # (column in the runs table, heading) shown by `history` and `baseline show`.
 TREND_COLUMNS = (
@@ -65,7 +68,7 @@ def _fmt(value: Any) -> str:
     return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def _open(args: argparse.Namespace):
+def _open(args: argparse.Namespace) -> HistoryStore:
     from ropewatch_validator.ops.history import open_store
 
     return open_store(args.db)
@@ -142,9 +145,11 @@ def plot_trend(
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for column in PLOTTED:
         values = [float("nan") if r[column] is None else r[column] for r in rows]
-        line = ax.plot(times, values, marker="o", label=labels[column])[0]
-        if baseline and baseline.get(METRIC_COLUMNS[column]) is not None:
-            ax.axhline(baseline[METRIC_COLUMNS[column]], linestyle="--", color=line.get_color(), alpha=0.6)
+        # matplotlib's stubs leave out the datetime x values its unit converters accept
+        line = ax.plot(times, values, marker="o", label=labels[column])[0]  # type: ignore[arg-type]
+        level = baseline.get(METRIC_COLUMNS[column]) if baseline else None
+        if level is not None:
+            ax.axhline(level, linestyle="--", color=line.get_color(), alpha=0.6)
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("F1")
     ax.set_title("ropewatch: F1 per class over time")

@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from ropewatch_validator.cli.logconfig import configure_logging
+
 SUBCOMMANDS: tuple[str, ...] = (
     "ropewatch_validator.cli.demo",
     "ropewatch_validator.cli.checkpoint",
@@ -30,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -12,15 +12,17 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 def ratio(num: float, den: float) -> float | None:
     return float(num) / float(den) if den else None
 
 
-def f1(tp: np.ndarray | int, fp: np.ndarray | int, fn: np.ndarray | int) -> np.ndarray:
+def f1(tp: ArrayLike, fp: ArrayLike, fn: ArrayLike) -> np.ndarray:
     """2·TP / (2·TP + FP + FN), 0 where nothing was predicted or present."""
     tp, fp, fn = (np.asarray(x, dtype=np.float64) for x in (tp, fp, fn))
     denom = 2 * tp + fp + fn
@@ -33,16 +35,14 @@ def prf(tp: int, fp: int, fn: int) -> tuple[float | None, float | None, float | 
     return p, r, (None if p is None or r is None else float(f1(tp, fp, fn)))
 
 
-def confusion_matrix(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+def confusion_matrix(truth: ArrayLike, pred: ArrayLike, n_classes: int) -> np.ndarray:
     """``n_classes`` square int64 matrix of class indices; rows = truth, columns = prediction."""
     t = np.asarray(truth, dtype=np.int64)
     q = np.asarray(pred, dtype=np.int64)
     return np.bincount(t * n_classes + q, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
-def pr_curve(
-    scores: np.ndarray, hits: np.ndarray, n_relevant: int | None = None
-) -> dict[str, np.ndarray | float]:
+def pr_curve(scores: np.ndarray, hits: np.ndarray, n_relevant: int | None = None) -> dict[str, Any]:
     """Precision/recall after each distinct score (descending; ties enter together) and AP = Σ ΔR·P.
 
     ``hits`` marks the relevant items among the scored ones; recall is over ``n_relevant`` (default:

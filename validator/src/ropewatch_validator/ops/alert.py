@@ -55,11 +55,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requests
 import structlog
 import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from ropewatch_validator.ops.history import HistoryStore, JobState, job_state, model_version_of
 from ropewatch_validator.render.model import Report, check_metric
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, from PyPI (a dependency on 3.10)
+    import tomli as tomllib
 
 log = structlog.get_logger("ropewatch.alert")
 
@@ -146,7 +154,7 @@ class DeliveryResult:
     errors: list[str] = field(default_factory=list)
 
 
-def _build(cls: type, entry: Any, where: str) -> Any:
+def _build(cls: type[Rule] | type[Webhook], entry: Any, where: str) -> Any:
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where}: expected a table of settings")
     known = set(cls.__dataclass_fields__)
@@ -214,10 +222,6 @@ def load_config(path: str | Path) -> AlertConfig:
 
             data = yaml.safe_load(text) or {}
         else:
-            if sys.version_info < (3, 11):
-                raise ConfigError(f"{path}: TOML rules need Python >= 3.11; use a .yaml rules file")
-            import tomllib
-
             data = tomllib.loads(text)
     except ConfigError:
         raise
@@ -381,12 +385,40 @@ def sign(body: bytes, secret: bytes) -> str:
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
-class Notifier:
-    """Sends the store's outbox to the configured webhooks."""
+def webhook_session(hook: Webhook) -> requests.Session:
+    """A keep-alive session whose adapter retries timeouts, connection errors, 429 and 5xx with
+    exponential backoff (honouring ``Retry-After``); POST is retried because receivers drop repeats
+    by the idempotency key."""
+    retry = Retry(
+        total=hook.retries,
+        backoff_factor=hook.backoff_s,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"POST"}),
+        raise_on_status=False,
+        raise_on_redirect=False,
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
-    def __init__(self, webhooks: Sequence[Webhook], pool: urllib3.PoolManager | None = None):
+
+def failure_reason(exc: requests.RequestException, retries: int) -> str:
+    """Why a POST failed, by exception type only: ``str(exc)`` embeds the URL, and Slack/Teams URLs
+    carry a token."""
+    cause = exc.args[0] if exc.args else None
+    if isinstance(cause, urllib3.exceptions.MaxRetryError):
+        return f"gave up after {retries} retries: {type(cause.reason).__name__}"
+    return f"request failed: {type(exc).__name__}"
+
+
+class Notifier:
+    """Sends the store's outbox to the configured webhooks, one ``requests`` session per webhook."""
+
+    def __init__(self, webhooks: Sequence[Webhook]):
         self.webhooks = {h.name: h for h in webhooks}
-        self.pool = pool or urllib3.PoolManager()
+        self.sessions = {h.name: webhook_session(h) for h in webhooks}
 
     @property
     def targets(self) -> list[str]:
@@ -406,35 +438,20 @@ class Notifier:
             return str(exc)
         if secret:
             headers[SIGNATURE_HEADER] = sign(body, secret)
-        retry = urllib3.Retry(
-            total=hook.retries,
-            backoff_factor=hook.backoff_s,
-            status_forcelist=RETRY_STATUSES,
-            allowed_methods=frozenset({"POST"}),
-            raise_on_status=False,
-            raise_on_redirect=False,
-        )
         try:
-            resp = self.pool.request(
-                "POST",
-                hook.url,
-                body=body,
-                headers=headers,
-                retries=retry,
-                timeout=urllib3.Timeout(connect=hook.timeout_s, read=hook.timeout_s),
+            resp = self.sessions[hook.name].post(
+                hook.url, data=body, headers=headers, timeout=(hook.timeout_s, hook.timeout_s)
             )
-        except urllib3.exceptions.MaxRetryError as exc:
-            # The reason, not str(exc): that embeds the URL, and Slack/Teams URLs carry a token.
-            return f"gave up after {hook.retries} retries: {type(exc.reason).__name__}"
-        except urllib3.exceptions.HTTPError as exc:
-            return f"request failed: {type(exc).__name__}"
-        return None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
+        except requests.RequestException as exc:
+            return failure_reason(exc, hook.retries)
+        return None if 200 <= resp.status_code < 300 else f"HTTP {resp.status_code}"
 
     def flush(self, store: HistoryStore) -> DeliveryResult:
         """Try every pending delivery once (with its retries); undelivered ones stay pending."""
         result = DeliveryResult()
         for item in store.pending():
             hook = self.webhooks.get(item.target)
+            error: str | None
             if hook is None:
                 error = f"webhook {item.target!r} is no longer configured"
             else:

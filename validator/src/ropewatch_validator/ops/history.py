@@ -284,7 +284,9 @@ class HistoryStore:
                 existing = self._run_id(conn, state)
                 if existing is not None:
                     return existing, False
-                run_id = conn.execute(sa.insert(runs).values(_row_for(report, state))).inserted_primary_key[0]
+                run_id = conn.execute(
+                    sa.insert(runs).values(_row_for(report, state)).returning(runs.c.id)
+                ).scalar_one()
                 now = utc_now()
                 for alert in fired:
                     conn.execute(

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ropewatch_validator.sandbox.synthetic import SyntheticJob, meta_body
@@ -131,7 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # otherwise every keep-alive response stalls ~40 ms
 
-    def log_message(self, *args) -> None:  # the state's request log replaces stderr chatter
+    def log_message(self, format: str, *args: Any) -> None:  # the state's request log replaces stderr chatter
         pass
 
     def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:

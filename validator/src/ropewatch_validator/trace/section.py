@@ -16,16 +16,18 @@ import argparse
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from ropewatch_core.jsonio import plain
 from ropewatch_core.spec import ATTRIBUTE, PERSON_LABEL
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
-    from ropewatch_validator.cvat.fetch import Connection
+    from ropewatch_validator.cvat.fetch import Connection, JobData
     from ropewatch_validator.cvat.frames import FetchFrame
+    from ropewatch_validator.trace.logs import LogData
 
 OBJECT_COLUMNS = (
     "frame",
@@ -109,8 +111,8 @@ def _mode(values: pd.Series, default: float) -> float:
 
 
 def trace_section(
-    job,
-    logs,
+    job: JobData,
+    logs: LogData,
     fingerprints: pd.DataFrame,
     *,
     label: str = PERSON_LABEL,
@@ -180,7 +182,7 @@ def trace_section(
 
 def enrich_report(
     report: dict,
-    job,
+    job: JobData,
     conn: Connection,
     log_paths: Sequence[str | Path],
     *,
@@ -205,7 +207,7 @@ def enrich_report(
 
     settings = report.get("settings") or {}
     fetch = cvat_frame_fetcher(conn, job.job_id)
-    cache_key = {
+    cache_key: dict[str, Any] = {
         "host": str(job.host),
         "job_id": job.job_id,
         "chunks_updated_date": job.chunks_updated_date or "unknown",
@@ -273,7 +275,7 @@ def confident_mistakes(objects: pd.DataFrame, k: int = TOP_MISTAKES) -> pd.DataF
     return bad.sort_values(["confidence", "frame"], ascending=[False, True], kind="mergesort").head(k)
 
 
-def crop_png(rgb, box: Sequence[float], *, margin: float = 0.5, max_side: int = 160) -> str:
+def crop_png(rgb: np.ndarray, box: Sequence[float], *, margin: float = 0.5, max_side: int = 160) -> str:
     """Base64 PNG of the frame around ``box`` (``margin`` of its size on each side), the box drawn in red."""
     import base64
     import io
