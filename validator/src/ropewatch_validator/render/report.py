@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -22,6 +23,9 @@ from ropewatch_validator.evaluation.match import Settings
 from ropewatch_validator.render import html, trace_html
 from ropewatch_validator.render.model import SCHEMA_VERSION, ObjectRows, Report
 from ropewatch_validator.render.thumbs import Thumbnail
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 FORMATS = ("json", "md", "html")
 OBJECT_FIELDS = (
@@ -285,7 +289,7 @@ def _umask() -> int:
     return mask
 
 
-def print_summary(report: Report, console=None) -> None:
+def print_summary(report: Report, console: Console | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
