@@ -12,8 +12,15 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ropewatch_core.spec import ATTRIBUTE, PERSON_LABEL
+
+if TYPE_CHECKING:
+    from ropewatch_validator.cvat.fetch import Connection, JobData
+    from ropewatch_validator.evaluation.match import Settings
+    from ropewatch_validator.ops.schedule import JobRef
+    from ropewatch_validator.render.model import Report
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -145,7 +152,7 @@ class BadReference(ValueError):
     """The reference asked for cannot be a reference of this job (itself, or not its task's GT job)."""
 
 
-def settings_from_args(args: argparse.Namespace):
+def settings_from_args(args: argparse.Namespace) -> Settings:
     from ropewatch_validator.evaluation.match import Settings
 
     return Settings(
@@ -159,14 +166,14 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def evaluate(
-    conn,
+    conn: Connection,
     job_id: int,
-    settings,
+    settings: Settings,
     *,
     gt_job: str | None = None,
     reference_job: int | None = None,
     model_version: str | None = None,
-):
+) -> tuple[Report, JobData]:
     """Report dict and the fetched job (``--logs`` needs it) for one job against its reference."""
     from ropewatch_validator.cvat.fetch import FetchError, fetch_job, find_jobs
     from ropewatch_validator.evaluation.drops import unknown_sources, value_drops
@@ -180,15 +187,13 @@ def evaluate(
     if gt_job is not None or reference_job is not None:
         if reference_job is not None:
             mode, other = "reference-job", reference_job
+        elif gt_job == "auto":
+            found = find_jobs(conn, task_id=job.task_id, job_type="ground_truth")
+            if not found:
+                raise FetchError(f"task {job.task_id} on {conn.host} has no Ground Truth job")
+            mode, other = "gt-job", found[0]["id"]
         else:
-            mode = "gt-job"
-            if gt_job == "auto":
-                found = find_jobs(conn, task_id=job.task_id, job_type="ground_truth")
-                if not found:
-                    raise FetchError(f"task {job.task_id} on {conn.host} has no Ground Truth job")
-                other = found[0]["id"]
-            else:
-                other = int(gt_job)
+            mode, other = "gt-job", int(str(gt_job))
         if other == job_id:
             raise BadReference(f"--{mode} {other} is the job itself")
         ref_job = fetch_job(conn, other)
@@ -236,7 +241,7 @@ def evaluate(
     return report, job
 
 
-def _job_refs(conn, args) -> list:
+def _job_refs(conn: Connection, args: argparse.Namespace) -> list[JobRef]:
     from ropewatch_validator.cvat.fetch import find_jobs
     from ropewatch_validator.ops.schedule import JobRef
 
@@ -271,7 +276,6 @@ def run(args: argparse.Namespace) -> int:
     from ropewatch_validator.ops.schedule import run_batch
     from ropewatch_validator.render import report as rpt
     from ropewatch_validator.render.html import kpi_metrics
-    from ropewatch_validator.render.model import Report
     from ropewatch_validator.render.thumbs import worst_frame_thumbnails
 
     formats = tuple(f for f in args.format.split(",") if f)

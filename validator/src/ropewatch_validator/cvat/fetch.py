@@ -28,14 +28,17 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    import urllib3
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 RETRY_AFTER_CAP_S = 10.0  # a server's Retry-After beyond this is shortened to it
@@ -165,7 +168,7 @@ def server_url(host: str, port: int | None) -> str:
     return f"{parts.scheme}://{name}{'' if parts.scheme == 'https' else ':8080'}{path}"
 
 
-def _retry_class():
+def _retry_class() -> type[urllib3.util.Retry]:
     """urllib3's Retry with ``Retry-After`` capped: a server asking for minutes cannot stall a run."""
     import urllib3
 
@@ -252,7 +255,9 @@ def _transport_reason(exc: BaseException) -> str:
     return f"server unreachable or not answering ({type(reason).__name__})"
 
 
-def request_bytes(conn: Connection, what: str, method, *args, **kwargs) -> tuple[bytes, Any]:
+def request_bytes(
+    conn: Connection, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any
+) -> tuple[bytes, Any]:
     """Call one generated API method and read its whole body within the request's deadline.
 
     The call runs in a daemon thread: a socket read timeout restarts with every byte, so only a
@@ -300,7 +305,7 @@ def _endpoint(response: Any) -> str:
     return urlsplit(path).path or path
 
 
-def get_json(conn: Connection, what: str, method, *args, **kwargs) -> Any:
+def get_json(conn: Connection, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call one generated API method, return the decoded body; errors become one-line FetchErrors
     naming the host, the endpoint and what came back (an HTML login page, cut JSON...)."""
     data, response = request_bytes(conn, what, method, *args, **kwargs)
@@ -315,7 +320,7 @@ def get_json(conn: Connection, what: str, method, *args, **kwargs) -> Any:
         ) from None
 
 
-def list_all(conn: Connection, what: str, method, **filters) -> list[dict]:
+def list_all(conn: Connection, what: str, method: Callable[..., Any], **filters: Any) -> list[dict]:
     """Every page of a paginated list endpoint.
 
     Guards against a server whose paging never ends: the list stops once ``count`` items are read;
@@ -424,7 +429,8 @@ def drop_off_job(shapes: pd.DataFrame, frames: pd.DataFrame, job: dict) -> tuple
 def expand_track(track: dict, stop_frame: int) -> list[dict]:
     """Per-frame boxes of a rectangle track: linear interpolation between keyframes, none while outside."""
     keys = sorted(track["shapes"], key=lambda s: s["frame"])
-    rows, attrs = [], {}
+    rows: list[dict] = []
+    attrs: dict[int, str] = {}
     for i, key in enumerate(keys):
         attrs = {**attrs, **{a.get("spec_id"): a.get("value") for a in key.get("attributes", [])}}
         if key.get("outside"):

@@ -6,7 +6,7 @@ count. The templates draw what :func:`line_chart` computes (``templates/_macros.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 PALETTE = ("#c0392b", "#2471a3", "#7d3c98", "#1e8449", "#b9770e")
@@ -44,7 +44,7 @@ class Chart:
     x_ticks: list[tuple[float, str]] = field(default_factory=list)
 
 
-def _scale(lo: float, hi: float, top: float, height: float):
+def _scale(lo: float, hi: float, top: float, height: float) -> Callable[[float], float]:
     span = (hi - lo) or 1.0
     return lambda v: top + height - (v - lo) / span * height
 
