@@ -59,7 +59,8 @@ def run(url, tmp_path, *extra, db=None):
 
 
 def one_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
+    """The one human line on stderr; the JSON log events beside it (job_done, ...) are for collectors."""
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith('{"')]
     assert len(err) == 1, err
     return err[0]
 
