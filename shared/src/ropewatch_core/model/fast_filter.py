@@ -20,7 +20,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -66,7 +66,7 @@ class FastFilter:
         return z, p_correct(z, self.temperature)
 
 
-def build_model(model_name: str, weights: str | os.PathLike | None = None, **kwargs) -> nn.Module:
+def build_model(model_name: str, weights: str | os.PathLike | None = None, **kwargs: Any) -> nn.Module:
     """``timm.create_model(name, num_classes=1, pretrained=False)``; ``weights``: a local state dict
     (e.g. ImageNet weights copied onto the machine): every tensor whose name and shape fit is loaded, so
     a 1000-class head is left at its fresh 1-logit init."""
@@ -244,7 +244,7 @@ def new_checkpoint(
     temperature: float = 1.0,
     band: tuple[float, float] = (0.0, 1.0),
     version: str = "filter-untrained",
-    **extra,
+    **extra: Any,
 ) -> dict:
     """The checkpoint dict of ``model``; the default band [0, 1] decides only P = 0 or 1 (defers ~all)."""
     return {

@@ -24,7 +24,7 @@ import torch
 from ropewatch_core.cascade import EXPERT, FILTER, deferred, filter_values
 from ropewatch_core.decision import decide
 from ropewatch_core.image import MAX_PIXELS, Frame, load_frame
-from ropewatch_core.model.checkpoint import Checkpoint, load_checkpoint
+from ropewatch_core.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from ropewatch_core.model.classifier import prepare
 from ropewatch_core.model.detector import PersonDetector
 from ropewatch_core.model.fast_filter import FastFilter, load_filter
@@ -95,7 +95,7 @@ class Predictor:
         device: str = "cpu",
         detector_threshold: float = 0.5,
         max_pixels: int = MAX_PIXELS,
-        on_reload_error=None,
+        on_reload_error: Callable[[CheckpointError], None] | None = None,
         filter_path: str | None = None,
         shadow_rate: float = 0.0,
         seed: int | None = None,
@@ -142,7 +142,7 @@ class Predictor:
             t0 = time.perf_counter()
             z, p, values = self.classify(ckpt, rgb, boxes)
             timings["classify"] = _ms(t0)
-            rows = [
+            rows: list[dict[str, Any]] = [
                 dict(value=v, p_correct=float(pi), logit=float(zi), stage=EXPERT, p_filter=None, shadow=None)
                 for v, pi, zi in zip(values, p, z)
             ]

@@ -182,7 +182,7 @@ retries = 0
 
 
 @contextlib.contextmanager
-def webhook_receiver():
+def webhook_receiver() -> Iterator[tuple[str, str]]:
     """A local endpoint that answers 204 to every POST (the demo's delivered webhook), and a URL on a
     port nobody listens on (the failed one)."""
     import socket
@@ -190,12 +190,12 @@ def webhook_receiver():
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Sink(BaseHTTPRequestHandler):
-        def do_POST(self):
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             self.send_response(204)
             self.end_headers()
 
-        def log_message(self, *args):
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     with socket.socket() as probe:  # a free port, closed again: connections to it are refused

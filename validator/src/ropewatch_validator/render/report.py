@@ -134,7 +134,7 @@ def warnings(report: Report) -> list[str]:
     return out
 
 
-def _fmt(v) -> str:
+def _fmt(v: object) -> str:
     return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 

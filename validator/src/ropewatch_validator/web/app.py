@@ -13,7 +13,7 @@ in the address bar or the history). The token is compared in constant time and n
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from ropewatch_validator.ops.history import DEFAULT_BASELINE_RUNS, HistoryStore, normalize_url
 from ropewatch_validator.render import html, svg
@@ -84,7 +85,7 @@ class Dashboard:
         self.baseline_runs = baseline_runs
 
     @contextmanager
-    def conn(self):
+    def conn(self) -> Iterator[sa.Connection]:
         with self.engine.connect() as conn:
             yield conn
 
@@ -200,7 +201,7 @@ def _pager(request: Request, page: int, total: int, per_page: int = queries.PAGE
 class TokenGate(BaseHTTPMiddleware):
     """Requires the token on every request (see the module doc)."""
 
-    def __init__(self, app, token: str):
+    def __init__(self, app: ASGIApp, token: str):
         super().__init__(app)
         self.token = token.encode()
 
