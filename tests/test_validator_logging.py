@@ -42,7 +42,8 @@ def test_cron_run_logs_json_lines_on_stderr_and_results_on_stdout(tmp_path):
     token_path = f"/services/T0/B0/t0ken-{closed_port()}"
     rules.write_text(
         '[[rule]]\nname = "wrong-f1"\nmetric = "attribute.per_class.wrong.f1"\nop = "<"\nthreshold = 0.999\n'
-        f'[[webhook]]\nname = "ops"\nurl = "http://127.0.0.1:{closed_port()}{token_path}"\nretries = 0\n'
+        f'[[webhook]]\nname = "ops"\nurl = "http://127.0.0.1:{closed_port()}{token_path}"\n'
+        "retries = 1\nbackoff_s = 0.01\n"  # one retry: urllib3 logs it, with the path
     )
     env = {**os.environ, "ROPEWATCH_LOCK_DIR": str(tmp_path / "locks")}
     env.pop("CVAT_ACCESS_TOKEN", None)
@@ -89,6 +90,7 @@ def test_terminal_gets_console_lines_and_library_records_share_the_format(monkey
     configure_logging()
     structlog.get_logger("ropewatch.alert").info("alert_delivered", target="ops")
     logging.getLogger("cvat_sdk").warning("server is old")  # a library's stdlib record, same renderer
+    logging.getLogger("urllib3").setLevel(logging.WARNING)  # as cvat-sdk's Configuration does
     logging.getLogger("urllib3.connectionpool").warning("Retrying ... /services/t0ken")  # dropped
     logging.getLogger("cvat_sdk").info("chatter")  # libraries log from warnings up
     first, second = (json.loads(line) for line in pipe.getvalue().splitlines())

@@ -23,6 +23,11 @@ _PRE_CHAIN: list[structlog.typing.Processor] = [
 class _StderrHandler(logging.Handler):
     """Writes to whatever ``sys.stderr`` is at each record (a redirect, a test's capture)."""
 
+    def filter(self, record: logging.LogRecord) -> bool:
+        # urllib3's retry warnings quote the request path, and Slack/Teams webhook paths carry tokens.
+        # Filtered here, not by the logger's level: cvat-sdk resets urllib3's level to WARNING.
+        return record.levelno >= logging.ERROR or not record.name.startswith("urllib3")
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
             sys.stderr.write(self.format(record) + "\n")
@@ -34,7 +39,7 @@ def configure_logging(level: int = logging.INFO) -> None:
     """JSON lines on a non-TTY stderr, console lines on a TTY; called by the CLI's ``main``.
 
     ropewatch's own loggers log from ``level``; other libraries from warnings up (urllib3 from
-    errors: its retry warnings quote the request path, and Slack/Teams webhook paths carry tokens).
+    errors, see ``_StderrHandler.filter``).
     """
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer() if sys.stderr.isatty() else structlog.processors.JSONRenderer()
@@ -60,4 +65,3 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.handlers = [h for h in root.handlers if not isinstance(h, _StderrHandler)] + [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("ropewatch").setLevel(level)
-    logging.getLogger("urllib3").setLevel(logging.ERROR)
