@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 RETRY_AFTER_CAP_S = 10.0  # a server's Retry-After beyond this is shortened to it
 PAGE_SIZE = 500
+MAX_JOB_FRAMES = 10_000_000  # more frames than any CVAT job has: a bound on what a job body may ask for
 SHAPE_COLUMNS = [
     "shape_id",
     "track_id",
@@ -89,13 +90,16 @@ class Connection:
     def remaining_s(self, what: str) -> tuple[float, str]:
         """Seconds the next request may take and which deadline that is; a FetchError once the
         job's deadline has passed."""
-        request = (self.deadline_s, "the request's total deadline, --deadline")
+        request = (
+            self.deadline_s,
+            f"within {self.deadline_s:g} s (the request's total deadline, --deadline)",
+        )
         if self.job_deadline_at is None:
             return request
         left = self.job_deadline_at - time.monotonic()
         if left <= 0:
             raise FetchError(f"{what} on {self.host}: the job's deadline has passed (--job-deadline)")
-        return min(request, (left, "the job's deadline, --job-deadline"))
+        return min(request, (left, "before the job's deadline (--job-deadline)"))
 
 
 @dataclass
@@ -284,7 +288,7 @@ def request_bytes(
         response = box.get("response")
         if response is not None:
             response.shutdown()
-        raise FetchError(f"{what} on {conn.host}: no complete answer within {limit:.3g} s ({which})")
+        raise FetchError(f"{what} on {conn.host}: no complete answer {which}")
     exc = box.get("error")
     if isinstance(exc, ApiException):
         hint = {
@@ -341,7 +345,7 @@ def list_all(conn: Connection, what: str, method: Callable[..., Any], **filters:
         results += body["results"]
         if not nxt or (isinstance(count, int) and len(results) >= count):
             return results
-        if nxt in seen or not body["results"] or (pages is not None and page >= pages):
+        if not isinstance(nxt, str) or nxt in seen or not body["results"] or (pages and page >= pages):
             raise FetchError(
                 f"{what} on {conn.host}: paging does not end (page {page} of {pages} by count {count} "
                 f"points on to {redact_url(str(nxt))[:120]})"
@@ -411,6 +415,17 @@ def attribute_drops(annotations: dict, labels: dict[int, Label]) -> Counter:
             elif a["spec_id"] not in label.attributes:
                 drops["unknown_spec_id"] += 1
     return +drops
+
+
+def keyframes_in_job(annotations: dict, start: int, stop: int) -> tuple[dict, Counter]:
+    """``annotations`` without track keyframes outside the job's frames (CVAT splits tracks per job,
+    so only a broken server sends them; expanding one at frame -10**20 would never end), counted."""
+    tracks, outside = [], 0
+    for track in annotations.get("tracks", []):
+        keys = [k for k in track.get("shapes", []) if start <= int(k["frame"]) <= stop]
+        outside += len(track.get("shapes", [])) - len(keys)
+        tracks.append({**track, "shapes": keys})
+    return {**annotations, "tracks": tracks}, +Counter({"track_keyframe_outside_job": outside})
 
 
 def drop_off_job(shapes: pd.DataFrame, frames: pd.DataFrame, job: dict) -> tuple[pd.DataFrame, Counter]:
@@ -539,9 +554,13 @@ def job_tables(host: str, job_id: int, job: Any, labels: list, meta: Any, annota
         label_table = parse_labels(labels)
         frames = frames_table(meta, job.get("start_frame", 0))
         stop = int(job.get("stop_frame", frames["frame"].max() if len(frames) else 0))
+        start = int(job.get("start_frame", 0))
+        if not 0 <= stop - start <= MAX_JOB_FRAMES:
+            raise FetchError(f"job {job_id} on {host}: frames {start}-{stop} are not a job's frame range")
+        annotations, outside = keyframes_in_job(annotations, start, stop)
         shapes, skipped, has_score = shapes_table(annotations, label_table, stop)
         shapes, off = drop_off_job(shapes, frames, job)
-        dropped = attribute_drops(annotations, label_table) + off
+        dropped = attribute_drops(annotations, label_table) + off + outside
         return JobData(
             host=host,
             job_id=job_id,
