@@ -201,6 +201,7 @@ def test_token_gate_and_headers(demo, browser):
     with serving(create_app(read_only_engine(str(db)), token=token)) as url:
         status, _, body = _get(url + "/")
         assert status == 401 and token not in body
+        assert _get(url + "/healthz")[:3:2] == (200, "ok")  # probes need no token and learn nothing
         assert _get(url + "/", {"Authorization": "Bearer wrong"})[0] == 401
         status, headers, body = _get(url + "/alerts", {"Authorization": f"Bearer {token}"})
         assert status == 200 and token not in body

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ropewatch_validator.ops.history import METRIC_COLUMNS, alerts, deliveries, runs
-from ropewatch_validator.render.model import Report
+from ropewatch_validator.render.model import Attribute, Errors
 
 # wrong, correct: the classes that have history columns
 CLASSES = tuple(
@@ -137,25 +137,25 @@ def trend(conn: Connection, version: str, n: int, baseline_ids: Sequence[int]) -
 
 
 # ------------------------------------------------------------------------------- one version
-def version_runs(conn: Connection, version: str, limit: int) -> list[Report]:
-    """The reports of the version's last ``limit`` runs (for its label table)."""
+def version_labels(conn: Connection, version: str, limit: int) -> list[tuple[Attribute, Errors]]:
+    """The attribute and error blocks of the version's last ``limit`` runs (for its label table); the
+    database extracts them, so the per-object rows of the stored reports are never read into Python."""
     rows = conn.execute(
-        sa.select(runs.c.report)
+        sa.select(runs.c.report["attribute"].label("attribute"), runs.c.report["errors"].label("errors"))
         .where(runs.c.model_version == version)
         .order_by(runs.c.recorded_at.desc(), runs.c.id.desc())
         .limit(limit)
     )
-    return [Report.model_validate(r.report) for r in rows]
+    return [(Attribute.model_validate(r.attribute), Errors.model_validate(r.errors)) for r in rows]
 
 
-def label_table(reports: Sequence[Report]) -> dict[str, Any]:
+def label_table(blocks: Sequence[tuple[Attribute, Errors]]) -> dict[str, Any]:
     """Per reference label: references, detected (matched a prediction), missed, detection rate, kept
     (predicted with the same value), flipped (predicted with another), and the predictions with this
-    value that matched nothing; plus the error counts by type, summed over ``reports``."""
+    value that matched nothing; plus the error counts by type, summed over the runs' ``blocks``."""
     labels: dict[str, dict[str, int]] = {}
     errors: dict[str, int] = {}
-    for rep in reports:
-        att = rep.attribute
+    for att, errs in blocks:
         for i, v in enumerate(att.labels):
             row = labels.setdefault(v, dict.fromkeys(("detected", "missed", "kept", "flipped", "extra"), 0))
             row["detected"] += att.row_totals[i]
@@ -163,7 +163,7 @@ def label_table(reports: Sequence[Report]) -> dict[str, Any]:
             row["kept"] += att.confusion_matrix[i][i]
             row["flipped"] += att.row_totals[i] - att.confusion_matrix[i][i]
             row["extra"] += att.extra.get(v, 0)
-        for k, n in rep.errors.counts().items():
+        for k, n in errs.counts().items():
             errors[k] = errors.get(k, 0) + n
     out = []
     for v, row in labels.items():
@@ -177,7 +177,7 @@ def label_table(reports: Sequence[Report]) -> dict[str, Any]:
                 "attribute_recall": _ratio(row["kept"], row["detected"]),
             }
         )
-    return {"labels": out, "errors": errors, "runs": len(reports)}
+    return {"labels": out, "errors": errors, "runs": len(blocks)}
 
 
 # ------------------------------------------------------------------------------------- jobs
