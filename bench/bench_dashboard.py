@@ -66,7 +66,9 @@ def fill(db: Path, runs: int, versions: int, pool: list[Report]) -> float:
         fired = []
         if i % 50 == 49:
             fired = [{"key": f"bench-{i}", "rule": "flips-per-1000", "message": f"bench alert on run {i}"}]
-        store.record_run(rep.model_copy(update={"source": source, "model_version": version}), fired, ["ops", "pager"])
+        store.record_run(
+            rep.model_copy(update={"source": source, "model_version": version}), fired, ["ops", "pager"]
+        )
     for d in store.pending():
         store.mark_delivery(d.alert_key, d.target, None if d.target == "ops" else "HTTP 503")
     store.close()
@@ -103,7 +105,9 @@ def main_(argv=None) -> None:
         pool = sample_reports(work)
         fill_s = fill(db, args.runs, args.versions, pool)
         size_mb = db.stat().st_size / 2**20
-        print(f"filled {args.runs:,} runs ({args.versions} model versions) in {fill_s:.1f} s; {size_mb:.0f} MiB")
+        print(
+            f"filled {args.runs:,} runs ({args.versions} model versions) in {fill_s:.1f} s; {size_mb:.0f} MiB"
+        )
         version = f"rope-2026.{args.versions:02d}"
         pages = [
             ("model versions", "/"),

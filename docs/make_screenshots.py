@@ -26,7 +26,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         assert run_validator_demo(work) == 0
-        with serving(create_app(read_only_engine(str(work / "history.sqlite")))) as url, chromium() as browser:
+        with (
+            serving(create_app(read_only_engine(str(work / "history.sqlite")))) as url,
+            chromium() as browser,
+        ):
             shots = [
                 ("report.png", (work / "reports" / "job-108" / "report.html").as_uri(), 1900),
                 ("dashboard-versions.png", url + "/", 420),

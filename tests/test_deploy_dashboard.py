@@ -49,7 +49,9 @@ def test_k8s_dashboard_deployment_and_service():
     for probe in ("readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["path"] == "/healthz"
     [mount] = container["volumeMounts"]
-    assert mount["readOnly"] is True and pod["spec"]["volumes"][0]["persistentVolumeClaim"]["readOnly"] is True
+    assert (
+        mount["readOnly"] is True and pod["spec"]["volumes"][0]["persistentVolumeClaim"]["readOnly"] is True
+    )
     cron = {d["kind"]: d for d in yaml.safe_load_all((DEPLOY / "k8s" / "cronjob.yaml").read_text())}
     claim = cron["PersistentVolumeClaim"]["metadata"]["name"]
     assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == claim  # the CronJob's store
