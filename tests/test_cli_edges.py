@@ -14,12 +14,7 @@ from ropewatch_core.model.checkpoint import file_sha256, save_checkpoint
 from ropewatch_validator.cli.main import main
 from ropewatch_validator.cli.recalibrate import RecalibrationError, recalibrate
 from ropewatch_validator.ops.history import HistoryError, open_store
-
-
-def one_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    return err.strip()
+from support.output import one_line
 
 
 def test_recalibrate_from_a_file_that_is_not_a_report_names_it(tiny_checkpoint, tmp_path, capsys):

@@ -22,6 +22,7 @@ from ropewatch_validator.ops.schedule import _lock_path, default_lock_dir
 from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.sandbox import synthetic
 from support.hostile import trickling_server
+from support.output import one_line
 
 SECRET = "pw-Zq9-s3cret"
 
@@ -56,13 +57,6 @@ def run(url, tmp_path, *extra, db=None):
             *extra,
         ]
     )
-
-
-def one_line(capsys) -> str:
-    """The one human line on stderr; the JSON log events beside it (job_done, ...) are for collectors."""
-    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith('{"')]
-    assert len(err) == 1, err
-    return err[0]
 
 
 def stored_runs(path) -> int:
