@@ -109,7 +109,7 @@ def to_input(crop: np.ndarray, size: int) -> torch.Tensor:
     """(h, w, 3) uint8 crop → (3, size, size) float in [0, 1] (bilinear, antialiased)."""
     from torch.nn import functional as F
 
-    t = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float() / 255.0
+    t = torch.from_numpy(np.array(crop, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float() / 255.0
     return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
 
 

@@ -20,6 +20,8 @@ SUBCOMMANDS: tuple[str, ...] = (
     "ropewatch_validator.cli.validate",
     "ropewatch_validator.cli.history",
     "ropewatch_validator.cli.serve",
+    "ropewatch_validator.cli.train",
+    "ropewatch_validator.cli.filter_eval",
 )
 
 

@@ -6,6 +6,7 @@
 - ``pr_curve``: precision/recall at every distinct score and step-wise (non-interpolated) AP, with
   recall over an explicit number of relevant items (all references for detection, which a ranked list
   of predictions may not reach; all positives for a classifier's scores).
+- ``roc_curve``: false/true positive rates after each distinct score.
 - ``groups``: row positions per key in one sort (per frame, per request).
 """
 
@@ -60,6 +61,23 @@ def pr_curve(scores: np.ndarray, hits: np.ndarray, n_relevant: int | None = None
     recall = tp / n_rel if n_rel else np.zeros_like(tp)
     ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision)) if n_rel else float("nan")
     return {"precision": precision, "recall": recall, "thresholds": s[last], "ap": ap}
+
+
+def roc_curve(scores: np.ndarray, positive: np.ndarray) -> dict[str, np.ndarray]:
+    """ROC points after each distinct score (descending; ties enter together), from (0, 0) to (1, 1):
+    ``fpr``, ``tpr`` and the ``thresholds`` (score >= t counts as positive; the first is +inf)."""
+    s = np.asarray(scores, dtype=np.float64)
+    h = np.asarray(positive, dtype=np.float64)
+    order = np.argsort(-s, kind="mergesort")
+    s, h = s[order], h[order]
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), s.size - 1] if s.size else np.array([], dtype=np.int64)
+    tp, fp = np.cumsum(h)[last], np.cumsum(1 - h)[last]
+    n_pos, n_neg = h.sum(), (1 - h).sum()
+    return {
+        "fpr": np.r_[0.0, fp / n_neg if n_neg else np.zeros_like(fp)],
+        "tpr": np.r_[0.0, tp / n_pos if n_pos else np.zeros_like(tp)],
+        "thresholds": np.r_[np.inf, s[last]],
+    }
 
 
 def groups(keys: np.ndarray) -> dict[Hashable, np.ndarray]:
