@@ -14,6 +14,7 @@ torch is imported inside the functions that need it.
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ def labels(rows: list[dict[str, str]]) -> np.ndarray:
     return np.array([int(r["y"]) for r in rows], dtype=np.int64)
 
 
-def transforms(train: bool, mean, std):
+def transforms(train: bool, mean: Sequence[float], std: Sequence[float]) -> Callable[[Any], Any]:
     """Training: RandomHorizontalFlip, ColorJitter, RandomAffine, GaussianBlur, then Normalize;
     validation and serving: Normalize only (the crop is already resized by fast_filter.to_input)."""
     from torchvision.transforms import v2
@@ -102,7 +103,9 @@ def transforms(train: bool, mean, std):
     )
 
 
-def crop_dataset(data_dir: Path, rows: list[dict[str, str]], img_size: int, transform):
+def crop_dataset(
+    data_dir: Path, rows: list[dict[str, str]], img_size: int, transform: Callable[[Any], Any]
+) -> Any:
     """A torch Dataset of (normalized crop, label) read from the crop files."""
     import torch
     from PIL import Image
@@ -113,7 +116,7 @@ def crop_dataset(data_dir: Path, rows: list[dict[str, str]], img_size: int, tran
         def __len__(self) -> int:
             return len(rows)
 
-        def __getitem__(self, i: int):
+        def __getitem__(self, i: int) -> tuple[Any, Any]:
             with Image.open(Path(data_dir) / rows[i]["crop"]) as im:
                 rgb = np.asarray(im.convert("RGB"))
             return transform(to_input(rgb, img_size)), torch.tensor(float(rows[i]["y"]))
@@ -121,7 +124,7 @@ def crop_dataset(data_dir: Path, rows: list[dict[str, str]], img_size: int, tran
     return Crops()
 
 
-def model_stats(model) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def model_stats(model: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
     from ropewatch_core.model.fast_filter import norm_stats
 
     mean, std = norm_stats(model)
@@ -129,7 +132,7 @@ def model_stats(model) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def score(
-    model, data_dir: Path, rows: list[dict[str, str]], img_size: int, batch_size: int = 64
+    model: Any, data_dir: Path, rows: list[dict[str, str]], img_size: int, batch_size: int = 64
 ) -> np.ndarray:
     """The model's logits z (pre-temperature) for every row, in order (eval mode, no augmentation)."""
     import torch

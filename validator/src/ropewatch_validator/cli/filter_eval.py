@@ -16,6 +16,9 @@ import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=run_evaluate)
 
 
-def _scores(filter_path: Path, data_dir: Path, split: str):
+def _scores(filter_path: Path, data_dir: Path, split: str) -> tuple[dict, Any, np.ndarray, np.ndarray]:
     """The raw checkpoint dict, the loaded filter, logits and labels of ``split``."""
     from ropewatch_core.model.checkpoint import read_checkpoint
     from ropewatch_core.model.fast_filter import load_filter
@@ -112,7 +115,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def roc_png(fpr, tpr, auc: float | None, path: Path) -> None:
+def roc_png(fpr: np.ndarray, tpr: np.ndarray, auc: float | None, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -22,6 +22,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "ropewatch_validator.cli.serve",
     "ropewatch_validator.cli.train",
     "ropewatch_validator.cli.filter_eval",
+    "ropewatch_validator.cli.dataset",
 )
 
 
