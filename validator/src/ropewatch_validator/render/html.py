@@ -19,6 +19,19 @@ from ropewatch_validator.render.model import Report
 from ropewatch_validator.render.thumbs import Thumbnail, region
 
 MAX_OBJECT_ROWS = 5000  # the per-object table; every row is in report.json
+# what the table shows of a row; a report whose rows lack some of them shows "–" there
+TABLE_FIELDS = (
+    "frame",
+    "role",
+    "error",
+    "source",
+    "iou",
+    "best_iou",
+    "score",
+    "size",
+    "shape_id",
+    "track_id",
+)
 
 
 @cache
@@ -167,7 +180,7 @@ def object_table(report: Report, limit: int = MAX_OBJECT_ROWS) -> dict:
             shape_id=r.get("shape_id"),
             track_id=r.get("track_id"),
         )
-        shown.append({**r, "value": r.get(attribute), "url": url})
+        shown.append({**dict.fromkeys(TABLE_FIELDS), **r, "value": r.get(attribute), "url": url})
     return {
         "rows": shown,
         "total": len(rows),

@@ -48,16 +48,14 @@ class BadRequest(ValueError):
 
 
 def read_only_engine(db: str) -> Engine:
-    """An engine that cannot write: SQLite in ``mode=ro`` (the file must exist), PostgreSQL sessions
-    with ``default_transaction_read_only``."""
-    url = normalize_url(db) if "://" in db else None
-    if url is None:
-        path = Path(db).expanduser()
+    """An engine that cannot write: SQLite (a path or a ``sqlite:///`` URL) in ``mode=ro``, the file
+    must exist; PostgreSQL sessions with ``default_transaction_read_only``."""
+    url = sa.engine.make_url(normalize_url(db)) if "://" in db else None
+    if url is None or url.get_backend_name() == "sqlite":
+        path = Path(db if url is None else url.database or "").expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"no history store at {path} (run validate-job or ropewatch demo first)")
         return sa.create_engine(f"sqlite:///file:{path.resolve()}?mode=ro&uri=true")
-    if url.startswith("sqlite"):
-        return sa.create_engine(url)
     return sa.create_engine(
         url, connect_args={"connect_timeout": 10, "options": "-c default_transaction_read_only=on"}
     )
