@@ -238,3 +238,51 @@ def test_bad_query_parameters_get_one_line(site):
     assert status == 400 and body == "page must be a whole number, got 'abc'"
     status, _, body = _get(site + "/runs/999999")
     assert status == 404 and "no run 999999" in body
+
+
+def test_the_serve_command_end_to_end(demo, tmp_path):
+    """`ropewatch serve` as a process: prints where it listens (the store without a password), answers,
+    and stops on SIGTERM; a token from a file guards it."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    db, _ = demo
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    token_file = tmp_path / "token"
+    token_file.write_text("file-token-123\n")
+    argv = [sys.executable, "-m", "ropewatch_validator", "serve", "--db", str(db), "--port", str(port)]
+    proc = subprocess.Popen(
+        [*argv, "--token-file", str(token_file)], stderr=subprocess.PIPE, text=True, env=os.environ.copy()
+    )
+    try:
+        line = proc.stderr.readline()
+        assert line.strip() == f"ropewatch serve: {db} at http://127.0.0.1:{port}/ (token required)"
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:  # the line comes before uvicorn listens
+            try:
+                if _get(url + "/healthz")[0] == 200:
+                    break
+            except urllib.error.URLError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert _get(url + "/")[0] == 401
+        assert _get(url + "/", {"Authorization": "Bearer file-token-123"})[0] == 200
+        assert _get(f"{url}//example.org/?token=file-token-123")[1]["location"] == "/example.org/"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+    assert proc.returncode in (0, -signal.SIGTERM)  # uvicorn shuts down, then re-raises the signal
+
+
+def test_the_store_is_shown_without_its_password():
+    from ropewatch_validator.web.app import connection_label
+
+    label = connection_label(read_only_engine("postgresql://ropewatch:s3cret-pw@db.internal:5432/history"))
+    assert "s3cret-pw" not in label and label.startswith("postgresql+psycopg://ropewatch:***@db.internal")

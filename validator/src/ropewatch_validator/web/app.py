@@ -212,7 +212,8 @@ class TokenGate(BaseHTTPMiddleware):
         query_token = request.query_params.get("token")
         if query_token is not None and self._ok(query_token):
             params = {k: v for k, v in request.query_params.items() if k != "token"}
-            target = request.url.path + (f"?{urlencode(params)}" if params else "")
+            path = "/" + request.url.path.lstrip("/")  # never "//host": that would leave the site
+            target = path + (f"?{urlencode(params)}" if params else "")
             response = RedirectResponse(target, status_code=303)
             secure = request.url.scheme == "https"
             response.set_cookie(COOKIE, query_token, httponly=True, samesite="strict", secure=secure)
