@@ -90,14 +90,16 @@ def tune_band(
     y: np.ndarray,
     frame: np.ndarray,
     target: float = 0.99,
-    n_candidates: int = 101,
+    n_candidates: int = 201,
 ) -> BandChoice:
     """The band with the largest frame-skip share meeting both constraints (ties: the most persons
-    decided by the filter, then the widest band). Candidate edges are quantiles of p plus 0 and 1;
-    the always-feasible band (0, 1) — the filter decides only P of exactly 0 or 1 — never loses
-    to an infeasible one."""
+    decided by the filter, then the widest band). Candidate edges are 0, 1 and every distinct p (exact:
+    any other edge decides like the nearest data value), or ``n_candidates`` quantiles of p when there
+    are more; the band (0, 1) — the filter decides only P of exactly 0 or 1 — is the fallback."""
     p = np.asarray(p, np.float64)
-    edges = np.unique(np.r_[0.0, 1.0, np.quantile(p, np.linspace(0, 1, n_candidates)) if len(p) else []])
+    edges = np.unique(np.r_[0.0, 1.0, p])
+    if len(edges) > n_candidates:
+        edges = np.unique(np.r_[0.0, 1.0, np.quantile(p, np.linspace(0, 1, n_candidates))])
     best: BandChoice | None = None
     for i, lo in enumerate(edges):
         for hi in edges[i:]:

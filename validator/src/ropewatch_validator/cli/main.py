@@ -23,6 +23,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "ropewatch_validator.cli.train",
     "ropewatch_validator.cli.filter_eval",
     "ropewatch_validator.cli.dataset",
+    "ropewatch_validator.cli.cascade",
 )
 
 

@@ -243,6 +243,7 @@ class Trace(Part):
     scores: Scores
     objects: list[dict[str, Any]]
     mistakes: list[dict[str, Any]] = Field(default_factory=list)
+    stages: dict[str, Any] | None = None  # the fast-filter cascade per stage (trace.stages); None without one
 
 
 class Report(Part):

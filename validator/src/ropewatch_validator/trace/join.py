@@ -175,6 +175,8 @@ def _logged(d: pd.DataFrame) -> pd.DataFrame:
             "temperature",
         ]
     ].copy()
+    for c, default in (("stage", "expert"), ("p_filter", np.nan), ("shadow_value", None)):  # cascade fields
+        out[c] = d[c].to_numpy() if c in d else default
     out["logged_value"] = d[ATTRIBUTE].to_numpy()
     out["log_timestamp"] = d["timestamp"].to_numpy()
     for c in BOX:

@@ -62,6 +62,9 @@ DETECTION_COLUMNS = (
     "p_correct",
     "logit",
     "detector_score",
+    "stage",
+    "p_filter",
+    "shadow_value",
 )
 
 
@@ -196,6 +199,18 @@ def _timestamp(value: object) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
+def _cascade_fields(d: dict) -> dict:
+    """Which stage decided (``expert`` in records from before the cascade), the filter's P and the
+    expert's shadow answer (NaN / None when absent)."""
+    shadow = d.get("shadow")
+    p_filter = d.get("p_filter")
+    return {
+        "stage": _text(d.get("stage", "expert"), "stage"),
+        "p_filter": float("nan") if p_filter is None else float(p_filter),
+        "shadow_value": None if shadow is None else _text(shadow["value"], "shadow.value"),
+    }
+
+
 def _append(rec: dict, source: str, lineno: int, req: dict[str, list], det: dict[str, list]) -> None:
     """Validate one inference record fully before appending, so a bad one leaves no partial row."""
     img = rec["image"]
@@ -227,6 +242,7 @@ def _append(rec: dict, source: str, lineno: int, req: dict[str, list], det: dict
                 "p_correct": float(d["p_correct"]),
                 "logit": float(d["logit"]),
                 "detector_score": float("nan") if score is None else float(score),
+                **_cascade_fields(d),
             }
         )
     extra = {

@@ -127,6 +127,7 @@ def trace_section(
     from ropewatch_validator.trace.join import join_frames, match_shapes
     from ropewatch_validator.trace.lifecycle import classify, scored, summarize
     from ropewatch_validator.trace.logs import BOX
+    from ropewatch_validator.trace.stages import stage_summary
 
     live = job.frames.loc[~job.frames["deleted"].astype(bool), "frame"]
     fps = fingerprints[fingerprints["frame"].isin(live)]
@@ -140,10 +141,12 @@ def trace_section(
     if "log_x1" in rows:  # a deleted detection has no shape left: its box is the logged one
         for c in BOX:
             rows[c] = rows[c].fillna(rows[f"log_{c}"])
-    sc = scored(rows, attribute)
+    # calibration is the expert's: filter-decided persons carry the filter's logit and temperature
+    sc = scored(rows[rows["stage"].fillna("expert") == "expert"] if "stage" in rows else rows, attribute)
     thr = _mode(sc["thr"], 0.5)
     temperature = _mode(sc["temperature"], 1.0)
     versions = sorted(set(rows["model_version"].dropna().astype(str))) if "model_version" in rows else []
+    chosen = logs.detections[logs.detections["request_id"].isin(fj.frames["request_id"].dropna())]
     objects = rows.reindex(columns=list(OBJECT_COLUMNS)).astype({"shape_id": "Int64", "det_index": "Int64"})
     failed = fingerprints[fingerprints["error"].notna()]
     return plain(
@@ -165,6 +168,7 @@ def trace_section(
             },
             "model_versions": versions,
             "lifecycle": summarize(rows, attribute),
+            "stages": stage_summary(rows, chosen, attribute),
             "calibration": cal.analyse(
                 sc["logit"].to_numpy(), sc["y"].to_numpy(), temperature, thr, required_recall_wrong
             )
