@@ -24,6 +24,11 @@ def test_demo_command_prints_response_and_record_and_keeps_reports(tmp_path, cap
     record = json.loads(rest.splitlines()[0])
     assert record["image"]["width"] == 1280 and record["image"]["height"] == 720
     assert record["model_version"] == "demo-untrained" and len(record["detections"]) == len(DEMO_BOXES)
+    # the cascade request: one person decided by the (untrained, demo-banded) filter, one by the expert
+    cascade = json.loads(out.split("# so one person is decided by the filter")[1].splitlines()[1])
+    assert cascade["filter_version"] == "filter-demo-untrained"
+    assert sorted(d["stage"] for d in cascade["detections"]) == ["expert", "filter"]
+    assert "decided by the filter" in out and "decided by the expert" in out
     report = tmp_path / "reports" / "job-101" / "report.html"
     assert report.is_file() and f"# open {report}" in out
     # the dashboard's history: four runs of each model version, every run of the newer one alerted

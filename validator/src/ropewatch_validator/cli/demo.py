@@ -145,6 +145,18 @@ def run_function_demo(workdir: Path) -> dict:
         {"image": base64.b64encode(frame).decode("ascii"), "threshold": 0.5, "boxes": DEMO_BOXES}
     )
     response, records = call_handler(module, context, body.encode(), {"X-Request-Id": "demo-request-1"})
+    filter_path = workdir / "filter-demo.pt"
+    write_demo_filter(filter_path, frame)
+    env = {
+        "MODEL_PATH": str(model_path),
+        "DETECTOR_PATH": str(detector_path),
+        "FILTER_PATH": str(filter_path),
+    }
+    with function_env({**env, "DEVICE": "cpu"}):
+        cascade_context, _ = init_function(module, "demo-1")
+    _, cascade_records = call_handler(
+        module, cascade_context, body.encode(), {"X-Request-Id": "demo-request-2"}
+    )
     return {
         "workdir": str(workdir),
         "model_path": str(model_path),
@@ -153,7 +165,29 @@ def run_function_demo(workdir: Path) -> dict:
         "response": response,
         "startup_log": startup,
         "log": records,
+        "filter_path": str(filter_path),
+        "cascade_log": cascade_records,
     }
+
+
+def write_demo_filter(path: Path, frame: bytes) -> None:
+    """An untrained fast filter (the plan's mobilenetv4_hybrid_medium at 256 px) whose band is set from
+    its own P on the two demo persons, so that one is decided by the filter and the other deferred to
+    the expert: the demo shows both stages. A real band comes from `ropewatch cascade tune`."""
+    import numpy as np
+    import torch
+
+    from ropewatch_core.image import load_frame
+    from ropewatch_core.model.checkpoint import save_checkpoint
+    from ropewatch_core.model.fast_filter import build_model, load_filter, new_checkpoint
+
+    torch.manual_seed(0)
+    name = "mobilenetv4_hybrid_medium"
+    save_checkpoint(new_checkpoint(build_model(name), name, 256, version="filter-demo-untrained"), path)
+    _, p = load_filter(path).p_correct(load_frame(frame).rgb, np.array(DEMO_BOXES))
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["band"] = [0.0, float(max(p))]  # the higher P is decided `correct`, the lower one deferred
+    save_checkpoint(ckpt, path)
 
 
 # The dashboard's demo history: two model versions validated on generated jobs; the newer one flips
@@ -257,6 +291,15 @@ def run(args: argparse.Namespace) -> int:
     print("# log record:")
     for record in result["log"]:
         print(json.dumps(record))
+    print(f"# the cascade: the same request, FILTER_PATH={result['filter_path']} (untrained filter, band set")
+    print("# so one person is decided by the filter and one by the expert; `ropewatch cascade tune` sets it)")
+    for record in result["cascade_log"]:
+        print(json.dumps(record))
+        for i, d in enumerate(record.get("detections", [])):
+            print(
+                f"#   person {i}: {d['safety_rope_use']} decided by the {d['stage']} "
+                f"(filter P {d['p_filter']})"
+            )
     validated = run_validator_demo(args.workdir)
     print(f"# open {Path(args.workdir) / 'reports' / 'job-101' / 'report.html'} for the HTML report")
     print("# the dashboard (two model versions, one alert):")
