@@ -4,6 +4,7 @@ through a read-only engine (PostgreSQL: a read-only session)."""
 
 from __future__ import annotations
 
+import re
 import urllib.request
 
 import pytest
@@ -81,3 +82,23 @@ def test_every_page_answers_through_a_read_only_engine(filled):
         for page in pages:
             with urllib.request.urlopen(url + page, timeout=30) as r:
                 assert r.status == 200, page
+
+
+def test_trend_defaults_to_the_last_ten_runs(history_db, make_report):
+    store = open_store(history_db)
+    for job in range(1, 13):  # 12 runs; wrong F1 falls as wrong→correct flips grow with the job number
+        store.record_run(
+            make_report(job=job, cm=((40 - job, job), (3, 52)), det=(100, 4, 6), model_version="v3")
+        )
+    store.close()
+    with serving(create_app(read_only_engine(history_db))) as url:
+        for query, n in (("", 10), ("&n=3", 3), ("&n=50", 12)):
+            with urllib.request.urlopen(f"{url}/trend?version=v3{query}", timeout=30) as r:
+                page = r.read().decode()
+            series = page.split('class="series" data-series="F1 wrong">', 1)[1].split("</g>", 1)[0]
+            tips = re.findall(r"<title>F1 wrong job (\d+): ([0-9.]+)</title>", series)
+            assert [int(j) for j, _ in tips] == list(range(13 - n, 13))  # the last n, oldest first
+            # F1(wrong) of job j = 2·(40 − j) / ((40 − j + 3) + 40)
+            assert [float(v) for _, v in tips] == [
+                round(2 * (40 - j) / (83 - j), 3) for j in range(13 - n, 13)
+            ]
