@@ -15,7 +15,7 @@ Rules come from a small TOML (or YAML) file::
 
     [[rule]]
     name = "flips-per-1000"
-    metric = "flips_wrong_to_correct_per_1000"  # errors.flip_wrong_to_correct / counts.references * 1000
+    metric = "dangerous_flips_per_1000"     # derived: unsafe value predicted as another, per 1,000 persons
     op = ">"
     threshold = 20
 
@@ -33,6 +33,9 @@ Rules come from a small TOML (or YAML) file::
     timeout_s = 10
     retries = 3
     backoff_s = 0.5
+
+``metric`` is a dotted path to a number of the typed report (checked when the file is read) or a
+derived figure: ``dangerous_flips``, ``dangerous_flips_per_1000``, ``flips_<ref>_to_<pred>_per_1000``.
 
 Support of a rule: ``support = "<path>"`` if given, else the class's ``support`` for
 ``attribute.per_class.<class>.*`` metrics, else ``counts.references``.
