@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ropewatch_core.spec import ATTRIBUTE, PERSON_LABEL
+from ropewatch_core.spec import ATTRIBUTE, ATTRIBUTE_VALUES, PERSON_LABEL
 
 if TYPE_CHECKING:
     from ropewatch_validator.cvat.fetch import Connection, JobData
@@ -45,8 +45,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--low-iou", type=float, default=0.1, help="IoU under which an FP is background (default 0.1)"
     )
-    p.add_argument("--label", default=PERSON_LABEL)
-    p.add_argument("--attribute", default=ATTRIBUTE)
+    p.add_argument("--label", default=PERSON_LABEL, help=f"the label compared (default {PERSON_LABEL})")
+    p.add_argument("--attribute", default=ATTRIBUTE, help=f"its attribute compared (default {ATTRIBUTE})")
+    p.add_argument(
+        "--values",
+        default=",".join(ATTRIBUTE_VALUES),
+        metavar="UNSAFE,...",
+        help=f"the attribute's values, the unsafe one first: its flips to another value are the dangerous "
+        f"errors; with --logs exactly two, standing for the function's wrong,correct "
+        f"(default {','.join(ATTRIBUTE_VALUES)})",
+    )
     p.add_argument("--pred-sources", default="auto,semi-auto", help="sources that are predictions")
     p.add_argument("--ref-sources", default="manual,file,consensus", help="sources that are reference")
     p.add_argument("--model-version", help="model version to record (default: from --logs, else unknown)")
@@ -139,6 +147,11 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         return (
             f"--reference-job {args.reference_job} is also a job to validate: a job is not its own reference"
         )
+    values = args.values.split(",")
+    if len(values) < 2 or len(set(values)) != len(values) or "" in values:
+        return f"--values takes two or more distinct comma-separated values, got {args.values!r}"
+    if args.logs and len(values) != 2:
+        return f"--logs traces the function's two classes: --values must name two, got {args.values!r}"
     if args.gt_job is not None and args.gt_job != "auto" and not args.gt_job.isdigit():
         return f"--gt-job takes a job id or 'auto', got {args.gt_job!r}"
     try:
@@ -160,6 +173,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         low_iou=args.low_iou,
         label=args.label,
         attribute=args.attribute,
+        values=tuple(args.values.split(",")),
         pred_sources=tuple(args.pred_sources.split(",")),
         ref_sources=tuple(args.ref_sources.split(",")),
     )

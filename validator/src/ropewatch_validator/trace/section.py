@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ropewatch_core.jsonio import plain
-from ropewatch_core.spec import ATTRIBUTE, PERSON_LABEL
+from ropewatch_core.spec import ATTRIBUTE, ATTRIBUTE_VALUES, PERSON_LABEL
 
 if TYPE_CHECKING:
     import numpy as np
@@ -121,8 +121,10 @@ def trace_section(
     tol: float = 0.5,
     edited_iou: float = 0.5,
     required_recall_wrong: float = 0.95,
+    values: tuple[str, str] = ATTRIBUTE_VALUES,
 ) -> dict:
-    """The ``trace`` block from already-read logs and frame fingerprints (pure; no I/O)."""
+    """The ``trace`` block from already-read logs and frame fingerprints (pure; no I/O). ``values``:
+    the job's two attribute values standing for the function's ``wrong`` and ``correct``."""
     from ropewatch_validator.trace import calibration as cal
     from ropewatch_validator.trace.join import join_frames, match_shapes
     from ropewatch_validator.trace.lifecycle import classify, scored, summarize
@@ -135,14 +137,14 @@ def trace_section(
     shapes = job.shapes[
         (job.shapes["label"] == label) & (job.shapes["type"] == "rectangle") & job.shapes["frame"].isin(live)
     ]
-    rows = match_shapes(shapes, logs.detections, fj.frames, tol=tol, edited_iou=edited_iou)
+    rows = match_shapes(shapes, logs.detections, fj.frames, tol=tol, edited_iou=edited_iou, values=values)
     rows["state"] = classify(rows, attribute)
     rows["final_value"] = rows.get(attribute)
     if "log_x1" in rows:  # a deleted detection has no shape left: its box is the logged one
         for c in BOX:
             rows[c] = rows[c].fillna(rows[f"log_{c}"])
     # calibration is the expert's: filter-decided persons carry the filter's logit and temperature
-    sc = scored(rows[rows["stage"].fillna("expert") == "expert"] if "stage" in rows else rows, attribute)
+    sc = scored(rows[rows["stage"].fillna("expert") == "expert"] if "stage" in rows else rows, attribute, values)
     thr = _mode(sc["thr"], 0.5)
     temperature = _mode(sc["temperature"], 1.0)
     versions = sorted(set(rows["model_version"].dropna().astype(str))) if "model_version" in rows else []
@@ -164,13 +166,19 @@ def trace_section(
                 "edited_iou": edited_iou,
                 "label": label,
                 "attribute": attribute,
+                "values": list(values),
                 "ece": "top-label, 15 equal-width bins",
             },
             "model_versions": versions,
-            "lifecycle": summarize(rows, attribute),
+            "lifecycle": summarize(rows, attribute, values),
             "stages": stage_summary(rows, chosen, attribute),
             "calibration": cal.analyse(
-                sc["logit"].to_numpy(), sc["y"].to_numpy(), temperature, thr, required_recall_wrong
+                sc["logit"].to_numpy(),
+                sc["y"].to_numpy(),
+                temperature,
+                thr,
+                required_recall_wrong,
+                values=values,
             )
             if len(sc)
             else None,
@@ -238,12 +246,17 @@ def enrich_report(
         fingerprints,
         label=settings.get("label", PERSON_LABEL),
         attribute=settings.get("attribute", ATTRIBUTE),
+        values=tuple(settings.get("values", ATTRIBUTE_VALUES)),
         cutoff=cutoff,
         required_recall_wrong=required_recall_wrong,
     )
     crop_fetch = job_frame_fetcher(conn, job, cache_dir)
     section["mistakes"] = plain(
-        mistake_panel(confident_mistakes(pd.DataFrame(section["objects"]), top_mistakes), crop_fetch, workers)
+        mistake_panel(
+            confident_mistakes(pd.DataFrame(section["objects"]), top_mistakes, section["settings"]["values"]),
+            crop_fetch,
+            workers,
+        )
     )
     section["frames"]["pixel_fingerprint"] = pixels
     out = dict(report)
@@ -254,28 +267,30 @@ def enrich_report(
 
 
 # ------------------------------------------------------------------------------ most confident mistakes
-def confident_mistakes(objects: pd.DataFrame, k: int = TOP_MISTAKES) -> pd.DataFrame:
+def confident_mistakes(
+    objects: pd.DataFrame, k: int = TOP_MISTAKES, values: Sequence[str] = ATTRIBUTE_VALUES
+) -> pd.DataFrame:
     """Predicted objects whose logged value a person changed, most confident first.
 
-    The confidence is the model's in the value it chose (P(correct) when it said ``correct``, else
-    1 − P(correct)): a confident mistake is what a model card's "most confident mistakes" shows.
+    The confidence is the model's in the value it chose (P(correct) when it said ``values[1]``, the
+    function's ``correct``, else 1 − P(correct)): a confident mistake is what a model card's "most
+    confident mistakes" shows.
     """
     import numpy as np
 
-    from ropewatch_validator.trace.calibration import CLASSES
     from ropewatch_validator.trace.lifecycle import PREDICTED
 
     if objects.empty:
         return objects.assign(confidence=[])
     pred = objects[
         objects["state"].isin(PREDICTED)
-        & objects["final_value"].isin(CLASSES)
-        & objects["logged_value"].isin(CLASSES)
+        & objects["final_value"].isin(values)
+        & objects["logged_value"].isin(values)
         & objects["p_correct"].notna()
     ]
     bad = pred[pred["logged_value"] != pred["final_value"]]
     p = bad["p_correct"].astype(float)
-    bad = bad.assign(confidence=np.where(bad["logged_value"] == "correct", p, 1.0 - p))
+    bad = bad.assign(confidence=np.where(bad["logged_value"] == values[1], p, 1.0 - p))
     return bad.sort_values(["confidence", "frame"], ascending=[False, True], kind="mergesort").head(k)
 
 
