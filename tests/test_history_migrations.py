@@ -8,10 +8,11 @@ import zlib
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from ropewatch_validator.ops.history import HistoryError, metadata, normalize_url, open_store
+from ropewatch_validator.ops.history import HistoryError, alembic_config, metadata, normalize_url, open_store
 
 # The DDL release 0.1 created: SQLAlchemy's CREATE statements for the tables of validator/history.py
 # at commit b614960 (`metadata.create_all`), {serial} being SERIAL on PostgreSQL, INTEGER on SQLite.
@@ -125,10 +126,16 @@ def test_store_of_release_0_1_is_upgraded_and_read(history_db, make_report):
     assert open_store(history_db).trend(job=3)[0]["dangerous_flips"] == 5  # reopening migrates nothing
 
 
-def test_new_store_has_exactly_the_codes_tables(history_db):
-    store = open_store(history_db)
-    with store.engine.connect() as conn:
+def test_migrations_build_exactly_the_codes_tables(history_db):
+    # A new store is created from the code's tables and stamped; the migrations must build the same.
+    engine = sa.create_engine(normalize_url(history_db))
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "head")
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    engine.dispose()
+    store = open_store(history_db)  # already at the head: nothing to do
+    with store.engine.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == "0002"
     store.close()
 
 

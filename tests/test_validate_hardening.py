@@ -255,6 +255,9 @@ def test_full_database_leaves_no_report(cvat, tmp_path, capsys, monkeypatch):
     real_open = history.open_store
 
     def full_store(db=None, **kwargs):
+        with sqlite3.connect(str(db)) as new:  # small pages: a run's compressed report needs new ones
+            new.execute("pragma page_size = 512")
+            new.execute("vacuum")
         store = real_open(db, **kwargs)
         with sqlite3.connect(str(db)) as probe:
             pages = probe.execute("pragma page_count").fetchone()[0]

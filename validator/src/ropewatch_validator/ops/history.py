@@ -504,8 +504,9 @@ def alembic_config(conn: Connection) -> Any:
 
 def upgrade(conn: Connection, label: str) -> None:
     """Bring the store on ``conn`` to this version's schema with Alembic, inside the caller's
-    transaction. A store of release 0.1 (tables, no ``alembic_version``) is stamped 0001 first; a
-    store newer than this code is refused rather than written."""
+    transaction. A new store gets today's tables and is stamped at the head; one of release 0.1
+    (tables, no ``alembic_version``) is stamped 0001 and migrated; one newer than this code is
+    refused rather than written."""
     from alembic import command
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
@@ -520,7 +521,11 @@ def upgrade(conn: Connection, label: str) -> None:
             f"history store {label}: schema revision {current} is newer than this ropewatch "
             f"(knows up to {script.get_current_head()}); upgrade ropewatch"
         )
-    if current is None and sa.inspect(conn).has_table("runs"):
+    if current is None and not sa.inspect(conn).has_table("runs"):
+        metadata.create_all(conn)  # a new store: today's tables at once (Alembic's cookbook), no rewrites
+        command.stamp(config, "head")
+        return
+    if current is None:
         command.stamp(config, "0001")
     command.upgrade(config, "head")
 
