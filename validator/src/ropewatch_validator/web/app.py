@@ -94,7 +94,8 @@ class Dashboard:
     def versions(self, request: Request) -> Response:
         with self.conn() as conn:
             rows = queries.versions(conn)
-        return self.page("dash_versions.html", versions=rows, classes=queries.CLASSES)
+            names = queries.classes(conn)
+        return self.page("dash_versions.html", versions=rows, classes=names)
 
     def trend(self, request: Request) -> Response:
         version = request.query_params.get("version", "")
@@ -102,10 +103,11 @@ class Dashboard:
         base_ids, pinned = self.store.baseline_runs(version, self.baseline_runs)
         with self.conn() as conn:
             t = queries.trend(conn, version, n or 10, base_ids)
+            names = queries.classes(conn)
         labels = [f"job {r['job_id']}" for r in t.runs]
         f1 = svg.line_chart(
             labels,
-            [(f"F1 {c}", [r[f"{c}_f1"] for r in t.runs], t.baseline[f"{c}_f1"]) for c in queries.CLASSES],
+            [(f"F1 {c}", [r[f"{c}_f1"] for r in t.runs], t.baseline[f"{c}_f1"]) for c in names],
             y_range=(0.0, 1.0),
         )
         flips = svg.line_chart(
@@ -120,7 +122,7 @@ class Dashboard:
             f1_chart=f1,
             flips_chart=flips,
             pinned=pinned,
-            classes=queries.CLASSES,
+            classes=names,
         )
 
     def version(self, request: Request) -> Response:
@@ -129,6 +131,7 @@ class Dashboard:
         with self.conn() as conn:
             blocks = queries.version_labels(conn, name, VERSION_WINDOW)
             rows, total = queries.jobs(conn, queries.Filters(version=name, page=page or 1))
+            names = queries.classes(conn)
         return self.page(
             "dash_version.html",
             version=name,
@@ -137,7 +140,7 @@ class Dashboard:
             jobs=rows,
             total=total,
             pager=_pager(request, page or 1, total),
-            classes=queries.CLASSES,
+            classes=names,
         )
 
     def jobs(self, request: Request) -> Response:
@@ -150,6 +153,7 @@ class Dashboard:
         with self.conn() as conn:
             rows, total = queries.jobs(conn, filters)
             options = queries.choices(conn)
+            names = queries.classes(conn)
         return self.page(
             "dash_jobs.html",
             jobs=rows,
@@ -157,7 +161,7 @@ class Dashboard:
             filters=filters,
             options=options,
             pager=_pager(request, filters.page, total),
-            classes=queries.CLASSES,
+            classes=names,
         )
 
     def run(self, request: Request) -> Response:

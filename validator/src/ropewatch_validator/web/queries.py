@@ -1,9 +1,10 @@
-"""The dashboard's read-only questions to the history store, each one SQL statement over the ``runs``
-columns (never the stored reports, except for one version's label table and one job's report page).
+"""The dashboard's read-only questions to the history store, SQL over the ``runs`` columns and the
+per-class rows of ``run_classes`` (never the stored reports, except for one version's label table and
+one job's report page). Class names are the stored vocabulary's, not a fixed list.
 
 Aggregates are pooled over runs, not averaged, where the columns allow it: detection recall
 = Σ TP / Σ references and precision = Σ TP / Σ predictions (TP = recall × references of each run),
-flips per 1,000 = Σ flips / Σ references × 1,000. Per-class F1 is the mean of the runs' F1.
+dangerous flips per 1,000 = Σ flips / Σ references × 1,000. Per-class F1 is the mean of the runs' F1.
 """
 
 from __future__ import annotations
@@ -16,14 +17,38 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ropewatch_validator.ops.history import METRIC_COLUMNS, alerts, deliveries, runs
+from ropewatch_validator.ops.history import alerts, decompress, deliveries, run_classes, runs
 from ropewatch_validator.render.model import Attribute, Errors
 
-# wrong, correct: the classes that have history columns
-CLASSES = tuple(
-    dict.fromkeys(p.split(".")[2] for p in METRIC_COLUMNS.values() if p.startswith("attribute.per_class."))
-)
 PAGE = 50
+
+
+def classes(conn: Connection) -> tuple[str, ...]:
+    """The attribute classes the store has runs of, in their vocabulary's order (e.g. wrong, correct)."""
+    rows = conn.execute(
+        sa.select(run_classes.c.class_name)
+        .group_by(run_classes.c.class_name)
+        .order_by(sa.func.min(run_classes.c.position), run_classes.c.class_name)
+    )
+    return tuple(r[0] for r in rows)
+
+
+def _with_class_f1(
+    conn: Connection, rows: list[dict[str, Any]], names: Sequence[str]
+) -> list[dict[str, Any]]:
+    """``rows`` (each with ``id``) with ``<class>_f1`` keys for every class in ``names`` (None if absent)."""
+    by_id = {r["id"]: r for r in rows}
+    for r in rows:
+        r.update({f"{c}_f1": None for c in names})
+    ids = list(by_id)
+    for i in range(0, len(ids), 500):  # bounded IN lists (SQLite caps bound parameters)
+        for c in conn.execute(
+            sa.select(run_classes.c.run_id, run_classes.c.class_name, run_classes.c.f1).where(
+                run_classes.c.run_id.in_(ids[i : i + 500])
+            )
+        ):
+            by_id[c.run_id][f"{c.class_name}_f1"] = c.f1
+    return rows
 
 
 def _f(value: Any) -> float | None:
@@ -57,14 +82,21 @@ def versions(conn: Connection) -> list[dict[str, Any]]:
         sa.func.sum(sa.case((runs.c.det_precision.isnot(None), runs.c.predictions), else_=None)).label(
             "preds"
         ),
-        sa.func.sum(runs.c.flips_wrong_to_correct).label("flips"),
-        sa.func.sum(
-            sa.case((runs.c.flips_wrong_to_correct.isnot(None), runs.c.references), else_=None)
-        ).label("flip_refs"),
+        sa.func.sum(runs.c.dangerous_flips).label("flips"),
+        sa.func.sum(sa.case((runs.c.dangerous_flips.isnot(None), runs.c.references), else_=None)).label(
+            "flip_refs"
+        ),
         sa.func.max(runs.c.id).label("last_id"),
-        *(sa.func.avg(runs.c[f"{c}_f1"]).label(f"f1_{c}") for c in CLASSES),
     ).group_by(runs.c.model_version)
     rows = [dict(r._mapping) for r in conn.execute(query.order_by(sa.desc("last_run")))]
+    mean_f1: dict[str, dict[str, float | None]] = {}
+    for r in conn.execute(
+        sa.select(runs.c.model_version, run_classes.c.class_name, sa.func.avg(run_classes.c.f1))
+        .join(run_classes, run_classes.c.run_id == runs.c.id)
+        .group_by(runs.c.model_version, run_classes.c.class_name)
+    ):
+        mean_f1.setdefault(r[0], {})[r[1]] = _f(r[2])
+    names = classes(conn)
     fired = _alerts_of_runs(conn, [r["last_id"] for r in rows])
     out = []
     for r in rows:
@@ -79,7 +111,7 @@ def versions(conn: Connection) -> list[dict[str, Any]]:
                 "last_run": r["last_run"],
                 "det_recall": _ratio(r["tp"], r["tp_refs"]),
                 "det_precision": _ratio(r["tp"], r["preds"]),
-                "f1": {c: _f(r[f"f1_{c}"]) for c in CLASSES},
+                "f1": {c: mean_f1.get(r["model_version"], {}).get(c) for c in names},
                 "flips_per_1000": _ratio(r["flips"], r["flip_refs"], 1000.0),
                 "alerts": fired.get(r["last_id"], []),
                 "last_id": r["last_id"],
@@ -110,27 +142,24 @@ class Trend:
     baseline_runs: list[int]
 
 
-TREND_COLUMNS = (*(f"{c}_f1" for c in CLASSES), "flips_per_1000")
-
-
 def trend(conn: Connection, version: str, n: int, baseline_ids: Sequence[int]) -> Trend:
-    """The last ``n`` runs of ``version`` and the range of its baseline runs, per charted metric."""
-    cols = [runs.c.id, runs.c.job_id, runs.c.task_id, runs.c.host, runs.c.recorded_at]
-    cols += [runs.c[c] for c in TREND_COLUMNS]
+    """The last ``n`` runs of ``version`` and the range of its baseline runs, per charted metric
+    (``<class>_f1`` of every stored class, ``flips_per_1000``)."""
+    names = classes(conn)
+    cols = [runs.c.id, runs.c.job_id, runs.c.task_id, runs.c.host, runs.c.recorded_at, runs.c.flips_per_1000]
     last = conn.execute(
         sa.select(*cols)
         .where(runs.c.model_version == version)
         .order_by(runs.c.recorded_at.desc(), runs.c.id.desc())
         .limit(n)
     )
-    rows = [dict(r._mapping) for r in last][::-1]
+    rows = _with_class_f1(conn, [dict(r._mapping) for r in last][::-1], names)
     base_rows = []
     if baseline_ids:
-        base_rows = [
-            dict(r._mapping) for r in conn.execute(sa.select(*cols).where(runs.c.id.in_(list(baseline_ids))))
-        ]
+        base = conn.execute(sa.select(*cols).where(runs.c.id.in_(list(baseline_ids))))
+        base_rows = _with_class_f1(conn, [dict(r._mapping) for r in base], names)
     band: dict[str, tuple[float, float, float] | None] = {}
-    for c in TREND_COLUMNS:
+    for c in (*(f"{name}_f1" for name in names), "flips_per_1000"):
         values = [float(r[c]) for r in base_rows if r[c] is not None]
         band[c] = (min(values), statistics.median(values), max(values)) if values else None
     return Trend(rows, band, list(baseline_ids))
@@ -138,15 +167,16 @@ def trend(conn: Connection, version: str, n: int, baseline_ids: Sequence[int]) -
 
 # ------------------------------------------------------------------------------- one version
 def version_labels(conn: Connection, version: str, limit: int) -> list[tuple[Attribute, Errors]]:
-    """The attribute and error blocks of the version's last ``limit`` runs (for its label table); the
-    database extracts them, so the per-object rows of the stored reports are never read into Python."""
+    """The attribute and error blocks of the version's last ``limit`` runs (for its label table), from
+    the stored reports (which hold no per-object rows)."""
     rows = conn.execute(
-        sa.select(runs.c.report["attribute"].label("attribute"), runs.c.report["errors"].label("errors"))
+        sa.select(runs.c.report_z)
         .where(runs.c.model_version == version)
         .order_by(runs.c.recorded_at.desc(), runs.c.id.desc())
         .limit(limit)
     )
-    return [(Attribute.model_validate(r.attribute), Errors.model_validate(r.errors)) for r in rows]
+    reports = [decompress(r.report_z) for r in rows]
+    return [(rep.attribute, rep.errors) for rep in reports]
 
 
 def label_table(blocks: Sequence[tuple[Attribute, Errors]]) -> dict[str, Any]:
@@ -212,7 +242,6 @@ JOB_COLUMNS = (
     "det_recall",
     "det_precision",
     "flips_per_1000",
-    *(f"{c}_f1" for c in CLASSES),
 )
 
 
@@ -227,7 +256,7 @@ def jobs(conn: Connection, filters: Filters, per_page: int = PAGE) -> tuple[list
         .limit(per_page)
         .offset((max(filters.page, 1) - 1) * per_page)
     )
-    rows = [dict(r._mapping) for r in page]
+    rows = _with_class_f1(conn, [dict(r._mapping) for r in page], classes(conn))
     fired = _alerts_of_runs(conn, [r["id"] for r in rows])
     for r in rows:
         r["alerts"] = fired.get(r["id"], [])
@@ -249,8 +278,13 @@ def choices(conn: Connection) -> dict[str, list[Any]]:
 
 
 def run_row(conn: Connection, run_id: int) -> dict[str, Any] | None:
+    """The run's columns and its stored ``report`` (per-object rows are not kept in the store)."""
     row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
-    return None if row is None else dict(row._mapping)
+    if row is None:
+        return None
+    out = dict(row._mapping)
+    out["report"] = decompress(out.pop("report_z"))
+    return out
 
 
 # ------------------------------------------------------------------------------------ alerts
