@@ -25,7 +25,8 @@ CREATE TABLE runs (
     id {serial} NOT NULL, host VARCHAR(512) NOT NULL, job_id INTEGER NOT NULL,
     job_updated_date VARCHAR(64) NOT NULL, task_id INTEGER, project_id INTEGER,
     recorded_at VARCHAR(32) NOT NULL, generated_at VARCHAR(64), model_version VARCHAR(256) NOT NULL,
-    settings JSON NOT NULL, frames INTEGER, frames_evaluated INTEGER, predictions INTEGER, "references" INTEGER,
+    settings JSON NOT NULL, frames INTEGER, frames_evaluated INTEGER, predictions INTEGER,
+    "references" INTEGER,
     det_precision FLOAT, det_recall FLOAT, det_f1 FLOAT, det_ap FLOAT,
     wrong_precision FLOAT, wrong_recall FLOAT, wrong_f1 FLOAT, wrong_support FLOAT,
     correct_precision FLOAT, correct_recall FLOAT, correct_f1 FLOAT, correct_support FLOAT,
@@ -87,15 +88,14 @@ def _make_0_1_store(url: str, reports: list[dict]) -> None:
                     report=r,
                 )
             )
-        conn.exec_driver_sql(
-            "INSERT INTO baselines (model_version, run_ids, pinned_at, note) VALUES ('v1', '[2]', 'x', 'kept')"
-        )
-        conn.exec_driver_sql(
-            "INSERT INTO alerts (\"key\", run_id, rule, created_at, payload) VALUES ('k1', 1, 'r', 'x', '{\"rule\": \"r\"}')"
-        )
-        conn.exec_driver_sql(
-            "INSERT INTO deliveries (alert_key, target, status, attempts) VALUES ('k1', 'ops', 'pending', 1)"
-        )
+        for statement in (
+            "INSERT INTO baselines (model_version, run_ids, pinned_at, note)"
+            " VALUES ('v1', '[2]', 'x', 'kept')",
+            """INSERT INTO alerts ("key", run_id, rule, created_at, payload)"""
+            """ VALUES ('k1', 1, 'r', 'x', '{"rule": "r"}')""",
+            "INSERT INTO deliveries (alert_key, target, status, attempts) VALUES ('k1', 'ops', 'pending', 1)",
+        ):
+            conn.exec_driver_sql(statement)
     engine.dispose()
 
 

@@ -90,12 +90,12 @@ def versions(conn: Connection) -> list[dict[str, Any]]:
     ).group_by(runs.c.model_version)
     rows = [dict(r._mapping) for r in conn.execute(query.order_by(sa.desc("last_run")))]
     mean_f1: dict[str, dict[str, float | None]] = {}
-    for r in conn.execute(
+    for version, name, f1 in conn.execute(
         sa.select(runs.c.model_version, run_classes.c.class_name, sa.func.avg(run_classes.c.f1))
         .join(run_classes, run_classes.c.run_id == runs.c.id)
         .group_by(runs.c.model_version, run_classes.c.class_name)
     ):
-        mean_f1.setdefault(r[0], {})[r[1]] = _f(r[2])
+        mean_f1.setdefault(version, {})[name] = _f(f1)
     names = classes(conn)
     fired = _alerts_of_runs(conn, [r["last_id"] for r in rows])
     out = []
