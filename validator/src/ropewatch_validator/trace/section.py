@@ -144,7 +144,9 @@ def trace_section(
         for c in BOX:
             rows[c] = rows[c].fillna(rows[f"log_{c}"])
     # calibration is the expert's: filter-decided persons carry the filter's logit and temperature
-    sc = scored(rows[rows["stage"].fillna("expert") == "expert"] if "stage" in rows else rows, attribute, values)
+    sc = scored(
+        rows[rows["stage"].fillna("expert") == "expert"] if "stage" in rows else rows, attribute, values
+    )
     thr = _mode(sc["thr"], 0.5)
     temperature = _mode(sc["temperature"], 1.0)
     versions = sorted(set(rows["model_version"].dropna().astype(str))) if "model_version" in rows else []
