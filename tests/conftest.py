@@ -318,3 +318,17 @@ def cvat_conn(httpserver):
     from ropewatch_validator.cvat.fetch import connect
 
     return connect(httpserver.url_for("").rstrip("/"), timeout=5.0)
+
+
+# --- fast filter (cascade, issue 14) -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_filter_dict():
+    """A random-init filter checkpoint of timm's smallest ResNet at 32 px: the production code path."""
+    import torch
+
+    from ropewatch_core.model.fast_filter import build_model, new_checkpoint
+
+    torch.manual_seed(0)
+    return new_checkpoint(build_model("test_resnet"), "test_resnet", 32, band=(0.2, 0.8), version="filter-v1")

@@ -83,7 +83,10 @@ def test_the_job_deadline_bounds_every_request_of_the_job():
     with trickling_server(0.2) as url:
         conn = fetch.connect(url, timeout=2.0, retries=0, deadline=60)
         start = time.monotonic()
-        with conn.job_deadline(1.0), pytest.raises(fetch.FetchError, match="within 1 s .the job's deadline"):
+        with (
+            conn.job_deadline(1.0),
+            pytest.raises(fetch.FetchError, match="no complete answer before the job's deadline"),
+        ):
             fetch.fetch_job(conn, 1)
         assert time.monotonic() - start < 2.5
         with conn.job_deadline(0.0), pytest.raises(fetch.FetchError, match="the job's deadline has passed"):

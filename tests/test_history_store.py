@@ -31,7 +31,9 @@ def test_run_stored_once_per_job_state(history_db, make_report):
     row = store.trend(job=7)[0]
     # Hand-computed from the confusion matrix [[40, 5], [3, 52]]: P(wrong)=40/43, R(wrong)=40/45.
     p, r = 40 / 43, 40 / 45
-    assert row["wrong_f1"] == pytest.approx(2 * p * r / (p + r))
+    assert row["classes"]["wrong"]["f1"] == pytest.approx(2 * p * r / (p + r))
+    assert list(row["classes"]) == ["wrong", "correct"] and row["classes"]["correct"]["support"] == 55
+    assert (row["dangerous_flips"], row["unsafe_value"]) == (5, "wrong")
     assert row["flips_per_1000"] == pytest.approx(5 / 106 * 1000)
     assert (row["task_id"], row["project_id"], row["model_version"], row["references"]) == (10, 3, "v1", 106)
     assert store.reports([run_id])[0].attribute.confusion_matrix == [[40, 5], [3, 52]]

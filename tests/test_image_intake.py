@@ -1,4 +1,7 @@
-"""Image intake: EXIF orientation, odd modes, size limits, fingerprints (independent oracles: numpy, hashlib)."""
+"""Image intake: EXIF orientation, odd modes, size limits, fingerprints.
+
+Independent oracles: numpy, hashlib.
+"""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ def _jpeg(seed: int) -> bytes:
 
 
 def _person_rectangles(job: synthetic.SyntheticJob) -> pd.DataFrame:
-    """The generated job's person boxes straight from its API bodies (not through ropewatch_validator.cvat.fetch)."""
+    """The generated job's person boxes straight from its API bodies (not through cvat.fetch)."""
     person = next(label["id"] for label in job.labels if label["name"] == "person")
     rows = [
         {
@@ -223,6 +223,15 @@ def test_validate_job_with_log_file(cvat, traced_job, tmp_path) -> None:
 
     page = (tmp_path / "out" / f"job-{JOB}" / "report.html").read_text()
     assert "Most confident mistakes" in page and "reliability diagram" in page
+    # worst frames: a traced prediction's box is named by its error and the logged P(correct)
+    logged = {(o["frame"], o["shape_id"]): o["p_correct"] for o in report["trace"]["objects"]}
+    named = [
+        f"{o['error']} · P(correct) {logged[(w['frame'], o['shape_id'])]:.2f}"
+        for w in report["worst_frames"]
+        for o in w["objects"]
+        if o["role"] == "prediction" and logged.get((w["frame"], o["shape_id"])) is not None
+    ]
+    assert named and all(n in page for n in named)
     assert "precision/recall of correct and wrong" in page
     assert page.count('alt="crop of frame') == len(mistakes)
     for m in mistakes:

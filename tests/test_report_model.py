@@ -117,3 +117,35 @@ def test_non_finite_numbers_become_null_and_unknown_keys_are_refused(make_report
 def test_metric_paths_are_checked_against_the_model(path, problem) -> None:
     found = check_metric(path)
     assert found is None if problem is None else problem in found
+
+
+def test_summary_empties_every_per_object_table_and_stays_a_report(make_report) -> None:
+    trace = {
+        "logs": {},
+        "frames": {},
+        "settings": {},
+        "model_versions": ["v1"],
+        "lifecycle": {
+            "counts": {"accepted": 1},
+            "final_objects": 1,
+            "work_saved_share": 1.0,
+            "original_confusion": {
+                "labels": ["wrong", "correct"],
+                "rows": "final",
+                "columns": "logged",
+                "matrix": [[0, 0], [0, 1]],
+                "unusable_values": 0,
+            },
+            "unjoined_shapes": [],
+        },
+        "calibration": None,
+        "scores": {"logit": [0.5], "p_correct": [0.62], "y": [1]},
+        "objects": [{"frame": 0, "state": "accepted"}],
+        "mistakes": [{"frame": 0, "crop": "iVBORw0KGgo="}],
+    }
+    report = make_report().with_trace(trace, "v1")
+    summary = Report.model_validate(report.summary())
+    assert summary.objects.rows == [] and summary.objects.columns == report.objects.columns
+    assert summary.trace.objects == [] and summary.trace.mistakes == [] and summary.trace.scores.logit == []
+    assert summary.trace.lifecycle == report.trace.lifecycle and summary.attribute == report.attribute
+    assert "trace" not in make_report().summary()  # untraced reports stay without the key

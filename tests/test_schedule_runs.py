@@ -14,11 +14,11 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from filelock import FileLock
+from werkzeug.wrappers import Request, Response
 
 from ropewatch_validator.ops.alert import AlertConfig, Rule, Webhook
 from ropewatch_validator.ops.history import open_store
-from ropewatch_validator.ops.schedule import JobRef, _lock_path, run_batch
+from ropewatch_validator.ops.schedule import JobRef, run_batch
 from ropewatch_validator.render.model import Report
 
 HOST = "http://cvat.local:8080"
@@ -117,14 +117,24 @@ def test_since_and_unchanged_jobs_are_not_fetched(tmp_path, make_report):
 
 def test_a_job_locked_by_another_run_is_left_to_it(tmp_path, make_report):
     jobs = ReportDir(tmp_path / "jobs")
-    store = open_store(str(tmp_path / "h.sqlite"))
     refs = [jobs.put(make_report(job=j, cm=GOOD)) for j in (1, 2)]
-    with FileLock(_lock_path(tmp_path / "locks", HOST, 2)):
-        result = run_batch(refs, jobs, store, RULES, lock_dir=tmp_path / "locks", lock_wait_s=0.2)
-    # a locked job was not validated by this run (the holder may be stuck): exit 2, not 0
-    assert [o.status for o in result.outcomes] == ["ok", "locked"] and result.exit_code == 2
-    assert "not validated" in result.outcomes[1].detail
-    assert run_batch(refs, jobs, store, RULES, lock_dir=tmp_path / "locks").outcomes[1].status == "ok"
+    second: list = []
+
+    def validate_while_a_second_run_starts(job_id: int) -> Report:
+        if job_id == 2:  # the first run holds job 2 now; a second cron run starts meanwhile
+            store = open_store(str(tmp_path / "h.sqlite"))
+            second.append(run_batch(refs, jobs, store, RULES, lock_dir=tmp_path / "locks", lock_wait_s=0.2))
+            store.close()
+        return jobs(job_id)
+
+    store = open_store(str(tmp_path / "h.sqlite"))
+    first = run_batch(refs, validate_while_a_second_run_starts, store, RULES, lock_dir=tmp_path / "locks")
+    assert [o.status for o in first.outcomes] == ["ok", "ok"]
+    # job 1 was stored by the first run (unchanged, not fetched); job 2 was left to the first run, and
+    # the second run says it did not validate it (the holder may be stuck): exit 2, not 0
+    assert [o.status for o in second[0].outcomes] == ["unchanged", "locked"] and second[0].exit_code == 2
+    assert "not validated" in second[0].outcomes[1].detail
+    assert jobs.calls == [1, 2] and len(store.trend()) == 2
 
 
 def test_overlapping_runs_validate_each_job_once(tmp_path, make_report):
@@ -168,8 +178,8 @@ KILL_BETWEEN_JOBS = textwrap.dedent(
         return Report.load(Path(root) / f"{job_id}.json")
 
     refs = [JobRef(int(j), u, h) for j, u, h in json.loads(sys.argv[5])]
-    rules = AlertConfig((Rule(name="wrong-f1-low", metric="attribute.per_class.wrong.f1", op="<", threshold=0.92),),
-                        (Webhook(name="ops", url=hook),))
+    rule = Rule(name="wrong-f1-low", metric="attribute.per_class.wrong.f1", op="<", threshold=0.92)
+    rules = AlertConfig((rule,), (Webhook(name="ops", url=hook),))
     sys.exit(run_batch(refs, validate_one, open_store(db), rules, lock_dir=locks).exit_code)
     """
 )
@@ -253,17 +263,30 @@ def test_report_without_job_state_fails_only_that_job(tmp_path, make_report):
 
 
 def test_outbox_has_one_sender_at_a_time(tmp_path, httpserver, make_report):
-    httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
     jobs = ReportDir(tmp_path / "jobs")
     rules = AlertConfig(RULES.rules, (Webhook(name="ops", url=httpserver.url_for("/hook")),))
+    first_ref, second_ref = (jobs.put(make_report(job=j, cm=BAD)) for j in (1, 2))
+    second: list = []
+
+    def receive(request: Request) -> Response:
+        if not second:  # while the first run is sending, a second run stores job 2 and its alert
+            store = open_store(str(tmp_path / "h.sqlite"))
+            second.append(
+                run_batch([second_ref], jobs, store, rules, lock_dir=tmp_path / "locks", outbox_wait_s=0.1)
+            )
+            store.close()
+        return Response("ok")
+
+    httpserver.expect_request("/hook", method="POST").respond_with_handler(receive)
     store = open_store(str(tmp_path / "h.sqlite"))
-    ref = jobs.put(make_report(job=1, cm=BAD))
-    with FileLock(tmp_path / "locks" / "outbox.lock"):  # another run is sending right now
-        busy = run_batch([ref], jobs, store, rules, lock_dir=tmp_path / "locks", outbox_wait_s=0.1)
-    assert busy.exit_code == 1 and busy.delivery.sent == 0 and httpserver.log == []
-    assert [d["status"] for d in store.delivery_status()] == ["pending"]
-    later = run_batch([ref], jobs, store, rules, lock_dir=tmp_path / "locks")
-    assert later.outcomes[0].status == "unchanged" and later.delivery.sent == 1 and len(httpserver.log) == 1
+    first = run_batch([first_ref], jobs, store, rules, lock_dir=tmp_path / "locks")
+    assert first.delivery.sent == 1 and len(httpserver.log) == 1
+    # the second run stored its job and queued its alert, but left the sending to the first run
+    assert second[0].exit_code == 1 and second[0].delivery.sent == 0
+    assert sorted(d["status"] for d in store.delivery_status()) == ["pending", "sent"]
+    later = run_batch([second_ref], jobs, store, rules, lock_dir=tmp_path / "locks")
+    assert later.outcomes[0].status == "unchanged" and later.delivery.sent == 1
+    assert [json.loads(req.get_data())["job"] for req, _ in httpserver.log] == [1, 2]  # each sent once
 
 
 def test_cvat_unreachable_fails_the_run_with_exit_2_and_stores_nothing(tmp_path):

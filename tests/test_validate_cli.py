@@ -179,3 +179,44 @@ def test_demo_validator_step_writes_reports_and_history(tmp_path, monkeypatch):
     rep = json.loads((tmp_path / "reports" / "job-101" / "report.json").read_text())
     assert rep["detection"]["tp"] > 0 and rep["errors"]["flip_wrong_to_correct"] > 0
     assert len(open_store(str(tmp_path / "history.sqlite")).trend(job=101)) == 1
+
+
+def test_vocabulary_drives_flips_history_and_trend(cvat, tmp_path, capsys, monkeypatch):
+    url, _ = cvat
+    monkeypatch.setenv("COLUMNS", "250")
+    # A third value nobody used and the unsafe value first: every ordered pair is a flip type, every
+    # value a class in the report and in history, and the dangerous flips are those of `wrong`.
+    assert run(url, tmp_path, "101", "--values", "wrong,correct,unknown") in (0, 1)
+    rep = Report.load(tmp_path / "out" / "job-101" / "report.json")
+    flips = {k for k in rep.errors.counts() if k.startswith("flip_")}
+    assert flips == {
+        f"flip_{a}_to_{b}"
+        for a in ("wrong", "correct", "unknown")
+        for b in ("wrong", "correct", "unknown")
+        if a != b
+    }
+    assert list(rep.attribute.per_class) == ["wrong", "correct", "unknown"]
+    assert rep.attribute.per_class["unknown"].support == 0
+    expected = rep.errors.flip("wrong", "correct") + rep.errors.flip("wrong", "unknown")
+    [row] = open_store(str(tmp_path / "h.sqlite")).trend(job=101)
+    assert list(row["classes"]) == ["wrong", "correct", "unknown"]
+    assert (row["unsafe_value"], row["dangerous_flips"]) == ("wrong", expected) and expected > 0
+    capsys.readouterr()
+    assert main(["history", "--db", str(tmp_path / "h.sqlite")]) == 0
+    out = capsys.readouterr().out
+    assert "F1 unknown" in out and "recall wrong" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--values", "wrong"], "--values takes two or more distinct"),
+        (["--values", "wrong,wrong"], "--values takes two or more distinct"),
+        (["--values", "a,b,c", "--logs", "-"], "--logs traces the function's two classes"),
+    ],
+)
+def test_unusable_vocabulary_is_one_line_exit_2(cvat, tmp_path, capsys, extra, message):
+    url, _ = cvat
+    assert run(url, tmp_path, "101", *extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

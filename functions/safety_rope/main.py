@@ -3,7 +3,9 @@
 Nuclio imports this module under a connect deadline, so the module itself imports only the standard
 library; torch, the checkpoint and the detector are loaded in ``init_context``. Configuration (env):
 MODEL_PATH (checkpoint, required), DETECTOR_PATH (person detector state dict; without it requests must
-send ``boxes``), DETECTOR_ARCH, DEVICE (cpu|cuda), DETECTOR_THRESHOLD, MAX_PIXELS, TORCH_THREADS.
+send ``boxes``), DETECTOR_ARCH, DEVICE (cpu|cuda), DETECTOR_THRESHOLD, MAX_PIXELS, TORCH_THREADS;
+FILTER_PATH (fast-filter checkpoint: the cascade in front of the expert) and SHADOW_RATE (share of
+filter-decided persons the expert checks anyway, logged as ``shadow``; default 0).
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ def init_context(context) -> None:
         detector_threshold=float(env.get("DETECTOR_THRESHOLD", 0.5)),
         max_pixels=int(env.get("MAX_PIXELS", MAX_PIXELS)),
         on_reload_error=reload_failed,
+        filter_path=env.get("FILTER_PATH") or None,
+        shadow_rate=float(env.get("SHADOW_RATE") or 0.0),
     )
     context.user_data.predictor = predictor
     context.user_data.log = log
@@ -74,6 +78,7 @@ def init_context(context) -> None:
         untrained=ckpt.untrained,
         device=device,
         detector=None if detector is None else detector.arch,
+        **_filter_fields(predictor.fast_filter),
     )
 
 
@@ -177,8 +182,21 @@ def handler(context, event):
         boxes_given=result.boxes_given,
         detections=[d.log_fields() for d in result.detections],
         timings_ms=result.timings_ms,
+        **_filter_fields(result.fast_filter),
     )
     return _json(context, 200, [d.cvat_shape() for d in result.detections], rid)
+
+
+def _filter_fields(filt) -> dict:
+    """The fast filter a record was decided with (nothing when the function runs without one)."""
+    if filt is None:
+        return {}
+    return {
+        "filter_version": filt.version,
+        "filter_sha256": filt.sha256,
+        "filter_band": list(filt.band),
+        "filter_temperature": filt.temperature,
+    }
 
 
 def _logger(context):

@@ -110,8 +110,7 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, s
                     f"image is {width}x{height} = {width * height} pixels, over the {max_pixels} limit",
                 )
             fmt = im.format or "unknown"
-            im = ImageOps.exif_transpose(im)
-            rgb = _to_rgb(im)
+            rgb = _to_rgb(ImageOps.exif_transpose(im))
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

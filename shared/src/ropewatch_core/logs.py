@@ -7,12 +7,13 @@ alone and the stream is whatever ``sys.stdout`` is at the time (Nuclio's log col
 from __future__ import annotations
 
 import sys
+from typing import TextIO, cast
 
 import structlog
 
 from ropewatch_core.spec import FUNCTION_NAME
 
-_PROCESSORS = [
+_PROCESSORS: list[structlog.typing.Processor] = [
     structlog.processors.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
     structlog.processors.JSONRenderer(sort_keys=False),
@@ -32,7 +33,7 @@ class _CurrentStdout:
 
 def function_logger(worker_id: str) -> structlog.typing.FilteringBoundLogger:
     return structlog.wrap_logger(
-        structlog.PrintLogger(_CurrentStdout()),
+        structlog.PrintLogger(cast(TextIO, _CurrentStdout())),
         processors=_PROCESSORS,
         wrapper_class=structlog.make_filtering_bound_logger(20),
     ).bind(logger="ropewatch.function", function=FUNCTION_NAME, worker_id=worker_id)

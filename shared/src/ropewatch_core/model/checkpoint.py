@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
@@ -52,7 +54,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _config(raw: object, fail) -> ModelConfig:
+def _config(raw: object, fail: Callable[[str], NoReturn]) -> ModelConfig:
     if not isinstance(raw, dict):
         fail("'config' must be a dict")
     known = set(ModelConfig.__dataclass_fields__)
@@ -87,7 +89,7 @@ def _config(raw: object, fail) -> ModelConfig:
 def validate(raw: object, path: str) -> tuple[ModelConfig, RopeClassifier]:
     """Check a loaded dict against the contract; build the model and load its weights strictly."""
 
-    def fail(problem: str):
+    def fail(problem: str) -> NoReturn:
         raise CheckpointError(f"checkpoint {path}: {problem}")
 
     if not isinstance(raw, dict):
@@ -129,7 +131,8 @@ def validate(raw: object, path: str) -> tuple[ModelConfig, RopeClassifier]:
         fail(f"config cannot build the model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
     if model.backbone.num_features != config.feat_ch:
         fail(
-            f"config.feat_ch is {config.feat_ch} but backbone {config.backbone_name} gives {model.backbone.num_features}"
+            f"config.feat_ch is {config.feat_ch} but backbone {config.backbone_name} "
+            f"gives {model.backbone.num_features}"
         )
     expected = model.state_dict()
     problems = [f"missing {k}" for k in expected if k not in state]
@@ -159,6 +162,12 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, str]:
         ) from None
 
 
+def version_of(raw: dict, sha256: str) -> str:
+    """The version the function logs for a checkpoint: its own ``version``, else ``sha256:`` and the
+    first 12 hex digits of the file's sha256 (so an unversioned checkpoint is still told apart)."""
+    return str(raw.get("version") or f"sha256:{sha256[:12]}")
+
+
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Checkpoint:
     """Load and validate; any problem raises CheckpointError naming ``path``."""
     path = str(path)
@@ -172,7 +181,7 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Checkpoint:
         temperature=float(raw.get("temperature") or 1.0),
         config=config,
         model=model.to(device),
-        version=str(raw.get("version") or f"sha256:{sha[:12]}"),
+        version=version_of(raw, sha),
         metrics=dict(raw.get("metrics") or {}),
         untrained=bool(raw.get("untrained", False)),
     )

@@ -7,6 +7,7 @@ import importlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from ropewatch_core.spec import ATTRIBUTE_VALUES
 
@@ -50,7 +51,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from ropewatch_core.model.checkpoint import CheckpointError, demo_checkpoint, save_checkpoint, validate
     from ropewatch_core.model.classifier import ModelConfig
 
-    overrides = {}
+    overrides: dict[str, Any] = {}
     if args.img_size:
         overrides["img_size"] = tuple(args.img_size)
     if args.backbone:
@@ -60,13 +61,17 @@ def run_demo(args: argparse.Namespace) -> int:
             ModelConfig(**overrides), labels=tuple(args.labels), thr=args.thr, version=args.version
         )
         validate(checkpoint, str(args.output))  # never write a file the function would refuse
+        save_checkpoint(checkpoint, args.output)
     except (RuntimeError, CheckpointError) as exc:  # timm refuses an unknown backbone name
         print(f"ropewatch checkpoint demo: {exc}", file=sys.stderr)
         return 2
-    save_checkpoint(checkpoint, args.output)
+    except OSError as exc:
+        print(f"ropewatch checkpoint demo: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return 2
     print(
         f"{args.output}: untrained demo checkpoint ({checkpoint['config']['backbone_name']}, "
-        f"img_size {checkpoint['config']['img_size']}, labels {checkpoint['labels']}, thr {checkpoint['thr']})"
+        f"img_size {checkpoint['config']['img_size']}, labels {checkpoint['labels']}, "
+        f"thr {checkpoint['thr']})"
     )
     return 0
 

@@ -12,8 +12,15 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ropewatch_core.spec import ATTRIBUTE, PERSON_LABEL
+from ropewatch_core.spec import ATTRIBUTE, ATTRIBUTE_VALUES, PERSON_LABEL
+
+if TYPE_CHECKING:
+    from ropewatch_validator.cvat.fetch import Connection, JobData
+    from ropewatch_validator.evaluation.match import Settings
+    from ropewatch_validator.ops.schedule import JobRef
+    from ropewatch_validator.render.model import Report
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,8 +52,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--low-iou", type=float, default=0.1, help="IoU under which an FP is background (default 0.1)"
     )
-    p.add_argument("--label", default=PERSON_LABEL)
-    p.add_argument("--attribute", default=ATTRIBUTE)
+    p.add_argument("--label", default=PERSON_LABEL, help=f"the label compared (default {PERSON_LABEL})")
+    p.add_argument("--attribute", default=ATTRIBUTE, help=f"its attribute compared (default {ATTRIBUTE})")
+    p.add_argument(
+        "--values",
+        default=",".join(ATTRIBUTE_VALUES),
+        metavar="UNSAFE,...",
+        help=f"the attribute's values, the unsafe one first: its flips to another value are the dangerous "
+        f"errors; with --logs exactly two, standing for the function's wrong,correct "
+        f"(default {','.join(ATTRIBUTE_VALUES)})",
+    )
     p.add_argument("--pred-sources", default="auto,semi-auto", help="sources that are predictions")
     p.add_argument("--ref-sources", default="manual,file,consensus", help="sources that are reference")
     p.add_argument("--model-version", help="model version to record (default: from --logs, else unknown)")
@@ -146,6 +161,11 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         return (
             f"--reference-job {args.reference_job} is also a job to validate: a job is not its own reference"
         )
+    values = args.values.split(",")
+    if len(values) < 2 or len(set(values)) != len(values) or "" in values:
+        return f"--values takes two or more distinct comma-separated values, got {args.values!r}"
+    if args.logs and len(values) != 2:
+        return f"--logs traces the function's two classes: --values must name two, got {args.values!r}"
     if args.gt_job is not None and args.gt_job != "auto" and not args.gt_job.isdigit():
         return f"--gt-job takes a job id or 'auto', got {args.gt_job!r}"
     try:
@@ -159,7 +179,7 @@ class BadReference(ValueError):
     """The reference asked for cannot be a reference of this job (itself, or not its task's GT job)."""
 
 
-def settings_from_args(args: argparse.Namespace):
+def settings_from_args(args: argparse.Namespace) -> Settings:
     from ropewatch_validator.evaluation.match import Settings
 
     return Settings(
@@ -167,6 +187,7 @@ def settings_from_args(args: argparse.Namespace):
         low_iou=args.low_iou,
         label=args.label,
         attribute=args.attribute,
+        values=tuple(args.values.split(",")),
         pred_sources=tuple(args.pred_sources.split(",")),
         ref_sources=tuple(args.ref_sources.split(",")),
         matching=args.matching,
@@ -174,16 +195,17 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def evaluate(
-    conn,
+    conn: Connection,
     job_id: int,
-    settings,
+    settings: Settings,
     *,
     gt_job: str | None = None,
     reference_job: int | None = None,
     model_version: str | None = None,
-):
+) -> tuple[Report, JobData]:
     """Report dict and the fetched job (``--logs`` needs it) for one job against its reference."""
     from ropewatch_validator.cvat.fetch import FetchError, fetch_honeypots, fetch_job, find_jobs, get_json
+    from ropewatch_validator.evaluation.drops import unknown_sources, value_drops
     from ropewatch_validator.evaluation.match import match, onto_job_frames, other_labels, pair_frames, select
     from ropewatch_validator.render import report as rpt
 
@@ -194,15 +216,14 @@ def evaluate(
     if gt_job is not None or reference_job is not None:
         if reference_job is not None:
             mode, other = "reference-job", reference_job
+        elif gt_job == "auto":
+            found = find_jobs(conn, task_id=job.task_id, job_type="ground_truth")
+            if not found:
+                raise FetchError(f"task {job.task_id} on {conn.host} has no Ground Truth job")
+            mode, other = "gt-job", found[0]["id"]
         else:
-            mode = "gt-job"
-            if gt_job == "auto":
-                found = find_jobs(conn, task_id=job.task_id, job_type="ground_truth")
-                if not found:
-                    raise FetchError(f"task {job.task_id} on {conn.host} has no Ground Truth job")
-                other = found[0]["id"]
-            else:
-                other = int(gt_job)
+            mode, other = "gt-job", int(str(gt_job))
+        if mode == "gt-job":
             task = get_json(conn, f"task {job.task_id}", conn.api_client.tasks_api.retrieve, job.task_id)
             if task.get("validation_mode") == "gt_pool":  # honeypots show validation frames (CVAT >= 2.22)
                 honeypots = fetch_honeypots(conn, job_id)
@@ -228,10 +249,12 @@ def evaluate(
             + other_labels(job.shapes, settings, live)
             + other_labels(ref_job.shapes, settings, pairs["ref_frame"].to_numpy())
         )
+        dropped = job.dropped + ref_job.dropped
     else:
         pred = select(job.shapes, settings, settings.pred_sources)
         ref = select(job.shapes, settings, settings.ref_sources)
         skipped = job.skipped + other_labels(job.shapes, settings)
+        dropped = job.dropped
     sizes = {
         int(f): (int(w), int(h)) for f, w, h in frames[["frame", "width", "height"]].itertuples(index=False)
     }
@@ -254,12 +277,16 @@ def evaluate(
         pred=pred,
         ref=ref,
         skipped=skipped,
+        dropped=dropped
+        + unknown_sources(job.shapes, settings)
+        + value_drops(pred, settings, "prediction")
+        + value_drops(ref, settings, "reference"),
         model_version=model_version,
     )
     return report, job
 
 
-def _job_refs(conn, args) -> list:
+def _job_refs(conn: Connection, args: argparse.Namespace) -> list[JobRef]:
     from ropewatch_validator.cvat.fetch import fetch_job_state, find_jobs
     from ropewatch_validator.ops.schedule import JobRef
 
@@ -296,7 +323,6 @@ def run(args: argparse.Namespace) -> int:
     from ropewatch_validator.ops.schedule import run_batch
     from ropewatch_validator.render import report as rpt
     from ropewatch_validator.render.html import kpi_metrics
-    from ropewatch_validator.render.model import Report
     from ropewatch_validator.render.thumbs import worst_frame_thumbnails
 
     formats = tuple(f for f in args.format.split(",") if f)
@@ -381,6 +407,8 @@ def run(args: argparse.Namespace) -> int:
                     )
                 html_extras[job_id] = (thumbnails, baseline)
         progress.advance(jobs_bar)
+        for warning in report.warnings:  # loud even with --quiet: a metric may be null for want of data
+            print(f"validate-job: job {job_id}: warning: {warning}", file=sys.stderr)
         if not args.quiet:
             rpt.print_summary(report)
         return report

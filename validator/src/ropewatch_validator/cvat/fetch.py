@@ -30,18 +30,22 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
 import numpy as np
 import pandas as pd
 
+if TYPE_CHECKING:
+    import urllib3
+
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 RETRY_AFTER_CAP_S = 10.0  # a server's Retry-After beyond this is shortened to it
 PAGE_SIZE = 500
+MAX_JOB_FRAMES = 10_000_000  # more frames than any CVAT job has: a bound on what a job body may ask for
 SHAPE_COLUMNS = [
     "shape_id",
     "track_id",
@@ -89,13 +93,16 @@ class Connection:
     def remaining_s(self, what: str) -> tuple[float, str]:
         """Seconds the next request may take and which deadline that is; a FetchError once the
         job's deadline has passed."""
-        request = (self.deadline_s, "the request's total deadline, --deadline")
+        request = (
+            self.deadline_s,
+            f"within {self.deadline_s:g} s (the request's total deadline, --deadline)",
+        )
         if self.job_deadline_at is None:
             return request
         left = self.job_deadline_at - time.monotonic()
         if left <= 0:
             raise FetchError(f"{what} on {self.host}: the job's deadline has passed (--job-deadline)")
-        return min(request, (left, "the job's deadline, --job-deadline"))
+        return min(request, (left, "before the job's deadline (--job-deadline)"))
 
 
 @dataclass
@@ -118,6 +125,7 @@ class JobData:
     shapes: pd.DataFrame
     skipped: Counter = field(default_factory=Counter)
     has_score: bool = True
+    dropped: Counter = field(default_factory=Counter)  # shapes and attribute entries not read, by reason
     original_chunk_type: str = ""  # "imageset" or "video": decides whether frame bytes can change
     chunks_updated_date: str = ""  # version of the job's frame chunks (the frame cache's key)
     state: str = ""  # digest of the deleted frames ("" without): part of the history key (see job_state)
@@ -169,12 +177,12 @@ def server_url(host: str, port: int | None) -> str:
     return f"{parts.scheme}://{name}{'' if parts.scheme == 'https' else ':8080'}{path}"
 
 
-def _retry_class():
+def _retry_class() -> type[urllib3.util.Retry]:
     """urllib3's Retry with ``Retry-After`` capped: a server asking for minutes cannot stall a run."""
     import urllib3
 
     class CappedRetry(urllib3.util.Retry):
-        def get_retry_after(self, response):  # type: ignore[no-untyped-def]
+        def get_retry_after(self, response: Any) -> float | None:
             after = super().get_retry_after(response)
             return None if after is None else min(after, RETRY_AFTER_CAP_S)
 
@@ -302,7 +310,9 @@ def _transport_reason(exc: BaseException) -> str:
     return f"server unreachable or not answering ({type(reason).__name__})"
 
 
-def request_bytes(conn: Connection, what: str, method, *args, **kwargs) -> tuple[bytes, Any]:
+def request_bytes(
+    conn: Connection, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any
+) -> tuple[bytes, Any]:
     """Call one generated API method and read its whole body within the request's deadline.
 
     The call runs in a daemon thread: a socket read timeout restarts with every byte, so only a
@@ -329,7 +339,7 @@ def request_bytes(conn: Connection, what: str, method, *args, **kwargs) -> tuple
         response = box.get("response")
         if response is not None:
             response.shutdown()
-        raise FetchError(f"{what} on {conn.host}: no complete answer within {limit:.3g} s ({which})")
+        raise FetchError(f"{what} on {conn.host}: no complete answer {which}")
     exc = box.get("error")
     if isinstance(exc, ApiException):
         hint = {
@@ -350,7 +360,7 @@ def _endpoint(response: Any) -> str:
     return urlsplit(path).path or path
 
 
-def get_json(conn: Connection, what: str, method, *args, **kwargs) -> Any:
+def get_json(conn: Connection, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call one generated API method, return the decoded body; errors become one-line FetchErrors
     naming the host, the endpoint and what came back (an HTML login page, cut JSON...)."""
     data, response = request_bytes(conn, what, method, *args, **kwargs)
@@ -365,7 +375,7 @@ def get_json(conn: Connection, what: str, method, *args, **kwargs) -> Any:
         ) from None
 
 
-def list_all(conn: Connection, what: str, method, **filters) -> list[dict]:
+def list_all(conn: Connection, what: str, method: Callable[..., Any], **filters: Any) -> list[dict]:
     """Every page of a paginated list endpoint.
 
     Guards against a server whose paging never ends: the list stops once ``count`` items are read;
@@ -386,7 +396,7 @@ def list_all(conn: Connection, what: str, method, **filters) -> list[dict]:
         results += body["results"]
         if not nxt or (isinstance(count, int) and len(results) >= count):
             return results
-        if nxt in seen or not body["results"] or (pages is not None and page >= pages):
+        if not isinstance(nxt, str) or nxt in seen or not body["results"] or (pages and page >= pages):
             raise FetchError(
                 f"{what} on {conn.host}: paging does not end (page {page} of {pages} by count {count} "
                 f"points on to {redact_url(str(nxt))[:120]})"
@@ -455,12 +465,55 @@ def frames_table(job: dict, meta: dict) -> pd.DataFrame:
     return table[keep].reset_index(drop=True)
 
 
-def _attr_values(attributes: list[dict], label: Label | None) -> dict[str, str]:
+def _attr_values(attributes: list[dict], label: Label | None) -> dict[str, Any]:
     if label is None:
         return {}
-    return {
-        label.attributes[a["spec_id"]][0]: a["value"] for a in attributes if a["spec_id"] in label.attributes
-    }
+    known = label.attributes
+    return {known[a["spec_id"]][0]: a.get("value") for a in attributes if a.get("spec_id") in known}
+
+
+def attribute_drops(annotations: dict, labels: dict[int, Label]) -> Counter:
+    """Attribute entries no value can be read from, by reason: ``attribute_without_spec_id`` and
+    ``unknown_spec_id`` (not an attribute of the shape's label); ``unknown_label_id`` counts shapes
+    and tracks whose label the job does not list."""
+    drops: Counter = Counter()
+    for item in [*annotations.get("shapes", []), *annotations.get("tracks", [])]:
+        label = labels.get(item.get("label_id"))
+        if label is None:
+            drops["unknown_label_id"] += 1
+            continue
+        entries = list(item.get("attributes") or [])
+        entries += [a for key in item.get("shapes") or [] for a in key.get("attributes") or []]
+        for a in entries:
+            if "spec_id" not in a:
+                drops["attribute_without_spec_id"] += 1
+            elif a["spec_id"] not in label.attributes:
+                drops["unknown_spec_id"] += 1
+    return +drops
+
+
+def keyframes_in_job(annotations: dict, start: int, stop: int) -> tuple[dict, Counter]:
+    """``annotations`` without track keyframes outside the job's frames (CVAT splits tracks per job,
+    so only a broken server sends them; expanding one at frame -10**20 would never end), counted."""
+    tracks, outside = [], 0
+    for track in annotations.get("tracks", []):
+        keys = [k for k in track.get("shapes", []) if start <= int(k["frame"]) <= stop]
+        outside += len(track.get("shapes", [])) - len(keys)
+        tracks.append({**track, "shapes": keys})
+    return {**annotations, "tracks": tracks}, +Counter({"track_keyframe_outside_job": outside})
+
+
+def drop_off_job(shapes: pd.DataFrame, frames: pd.DataFrame, job: dict) -> tuple[pd.DataFrame, Counter]:
+    """Keep shapes on the job's live frames; count the others (CVAT accepts, returns and then ignores
+    shapes outside the job's frame range; shapes on deleted frames are not evaluated either)."""
+    start = int(job.get("start_frame", 0))
+    stop = int(job.get("stop_frame", frames["frame"].max() if len(frames) else 0))
+    in_range = shapes["frame"].between(start, stop)
+    live = shapes["frame"].isin(frames.loc[~frames["deleted"], "frame"])
+    skipped = Counter(
+        {"outside_job_frames": int((~in_range).sum()), "on_deleted_frames": int((in_range & ~live).sum())}
+    )
+    return shapes[live].reset_index(drop=True), +skipped
 
 
 def _angle_diff(right: float, left: float) -> float:
@@ -603,43 +656,52 @@ def shapes_table(
     return table.reset_index(drop=True), +skipped, has_score
 
 
-def drop_off_job(shapes: pd.DataFrame, frames: pd.DataFrame, job: dict) -> tuple[pd.DataFrame, Counter]:
-    """Keep shapes on the job's live frames; count the others (CVAT accepts, returns and then ignores
-    shapes outside the job's frame range; shapes on deleted frames are not evaluated either)."""
-    in_range = shapes["frame"].between(int(job["start_frame"]), int(job["stop_frame"]))
-    live = shapes["frame"].isin(frames.loc[~frames["deleted"], "frame"])
-    skipped = Counter(
-        {"outside_job_frames": int((~in_range).sum()), "on_deleted_frames": int((in_range & ~live).sum())}
-    )
-    return shapes[live].reset_index(drop=True), +skipped
-
-
 def fetch_job(conn: Connection, job_id: int) -> JobData:
-    """Job, labels, frame meta and annotations of one job; shapes off its live frames counted and dropped."""
+    """Job, labels, frame meta and annotations of one job (see :func:`job_tables`)."""
     api = conn.api_client
     job = get_json(conn, f"job {job_id}", api.jobs_api.retrieve, job_id)
-    labels = parse_labels(list_all(conn, f"labels of job {job_id}", api.labels_api.list, job_id=job_id))
+    labels = list_all(conn, f"labels of job {job_id}", api.labels_api.list, job_id=job_id)
     meta = get_json(conn, f"frame meta of job {job_id}", api.jobs_api.retrieve_data_meta, job_id)
     annotations = get_json(conn, f"annotations of job {job_id}", api.jobs_api.retrieve_annotations, job_id)
-    frames = frames_table(job, meta)
-    shapes, skipped, has_score = shapes_table(annotations, labels, int(job["stop_frame"]))
-    shapes, off = drop_off_job(shapes, frames, job)
-    return JobData(
-        host=conn.host,
-        job_id=job_id,
-        task_id=job.get("task_id"),
-        project_id=job.get("project_id"),
-        job_updated_date=job.get("updated_date", ""),
-        job_type=job.get("type", "annotation"),
-        frames=frames,
-        labels=labels,
-        shapes=shapes,
-        skipped=skipped + off,
-        has_score=has_score,
-        original_chunk_type=str(job.get("data_original_chunk_type") or ""),
-        chunks_updated_date=str(meta.get("chunks_updated_date") or ""),
-        state=job_state(meta),
-    )
+    return job_tables(conn.host, job_id, job, labels, meta, annotations)
+
+
+def job_tables(host: str, job_id: int, job: Any, labels: list, meta: Any, annotations: Any) -> JobData:
+    """The tables of one job from its API bodies; shapes off its live frames are counted and dropped.
+
+    A body of another shape than CVAT's (a field missing, a list where an object belongs) is a
+    one-line FetchError naming the job and the host, never a KeyError from deep inside.
+    """
+    try:
+        label_table = parse_labels(labels)
+        frames = frames_table(job, meta)
+        stop = int(job["stop_frame"])
+        start = int(job["start_frame"])
+        if not 0 <= stop - start <= MAX_JOB_FRAMES:
+            raise FetchError(f"job {job_id} on {host}: frames {start}-{stop} are not a job's frame range")
+        annotations, outside = keyframes_in_job(annotations, start, stop)
+        shapes, skipped, has_score = shapes_table(annotations, label_table, stop)
+        shapes, off = drop_off_job(shapes, frames, job)
+        dropped = attribute_drops(annotations, label_table) + off + outside
+        return JobData(
+            host=host,
+            job_id=job_id,
+            task_id=job.get("task_id"),
+            project_id=job.get("project_id"),
+            job_updated_date=job.get("updated_date", ""),
+            job_type=job.get("type", "annotation"),
+            frames=frames,
+            labels=label_table,
+            shapes=shapes,
+            skipped=skipped,
+            has_score=has_score,
+            dropped=dropped,
+            original_chunk_type=str(job.get("data_original_chunk_type") or ""),
+            chunks_updated_date=str(meta.get("chunks_updated_date") or ""),
+            state=job_state(meta),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
+        raise FetchError(f"job {job_id} on {host}: unexpected answer from CVAT ({_one_line(exc)})") from None
 
 
 def job_state(meta: dict) -> str:

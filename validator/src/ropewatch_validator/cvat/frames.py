@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from ropewatch_core.files import atomic_write
-from ropewatch_validator.cvat.fetch import Connection, request_bytes
+from ropewatch_validator.cvat.fetch import Connection, JobData, request_bytes
 
 FetchFrame = Callable[[int], bytes]
 COLUMNS = ("frame", "sha256", "pixel_sha256", "width", "height", "bytes", "error")
@@ -112,7 +112,7 @@ def cached_frames(
     return get
 
 
-def job_frame_fetcher(conn: Connection, job, cache_dir: Path | None) -> FetchFrame:
+def job_frame_fetcher(conn: Connection, job: JobData, cache_dir: Path | None) -> FetchFrame:
     """The frames of a fetched job (``fetch.Job``) through the disk cache: the one fetcher for the
     ``--logs`` crops and report.html's thumbnails, so a frame is downloaded once."""
     return cached_frames(

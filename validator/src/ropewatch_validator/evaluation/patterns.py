@@ -12,6 +12,8 @@ reached by a localization error is not counted again as missed (``covered_by_loc
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -37,9 +39,8 @@ def classify(pred: pd.DataFrame, ref: pd.DataFrame, settings: Settings) -> tuple
     a = settings.attribute
     matched = pred["match"].to_numpy() >= 0
     pv = pred[a].to_numpy(object)
-    rv_of_pred = np.where(
-        matched, ref[a].to_numpy(object)[np.where(matched, pred["match"], 0)] if len(ref) else None, None
-    )
+    rv_of_pred = np.full(len(pred), None, dtype=object)
+    rv_of_pred[matched] = ref[a].to_numpy(object)[pred["match"].to_numpy()[matched]]
     best_taken = np.zeros(len(pred), dtype=bool)
     if len(ref):
         best_taken = (pred["best"].to_numpy() >= 0) & (
@@ -53,7 +54,7 @@ def classify(pred: pd.DataFrame, ref: pd.DataFrame, settings: Settings) -> tuple
             (pred["best_iou"].to_numpy() >= settings.iou) & best_taken,
             pred["best_iou"].to_numpy() >= settings.low_iou,
         ],
-        [*(name for name, _, _ in flips), "tp", "duplicate", "localization"],
+        np.array([*(name for name, _, _ in flips), "tp", "duplicate", "localization"]),
         "background",
     )
     localized = set(pred.loc[p_type == "localization", "best"].tolist())
@@ -125,7 +126,7 @@ def object_table(
 
 def breakdowns(obj: pd.DataFrame) -> dict:
     """Recall (references) and precision (predictions) per size, aspect ratio and occlusion bucket."""
-    out = {}
+    out: dict[str, Any] = {}
     for dim in ("size", "aspect", "occluded"):
         rows = []
         for bucket, g in obj.groupby(dim, sort=True):

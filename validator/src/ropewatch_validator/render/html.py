@@ -19,6 +19,19 @@ from ropewatch_validator.render.model import Report
 from ropewatch_validator.render.thumbs import Thumbnail, region
 
 MAX_OBJECT_ROWS = 5000  # the per-object table; every row is in report.json
+# what the table shows of a row; a report whose rows lack some of them shows "–" there
+TABLE_FIELDS = (
+    "frame",
+    "role",
+    "error",
+    "source",
+    "iou",
+    "best_iou",
+    "score",
+    "size",
+    "shape_id",
+    "track_id",
+)
 
 
 @cache
@@ -124,13 +137,17 @@ def frame_views(report: Report, thumbnails: Mapping[int, Thumbnail] | None) -> l
         thumb = (thumbnails or {}).get(w.frame)
         box_region = thumb.region if thumb else region(o.box for o in w.objects)
         boxes = []
+        middle = (box_region[0] + box_region[2]) / 2
         for o in w.objects:
             p = probs.get((w.frame, o.shape_id)) if o.shape_id is not None else None
+            right = (o.box[0] + o.box[2]) / 2 > middle  # a caption grows towards the region's centre
             boxes.append(
                 {
                     "role": o.role,
                     "error": o.error,
                     "box": o.box,
+                    "text_x": o.box[2] if right else o.box[0],
+                    "anchor": "end" if right else "start",
                     "caption": o.error + (f" · P(correct) {p:.2f}" if p is not None else ""),
                     "url": links.job_url(src.host, src.task, src.job, w.frame, shape_id=o.shape_id),
                 }
@@ -167,7 +184,7 @@ def object_table(report: Report, limit: int = MAX_OBJECT_ROWS) -> dict:
             shape_id=r.get("shape_id"),
             track_id=r.get("track_id"),
         )
-        shown.append({**r, "value": r.get(attribute), "url": url})
+        shown.append({**dict.fromkeys(TABLE_FIELDS), **r, "value": r.get(attribute), "url": url})
     return {
         "rows": shown,
         "total": len(rows),

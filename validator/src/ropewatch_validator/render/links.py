@@ -11,11 +11,14 @@ origin as the API, so the links start with the report's ``source.host``.
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 
 def _base(host: str) -> str:
-    return str(host).rstrip("/")
+    """The host URL without a trailing slash and without any user:password part (never shown)."""
+    parts = urlsplit(str(host).rstrip("/"))
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def job_url(

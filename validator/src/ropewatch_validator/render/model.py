@@ -35,9 +35,10 @@ Ratio = Annotated[float | None, BeforeValidator(_finite)]
 
 
 class Part(BaseModel):
-    """A fixed block of report.json: unknown keys are an error, so the schema says exactly what is there."""
+    """A fixed block of report.json: unknown keys are an error, so the schema says exactly what is there;
+    assignments are validated too, so a NaN set later still becomes None."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class Source(Part):
@@ -83,6 +84,8 @@ class Counts(Part):
     references: int
     semi_auto: int
     skipped_shapes: dict[str, int]
+    # objects, values and attribute entries left out of a metric, by reason (see the README)
+    dropped: dict[str, int] = Field(default_factory=dict)
 
 
 class Detection(Part):
@@ -122,7 +125,7 @@ class Errors(BaseModel):
     """Error counts by type; the attribute flips are keys ``flip_<reference value>_to_<predicted value>``,
     one per ordered pair of the vocabulary, so their names follow ``settings.values``."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
     __pydantic_extra__: dict[str, int] = Field(init=False)
 
     missed: int
@@ -247,6 +250,7 @@ class Trace(Part):
     scores: Scores
     objects: list[dict[str, Any]]
     mistakes: list[dict[str, Any]] = Field(default_factory=list)
+    stages: dict[str, Any] | None = None  # the fast-filter cascade per stage (trace.stages); None without one
 
 
 class Report(Part):
@@ -267,6 +271,7 @@ class Report(Part):
     objects: ObjectRows
     pr_curve: PRCurve | None = None
     trace: Trace | None = None
+    warnings: list[str] = Field(default_factory=list)  # what the summary and stderr say loudly
 
     # -- derived figures: the ones history columns and alert rules share --------------------------
     def dangerous_flips(self) -> int:
@@ -297,13 +302,19 @@ class Report(Part):
         return self.model_dump_json(exclude={"trace"} if self.trace is None else None)
 
     def summary(self) -> dict[str, Any]:
-        """The report without its per-object tables (:data:`PER_OBJECT`): what history keeps."""
-        data = json.loads(self.to_json())
-        data["objects"] = {"columns": data["objects"]["columns"], "rows": []}
-        if data.get("trace"):
-            data["trace"]["objects"] = []
-            data["trace"]["scores"] = {"logit": [], "p_correct": [], "y": []}
-            data["trace"]["mistakes"] = []
+        """The report without its per-object tables (:data:`PER_OBJECT`; empty, not absent, so the
+        summary is still a valid report): what history keeps."""
+        trace = {"objects", "scores", "mistakes"}
+        data = self.model_dump(mode="json", exclude={"objects": {"rows"}, "trace": trace})
+        data["objects"]["rows"] = []
+        if self.trace is None:
+            del data["trace"]
+        else:
+            data["trace"] |= {
+                "objects": [],
+                "scores": {"logit": [], "p_correct": [], "y": []},
+                "mistakes": [],
+            }
         return data
 
     @classmethod

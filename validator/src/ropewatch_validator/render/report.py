@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -22,6 +23,9 @@ from ropewatch_validator.evaluation.match import Settings
 from ropewatch_validator.render import html, trace_html
 from ropewatch_validator.render.model import SCHEMA_VERSION, ObjectRows, Report
 from ropewatch_validator.render.thumbs import Thumbnail
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 FORMATS = ("json", "md", "html")
 OBJECT_FIELDS = (
@@ -68,6 +72,7 @@ def build(
     pred: pd.DataFrame,
     ref: pd.DataFrame,
     skipped: dict,
+    dropped: dict | None = None,
     model_version: str | None = None,
 ) -> Report:
     """Every number of the report from matched tables (``ropewatch_validator.evaluation.match.match`` output).
@@ -94,6 +99,7 @@ def build(
                 "references": len(ref),
                 "semi_auto": int(pred["source"].isin(settings.edited_sources).sum()),
                 "skipped_shapes": {str(k): int(v) for k, v in skipped.items()},
+                "dropped": {str(k): int(v) for k, v in (dropped or {}).items() if v},
             },
             "detection": det,
             "attribute": measure.attribute(pred, ref, settings.attribute, settings.values),
@@ -106,10 +112,29 @@ def build(
         }
     )
     report.objects = object_rows(obj, settings.attribute)
+    report.warnings = warnings(report)
     return report
 
 
-def _fmt(v) -> str:
+def warnings(report: Report) -> list[str]:
+    """What must not go unnoticed: data left out, and attribute metrics that are null for want of values."""
+    out = []
+    left_out = report.counts.dropped
+    if left_out:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(left_out.items()))
+        out.append(f"{sum(left_out.values())} left out of the metrics: {reasons}")
+    att = report.attribute
+    if sum(att.row_totals) == 0:
+        pairs = report.detection.tp
+        out.append(
+            f"no matched pair has a {att.name} value ({pairs} matched, {att.pairs_without_value} without a "
+            f"value): the confusion matrix is empty and every {att.name} metric is null; alert rules on "
+            "them fire only with fire_on_null"
+        )
+    return out
+
+
+def _fmt(v: object) -> str:
     return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
@@ -264,7 +289,7 @@ def _umask() -> int:
     return mask
 
 
-def print_summary(report: Report, console=None) -> None:
+def print_summary(report: Report, console: Console | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -274,6 +299,8 @@ def print_summary(report: Report, console=None) -> None:
         f"[bold]job {src.job}[/] (task {src.task}) on {src.host} · "
         f"reference {src.reference_mode} · model {report.model_version or 'unknown'}"
     )
+    for warning in report.warnings:
+        console.print(f"[bold yellow]warning:[/] {warning}")
     t = Table("TP", "FP", "FN", "precision", "recall", "F1", "AP", title=f"{report.settings.label} detection")
     t.add_row(*(_fmt(v) for v in (det.tp, det.fp, det.fn, det.precision, det.recall, det.f1, det.ap)))
     console.print(t)

@@ -6,7 +6,7 @@ count. The templates draw what :func:`line_chart` computes (``templates/_macros.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 PALETTE = ("#c0392b", "#2471a3", "#7d3c98", "#1e8449", "#b9770e")
@@ -44,7 +44,7 @@ class Chart:
     x_ticks: list[tuple[float, str]] = field(default_factory=list)
 
 
-def _scale(lo: float, hi: float, top: float, height: float):
+def _scale(lo: float, hi: float, top: float, height: float) -> Callable[[float], float]:
     span = (hi - lo) or 1.0
     return lambda v: top + height - (v - lo) / span * height
 
@@ -61,11 +61,11 @@ def line_chart(
     """Geometry of a chart: ``series`` are (name, values, baseline (low, median, high) or None); a
     None value leaves no point. ``x_values`` (0..1) places points; by default they are evenly spaced
     in the order of ``xs``, labelled by it."""
-    left, top, right, bottom = 44, 10, 10, 28
+    left, top, right, bottom = 44, 10, 28, 28
     pw, ph = width - left - right, height - top - bottom
     values = [v for _, vs, _ in series for v in vs if v is not None]
     values += [b for _, _, band in series if band for b in (band[0], band[2])]
-    lo, hi = y_range or ((min(values), max(values)) if values else (0.0, 1.0))
+    lo, hi = y_range or ((min(0.0, *values), max(values) * 1.1) if values else (0.0, 1.0))
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5, hi + 0.5
     y = _scale(lo, hi, top, ph)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ropewatch_validator.render.model import WorstFrame
 
 MAX_SIDE = 360
+ASPECT = 340 / 240  # width / height of a worst-frame picture on the page
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,14 @@ def region(
     x2, y2 = max(b[2] for b in boxes), max(b[3] for b in boxes)
     mx, my = margin * max(x2 - x1, 16.0), margin * max(y2 - y1, 16.0)
     x1, y1, x2, y2 = x1 - mx, y1 - my, x2 + mx, y2 + my
+    # the page's picture shape (ASPECT), so the frame fills it and captions have room beside the boxes
+    cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
+    w, h = max(w, h * ASPECT), max(h, w / ASPECT)
+    if size is not None:
+        w, h = min(w, float(size[0])), min(h, float(size[1]))
+        cx = min(max(cx, w / 2), size[0] - w / 2)
+        cy = min(max(cy, h / 2), size[1] - h / 2)
+    x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
     if size is not None:
         w, h = size
         x1, y1, x2, y2 = max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)

@@ -31,8 +31,8 @@ def figures(trace: dict) -> dict[str, str]:
                 (c, a) for c, a in zip(rel["confidence"], rel["accuracy"]) if c is not None and a is not None
             ]
             ax.plot([c for c, _ in pts], [a for _, a in pts], marker="o", ms=3, label=name)
-        ax.set_xlabel("confidence (top-label)"), ax.set_ylabel("accuracy"), ax.set_xlim(0.45, 1.01)
-        ax.set_ylim(0, 1.02), ax.legend(fontsize=6)
+        ax.set(xlabel="confidence (top-label)", ylabel="accuracy", xlim=(0.45, 1.01), ylim=(0, 1.02))
+        ax.legend(fontsize=6)
         figs["reliability diagram, before/after temperature scaling"] = png_base64(fig)
     if cal and cal.get("pr"):
         fig, ax = plt.subplots(figsize=(3.8, 3.2))
@@ -43,7 +43,7 @@ def figures(trace: dict) -> dict[str, str]:
                 drawstyle="steps-post",
                 label=f"{cls}: AP {curve['ap']:.3f}",
             )
-        ax.set_xlabel("recall"), ax.set_ylabel("precision"), ax.set_xlim(0, 1), ax.set_ylim(0, 1.02)
+        ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
         ax.legend(fontsize=7)
         figs["precision/recall of correct and wrong (logged P(correct))"] = png_base64(fig)
     plt.close("all")

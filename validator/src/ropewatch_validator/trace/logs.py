@@ -5,7 +5,9 @@ output of ``docker logs`` / ``nuctl`` / Kubernetes. A line is taken when it is a
 when it carries a prefix (a timestamp, a container name, Nuclio's ``(I) processor``) followed by a
 JSON object that has an ``event`` key — the object is parsed from the first ``{``, so a prefix can
 never change the record. Everything else is counted as skipped, never silently dropped. Only
-``event == "inference"`` records become rows; ``request_failed`` records are counted.
+``event == "inference"`` records become rows; ``request_failed`` records are counted. One bad record
+(a field of the wrong type, a timestamp that is not ISO 8601, JSON nested too deep to parse) is
+rejected alone: counted as ``malformed`` with its place and reason in ``malformed_examples``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import sys
 from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
 
@@ -59,6 +62,9 @@ DETECTION_COLUMNS = (
     "p_correct",
     "logit",
     "detector_score",
+    "stage",
+    "p_filter",
+    "shadow_value",
 )
 
 
@@ -87,6 +93,10 @@ class LogData:
     stats: LogStats
 
 
+class MalformedLine(ValueError):
+    """A line that is a JSON record but cannot be read (nested deeper than the parser's limit)."""
+
+
 def parse_line(line: str) -> dict | None:
     """The JSON record on ``line``, or None when the line holds none."""
     text = line.strip()
@@ -97,6 +107,8 @@ def parse_line(line: str) -> dict | None:
         obj = json.loads(text[start:])
     except ValueError:
         return None
+    except RecursionError:
+        raise MalformedLine("JSON nested too deep to read") from None
     if not isinstance(obj, dict) or (start > 0 and "event" not in obj):
         return None
     return obj
@@ -125,7 +137,12 @@ def read_logs(
     for source, lines in _open_all(paths, stdin):
         for lineno, line in enumerate(lines, 1):
             stats.lines += 1
-            rec = parse_line(line)
+            try:
+                rec = parse_line(line)
+            except MalformedLine as exc:
+                stats.records += 1
+                _malformed(stats, source, lineno, exc)
+                continue
             if rec is None:
                 stats.skipped += 1
                 continue
@@ -141,20 +158,57 @@ def read_logs(
                 try:
                     _append(rec, source, lineno, req, det)
                     stats.inference += 1
-                except (KeyError, TypeError, ValueError, IndexError) as exc:
-                    stats.malformed += 1
-                    if len(stats.malformed_examples) < 10:
-                        stats.malformed_examples.append(f"{source}:{lineno}: {type(exc).__name__}: {exc}")
+                except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
+                    _malformed(stats, source, lineno, exc)
     requests = pd.DataFrame(req)
     detections = pd.DataFrame(det)
     for frame in (requests, detections):
-        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
     return LogData(requests=requests, detections=detections, stats=stats)
+
+
+def _malformed(stats: LogStats, source: str, lineno: int, exc: Exception) -> None:
+    stats.malformed += 1
+    if len(stats.malformed_examples) < 10:
+        text = str(exc).splitlines()[0][:200] if str(exc) else ""
+        stats.malformed_examples.append(f"{source}:{lineno}: {type(exc).__name__}: {text}")
 
 
 def _wanted(rec: dict, keys: Set[str]) -> bool:
     img = rec.get("image")
-    return isinstance(img, dict) and (img.get("sha256") in keys or img.get("pixel_sha256") in keys)
+    return isinstance(img, dict) and any(
+        isinstance(img.get(k), str) and img[k] in keys for k in ("sha256", "pixel_sha256")
+    )
+
+
+def _text(value: object, name: str, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _timestamp(value: object) -> datetime:
+    """An ISO 8601 time (``Z`` or an offset; naive = UTC), as the function's logger writes it."""
+    text = _text(value, "timestamp")
+    try:
+        when = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"timestamp {str(text)[:40]!r} is not ISO 8601") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _cascade_fields(d: dict) -> dict:
+    """Which stage decided (``expert`` in records from before the cascade), the filter's P and the
+    expert's shadow answer (NaN / None when absent)."""
+    shadow = d.get("shadow")
+    p_filter = d.get("p_filter")
+    return {
+        "stage": _text(d.get("stage", "expert"), "stage"),
+        "p_filter": float("nan") if p_filter is None else float(p_filter),
+        "shadow_value": None if shadow is None else _text(shadow["value"], "shadow.value"),
+    }
 
 
 def _append(rec: dict, source: str, lineno: int, req: dict[str, list], det: dict[str, list]) -> None:
@@ -162,12 +216,12 @@ def _append(rec: dict, source: str, lineno: int, req: dict[str, list], det: dict
     img = rec["image"]
     head = {
         "request_id": str(rec["request_id"]),
-        "timestamp": str(rec["timestamp"]),
-        "sha256": str(img["sha256"]),
-        "pixel_sha256": img.get("pixel_sha256"),
+        "timestamp": _timestamp(rec["timestamp"]),
+        "sha256": _text(img["sha256"], "image.sha256"),
+        "pixel_sha256": _text(img.get("pixel_sha256"), "image.pixel_sha256", optional=True),
         "width": int(img["width"]),
         "height": int(img["height"]),
-        "model_version": rec.get("model_version"),
+        "model_version": _text(rec.get("model_version"), "model_version", optional=True),
         "thr": float(rec["thr"]),
         "temperature": float(rec.get("temperature", 1.0) or 1.0),
     }
@@ -183,18 +237,21 @@ def _append(rec: dict, source: str, lineno: int, req: dict[str, list], det: dict
                 "y1": y1,
                 "x2": x2,
                 "y2": y2,
-                "label": d.get("label"),
-                ATTRIBUTE: d[ATTRIBUTE],
+                "label": _text(d.get("label"), "label", optional=True),
+                ATTRIBUTE: _text(d[ATTRIBUTE], ATTRIBUTE),
                 "p_correct": float(d["p_correct"]),
                 "logit": float(d["logit"]),
                 "detector_score": float("nan") if score is None else float(score),
+                **_cascade_fields(d),
             }
         )
     extra = {
-        "model_sha256": rec.get("model_sha256"),
-        "worker_id": rec.get("worker_id"),
+        "model_sha256": _text(rec.get("model_sha256"), "model_sha256", optional=True),
+        "worker_id": None if rec.get("worker_id") is None else str(rec["worker_id"]),
         "boxes_given": bool(rec.get("boxes_given", False)),
-        "detector_threshold": rec.get("detector_threshold"),
+        "detector_threshold": None
+        if rec.get("detector_threshold") is None
+        else float(rec["detector_threshold"]),
         "n_detections": len(rows),
         "source_file": source,
         "line": lineno,
