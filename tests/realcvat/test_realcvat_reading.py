@@ -204,7 +204,10 @@ def test_step_two_task_deleted_frame_and_shape_outside_the_job(real_cvat, valida
     # frames 3, 4, 5; frame 4 deleted -> 2 evaluated, one pair each
     assert (counts["frames"], counts["frames_evaluated"], counts["frames_deleted"]) == (3, 2, 1)
     assert (counts["predictions"], counts["references"], rep["detection"]["tp"]) == (2, 2, 2)
-    assert counts["skipped_shapes"] == {"outside_job_frames": 1, "on_deleted_frames": 2}
+    assert counts["skipped_shapes"] == {} and counts["dropped"] == {
+        "outside_job_frames": 1,
+        "on_deleted_frames": 2,
+    }
     assert sorted(set(objects_frame(Report.model_validate(rep))["frame"])) == [3, 5]
 
 

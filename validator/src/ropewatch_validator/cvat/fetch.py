@@ -443,9 +443,7 @@ def frames_table(job: dict, meta: dict) -> pd.DataFrame:
         names = [f"frame_{d:06d}" for d in data]  # CVAT's dataset item names for video frames
         widths, heights = [first.get("width") or 0] * len(frames), [first.get("height") or 0] * len(frames)
     elif len(entries) != len(frames):
-        raise FetchError(
-            f"job {job.get('id')}: data/meta lists {len(entries)} frames for frames {start}-{stop}"
-        )
+        raise ValueError(f"data/meta lists {len(entries)} frames for frames {start}-{stop}")
     else:
         names = [e.get("name") for e in entries]
         widths, heights = [e.get("width") or 0 for e in entries], [e.get("height") or 0 for e in entries]

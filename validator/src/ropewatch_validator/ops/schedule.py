@@ -156,7 +156,9 @@ def _validate_and_store(
     if staged:
         staged.finish()
     names = [a["rule"] for a in fired]
-    detail = "stored" if created else "job state stored before; only alerts it had not fired were queued"
+    detail = (
+        "stored" if created else "this job state was stored before; alerts it fired then not queued again"
+    )
     return JobOutcome(ref.job_id, "alert" if fired else "ok", detail, names)
 
 

@@ -110,10 +110,10 @@ def read_annotations(body: dict, labels: list[dict]) -> dict:
     out = copy.deepcopy(body)
 
     def fill(attributes: list[dict], defaults: list[dict]) -> list[dict]:
-        have = {a["spec_id"] for a in attributes}
+        have = {a.get("spec_id") for a in attributes}
         return attributes + [dict(d) for d in defaults if d["spec_id"] not in have]
 
-    def defaults(label_id: int, mutable: bool | None) -> list[dict]:
+    def defaults(label_id: int | None, mutable: bool | None) -> list[dict]:
         return [
             {"spec_id": a["id"], "value": a["default_value"]}
             for a in specs.get(label_id, [])
@@ -121,10 +121,10 @@ def read_annotations(body: dict, labels: list[dict]) -> dict:
         ]
 
     for shape in out.get("shapes", []):
-        shape["attributes"] = fill(shape.get("attributes", []), defaults(shape["label_id"], None))
+        shape["attributes"] = fill(shape.get("attributes", []), defaults(shape.get("label_id"), None))
     for track in out.get("tracks", []):
-        track["attributes"] = fill(track.get("attributes", []), defaults(track["label_id"], False))
-        previous = defaults(track["label_id"], True)
+        track["attributes"] = fill(track.get("attributes", []), defaults(track.get("label_id"), False))
+        previous = defaults(track.get("label_id"), True)
         for shape in sorted(track.get("shapes", []), key=lambda s: s["frame"]):
             shape["attributes"] = fill(shape.get("attributes", []), previous)
             previous = shape["attributes"]

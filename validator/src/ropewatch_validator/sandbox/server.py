@@ -68,6 +68,7 @@ class CvatState:
     annotations: dict[int, dict] = field(default_factory=dict)
     meta: dict[int, dict] = field(default_factory=dict)
     layouts: dict[int, dict] = field(default_factory=dict)  # job -> validation_layout (honeypots)
+    fill_defaults: bool = True  # read annotations back as CVAT does (False: serve them exactly as stored)
     frames: dict[tuple[int, int], bytes] = field(default_factory=dict)
     token: str | None = None
     basic: tuple[str, str] | None = None
@@ -203,7 +204,8 @@ class _Handler(BaseHTTPRequestHandler):
             case ["jobs", jid, "annotations"]:
                 task = state.jobs[int(jid)]["task_id"]
                 labels = [lb for lb in state.labels if lb.get("task_id") in (task, None)]
-                self._json(200, read_annotations(state.annotations[int(jid)], labels))
+                body = state.annotations[int(jid)]
+                self._json(200, read_annotations(body, labels) if state.fill_defaults else body)
             case ["jobs", jid, "validation_layout"]:
                 empty = {"honeypot_count": 0, "honeypot_frames": [], "honeypot_real_frames": []}
                 self._json(200, state.layouts.get(int(jid), empty))
