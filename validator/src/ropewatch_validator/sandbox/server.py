@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -240,8 +241,6 @@ class _Server(ThreadingHTTPServer):
     def handle_error(self, request, client_address) -> None:
         """A client that hung up (its deadline shut the socket) is not the server's error: no traceback
         on stderr, which the tests read as validate-job's own output."""
-        import sys
-
         if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
             super().handle_error(request, client_address)
 
