@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 
 REPO = Path(__file__).resolve().parents[1]
 CVAT_DATA = Path(__file__).parent / "data" / "cvat"  # vendored CVAT schema + dumps (see its README)
@@ -14,6 +18,20 @@ CVAT_DATA = Path(__file__).parent / "data" / "cvat"  # vendored CVAT schema + du
 def _private_lock_dir(tmp_path, monkeypatch):
     """validate-job's per-job locks live in a per-test folder, never the user's."""
     monkeypatch.setenv("ROPEWATCH_LOCK_DIR", str(tmp_path / "locks"))
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp_path(tmp_path, monkeypatch):
+    """Each test runs in its own folder, so defaults relative to the working directory (validate-job's
+    ``.ropewatch/frames`` cache, ``ropewatch-demo/``...) never write into the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
+# Hypothesis keeps its example database and caches in .hypothesis/ under the directory pytest starts
+# in: a temporary folder instead, removed when the run ends.
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="ropewatch-hypothesis-")
+set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +49,8 @@ def cvat_assets() -> Path:
 # --- history / alerts / schedule (helper C) ---------------------------------------------------
 import glob  # noqa: E402
 import os  # noqa: E402
-import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
-import tempfile  # noqa: E402
 import uuid  # noqa: E402
 
 
