@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     cal = subparsers.add_parser("calibrate", help="fit the fast filter's temperature on validation crops")
     cal.add_argument("filter", type=Path, metavar="FILTER.pt")
