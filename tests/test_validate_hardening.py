@@ -293,3 +293,21 @@ def test_full_disk_while_writing_reports_leaves_no_temp_file(cvat, tmp_path, cap
     assert run(url, tmp_path, "101", "--quiet") == 2
     assert "No space left on device" in one_line(capsys)
     assert list((tmp_path / "out").iterdir()) == [] and stored_runs(tmp_path / "h.sqlite") == 0
+
+
+# -- --since last (item 8) ----------------------------------------------------------------------------
+
+
+def test_since_last_retries_a_job_whose_last_attempt_failed(cvat, tmp_path, capsys):
+    """Night 1: job 101 fails on a 503, job 102 is stored. Night 2 (`--since last`): 101 is tried again
+    (nothing of it is stored), 102 is skipped (its stored state is its listed one)."""
+    url, state = cvat
+    state.fail(503, count=1, path_contains="/api/jobs/101/annotations")
+    nightly = ("--task", "11", "--since", "last", "--retries", "0", "--quiet")
+    assert run(url, tmp_path, *nightly) == 2
+    assert "job 101: could not validate" in capsys.readouterr().err
+    assert stored_runs(tmp_path / "h.sqlite") == 1
+    assert run(url, tmp_path, *nightly) == 0
+    assert stored_runs(tmp_path / "h.sqlite") == 2
+    with sqlite3.connect(tmp_path / "h.sqlite") as conn:
+        assert [r[0] for r in conn.execute("select job_id from runs order by id")] == [102, 101]
