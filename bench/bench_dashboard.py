@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/bench_dashboard.py [--runs 10000] [--versions 5] [--repeat 5] [--db PATH]
 
-Six real reports are made first (validate-job on 20-frame generated jobs in the sandbox CVAT, so
-each stored report carries its per-object rows, as a real run's does); the store is then filled
+Six real reports are made first (validate-job on 20-frame generated jobs in the sandbox CVAT); the
+store is then filled
 through ``HistoryStore.record_run`` with copies of them under varied job ids, tasks, projects,
 model versions and job states, one alert on every 50th run queued for two webhooks (one delivered,
 one failed). Pages are fetched over real HTTP from uvicorn on loopback, after one warm-up request;

@@ -1,6 +1,6 @@
 """Benchmark: history store growth per 1,000 validated jobs, this release's layout beside release 0.1's.
 
-    .venv/bin/python bench/bench_history.py [--jobs 1000] [--frames 300] [--persons 4] [--db URL]
+    .venv/bin/python bench/bench_history.py [--jobs 1000] [--frames 300] [--persons 4] [--db URL --old-db URL]
 
 One real report is built from a generated job (default 300 frames, ~4 persons each, the size of a
 typical CVAT job) and stored ``--jobs`` times as different job states, through ``HistoryStore``
@@ -109,6 +109,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--persons", type=float, default=4.0)
     ap.add_argument("--db", help="a PostgreSQL URL (an empty database); default: SQLite files in a temp dir")
+    ap.add_argument("--old-db", help="with --db: a second empty PostgreSQL database for the 0.1 layout")
     args = ap.parse_args()
     report = one_report(args.frames, args.persons)
     full = len(report.to_json().encode())
@@ -117,8 +118,8 @@ def main() -> None:
         f"report.json {full / 1024:.1f} KiB"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        pg = args.db and args.db.startswith("postgres")
-        now_url, old_url = (args.db, args.db) if pg else (f"{tmp}/now.sqlite", f"{tmp}/old.sqlite")
+        pg = bool(args.db and args.db.startswith("postgres"))
+        now_url, old_url = (args.db, args.old_db) if pg else (f"{tmp}/now.sqlite", f"{tmp}/old.sqlite")
         now_path, old_path = (None, None) if pg else (Path(now_url), Path(old_url))
         per = 1000 / args.jobs
         grown, elapsed = store_current(now_url, now_path, report, args.jobs)
@@ -126,8 +127,7 @@ def main() -> None:
             f"this release: {grown * per / 2**20:8.2f} MiB per 1,000 jobs "
             f"({grown / args.jobs / 1024:.1f} KiB per run; {args.jobs / elapsed:.0f} runs/s stored)"
         )
-        if pg:
-            print("release 0.1 layout: run with the default SQLite, or on a second empty database")
+        if old_url is None:
             return
         old = store_0_1(old_url, old_path, report, args.jobs)
         print(

@@ -231,6 +231,16 @@ def test_serve_refuses_a_public_address_without_a_token_and_a_missing_store(
     assert main(["serve", "--db", str(db), "--host", "0.0.0.0", "--token-file", str(empty)]) == 2
     assert "is empty" in capsys.readouterr().err
     assert not Path(tmp_path / "none.sqlite").exists()  # serving never creates a store
+    import socket
+
+    with socket.socket() as taken:  # a port another process listens on
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--db", str(db), "--port", str(port)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"ropewatch serve: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
 
 
 def test_bad_query_parameters_get_one_line(site):

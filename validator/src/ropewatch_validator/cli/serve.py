@@ -50,6 +50,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound (taken, no such address), or None: one line instead of a
+    server that starts and dies. Bound the way uvicorn binds (SO_REUSEADDR), then released."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 def read_token(token_file: Path | None) -> str | None:
     """The token from ``--token-file`` (first line) or the environment; None when neither is set."""
     if token_file is not None:
@@ -78,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
             "--token-file, or pass --behind-proxy when a reverse proxy authenticates users",
             file=sys.stderr,
         )
+        return 2
+    problem = port_problem(args.host, args.port)
+    if problem:
+        print(f"ropewatch serve: cannot listen on {args.host}:{args.port}: {problem}", file=sys.stderr)
         return 2
     app = create_app(engine, token=token, baseline_runs=args.baseline_runs)
     shown = f"[{args.host}]" if ":" in args.host else args.host

