@@ -47,7 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from ropewatch_core.model.checkpoint import CheckpointError, demo_checkpoint, save_checkpoint, validate
+    from ropewatch_core.model.checkpoint import (
+        CheckpointError,
+        demo_checkpoint,
+        one_line,
+        save_checkpoint,
+        validate,
+    )
     from ropewatch_core.model.classifier import ModelConfig
 
     overrides = {}
@@ -60,10 +66,13 @@ def run_demo(args: argparse.Namespace) -> int:
             ModelConfig(**overrides), labels=tuple(args.labels), thr=args.thr, version=args.version
         )
         validate(checkpoint, str(args.output))  # never write a file the function would refuse
-    except (RuntimeError, CheckpointError) as exc:  # timm refuses an unknown backbone name
+        save_checkpoint(checkpoint, args.output)
+    except CheckpointError as exc:
         print(f"ropewatch checkpoint demo: {exc}", file=sys.stderr)
         return 2
-    save_checkpoint(checkpoint, args.output)
+    except (ValueError, RuntimeError, OSError) as exc:  # timm refuses a size or name; an unwritable path
+        print(f"ropewatch checkpoint demo: {args.output}: {one_line(exc)}", file=sys.stderr)
+        return 2
     print(
         f"{args.output}: untrained demo checkpoint ({checkpoint['config']['backbone_name']}, "
         f"img_size {checkpoint['config']['img_size']}, labels {checkpoint['labels']}, thr {checkpoint['thr']})"
