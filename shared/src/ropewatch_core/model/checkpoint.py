@@ -25,22 +25,15 @@ import torch
 
 from ropewatch_core.files import atomic_write_with
 from ropewatch_core.model.classifier import ModelConfig, RopeClassifier
+from ropewatch_core.records import one_line
 from ropewatch_core.spec import ATTRIBUTE_VALUES
 
 REQUIRED_KEYS = ("state_dict", "labels", "thr", "config")
 MAX_SIDE = 4096  # config.img_size bound: a 1280x720 model is the design point; 4096 px is ~16x its tokens
-MAX_MESSAGE = 300  # characters of a wrapped exception's text kept in a CheckpointError
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be served; the message (one line) names the file and the problem."""
-
-
-def one_line(exc: BaseException, limit: int = MAX_MESSAGE) -> str:
-    """``Type: text`` of an exception on one line, cut to ``limit`` characters (torch's are paragraphs)."""
-    text = " ".join(str(exc).split())
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @dataclass
@@ -111,7 +104,7 @@ def validate(raw: object, path: str, device: str = "cpu") -> tuple[ModelConfig, 
         _dry_run(model, config, len(raw["labels"]), lambda problem: _fail(path, problem))
     except CheckpointError:
         raise
-    except Exception as exc:  # noqa: BLE001 - every way a file can break is one line for the operator
+    except Exception as exc:  # every way a file can break is one line for the operator
         raise CheckpointError(f"checkpoint {path}: {one_line(exc)}") from None
     return config, model
 
@@ -217,13 +210,13 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, str]:
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Checkpoint:
-    """Load, validate and dry-run on ``device``; any problem raises one CheckpointError line naming ``path``."""
+    """Load, validate, dry-run on ``device``; any problem is one CheckpointError line naming ``path``."""
     path = str(path)
     raw, sha = read_checkpoint(path)
     config, model = validate(raw, path, device)
     try:
         return _checkpoint(path, sha, raw, config, model)
-    except Exception as exc:  # noqa: BLE001 - e.g. 'metrics' that is no mapping
+    except Exception as exc:  # e.g. metrics that is no mapping
         raise CheckpointError(f"checkpoint {path}: {one_line(exc)}") from None
 
 

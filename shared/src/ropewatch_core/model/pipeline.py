@@ -1,8 +1,9 @@
 """Predictor: frame bytes → persons → rope decision, with the checkpoint hot-swapped from disk.
 
 The checkpoint file is watched by (mtime, size); when either changes its sha256 is compared and a new
-file is loaded and validated before it replaces the served model. A file that fails validation is
-logged once and the previous model keeps serving, so a bad rollout never takes the function down.
+file is loaded and validated (dry forward pass included) before it replaces the served model. A file
+that fails is reported once and the previous model keeps serving, so a bad rollout never takes the
+function down. Given boxes are clipped to the frame; one with less than a pixel inside is refused.
 """
 
 from __future__ import annotations
@@ -16,15 +17,56 @@ import numpy as np
 import torch
 
 from ropewatch_core.decision import decide
-from ropewatch_core.image import MAX_PIXELS, Frame, load_frame
+from ropewatch_core.image import MAX_PIXELS, Frame, ImageError, load_frame
 from ropewatch_core.model.checkpoint import Checkpoint, CheckpointError, file_sha256, load_checkpoint
 from ropewatch_core.model.classifier import prepare
 from ropewatch_core.model.detector import PersonDetector
+from ropewatch_core.records import detection_fields, inference_fields, one_line
 from ropewatch_core.spec import ATTRIBUTE, PERSON_LABEL
+
+MIN_BOX = 1.0  # pixels: a given box must keep at least this width and height inside the frame
+MAX_ASPECT = 20  # the detector resizes the short side to 800 px and the long one to at most 1333 px;
+# a frame thinner than 1:20 (e.g. 1x4000) would shrink to zero pixels on its short side
 
 
 class DetectorUnavailable(RuntimeError):
     """A request without boxes reached a function deployed without DETECTOR_PATH."""
+
+
+class BoxError(ValueError):
+    """A given box with (almost) nothing inside the frame; the client's fault (400 ``bad_boxes``)."""
+
+    code = "bad_boxes"
+
+
+class ModelOutputError(RuntimeError):
+    """The model gave a non-finite logit: answered 500 rather than served or logged."""
+
+
+def clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Boxes clipped to the frame and rounded to 2 decimals (as logged and returned); BoxError names
+    the first box with less than MIN_BOX pixels of width or height left."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    out = np.round(
+        np.stack(
+            [
+                b[:, 0].clip(0, width),
+                b[:, 1].clip(0, height),
+                b[:, 2].clip(0, width),
+                b[:, 3].clip(0, height),
+            ],
+            axis=1,
+        ),
+        2,
+    )
+    small = np.flatnonzero((out[:, 2] - out[:, 0] < MIN_BOX) | (out[:, 3] - out[:, 1] < MIN_BOX))
+    if len(small):
+        i = int(small[0])
+        raise BoxError(
+            f"boxes[{i}] {b[i].round(2).tolist()} keeps less than {MIN_BOX:g} pixel of width or "
+            f"height inside the {width}x{height} frame"
+        )
+    return out
 
 
 @dataclass
@@ -36,14 +78,7 @@ class Detection:
     detector_score: float | None
 
     def log_fields(self) -> dict:
-        return {
-            "box": self.box,
-            "label": PERSON_LABEL,
-            ATTRIBUTE: self.value,
-            "p_correct": round(self.p_correct, 6),
-            "logit": round(self.logit, 6),
-            "detector_score": self.detector_score,
-        }
+        return detection_fields(self.box, self.value, self.p_correct, self.logit, self.detector_score)
 
     def cvat_shape(self) -> dict:
         """CVAT's detector item; confidence is the detector score (1 for given boxes)."""
@@ -64,6 +99,21 @@ class Result:
     detector_threshold: float
     boxes_given: bool
     timings_ms: dict = field(default_factory=dict)
+
+    def record_fields(self) -> dict:
+        """The ``inference`` record's fields (ropewatch_core.records), the same for both entry points."""
+        ckpt = self.checkpoint
+        return inference_fields(
+            model_version=ckpt.version,
+            model_sha256=ckpt.sha256,
+            thr=ckpt.thr,
+            temperature=ckpt.temperature,
+            image=self.frame.log_fields(),
+            detector_threshold=self.detector_threshold,
+            boxes_given=self.boxes_given,
+            detections=[d.log_fields() for d in self.detections],
+            timings_ms=self.timings_ms,
+        )
 
 
 def _ms(start: float) -> float:
@@ -105,11 +155,13 @@ class Predictor:
                 if file_sha256(self.model_path) != self.checkpoint.sha256:
                     self.checkpoint = load_checkpoint(self.model_path, self.device)
                 self._stat_key, self._rejected = key, None
-            except (CheckpointError, OSError) as exc:
+            except Exception as exc:  # whatever breaks, the served model stays and the file is tried once
                 self._rejected = key
                 if self.on_reload_error is not None:
                     self.on_reload_error(
-                        exc if isinstance(exc, CheckpointError) else CheckpointError(str(exc))
+                        exc
+                        if isinstance(exc, CheckpointError)
+                        else CheckpointError(f"checkpoint {self.model_path}: {one_line(exc)}")
                     )
             return self.checkpoint
 
@@ -121,6 +173,8 @@ class Predictor:
             return np.zeros(0), np.zeros(0), []
         image, rois = prepare(rgb, boxes, ckpt.config, self.device)
         logits = ckpt.model(image, rois).float().cpu().numpy()
+        if not np.isfinite(logits).all():
+            raise ModelOutputError(f"model {ckpt.version} gave a non-finite logit; nothing was served")
         return decide(logits, ckpt.labels, ckpt.thr, ckpt.temperature)
 
     def run(self, data: bytes, boxes: np.ndarray | None = None, threshold: float | None = None) -> Result:
@@ -136,11 +190,18 @@ class Predictor:
         if not given:
             if self.detector is None:
                 raise DetectorUnavailable("no person detector configured (DETECTOR_PATH); send 'boxes'")
+            if max(frame.width, frame.height) > MAX_ASPECT * min(frame.width, frame.height):
+                raise ImageError(
+                    "image_invalid",
+                    f"a {frame.width}x{frame.height} frame is too thin for the "
+                    f"person detector (sides at most {MAX_ASPECT}:1); send 'boxes'",
+                )
             boxes, scores = self.detector.detect(frame.rgb, thr_det)
             det_scores: list[float | None] = [round(float(s), 6) for s in scores]
+            boxes = np.round(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), 2)
         else:
             det_scores = [None] * len(boxes)
-        boxes = np.round(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), 2)
+            boxes = clip_boxes(boxes, frame.width, frame.height)
         timings["detect"] = _ms(t0)
         t0 = time.perf_counter()
         z, p, values = self.classify(ckpt, frame.rgb, boxes)

@@ -47,13 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from ropewatch_core.model.checkpoint import (
-        CheckpointError,
-        demo_checkpoint,
-        one_line,
-        save_checkpoint,
-        validate,
-    )
+    from ropewatch_core.model.checkpoint import CheckpointError, demo_checkpoint, save_checkpoint, validate
+    from ropewatch_core.records import one_line
     from ropewatch_core.model.classifier import ModelConfig
 
     overrides = {}

@@ -88,7 +88,10 @@ def call_handler(module, context, body: bytes | dict, headers: dict | None = Non
 
 
 def parse_records(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    """The records in captured function output, ``record_part`` lines joined (the core's one reader)."""
+    from ropewatch_core.records import RecordReader
+
+    return [rec for _, rec in RecordReader().read(text.splitlines())]
 
 
 def init_function(module, worker_id: str = "demo-0"):

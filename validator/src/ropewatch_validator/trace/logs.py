@@ -1,16 +1,15 @@
-"""Read the safety-rope function's JSON log records (see the README's function log record).
+"""Read the safety-rope function's JSON log records into frames (see the README's function log record).
 
 Input is what operators actually have: one or more files, or stdin (``-``), holding the raw
-output of ``docker logs`` / ``nuctl`` / Kubernetes. A line is taken when it is a JSON object, or
-when it carries a prefix (a timestamp, a container name, Nuclio's ``(I) processor``) followed by a
-JSON object that has an ``event`` key — the object is parsed from the first ``{``, so a prefix can
-never change the record. Everything else is counted as skipped, never silently dropped. Only
-``event == "inference"`` records become rows; ``request_failed`` records are counted.
+output of ``docker logs`` / ``kubectl logs`` / cvat-cli. Lines become records through the core's one
+reader (``ropewatch_core.records.RecordReader``: prefixes allowed, ``record_part`` lines joined) and
+inference records are checked by the core's contract (``check_inference``). Everything else is
+counted as skipped, never silently dropped. Only ``event == "inference"`` records become rows;
+``request_failed`` records are counted.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass, field
@@ -19,10 +18,9 @@ from typing import IO
 
 import pandas as pd
 
+from ropewatch_core.records import FAILED, INFERENCE, RecordError, RecordReader, check_inference
 from ropewatch_core.spec import ATTRIBUTE
 
-INFERENCE = "inference"
-FAILED = "request_failed"
 BOX = ("x1", "y1", "x2", "y2")
 REQUEST_COLUMNS = (
     "request_id",
@@ -69,6 +67,8 @@ class LogStats:
     lines: int = 0
     records: int = 0
     skipped: int = 0
+    parts_joined: int = 0  # records that arrived as record_part lines (longer than PIPE_BUF)
+    parts_incomplete: int = 0  # records of which some parts never came
     inference: int = 0
     failed: int = 0
     other_events: int = 0
@@ -85,21 +85,6 @@ class LogData:
     requests: pd.DataFrame  # one row per inference record
     detections: pd.DataFrame  # one row per logged detection
     stats: LogStats
-
-
-def parse_line(line: str) -> dict | None:
-    """The JSON record on ``line``, or None when the line holds none."""
-    text = line.strip()
-    start = text.find("{")
-    if start < 0:
-        return None
-    try:
-        obj = json.loads(text[start:])
-    except ValueError:
-        return None
-    if not isinstance(obj, dict) or (start > 0 and "event" not in obj):
-        return None
-    return obj
 
 
 def _open_all(paths: Iterable[str | Path], stdin: IO[str] | None) -> Iterator[tuple[str, Iterable[str]]]:
@@ -123,12 +108,8 @@ def read_logs(
     req: dict[str, list] = {c: [] for c in REQUEST_COLUMNS}
     det: dict[str, list] = {c: [] for c in DETECTION_COLUMNS}
     for source, lines in _open_all(paths, stdin):
-        for lineno, line in enumerate(lines, 1):
-            stats.lines += 1
-            rec = parse_line(line)
-            if rec is None:
-                stats.skipped += 1
-                continue
+        reader = RecordReader()
+        for lineno, rec in reader.read(lines):
             stats.records += 1
             event = rec.get("event")
             if event == FAILED:
@@ -141,10 +122,14 @@ def read_logs(
                 try:
                     _append(rec, source, lineno, req, det)
                     stats.inference += 1
-                except (KeyError, TypeError, ValueError, IndexError) as exc:
+                except RecordError as exc:
                     stats.malformed += 1
                     if len(stats.malformed_examples) < 10:
-                        stats.malformed_examples.append(f"{source}:{lineno}: {type(exc).__name__}: {exc}")
+                        stats.malformed_examples.append(f"{source}:{lineno}: {exc}")
+        stats.lines += reader.lines
+        stats.skipped += reader.skipped
+        stats.parts_joined += reader.parts_joined
+        stats.parts_incomplete += reader.parts_incomplete
     requests = pd.DataFrame(req)
     detections = pd.DataFrame(det)
     for frame in (requests, detections):
@@ -154,53 +139,20 @@ def read_logs(
 
 def _wanted(rec: dict, keys: Set[str]) -> bool:
     img = rec.get("image")
-    return isinstance(img, dict) and (img.get("sha256") in keys or img.get("pixel_sha256") in keys)
+    if not isinstance(img, dict):
+        return False
+    return any(isinstance(img.get(k), str) and img[k] in keys for k in ("sha256", "pixel_sha256"))
 
 
 def _append(rec: dict, source: str, lineno: int, req: dict[str, list], det: dict[str, list]) -> None:
-    """Validate one inference record fully before appending, so a bad one leaves no partial row."""
-    img = rec["image"]
-    head = {
-        "request_id": str(rec["request_id"]),
-        "timestamp": str(rec["timestamp"]),
-        "sha256": str(img["sha256"]),
-        "pixel_sha256": img.get("pixel_sha256"),
-        "width": int(img["width"]),
-        "height": int(img["height"]),
-        "model_version": rec.get("model_version"),
-        "thr": float(rec["thr"]),
-        "temperature": float(rec.get("temperature", 1.0) or 1.0),
-    }
-    rows = []
-    for i, d in enumerate(rec["detections"]):
-        x1, y1, x2, y2 = (float(v) for v in d["box"])
-        score = d.get("detector_score")
-        rows.append(
-            {
-                **head,
-                "det_index": i,
-                "x1": x1,
-                "y1": y1,
-                "x2": x2,
-                "y2": y2,
-                "label": d.get("label"),
-                ATTRIBUTE: d[ATTRIBUTE],
-                "p_correct": float(d["p_correct"]),
-                "logit": float(d["logit"]),
-                "detector_score": float("nan") if score is None else float(score),
-            }
-        )
-    extra = {
-        "model_sha256": rec.get("model_sha256"),
-        "worker_id": rec.get("worker_id"),
-        "boxes_given": bool(rec.get("boxes_given", False)),
-        "detector_threshold": rec.get("detector_threshold"),
-        "n_detections": len(rows),
-        "source_file": source,
-        "line": lineno,
-    }
+    """Check one inference record fully (the core's contract) before appending: no partial row."""
+    checked = check_inference(rec)
+    head = {c: checked[c] for c in REQUEST_COLUMNS if c in checked}
+    extra = {"n_detections": len(checked["detections"]), "source_file": source, "line": lineno}
     for c in REQUEST_COLUMNS:
         req[c].append(head[c] if c in head else extra[c])
-    for row in rows:
+    for i, d in enumerate(checked["detections"]):
+        row = {**head, **d, "det_index": i}
+        row["detector_score"] = float("nan") if d["detector_score"] is None else d["detector_score"]
         for c in DETECTION_COLUMNS:
             det[c].append(row[c])
