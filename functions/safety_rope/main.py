@@ -38,12 +38,19 @@ def init_context(context) -> None:
     try:
         _init(context, log)
     except BaseException as exc:
-        code = {"CheckpointError": "bad_checkpoint", "DetectorError": "bad_detector"}.get(
-            type(exc).__name__, "bad_config" if isinstance(exc, (KeyError, ValueError)) else "init_error"
-        )
-        reason = f"{exc.args[0]} is not set" if isinstance(exc, KeyError) else one_line(exc)
-        log.error("init_failed", error=code, message=reason)
+        log.error("init_failed", **init_failure(exc, one_line))
         raise
+
+
+def init_failure(exc: BaseException, one_line) -> dict:
+    """``error`` and ``message`` of the init_failed record: our own errors are already one line naming the
+    file; a missing env var is named; anything else is ``Type: text`` cut short (no env values quoted)."""
+    ours = {"CheckpointError": "bad_checkpoint", "DetectorError": "bad_detector"}.get(type(exc).__name__)
+    if ours:
+        return {"error": ours, "message": " ".join(str(exc).split())[:500]}
+    if isinstance(exc, KeyError):
+        return {"error": "bad_config", "message": f"{exc.args[0]} is not set"}
+    return {"error": "bad_config" if isinstance(exc, ValueError) else "init_error", "message": one_line(exc)}
 
 
 def cpu_quota(cpu_max: str) -> int | None:

@@ -47,6 +47,10 @@ class NuclioFunction:
     """One processor stand-in (``workers`` wrapper processes) serving the function until ``stop``."""
 
     def __init__(self, env: dict[str, str], workers: int = 2, extra_args: tuple[str, ...] = ()) -> None:
+        """``extra_args`` go to processor.py; without ``--termination-timeout`` it is 2 s, not Nuclio's 10 s
+        (the wrapper never exits by itself after SIGUSR1, so every stop would wait the whole timeout)."""
+        if "--termination-timeout" not in extra_args:
+            extra_args = (*extra_args, "--termination-timeout", "2")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [

@@ -134,7 +134,12 @@ class Predictor:
         self.detector_threshold, self.max_pixels = float(detector_threshold), int(max_pixels)
         self.on_reload_error = on_reload_error  # called with the CheckpointError of a rejected new file
         self._lock = threading.Lock()
-        self._stat_key = self._stat()
+        try:
+            self._stat_key = self._stat()  # before loading: a change after this is seen by the next request
+        except FileNotFoundError:
+            raise CheckpointError(f"checkpoint {self.model_path}: no such file") from None
+        except OSError as exc:
+            raise CheckpointError(f"checkpoint {self.model_path}: {one_line(exc)}") from None
         self.checkpoint = load_checkpoint(self.model_path, device)  # a bad file at start-up is fatal
         self._rejected: tuple | None = None
 
