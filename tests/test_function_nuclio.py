@@ -8,7 +8,6 @@ measured is the runtime: concurrency, the shared stdout pipe, hot-swaps, start-u
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 import requests
-import torch
 
 from ropewatch_core.model.checkpoint import save_checkpoint
 from ropewatch_core.records import PIPE_BUF, RecordReader, schema
@@ -79,6 +77,9 @@ def test_stress_two_workers_lose_no_record(nuclio, tiny_checkpoint, tmp_path):
     assert set(logs.requests["request_id"]) == set(answers)  # every request, each exactly once
     assert sorted(logs.requests["n_detections"].value_counts().items()) == [(2, n - n // 10), (40, n // 10)]
     assert set(logs.requests["worker_id"]) == {"0", "1"}  # both workers wrote
+    check = jsonschema.Draft202012Validator(schema(), format_checker=jsonschema.FormatChecker())
+    inference = [r for r in records(fn) if r["event"] == "inference"]
+    assert len(inference) == n and not [e.message for r in inference for e in check.iter_errors(r)]
 
 
 def _swap(path: Path, checkpoint: dict) -> None:
@@ -208,3 +209,56 @@ def test_sigterm_lets_the_request_in_flight_finish_and_log(nuclio, tiny_config, 
         r["event"] for r in recs if r.get("request_id") == "in-flight" or r["event"] == "worker_terminating"
     ]
     assert order == ["inference", "worker_terminating"]
+
+
+def test_bad_requests_are_400_with_short_messages_and_the_workers_keep_serving(
+    nuclio, tiny_checkpoint, person_detector_weights
+):
+    """Issue 11, items 12-14, through the wrapper: each was a 500, an address, or a 5 MB echo before."""
+    env = {
+        "MODEL_PATH": tiny_checkpoint,
+        "DETECTOR_PATH": person_detector_weights,
+        "DETECTOR_ARCH": "fasterrcnn_mobilenet_v3_large_320_fpn",
+        "NUM_WORKERS": 2,
+    }
+    fn = nuclio(env, workers=2).wait_ready()
+    image = png_b64(64, 48)
+    huge = "9" * 400
+    cases = [  # (body, status, error, text in the message)
+        ("[" * 100_000 + "]" * 100_000, 400, "body_not_json", "nested too deeply"),
+        ('{"a":' * 50_000 + "1" + "}" * 50_000, 400, "body_not_json", "nested too deeply"),
+        ('{"image": "%s", "threshold": %s}' % (image, huge), 400, "bad_threshold", "999...999"),
+        ('{"image": "%s", "boxes": [[0, 0, %s, 10]]}' % (image, huge), 400, "bad_boxes", "999...999"),
+        (
+            {"image": png_b64(4000, 1)},
+            400,
+            "image_invalid",
+            "4000x1 frame is too thin for the person detector",
+        ),
+        ({"image": png_b64(1, 4000)}, 400, "image_invalid", "1x4000 frame is too thin"),
+        (
+            {"image": "R0lGODlhZ2FyYmFnZQ=="},
+            400,
+            "image_invalid",
+            "not a decodable image: unknown image format",
+        ),
+        ({"image": image, "threshold": "x" * 5_000_000}, 400, "bad_threshold", "'xxxxxxxx"),
+        ({"image": image, "boxes": [["y" * 5_000_000, 0, 1, 1]]}, 400, "bad_boxes", "got ['yyyyyy"),
+        ({"image": image, "boxes": [[100, 100, 200, 200]]}, 400, "bad_boxes", "inside the 64x48 frame"),
+        ({"image": image, "boxes": [[1, 1, 1.001, 1.001]]}, 400, "bad_boxes", "less than 1 pixel"),
+    ]
+    for body, status, error, text in cases:
+        answer = fn.post(body)
+        reply = answer.json()
+        assert (answer.status_code, reply["error"]) == (status, error), (error, reply)
+        assert text in reply["message"] and " at 0x" not in reply["message"] and len(answer.content) < 600
+    clipped = fn.post({"image": image, "boxes": [[-50, -50, 500, 500], [60, 40, 70, 50]]}, request_id="clip")
+    assert clipped.status_code == 200  # boxes partly outside are clipped to the frame, as logged
+    assert [item["points"] for item in clipped.json()] == [[0.0, 0.0, 64.0, 48.0], [60.0, 40.0, 64.0, 48.0]]
+    assert fn.stop() == 0
+    recs = records(fn)
+    failed = [r for r in recs if r["event"] == "request_failed"]
+    assert [r["error"] for r in failed] == [error for _, _, error, _ in cases]
+    assert max(len(line) for line in fn.log_lines()) < PIPE_BUF  # no 5 MB echo in the log
+    (logged,) = [r for r in recs if r.get("request_id") == "clip"]
+    assert [d["box"] for d in logged["detections"]] == [[0.0, 0.0, 64.0, 48.0], [60.0, 40.0, 64.0, 48.0]]
