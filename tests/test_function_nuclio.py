@@ -160,9 +160,8 @@ def test_unset_model_path_is_named(nuclio):
 
 
 def test_torch_threads_default_is_cores_over_workers(nuclio, tiny_checkpoint):
-    from support.nuclio import FUNCTION_DIR
-
     from ropewatch_validator.cli.demo import load_function_module
+    from support.nuclio import FUNCTION_DIR
 
     main = load_function_module(FUNCTION_DIR / "main.py")
     fn = nuclio({"MODEL_PATH": tiny_checkpoint, "NUM_WORKERS": 2}, workers=2).wait_ready()
