@@ -226,8 +226,8 @@ def test_bad_requests_are_400_with_short_messages_and_the_workers_keep_serving(
     cases = [  # (body, status, error, text in the message)
         ("[" * 100_000 + "]" * 100_000, 400, "body_not_json", "nested too deeply"),
         ('{"a":' * 50_000 + "1" + "}" * 50_000, 400, "body_not_json", "nested too deeply"),
-        ('{"image": "%s", "threshold": %s}' % (image, huge), 400, "bad_threshold", "999...999"),
-        ('{"image": "%s", "boxes": [[0, 0, %s, 10]]}' % (image, huge), 400, "bad_boxes", "999...999"),
+        (f'{{"image": "{image}", "threshold": {huge}}}', 400, "bad_threshold", "999...999"),
+        (f'{{"image": "{image}", "boxes": [[0, 0, {huge}, 10]]}}', 400, "bad_boxes", "999...999"),
         (
             {"image": png_b64(4000, 1)},
             400,
