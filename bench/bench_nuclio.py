@@ -4,7 +4,7 @@
 
 Starts the processor stand-in with ``--workers`` wrapper processes on a demo checkpoint (DINOv3-S at
 ``--img-size``, random-init: speed does not depend on the weights), sends ``--requests`` concurrent
-requests (2 per worker in flight, one 1280x720 JPEG with 3 given boxes, so the classifier is the whole
+requests (one per worker in flight, one 1280x720 JPEG with 3 given boxes, so the classifier is the whole
 cost), after one warm-up request per worker, and prints requests/s for each setting of TORCH_THREADS:
 torch's own default (every core in every worker) and the function's default (cores / NUM_WORKERS).
 """
@@ -40,13 +40,15 @@ def jpeg_b64(width: int = 1280, height: int = 720) -> str:
 
 def run(model: Path, workers: int, n: int, env: dict[str, str]) -> tuple[float, set[int], set]:
     """requests/s, the status codes and the torch_threads each worker reported."""
-    fn = NuclioFunction({"MODEL_PATH": str(model), **env}, workers).wait_ready(600)
+    fn = NuclioFunction(  # a queued request waits for a worker instead of getting 503 after 10 s
+        {"MODEL_PATH": str(model), **env}, workers, ("--worker-availability-timeout-ms", "600000")
+    ).wait_ready(600)
     body = {
         "image": jpeg_b64(),
         "boxes": [[100, 200, 180, 500], [600, 150, 700, 600], [1000, 300, 1090, 700]],
     }
     try:
-        with ThreadPoolExecutor(2 * workers) as pool:
+        with ThreadPoolExecutor(workers) as pool:
             list(pool.map(lambda _: fn.post(body, timeout=600).status_code, range(workers)))  # warm-up
             started = time.perf_counter()
             codes = set(pool.map(lambda _: fn.post(body, timeout=600).status_code, range(n)))
