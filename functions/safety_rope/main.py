@@ -32,19 +32,21 @@ class BadRequest(ValueError):
 def init_context(context) -> None:
     """Load the model once per worker. A failure is written as one ``init_failed`` record with its
     reason before it propagates: Nuclio itself logs only "Exception raised while running init_context"."""
-    from ropewatch_core.records import one_line, record_logger
+    from ropewatch_core.records import record_logger
 
     log = record_logger(_worker_id(context))
     try:
         _init(context, log)
     except BaseException as exc:
-        log.error("init_failed", **init_failure(exc, one_line))
+        log.error("init_failed", **init_failure(exc))
         raise
 
 
-def init_failure(exc: BaseException, one_line) -> dict:
+def init_failure(exc: BaseException) -> dict:
     """``error`` and ``message`` of the init_failed record: our own errors are already one line naming the
-    file; a missing env var is named; anything else is ``Type: text`` cut short (no env values quoted)."""
+    file; a missing env var is named; anything else is ``Type: text`` cut short."""
+    from ropewatch_core.records import one_line
+
     ours = {"CheckpointError": "bad_checkpoint", "DetectorError": "bad_detector"}.get(type(exc).__name__)
     if ours:
         return {"error": ours, "message": " ".join(str(exc).split())[:500]}

@@ -126,7 +126,7 @@ def _strict_json(event: dict, **_: Any) -> str:
     return jsonio.dumps(event)
 
 
-_PROCESSORS = [
+_PROCESSORS: list[Any] = [
     structlog.processors.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
     structlog.processors.JSONRenderer(serializer=_strict_json),
