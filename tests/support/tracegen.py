@@ -215,5 +215,5 @@ def records_for_job(
                     )
                 )
         for det, z in zip(rec["detections"], logits):
-            expected["scores"][(int(fp.frame), tuple(det["box"]))] = round(z, 6)  # logged as the function does
+            expected["scores"][(int(fp.frame), tuple(det["box"]))] = round(z, 6)  # as logged
     return records, expected
