@@ -70,7 +70,8 @@ def main() -> int:
         data = frames(args.frames)
         print(
             f"# torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
-            f"{args.frames} frames 1280x720 JPEG (+1 warm-up), classifier vit_small_patch16_dinov3 @1280x720, "
+            f"{args.frames} frames 1280x720 JPEG (+1 warm-up), "
+            f"classifier vit_small_patch16_dinov3 @1280x720, "
             f"detector {args.detector_arch}"
         )
         print(f"{'persons':>7} {'stage':>9} {'median ms':>10} {'p95 ms':>9}")
@@ -86,9 +87,8 @@ def main() -> int:
             wall = time.perf_counter() - start
             table = np.array(rows)
             for i, stage in enumerate(STAGES):
-                print(
-                    f"{persons:>7} {stage:>9} {np.median(table[:, i]):>10.1f} {np.percentile(table[:, i], 95):>9.1f}"
-                )
+                median, p95 = np.median(table[:, i]), np.percentile(table[:, i], 95)
+                print(f"{persons:>7} {stage:>9} {median:>10.1f} {p95:>9.1f}")
             print(f"{persons:>7} {'frames/s':>9} {len(data) / wall:>10.3f}")
     return 0
 

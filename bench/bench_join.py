@@ -149,7 +149,8 @@ def main() -> int:
     shapes = make_shapes(args.frames, rng)
     print(
         f"generated {args.frames} frames {args.width}x{args.height} JPEG "
-        f"({sum(map(len, frames.values())) / 2**20:.1f} MiB) and {len(shapes)} shapes in {time.perf_counter() - t:.1f}s"
+        f"({sum(map(len, frames.values())) / 2**20:.1f} MiB) and {len(shapes)} shapes "
+        f"in {time.perf_counter() - t:.1f}s"
     )
     job_id = 1
     state = sandbox.CvatState(frames={(job_id, n): data for n, data in frames.items()})
@@ -185,7 +186,8 @@ def main() -> int:
             f"through cvat-sdk, download only {sdk_only:.0f} frames/s ({sdk_only / raw:.0%}); validator "
             f"download + sha256 (image task) {image_task:.0f} frames/s ({image_task / raw:.0%}); "
             f"download + sha256 + decode for pixel_sha256 (video task) {len(numbers) / dl:.0f} frames/s "
-            f"({len(numbers) / dl / raw:.0%}); peak RSS {rss_dl:.0f} MiB (holds the in-process server's frames)"
+            f"({len(numbers) / dl / raw:.0%}); peak RSS {rss_dl:.0f} MiB "
+            "(holds the in-process server's frames)"
         )
         t = time.perf_counter()
         cached = frame_fingerprints(
@@ -204,7 +206,8 @@ def main() -> int:
         t = time.perf_counter()
         write_logs(log, records, args.lines, rng)
         print(
-            f"wrote {args.lines} log lines ({log.stat().st_size / 2**20:.0f} MiB, {len(records)} of this job) "
+            f"wrote {args.lines} log lines ({log.stat().st_size / 2**20:.0f} MiB, "
+            f"{len(records)} of this job) "
             f"in {time.perf_counter() - t:.1f}s"
         )
         job = SimpleNamespace(
@@ -222,8 +225,9 @@ def main() -> int:
         trace = trace_section(job, logs, fps, cutoff=pd.Timestamp(CUTOFF))
         t_join = time.perf_counter() - t
         print(
-            f"read logs {t_read:.1f}s ({args.lines / t_read:,.0f} lines/s; {logs.stats.inference} of this job, "
-            f"{logs.stats.other_frames} other frames, {logs.stats.skipped} skipped); peak RSS {rss_read:.0f} MiB"
+            f"read logs {t_read:.1f}s ({args.lines / t_read:,.0f} lines/s; "
+            f"{logs.stats.inference} of this job, {logs.stats.other_frames} other frames, "
+            f"{logs.stats.skipped} skipped); peak RSS {rss_read:.0f} MiB"
         )
         print(f"join + lifecycle + calibration {t_join:.2f}s; peak RSS {peak_rss_mib():.0f} MiB")
         counts = trace["lifecycle"]["counts"]

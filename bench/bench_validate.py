@@ -1,13 +1,16 @@
-"""Benchmark: split + match + metrics + JSON report on a generated job, beside pycocotools' COCOeval.
+"""Benchmark: split + match + metrics + JSON report on a generated job, beside faster-coco-eval and
+pycocotools' COCOeval.
 
     .venv/bin/python bench/bench_validate.py [--frames 10000] [--persons 10] [--repeat 3]
 
 The job (default 10,000 frames, ~100,000 manual + ~100,000 auto person boxes) is generated in
-memory; fetching is not timed. COCOeval runs on the same boxes with one IoU threshold (0.5), one
-area range and maxDets high enough for every frame. Both are timed in the same process, one after
-the other, with peak Python memory from tracemalloc; the ratio is the figure. A sweep over
-frame counts (best of ``--repeat`` runs each, so a stray GC pause or a busy neighbour does not
-pass for a trend) shows whether our time is linear in the number of frames.
+memory; fetching is not timed. faster-coco-eval (``COCOeval_faster``, C++) and COCOeval run on the
+same boxes with one IoU threshold (0.5), one area range and maxDets high enough for every frame;
+their AP@0.5 must agree (printed), and their time includes turning the boxes into COCO dicts. All
+three are timed in the same process, one after the other, with peak Python memory from tracemalloc;
+the ratios are the figures (ropewatch must stay at least 1.5x faster than faster-coco-eval on
+10,000 frames). A sweep over frame counts (best of ``--repeat`` runs each, so a stray GC pause or a
+busy neighbour does not pass for a trend) shows whether our time is linear in the number of frames.
 """
 
 from __future__ import annotations
@@ -56,10 +59,8 @@ def ours(frames, shapes, skipped) -> str:
     return report.to_json(rep)
 
 
-def coco(frames, shapes):
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
+def coco_inputs(frames, shapes) -> tuple[dict, list[dict], int]:
+    """The job as COCO dicts: ground truth (manual/file/consensus), detections (auto/semi-auto), maxDets."""
     person = shapes[shapes["label"] == "person"]
     ref = person[person["source"].isin(("manual", "file", "consensus"))]
     pred = person[person["source"].isin(("auto", "semi-auto"))]
@@ -81,22 +82,38 @@ def coco(frames, shapes):
             out.append(a)
         return out
 
-    gt = COCO()
-    gt.dataset = {
+    dataset = {
         "images": [{"id": int(f)} for f in frames["frame"]],
         "categories": [{"id": 1, "name": "person"}],
         "annotations": anns(ref, False),
     }
+    return dataset, anns(pred, True), int(person.groupby("frame").size().max()) + 1
+
+
+def coco_eval(library: str, frames, shapes) -> float:
+    """Convert the job to COCO dicts, index, evaluate and accumulate with one library's COCO API (the
+    same steps for both libraries); returns AP@0.5 over all areas."""
+    if library == "faster-coco-eval":
+        from faster_coco_eval import COCO
+        from faster_coco_eval import COCOeval_faster as COCOeval
+    else:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+    dataset, detections, max_dets = coco_inputs(frames, shapes)
+    gt = COCO()
+    gt.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
-        dt = gt.loadRes(anns(pred, True))
+        dt = gt.loadRes(detections)
         ev = COCOeval(gt, dt, "bbox")
         ev.params.iouThrs = np.array([0.5])
         ev.params.areaRng, ev.params.areaRngLbl = [[0, 1e12]], ["all"]
-        ev.params.maxDets = [int(person.groupby("frame").size().max()) + 1]
+        ev.params.maxDets = [max_dets]
         ev.evaluate()
         ev.accumulate()
-    return ev
+    precision = np.asarray(ev.eval["precision"])[0, :, 0, 0, -1]
+    return float(precision[precision > -1].mean())
 
 
 def timed_once(fn, *args) -> float:
@@ -124,17 +141,25 @@ def main() -> None:
     frames, shapes, skipped = shapes_of(args.frames, args.persons)
     n_auto = int(shapes["source"].isin(("auto", "semi-auto")).sum())
     print(
-        f"job: {args.frames} frames, {len(shapes)} boxes ({n_auto} auto/semi-auto, {len(shapes) - n_auto} manual)"
+        f"job: {args.frames} frames, {len(shapes)} boxes "
+        f"({n_auto} auto/semi-auto, {len(shapes) - n_auto} manual)"
     )
     t_ours, m_ours = timed(ours, frames, shapes, skipped)
-    t_coco, m_coco = timed(coco, frames, shapes)
-    print(
-        f"ropewatch split+match+metrics+report.json : {t_ours:7.2f} s, peak {m_ours:7.1f} MiB (tracemalloc)"
+    t_fast, m_fast = timed(coco_eval, "faster-coco-eval", frames, shapes)
+    t_coco, m_coco = timed(coco_eval, "pycocotools", frames, shapes)
+    ap_fast, ap_coco = coco_eval("faster-coco-eval", frames, shapes), coco_eval("pycocotools", frames, shapes)
+    rows = (
+        ("ropewatch split+match+metrics+report.json", t_ours, m_ours),
+        ("faster-coco-eval to-COCO+index+evaluate+accumulate", t_fast, m_fast),
+        ("pycocotools COCOeval to-COCO+index+evaluate+accumulate", t_coco, m_coco),
     )
+    for name, t, m in rows:
+        print(f"{name:55s}: {t:7.2f} s, peak {m:7.1f} MiB (tracemalloc)")
+    print(f"AP@0.5: faster-coco-eval {ap_fast:.6f}, pycocotools {ap_coco:.6f} (the same boxes, the same AP)")
     print(
-        f"pycocotools COCOeval evaluate+accumulate  : {t_coco:7.2f} s, peak {m_coco:7.1f} MiB (tracemalloc)"
+        f"ratio faster-coco-eval / ropewatch: {t_fast / t_ours:.2f}x time (target >= 1.5x); "
+        f"COCOeval / ropewatch: {t_coco / t_ours:.2f}x time, {m_coco / m_ours:.2f}x memory"
     )
-    print(f"ratio COCOeval / ropewatch: {t_coco / t_ours:.1f}x time, {m_coco / m_ours:.2f}x memory")
     print(f"linearity (ropewatch only, best of {args.repeat} runs each):")
     per_frame = {}
     for n in (args.frames // 4, args.frames // 2, args.frames):

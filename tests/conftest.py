@@ -110,8 +110,9 @@ def build_report(
     task=10,
     project=3,
 ):
-    """A report.json dict per the brief's contract, its metrics worked out by hand from a
+    """A typed report per the brief's contract, its metrics worked out by hand from a
     wrong/correct confusion matrix (rows = reference) and detection counts (tp, fp, fn)."""
+    from ropewatch_validator.render.model import Report
 
     def ratio(a, b):
         return a / b if b else None
@@ -126,59 +127,78 @@ def build_report(
         p, r = ratio(hit, pred), ratio(hit, ref)
         per_class[name] = {"precision": p, "recall": r, "f1": f1(p, r), "support": ref}
     dp, dr = ratio(tp, tp + fp), ratio(tp, tp + fn)
-    return {
-        "schema_version": "1.0",
-        "generated_at": updated,
-        "source": {
-            "host": host,
-            "job": job,
-            "task": task,
-            "project": project,
-            "job_updated_date": updated,
-            "reference_mode": "manual",
-            "reference_job": None,
-        },
-        "model_version": model_version,
-        "settings": {"iou": 0.5, "low_iou": 0.1, "label": "person", "attribute": "safety_rope_use"},
-        "counts": {
-            "frames": 50,
-            "frames_evaluated": 50,
-            "predictions": tp + fp,
-            "references": tp + fn,
-            "semi_auto": 0,
-            "skipped_shapes": {},
-        },
-        "detection": {
-            "tp": tp,
-            "fp": fp,
-            "fn": fn,
-            "precision": dp,
-            "recall": dr,
-            "f1": f1(dp, dr),
-            "ap": None,
-        },
-        "attribute": {
-            "name": "safety_rope_use",
-            "labels": ["wrong", "correct"],
-            "confusion_matrix": [[ww, wc], [cw, cc]],
-            "per_class": per_class,
-            "accuracy": (ww + cc) / (ww + wc + cw + cc),
-            "macro_f1": sum((c["f1"] or 0.0) for c in per_class.values()) / 2,
-        },
-        "errors": {
-            "missed": fn,
-            "background": fp,
-            "localization": 0,
-            "duplicate": 0,
-            "flip_wrong_to_correct": wc,
-            "flip_correct_to_wrong": cw,
-            "edited_by_person": 0,
-        },
-        "breakdowns": {},
-        "worst_frames": [],
-        "objects": [],
-        "pr_curve": None,
-    }
+    no_buckets = {"size": [], "aspect": [], "occluded": []}
+    return Report.model_validate(
+        {
+            "schema_version": "1.0",
+            "generated_at": updated,
+            "source": {
+                "host": host,
+                "job": job,
+                "task": task,
+                "project": project,
+                "job_updated_date": updated,
+                "reference_mode": "manual",
+                "reference_job": None,
+            },
+            "model_version": model_version,
+            "settings": {
+                "iou": 0.5,
+                "low_iou": 0.1,
+                "label": "person",
+                "attribute": "safety_rope_use",
+                "values": ["wrong", "correct"],
+                "pred_sources": ["auto", "semi-auto"],
+                "ref_sources": ["manual", "file", "consensus"],
+                "edited_sources": ["semi-auto"],
+                "top_k": 10,
+            },
+            "counts": {
+                "frames": 50,
+                "frames_evaluated": 50,
+                "frames_deleted": 0,
+                "predictions": tp + fp,
+                "references": tp + fn,
+                "semi_auto": 0,
+                "skipped_shapes": {},
+            },
+            "detection": {
+                "tp": tp,
+                "fp": fp,
+                "fn": fn,
+                "precision": dp,
+                "recall": dr,
+                "f1": f1(dp, dr),
+                "ap": None,
+            },
+            "attribute": {
+                "name": "safety_rope_use",
+                "labels": ["wrong", "correct"],
+                "confusion_matrix": [[ww, wc], [cw, cc]],
+                "row_totals": [ww + wc, cw + cc],
+                "column_totals": [ww + cw, wc + cc],
+                "missed": {"wrong": 0, "correct": 0},
+                "extra": {"wrong": 0, "correct": 0},
+                "per_class": per_class,
+                "accuracy": (ww + cc) / (ww + wc + cw + cc),
+                "macro_f1": sum((c["f1"] or 0.0) for c in per_class.values()) / 2,
+                "pairs_without_value": 0,
+            },
+            "errors": {
+                "missed": fn,
+                "background": fp,
+                "localization": 0,
+                "duplicate": 0,
+                "flip_wrong_to_correct": wc,
+                "flip_correct_to_wrong": cw,
+                "edited_by_person": 0,
+            },
+            "breakdowns": {**no_buckets, "position_grid": {"rows": 4, "cols": 4, "errors": [[0] * 4] * 4}},
+            "worst_frames": [],
+            "objects": {"columns": ["role", "frame"], "rows": [["reference", 0]] * (tp + fn)},
+            "pr_curve": None,
+        }
+    )
 
 
 @pytest.fixture
@@ -319,3 +339,15 @@ def nuclio():
     yield start
     for fn in started:
         fn.stop()
+# --- fast filter (cascade, issue 14) -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_filter_dict():
+    """A random-init filter checkpoint of timm's smallest ResNet at 32 px: the production code path."""
+    import torch
+
+    from ropewatch_core.model.fast_filter import build_model, new_checkpoint
+
+    torch.manual_seed(0)
+    return new_checkpoint(build_model("test_resnet"), "test_resnet", 32, band=(0.2, 0.8), version="filter-v1")

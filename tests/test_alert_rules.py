@@ -64,7 +64,7 @@ def test_threshold_and_flip_rules_fire_with_hand_computed_values(config, make_re
     assert (alert["job"], alert["task"], alert["model_version"]) == (5, 10, "v1")
     assert alert["report_url"] == "https://reports.example/http://cvat.local:8080/jobs/5/report.html"
     assert alert["key"] == alert_key(
-        JobState("http://cvat.local:8080", 5, report["source"]["job_updated_date"]), "flips"
+        JobState("http://cvat.local:8080", 5, report.source.job_updated_date), "flips"
     )
     assert "flips_wrong_to_correct_per_1000 = 47.17" in alert["message"]
 
@@ -113,8 +113,13 @@ def test_yaml_rules_file_is_read_too(tmp_path, make_report):
             "exactly one",
         ),
         (
-            "[[rule]]\nname='a'\nmetric='x'\nop='<'\nthreshold=1\n[[rule]]\nname='a'\nmetric='y'\nop='<'\nthreshold=1\n",
+            "[[rule]]\nname='a'\nmetric='detection.f1'\nop='<'\nthreshold=1\n"
+            "[[rule]]\nname='a'\nmetric='detection.recall'\nop='<'\nthreshold=1\n",
             "names must be unique",
+        ),
+        (  # a typo in a metric path is refused at load time instead of never firing
+            "[[rule]]\nname='a'\nmetric='attribute.per_class.wrong.fl'\nop='<'\nthreshold=1\n",
+            r"rule #1 \(a\): 'attribute.per_class.wrong.fl' is not in report.json",
         ),
         ("[[webhook]]\nname='w'\nurl='http://x'\nformat='discord'\n", "format must be one of"),
         ("[[rule]\n", "not valid toml"),

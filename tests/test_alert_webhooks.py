@@ -69,7 +69,8 @@ def test_signed_generic_alert_delivered_once(history_db, httpserver, make_report
     assert notifier.flush(store).sent == 0 and notifier.flush(store).failed == 0
     assert len(httpserver.log) == 1
     assert [d["status"] for d in store.delivery_status()] == ["sent"]
-    assert SECRET not in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert SECRET not in printed.out + printed.err
     store.close()
 
 
@@ -97,7 +98,8 @@ def test_receiver_down_keeps_alert_in_outbox_until_next_run(history_db, make_rep
     assert (result.sent, result.failed) == (0, 1) and "gave up after 1 retries" in result.errors[0]
     [row] = store.delivery_status()
     assert (row["status"], row["attempts"]) == ("pending", 1) and "t0ken" not in row["last_error"]
-    assert "t0ken" not in capsys.readouterr().out  # webhook URLs can hold tokens: never logged
+    printed = capsys.readouterr()
+    assert "t0ken" not in printed.out + printed.err  # webhook URLs can hold tokens: never logged
     receiver = HTTPServer("127.0.0.1", port)
     receiver.expect_request("/t0ken-in-path").respond_with_data("ok")
     receiver.start()

@@ -52,7 +52,10 @@ def test_recalibrated_decisions_match_the_chosen_cut(traced) -> None:
 def test_recall_objective_meets_the_requirement(traced) -> None:
     z, y = traced
     new = recalibrate(
-        {"thr": 0.5, "temperature": 2.0}, _report(z, y), objective="recall-wrong", required_recall_wrong=0.97
+        {"thr": 0.5, "temperature": 2.0, "version": "v1"},
+        _report(z, y),
+        objective="recall-wrong",
+        required_recall_wrong=0.97,
     )
     pred = (cal.probability(z, new["temperature"]) >= new["thr"]).astype(int)
     assert recall_score(y, pred, pos_label=0) >= 0.97

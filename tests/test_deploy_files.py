@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import configparser
 import json
 import os
@@ -9,17 +10,31 @@ import shlex
 import subprocess
 import sys
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 import yaml
 from croniter import croniter
 from dockerfile_parse import DockerfileParser
+from packaging.specifiers import SpecifierSet
 
-from ropewatch_validator.ops.alert import load_config
+from ropewatch_validator.cli.main import build_parser
+from ropewatch_validator.ops.alert import FORMATS, load_config
+from ropewatch_validator.ops.schedule import EXIT_ALERT
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
+CORE_WHEEL = f"ropewatch_core-{metadata.version('ropewatch-core')}-py3-none-any.whl"
+
+
+def nightly_args(argv: list[str]) -> argparse.Namespace:
+    """A scheduled command line, parsed by the real CLI: it must be a run that validates only the
+    jobs changed since the last stored run and applies alert rules."""
+    assert Path(argv[0]).name == "validate-job" or argv[0] == "validate-job", argv
+    args = build_parser().parse_args(["validate-job", *argv[1:]])
+    assert args.since == "last" and args.rules and (args.project or args.task or args.job_ids)
+    return args
 
 
 def dry_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -72,10 +87,10 @@ def test_dry_run_stages_function_wheel_constraints_and_prints_nuctl(
         "function-gpu.yaml",
         "main.py",
         "constraints.txt",
-        "wheels/ropewatch_core-0.2.0-py3-none-any.whl",
+        f"wheels/{CORE_WHEEL}",
     } <= set(listed)
     assert (stage / "constraints.txt").read_text() == (DEPLOY / "constraints.txt").read_text()
-    with zipfile.ZipFile(stage / "wheels" / "ropewatch_core-0.2.0-py3-none-any.whl") as whl:
+    with zipfile.ZipFile(stage / "wheels" / CORE_WHEEL) as whl:
         names = set(whl.namelist())
     assert {"ropewatch_core/spec.py", "ropewatch_core/model/pipeline.py"} <= names
     assert not any(n.startswith(("ropewatch_validator/", "shared/", "validator/")) for n in names)
@@ -136,7 +151,11 @@ def test_dry_run_refuses_bad_input_with_one_line(tmp_path, function_dir):
 def test_detector_is_required_unless_allowed(tmp_path, function_dir):
     ckpt = ("--function-dir", str(function_dir), "--checkpoint", "a.pt")
     refused = dry_run(tmp_path, *ckpt, "--stage", str(tmp_path / "s1"))
-    assert refused.returncode == 2 and "no detector" in refused.stderr and "--allow-no-detector" in refused.stderr
+    assert (
+        refused.returncode == 2
+        and "no detector" in refused.stderr
+        and "--allow-no-detector" in refused.stderr
+    )
     assert not (tmp_path / "s1").exists()  # refused before anything was staged
     allowed = dry_run(tmp_path, *ckpt, "--stage", str(tmp_path / "s2"), "--allow-no-detector")
     assert allowed.returncode == 0 and "WARNING: no detector" in allowed.stderr
@@ -177,9 +196,11 @@ def test_crontab_line():
     ]
     assert len(entries) == 1
     *when, user, command = entries[0]
-    assert croniter.is_valid(" ".join(when)) and user == "ropewatch"
-    assert "validate-job --project 3 --since last --rules /etc/ropewatch/rules.toml" in command
-    assert ". /etc/ropewatch/ropewatch.env" in command  # secrets from a file, not the crontab
+    assert croniter.is_valid(" ".join(when)) and user != "root"
+    script = shlex.split(command.replace(";", " ; "))
+    sourced = script[script.index(".") + 1]  # secrets come from a file, not the crontab
+    assert sourced == read_unit("ropewatch-validate.service")["Service"]["EnvironmentFile"]
+    nightly_args(script[script.index("exec") + 1 : script.index(">>/var/log/ropewatch/validate.log")])
 
 
 def read_unit(name: str) -> configparser.ConfigParser:
@@ -191,16 +212,14 @@ def read_unit(name: str) -> configparser.ConfigParser:
 
 def test_systemd_service_and_timer():
     service, timer = read_unit("ropewatch-validate.service"), read_unit("ropewatch-validate.timer")
-    assert service["Service"]["Type"] == "oneshot"
-    assert service["Service"]["ExecStart"].split()[:2] == [
-        "/opt/ropewatch/.venv/bin/validate-job",
-        "--project",
-    ]
-    assert service["Service"]["SuccessExitStatus"] == "1"
-    assert service["Service"]["EnvironmentFile"] == "/etc/ropewatch/ropewatch.env"
+    assert service["Service"]["Type"] == "oneshot"  # one run to completion per timer tick
+    nightly_args(service["Service"]["ExecStart"].split())
+    # "a rule fired" is the run doing its job, not a unit failure; "could not validate" (2) is
+    assert service["Service"]["SuccessExitStatus"].split() == [str(EXIT_ALERT)]
+    assert service["Service"]["User"] != "root"
     assert "network-online.target" in service["Unit"]["After"]
-    assert timer["Timer"]["Unit"] == "ropewatch-validate.service"
-    assert timer["Timer"]["OnCalendar"] == "*-*-* 02:15:00" and timer["Timer"]["Persistent"] == "true"
+    assert timer["Timer"]["Unit"] == "ropewatch-validate.service"  # the file shipped beside it
+    assert timer["Timer"]["OnCalendar"] and timer["Timer"]["Persistent"] == "true"  # missed runs catch up
     assert timer["Install"]["WantedBy"] == "timers.target"
 
 
@@ -212,11 +231,11 @@ def test_k8s_cronjob_uses_secret_pvc_and_valid_rules(tmp_path):
     assert secret["kind"] == "Secret"
     cron = by_kind["CronJob"]
     assert cron["apiVersion"] == "batch/v1" and croniter.is_valid(cron["spec"]["schedule"])
-    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"  # two nights never overlap
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     [container] = pod["containers"]
-    assert container["args"][0] == "validate-job"
+    args = nightly_args(container["args"])
     refs = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e]
     assert {r["name"] for r in refs} == {secret["metadata"]["name"]}
     assert {r["key"] for r in refs} == set(secret["stringData"])
@@ -227,31 +246,40 @@ def test_k8s_cronjob_uses_secret_pvc_and_valid_rules(tmp_path):
     )
     assert volumes["rules"]["configMap"]["name"] == by_kind["ConfigMap"]["metadata"]["name"]
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    assert container["args"][container["args"].index("--rules") + 1].startswith(mounts["rules"])
-    rules = tmp_path / "rules.toml"
-    rules.write_text(by_kind["ConfigMap"]["data"]["rules.toml"])
+    rules_file = Path(args.rules)
+    assert str(rules_file.parent) == mounts["rules"]
+    rules = tmp_path / rules_file.name
+    rules.write_text(by_kind["ConfigMap"]["data"][rules_file.name])  # the file the args name
     config = load_config(rules)
-    assert [r.name for r in config.rules] == ["wrong-f1-low", "wrong-to-correct-flips"]
+    assert config.rules and config.webhooks
     assert config.webhooks[0].secret_env in {e["name"] for e in container["env"]}
 
 
 def test_example_rules_file_loads():
     config = load_config(DEPLOY / "cron" / "rules.example.toml")
-    assert len(config.rules) == 4 and [h.format for h in config.webhooks] == ["generic", "slack"]
+    assert config.rules and config.webhooks and {h.format for h in config.webhooks} <= set(FORMATS)
+    # an example never holds a secret inline: each signing secret comes from the env or a file
+    assert all(h.secret_env or h.secret_file for h in config.webhooks if h.format == "generic")
 
 
 def test_dockerfile():
-    parser = DockerfileParser(path=str(DEPLOY / "docker" / "Dockerfile"))
-    instructions = parser.structure
-    froms = [i["value"] for i in instructions if i["instruction"] == "FROM"]
-    assert froms == ["python:3.11-slim AS build", "python:3.11-slim"]
+    validator = metadata.distribution("ropewatch")
+    instructions = DockerfileParser(path=str(DEPLOY / "docker" / "Dockerfile")).structure
+    froms = [i["value"].split() for i in instructions if i["instruction"] == "FROM"]
+    assert len(froms) == 2 and froms[0][1:] == ["AS", "build"]  # wheels are built apart from the image
+    base, _, tag = froms[1][0].partition(":")
+    python = tag.split("-")[0]  # e.g. 3.11 of python:3.11-slim
+    assert base == "python" and f"{python}.0" in SpecifierSet(validator.metadata["Requires-Python"])
     for copy in (i["value"].split() for i in instructions if i["instruction"] == "COPY"):
         if not copy[0].startswith("--from"):
             assert all((REPO / src).exists() for src in copy[:-1]), copy
-    assert json.loads(next(i["value"] for i in instructions if i["instruction"] == "ENTRYPOINT")) == [
-        "ropewatch"
-    ]
-    assert [i["value"] for i in instructions if i["instruction"] == "USER"] == ["ropewatch"]
-    assert "[postgres]" in next(
+    [entry] = json.loads(next(i["value"] for i in instructions if i["instruction"] == "ENTRYPOINT"))
+    assert entry in {e.name for e in validator.entry_points if e.group == "console_scripts"}
+    users = [i["value"] for i in instructions if i["instruction"] == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    install = next(
         i["value"] for i in instructions if i["instruction"] == "RUN" and "pip install" in i["value"]
     )
+    assert "-c /tmp/constraints.txt" in install  # the pinned set, copied in from deploy/constraints.txt
+    extras = set(validator.metadata.get_all("Provides-Extra") or [])
+    assert "postgres" in extras and "[postgres]" in install  # the image can use a PostgreSQL history

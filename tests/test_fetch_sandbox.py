@@ -1,4 +1,7 @@
-"""ropewatch_validator.cvat.fetch through cvat-sdk against the sandbox CVAT over real HTTP; every body checked against CVAT's schema."""
+"""ropewatch_validator.cvat.fetch through cvat-sdk against the sandbox CVAT over real HTTP.
+
+Every body is checked against CVAT's schema.
+"""
 
 from __future__ import annotations
 

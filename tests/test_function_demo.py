@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 from ropewatch_validator.cli.demo import DEMO_BOXES
 from ropewatch_validator.cli.main import main
+from ropewatch_validator.ops.history import open_store
 
 
 def test_demo_command_prints_response_and_record_and_keeps_reports(tmp_path, capsys, monkeypatch):
@@ -22,6 +24,18 @@ def test_demo_command_prints_response_and_record_and_keeps_reports(tmp_path, cap
     record = json.loads(rest.splitlines()[0])
     assert record["image"]["width"] == 1280 and record["image"]["height"] == 720
     assert record["model_version"] == "demo-untrained" and len(record["detections"]) == len(DEMO_BOXES)
+    # the cascade request: one person decided by the (untrained, demo-banded) filter, one by the expert
+    cascade = json.loads(out.split("# so one person is decided by the filter")[1].splitlines()[1])
+    assert cascade["filter_version"] == "filter-demo-untrained"
+    assert sorted(d["stage"] for d in cascade["detections"]) == ["expert", "filter"]
+    assert "decided by the filter" in out and "decided by the expert" in out
     report = tmp_path / "reports" / "job-101" / "report.html"
     assert report.is_file() and f"# open {report}" in out
+    # the dashboard's history: four runs of each model version, every run of the newer one alerted
+    assert f"ropewatch serve --db {tmp_path / 'history.sqlite'}" in out and "http://127.0.0.1:8765/" in out
+    store = open_store(str(tmp_path / "history.sqlite"))
+    runs = store.trend()
+    assert Counter(r["model_version"] for r in runs) == {"rope-2026.10": 4, "rope-2026.11": 4}
+    states = Counter((d["target"], d["status"]) for d in store.delivery_status())
+    assert states == {("ops-chat", "sent"): 4, ("pager", "pending"): 4}  # pager: refused, kept in the outbox
     assert (tmp_path / "rope-demo.pt").is_file() and (tmp_path / "frame.jpg").is_file()

@@ -320,3 +320,20 @@ def test_response_attributes_are_exactly_those_declared_in_function_yaml(functio
             assert item["label"] in declared
             for attribute in item["attributes"]:
                 assert attribute["value"] in declared[item["label"]][attribute["name"]]
+
+
+def test_cascade_record_names_the_stage_and_the_filter(deploy, tiny_checkpoint, tiny_filter_dict, tmp_path):
+    from ropewatch_core.model.checkpoint import file_sha256
+
+    path = tmp_path / "filter.pt"
+    save_checkpoint({**tiny_filter_dict, "band": [0.0, 0.0]}, path)  # P >= 0 always: filter decides all
+    function = deploy(tiny_checkpoint, FILTER_PATH=path, SHADOW_RATE=0)
+    wire, (record,) = function.call(body_of(jpeg(), boxes=[[10, 20, 60, 110], [80, 5, 150, 100]]))
+    assert wire["status_code"] == 200
+    assert function.startup[0]["filter_version"] == "filter-v1"
+    assert record["filter_version"] == "filter-v1" and record["filter_band"] == [0.0, 0.0]
+    assert record["filter_sha256"] == file_sha256(path) and record["filter_temperature"] == 1.0
+    assert "classify" not in record["timings_ms"] and record["timings_ms"]["filter"] >= 0
+    for det in record["detections"]:
+        assert det["stage"] == "filter" and det["safety_rope_use"] == "correct" and det["shadow"] is None
+        assert det["p_filter"] == det["p_correct"] and 0 < det["p_filter"] < 1

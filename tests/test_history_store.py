@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import sqlite3
 import subprocess
@@ -32,10 +31,12 @@ def test_run_stored_once_per_job_state(history_db, make_report):
     row = store.trend(job=7)[0]
     # Hand-computed from the confusion matrix [[40, 5], [3, 52]]: P(wrong)=40/43, R(wrong)=40/45.
     p, r = 40 / 43, 40 / 45
-    assert row["wrong_f1"] == pytest.approx(2 * p * r / (p + r))
+    assert row["classes"]["wrong"]["f1"] == pytest.approx(2 * p * r / (p + r))
+    assert list(row["classes"]) == ["wrong", "correct"] and row["classes"]["correct"]["support"] == 55
+    assert (row["dangerous_flips"], row["unsafe_value"]) == (5, "wrong")
     assert row["flips_per_1000"] == pytest.approx(5 / 106 * 1000)
     assert (row["task_id"], row["project_id"], row["model_version"], row["references"]) == (10, 3, "v1", 106)
-    assert store.reports([run_id])[0]["attribute"]["confusion_matrix"] == [[40, 5], [3, 52]]
+    assert store.reports([run_id])[0].attribute.confusion_matrix == [[40, 5], [3, 52]]
     store.close()
 
 
@@ -44,15 +45,17 @@ def test_trend_filters_and_nan_become_null(history_db, make_report):
     store.record_run(make_report(job=1, project=3, model_version="v1", updated="2026-11-01T00:00:00Z"))
     store.record_run(make_report(job=2, project=4, model_version="v2", updated="2026-11-02T00:00:00Z"))
     odd = make_report(job=3, project=3, model_version=None, updated="2026-11-03T00:00:00Z")
-    odd["detection"]["ap"] = float("nan")
-    odd["attribute"]["accuracy"] = float("inf")
+    odd.detection.ap = float("nan")
+    odd.attribute.accuracy = float("inf")
     store.record_run(odd)
     assert [r["job_id"] for r in store.trend(project=3)] == [1, 3]
     assert [r["job_id"] for r in store.trend(model_version="v2")] == [2]
     assert [r["model_version"] for r in store.trend(job=3)] == ["unknown"]
     assert store.trend(job=3)[0]["det_ap"] is None and store.trend(job=3)[0]["accuracy"] is None
-    assert store.reports([store.trend(job=3)[0]["id"]])[0]["detection"]["ap"] is None
-    assert len(store.trend()) == 3 and store.last_recorded_at() == store.trend()[-1]["recorded_at"]
+    assert store.reports([store.trend(job=3)[0]["id"]])[0].detection.ap is None
+    assert len(store.trend()) == 3
+    assert store.last_job_state("http://cvat.local:8080/", 3) == "2026-11-03T00:00:00.000000Z"
+    assert store.last_job_state("http://cvat.local:8080", 99) is None
     store.close()
 
 
@@ -97,12 +100,13 @@ KILL_SCRIPT = textwrap.dedent(
     import json, os, signal, sys
     import sqlalchemy as sa
     from ropewatch_validator.ops.history import open_store
+    from ropewatch_validator.render.model import Report
     store = open_store(sys.argv[1])
     def kill(conn, cursor, statement, *args):
         if statement.lstrip().upper().startswith("INSERT INTO ALERTS"):
             os.kill(os.getpid(), signal.SIGKILL)  # the run row is written, the commit is not
     sa.event.listen(store.engine, "after_cursor_execute", kill)
-    store.record_run(json.loads(sys.argv[2]), [{"key": "k1", "rule": "r"}], ["ops"])
+    store.record_run(Report.model_validate_json(sys.argv[2]), [{"key": "k1", "rule": "r"}], ["ops"])
     """
 )
 
@@ -110,7 +114,7 @@ KILL_SCRIPT = textwrap.dedent(
 def test_kill_mid_write_leaves_no_half_run(history_db, make_report):
     report = make_report()
     proc = subprocess.run(
-        [sys.executable, "-c", KILL_SCRIPT, history_db, json.dumps(report)],
+        [sys.executable, "-c", KILL_SCRIPT, history_db, report.to_json()],
         capture_output=True,
         text=True,
         timeout=60,
@@ -159,5 +163,5 @@ def test_default_location_from_env_and_password_never_in_errors(tmp_path, monkey
     assert "s3cret-pw" not in str(exc.value) and "127.0.0.1" in str(exc.value)
     with pytest.raises(ValueError, match="source lacks job_updated_date"):
         report = make_report()
-        del report["source"]["job_updated_date"]
+        report.source.job_updated_date = None
         open_store(str(tmp_path / "x.sqlite")).record_run(report)

@@ -1,4 +1,7 @@
-"""Image intake: EXIF orientation, odd modes, size limits, fingerprints (independent oracles: numpy, hashlib)."""
+"""Image intake: EXIF orientation, odd modes, size limits, fingerprints.
+
+Independent oracles: numpy, hashlib.
+"""
 
 from __future__ import annotations
 
@@ -69,7 +72,7 @@ def test_pixel_limit_rejects_decompression_bombs_before_decoding():
 
 
 def test_max_pixels_is_the_one_limit_above_pillows_own_too():
-    """Issue 11.15: Pillow refused anything over 89,478,485 px with its own message, whatever MAX_PIXELS said."""
+    """Issue 11.15: Pillow refused anything over 89,478,485 px with its own message, whatever the limit."""
     big = encode(Image.new("1", (9500, 9500)))  # 90.25 MP: over Pillow's limit, under ours
     assert Image.MAX_IMAGE_PIXELS is None and 9500 * 9500 > 89_478_485
     rgb = decode_image(big, max_pixels=100_000_000)

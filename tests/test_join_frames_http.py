@@ -80,7 +80,7 @@ def test_fingerprints_equal_the_served_bytes_and_pixels(httpserver: HTTPServer, 
         assert ok.loc[n, "pixel_sha256"] == hashlib.sha256(rgb.tobytes()).hexdigest()
         assert (ok.loc[n, "width"], ok.loc[n, "height"]) == (32, 24)
     bad = out[out["frame"] == 99].iloc[0]
-    assert pd.isna(bad["sha256"]) and ("404" in bad["error"] or "NotFound" in bad["error"])
+    assert pd.isna(bad["sha256"]) and "frame 99 of job 5" in bad["error"] and "not found" in bad["error"]
 
     # second run: every good frame from the cache, only the failed one asked again
     handler.seen.clear()

@@ -33,7 +33,9 @@ def test_match_frame_hungarian_within_rounding() -> None:
     assert a == [] and s == [(0, 1)]
 
 
-def test_join_and_lifecycle_every_state(tmp_path) -> None:
+# The job's vocabulary may differ from the function's (wrong/correct): --values maps it, unsafe first.
+@pytest.mark.parametrize("values", [("wrong", "correct"), ("unsafe", "safe")])
+def test_join_and_lifecycle_every_state(tmp_path, values) -> None:
     frames = pd.DataFrame(
         {
             "frame": [0, 1, 2, 3],
@@ -108,7 +110,8 @@ def test_join_and_lifecycle_every_state(tmp_path) -> None:
 
     shapes = pd.DataFrame(
         [
-            # frame 0: accepted (logged correct), corrected (logged correct -> wrong), geometry edited, manual added
+            # frame 0: accepted (logged correct), corrected (logged correct -> wrong), geometry edited,
+            # manual added
             dict(
                 shape_id=1,
                 frame=0,
@@ -157,7 +160,8 @@ def test_join_and_lifecycle_every_state(tmp_path) -> None:
             ),
         ]
     )
-    rows = match_shapes(shapes, logs.detections, fj.frames)
+    shapes["safety_rope_use"] = shapes["safety_rope_use"].map({"wrong": values[0], "correct": values[1]})
+    rows = match_shapes(shapes, logs.detections, fj.frames, values=values)
     rows["state"] = classify(rows)
     state = dict(zip(rows["shape_id"].fillna(-1).astype(int), rows["state"]))
     assert state == {
@@ -169,7 +173,7 @@ def test_join_and_lifecycle_every_state(tmp_path) -> None:
         6: "accepted",
         -1: "deleted",
     }
-    summary = summarize(rows)
+    summary = summarize(rows, values=values)
     assert summary["counts"] == {
         "accepted": 2,
         "attribute_corrected": 1,
@@ -183,9 +187,10 @@ def test_join_and_lifecycle_every_state(tmp_path) -> None:
     # original predictions: shape1 correct->correct, shape2 logged correct / final wrong, shape3 logged wrong
     # / final wrong, shape6 logged correct (0.2 >= 0) / final correct
     assert summary["original_confusion"]["matrix"] == [[1, 1], [0, 2]]
+    assert summary["original_confusion"]["labels"] == list(values)
     assert summary["unjoined_shapes"] == [{"frame": 2, "shape_id": 5, "source": "auto"}]
     by_id = rows.set_index(rows["shape_id"].fillna(-1).astype(int))
     assert by_id.loc[2, "request_id"] == "chosen" and by_id.loc[2, "logit"] == 1.5
     assert by_id.loc[-1, "request_id"] == "pix" and by_id.loc[-1, "frame"] == 1
-    s = scored(rows)
+    s = scored(rows, values=values)
     assert sorted(s["logit"].tolist()) == [-1.0, 0.2, 1.5, 2.0] and s["y"].sum() == 2

@@ -33,7 +33,7 @@ def _jpeg(seed: int) -> bytes:
 
 
 def _person_rectangles(job: synthetic.SyntheticJob) -> pd.DataFrame:
-    """The generated job's person boxes straight from its API bodies (not through ropewatch_validator.cvat.fetch)."""
+    """The generated job's person boxes straight from its API bodies (not through cvat.fetch)."""
     person = next(label["id"] for label in job.labels if label["name"] == "person")
     rows = [
         {
@@ -205,9 +205,11 @@ def test_validate_job_with_log_file(cvat, traced_job, tmp_path) -> None:
         crop = Image.open(io.BytesIO(base64.b64decode(m["crop"])))
         assert crop.format == "PNG" and max(crop.size) <= 160
 
-    # frames: every live one once for its fingerprint, then only the mistakes' frames again
+    # frames: every live one once for its fingerprint, then only the frames of the mistakes' crops and
+    # report.html's worst-frame thumbnails again, each once (one cached fetcher serves both)
     frame_requests = [p for p in state.requests if f"/api/jobs/{JOB}/data?" in p]
-    assert len(frame_requests) == N_FRAMES - 1 + len({m["frame"] for m in mistakes})
+    pictured = {m["frame"] for m in mistakes} | {w["frame"] for w in report["worst_frames"]}
+    assert len(frame_requests) == N_FRAMES - 1 + len(pictured)
     assert all("type=frame" in p and "quality=original" in p for p in frame_requests)
     assert f"number={DELETED}&" not in "".join(
         p + "&" for p in frame_requests
@@ -221,6 +223,15 @@ def test_validate_job_with_log_file(cvat, traced_job, tmp_path) -> None:
 
     page = (tmp_path / "out" / f"job-{JOB}" / "report.html").read_text()
     assert "Most confident mistakes" in page and "reliability diagram" in page
+    # worst frames: a traced prediction's box is named by its error and the logged P(correct)
+    logged = {(o["frame"], o["shape_id"]): o["p_correct"] for o in report["trace"]["objects"]}
+    named = [
+        f"{o['error']} · P(correct) {logged[(w['frame'], o['shape_id'])]:.2f}"
+        for w in report["worst_frames"]
+        for o in w["objects"]
+        if o["role"] == "prediction" and logged.get((w["frame"], o["shape_id"])) is not None
+    ]
+    assert named and all(n in page for n in named)
     assert "precision/recall of correct and wrong" in page
     assert page.count('alt="crop of frame') == len(mistakes)
     for m in mistakes:

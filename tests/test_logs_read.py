@@ -89,3 +89,39 @@ def test_key_filter_counts_other_frames(tmp_path) -> None:
     data = read_logs([f], keys={f"{0:064x}", f"{6:064x}"})  # record 0 by bytes, record 5 by pixels (5 + 1)
     assert list(data.requests["request_id"]) == ["req-0", "req-5"]
     assert (data.stats.inference, data.stats.other_frames) == (2, 4)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (
+            lambda r: r.update(timestamp="2026-11-23 10:00:00 +0000 UTC"),
+            "ValueError: timestamp '2026-11-23 10",
+        ),
+        (
+            lambda r: r["image"].update(sha256=["ab", "cd"]),
+            "TypeError: image.sha256 must be a string, not list",
+        ),
+        (lambda r: r["image"].update(width=1e400), "OverflowError"),  # JSON's 1e400 reads as inf
+        (lambda r: r["detections"][0].update(safety_rope_use={"v": 1}), "TypeError: safety_rope_use must be"),
+    ],
+)
+def test_one_bad_record_is_rejected_alone(tmp_path, damage, reason) -> None:
+    bad = _rec(7)
+    damage(bad)
+    f = tmp_path / "d.log"
+    f.write_text(json.dumps(_rec(6)) + "\n" + json.dumps(bad) + "\n" + json.dumps(_rec(8)) + "\n")
+    for keys in (None, {f"{7:064x}", f"{6:064x}", f"{8:064x}"}):  # with and without the job's key filter
+        data = read_logs([f], keys=keys)
+        assert (data.stats.inference, data.stats.malformed) == (2, 1)
+        assert list(data.requests["request_id"]) == ["req-6", "req-8"]
+        assert data.stats.malformed_examples[0].startswith(f"{f}:2: {reason}")
+
+
+def test_json_nested_too_deep_is_one_malformed_record(tmp_path) -> None:
+    f = tmp_path / "e.log"
+    deep = '{"event": "inference", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    f.write_text(json.dumps(_rec(6)) + "\n" + deep + "\n")
+    data = read_logs([f])
+    assert (data.stats.lines, data.stats.records, data.stats.inference, data.stats.malformed) == (2, 2, 1, 1)
+    assert data.stats.malformed_examples == [f"{f}:2: MalformedLine: JSON nested too deep to read"]

@@ -180,13 +180,13 @@ def test_report_counts_and_breakdowns_are_consistent():
         ref=ref,
         skipped=skipped,
     )
-    assert rep["counts"]["predictions"] == len(pred) and rep["counts"]["references"] == len(ref)
-    by_size = rep["breakdowns"]["size"]
-    assert sum(b["references"] for b in by_size) == len(ref)
-    assert sum(b["missed"] for b in by_size) == rep["errors"]["missed"]
-    grid = np.asarray(rep["breakdowns"]["position_grid"]["errors"])
-    errors = sum(v for k, v in rep["errors"].items() if k != "edited_by_person")
+    assert rep.counts.predictions == len(pred) and rep.counts.references == len(ref)
+    by_size = rep.breakdowns.size
+    assert sum(b.references for b in by_size) == len(ref)
+    assert sum(b.missed for b in by_size) == rep.errors.missed
+    grid = np.asarray(rep.breakdowns.position_grid.errors)
+    errors = sum(v for k, v in rep.errors.counts().items() if k != "edited_by_person")
     assert grid.sum() == errors
     assert len(report.objects_frame(rep)) == len(pred) + len(ref)
-    worst = rep["worst_frames"]
-    assert [w["errors"] for w in worst] == sorted((w["errors"] for w in worst), reverse=True)
+    worst = rep.worst_frames
+    assert [w.errors for w in worst] == sorted((w.errors for w in worst), reverse=True)

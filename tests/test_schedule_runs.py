@@ -14,11 +14,12 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from filelock import FileLock
+from werkzeug.wrappers import Request, Response
 
 from ropewatch_validator.ops.alert import AlertConfig, Rule, Webhook
 from ropewatch_validator.ops.history import open_store
-from ropewatch_validator.ops.schedule import JobRef, _lock_path, run_batch
+from ropewatch_validator.ops.schedule import JobRef, run_batch
+from ropewatch_validator.render.model import Report
 
 HOST = "http://cvat.local:8080"
 RULES = AlertConfig(
@@ -34,14 +35,14 @@ class ReportDir:
         self.root, self.calls = root, []
         root.mkdir(parents=True, exist_ok=True)
 
-    def put(self, report: dict) -> JobRef:
-        job = report["source"]["job"]
-        (self.root / f"{job}.json").write_text(json.dumps(report))
-        return JobRef(job, report["source"]["job_updated_date"], report["source"]["host"])
+    def put(self, report: Report) -> JobRef:
+        job = report.source.job
+        (self.root / f"{job}.json").write_text(report.to_json())
+        return JobRef(job, report.source.job_updated_date, report.source.host)
 
-    def __call__(self, job_id: int) -> dict:
+    def __call__(self, job_id: int) -> Report:
         self.calls.append(job_id)
-        return json.loads((self.root / f"{job_id}.json").read_text())
+        return Report.load(self.root / f"{job_id}.json")
 
 
 def test_exit_codes_and_one_failing_job_does_not_stop_others(tmp_path, make_report):
@@ -61,23 +62,23 @@ def test_exit_codes_and_one_failing_job_does_not_stop_others(tmp_path, make_repo
 
 def test_cvat_5xx_mid_run_then_next_run_completes_without_duplicates(tmp_path, httpserver, make_report):
     reports = {j: make_report(job=j, cm=BAD) for j in (1, 2, 3)}
-    httpserver.expect_request("/api/jobs/1").respond_with_json(reports[1])
+    httpserver.expect_request("/api/jobs/1").respond_with_data(reports[1].to_json())
     httpserver.expect_oneshot_request("/api/jobs/2").respond_with_data("down", status=503)
-    httpserver.expect_request("/api/jobs/3").respond_with_json(reports[3])
+    httpserver.expect_request("/api/jobs/3").respond_with_data(reports[3].to_json())
     receiver = "/hook"
     httpserver.expect_request(receiver, method="POST").respond_with_data("ok")
 
-    def validate_over_http(job_id: int) -> dict:
+    def validate_over_http(job_id: int) -> Report:
         with urllib.request.urlopen(httpserver.url_for(f"/api/jobs/{job_id}"), timeout=5) as resp:
-            return json.load(resp)
+            return Report.model_validate_json(resp.read())
 
     rules = AlertConfig(RULES.rules, (Webhook(name="ops", url=httpserver.url_for(receiver)),))
     store = open_store(str(tmp_path / "h.sqlite"))
-    refs = [JobRef(j, r["source"]["job_updated_date"], HOST) for j, r in reports.items()]
+    refs = [JobRef(j, r.source.job_updated_date, HOST) for j, r in reports.items()]
     first = run_batch(refs, validate_over_http, store, rules, lock_dir=tmp_path / "locks")
     assert [o.status for o in first.outcomes] == ["alert", "failed", "alert"] and first.exit_code == 2
     assert "HTTPError" in first.outcomes[1].detail
-    httpserver.expect_request("/api/jobs/2").respond_with_json(reports[2])  # CVAT is back
+    httpserver.expect_request("/api/jobs/2").respond_with_data(reports[2].to_json())  # CVAT is back
     second = run_batch(refs, validate_over_http, store, rules, lock_dir=tmp_path / "locks")
     assert [o.status for o in second.outcomes] == [
         "unchanged",
@@ -97,8 +98,10 @@ def test_since_and_unchanged_jobs_are_not_fetched(tmp_path, make_report):
         [old, new], jobs, store, RULES, since="2026-11-05T00:00:00Z", lock_dir=tmp_path / "locks"
     )
     assert [o.status for o in result.outcomes] == ["not-since", "ok"] and jobs.calls == [2]
+    # "last" is per host and job: job 1 was never stored, so it is validated now; job 2's stored
+    # state is its listed one, so it is not.
     again = run_batch([old, new], jobs, store, RULES, since="last", lock_dir=tmp_path / "locks")
-    assert [o.status for o in again.outcomes] == ["not-since", "not-since"] and jobs.calls == [2]
+    assert [o.status for o in again.outcomes] == ["ok", "not-since"] and jobs.calls == [2, 1]
     assert [o.status for o in run_batch([new], jobs, store, RULES, lock_dir=tmp_path / "locks").outcomes] == [
         "unchanged"
     ]
@@ -108,18 +111,30 @@ def test_since_and_unchanged_jobs_are_not_fetched(tmp_path, make_report):
         run_batch([listed], jobs, store, RULES, lock_dir=tmp_path / "locks").outcomes[0].status == "unchanged"
     )
     forced = run_batch([new], jobs, store, RULES, lock_dir=tmp_path / "locks", force=True)
-    assert forced.outcomes[0].detail.startswith("this job state was stored before") and jobs.calls == [2, 2]
-    assert len(store.trend()) == 1
+    assert forced.outcomes[0].detail.startswith("this job state was stored before")
+    assert jobs.calls == [2, 1, 2] and len(store.trend()) == 2
 
 
 def test_a_job_locked_by_another_run_is_left_to_it(tmp_path, make_report):
     jobs = ReportDir(tmp_path / "jobs")
-    store = open_store(str(tmp_path / "h.sqlite"))
     refs = [jobs.put(make_report(job=j, cm=GOOD)) for j in (1, 2)]
-    with FileLock(_lock_path(tmp_path / "locks", HOST, 2)):
-        result = run_batch(refs, jobs, store, RULES, lock_dir=tmp_path / "locks")
-    assert [o.status for o in result.outcomes] == ["ok", "locked"] and result.exit_code == 0
-    assert run_batch(refs, jobs, store, RULES, lock_dir=tmp_path / "locks").outcomes[1].status == "ok"
+    second: list = []
+
+    def validate_while_a_second_run_starts(job_id: int) -> Report:
+        if job_id == 2:  # the first run holds job 2 now; a second cron run starts meanwhile
+            store = open_store(str(tmp_path / "h.sqlite"))
+            second.append(run_batch(refs, jobs, store, RULES, lock_dir=tmp_path / "locks", lock_wait_s=0.2))
+            store.close()
+        return jobs(job_id)
+
+    store = open_store(str(tmp_path / "h.sqlite"))
+    first = run_batch(refs, validate_while_a_second_run_starts, store, RULES, lock_dir=tmp_path / "locks")
+    assert [o.status for o in first.outcomes] == ["ok", "ok"]
+    # job 1 was stored by the first run (unchanged, not fetched); job 2 was left to the first run, and
+    # the second run says it did not validate it (the holder may be stuck): exit 2, not 0
+    assert [o.status for o in second[0].outcomes] == ["unchanged", "locked"] and second[0].exit_code == 2
+    assert "not validated" in second[0].outcomes[1].detail
+    assert jobs.calls == [1, 2] and len(store.trend()) == 2
 
 
 def test_overlapping_runs_validate_each_job_once(tmp_path, make_report):
@@ -154,16 +169,17 @@ KILL_BETWEEN_JOBS = textwrap.dedent(
     from ropewatch_validator.ops.alert import AlertConfig, Rule, Webhook
     from ropewatch_validator.ops.history import open_store
     from ropewatch_validator.ops.schedule import JobRef, run_batch
+    from ropewatch_validator.render.model import Report
     db, root, hook, locks = sys.argv[1:5]
 
     def validate_one(job_id):
         if job_id == 2:
             os.kill(os.getpid(), signal.SIGKILL)  # killed after job 1 was stored and alerted
-        return json.loads((Path(root) / f"{job_id}.json").read_text())
+        return Report.load(Path(root) / f"{job_id}.json")
 
     refs = [JobRef(int(j), u, h) for j, u, h in json.loads(sys.argv[5])]
-    rules = AlertConfig((Rule(name="wrong-f1-low", metric="attribute.per_class.wrong.f1", op="<", threshold=0.92),),
-                        (Webhook(name="ops", url=hook),))
+    rule = Rule(name="wrong-f1-low", metric="attribute.per_class.wrong.f1", op="<", threshold=0.92)
+    rules = AlertConfig((rule,), (Webhook(name="ops", url=hook),))
     sys.exit(run_batch(refs, validate_one, open_store(db), rules, lock_dir=locks).exit_code)
     """
 )
@@ -220,7 +236,7 @@ def test_unparsable_since_is_a_clear_failure(tmp_path):
         since="not a date",
         lock_dir=tmp_path / "locks",
     )
-    assert result.exit_code == 2 and "Invalid isoformat" in result.outcomes[0].detail
+    assert result.exit_code == 2 and "--since takes an ISO time" in result.outcomes[0].detail
     bad_ref = JobRef(1, "yesterday", HOST)
     result = run_batch(
         [bad_ref],
@@ -236,8 +252,8 @@ def test_unparsable_since_is_a_clear_failure(tmp_path):
 def test_report_without_job_state_fails_only_that_job(tmp_path, make_report):
     jobs = ReportDir(tmp_path / "jobs")
     broken = make_report(job=1)
-    del broken["source"]["job_updated_date"]
-    (jobs.root / "1.json").write_text(json.dumps(broken))
+    broken.source.job_updated_date = None
+    (jobs.root / "1.json").write_text(broken.to_json())
     ok = jobs.put(make_report(job=2, cm=GOOD))
     result = run_batch(
         [1, ok], jobs, open_store(str(tmp_path / "h.sqlite")), RULES, lock_dir=tmp_path / "locks"
@@ -247,17 +263,30 @@ def test_report_without_job_state_fails_only_that_job(tmp_path, make_report):
 
 
 def test_outbox_has_one_sender_at_a_time(tmp_path, httpserver, make_report):
-    httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
     jobs = ReportDir(tmp_path / "jobs")
     rules = AlertConfig(RULES.rules, (Webhook(name="ops", url=httpserver.url_for("/hook")),))
+    first_ref, second_ref = (jobs.put(make_report(job=j, cm=BAD)) for j in (1, 2))
+    second: list = []
+
+    def receive(request: Request) -> Response:
+        if not second:  # while the first run is sending, a second run stores job 2 and its alert
+            store = open_store(str(tmp_path / "h.sqlite"))
+            second.append(
+                run_batch([second_ref], jobs, store, rules, lock_dir=tmp_path / "locks", outbox_wait_s=0.1)
+            )
+            store.close()
+        return Response("ok")
+
+    httpserver.expect_request("/hook", method="POST").respond_with_handler(receive)
     store = open_store(str(tmp_path / "h.sqlite"))
-    ref = jobs.put(make_report(job=1, cm=BAD))
-    with FileLock(tmp_path / "locks" / "outbox.lock"):  # another run is sending right now
-        busy = run_batch([ref], jobs, store, rules, lock_dir=tmp_path / "locks", outbox_wait_s=0.1)
-    assert busy.exit_code == 1 and busy.delivery.sent == 0 and httpserver.log == []
-    assert [d["status"] for d in store.delivery_status()] == ["pending"]
-    later = run_batch([ref], jobs, store, rules, lock_dir=tmp_path / "locks")
-    assert later.outcomes[0].status == "unchanged" and later.delivery.sent == 1 and len(httpserver.log) == 1
+    first = run_batch([first_ref], jobs, store, rules, lock_dir=tmp_path / "locks")
+    assert first.delivery.sent == 1 and len(httpserver.log) == 1
+    # the second run stored its job and queued its alert, but left the sending to the first run
+    assert second[0].exit_code == 1 and second[0].delivery.sent == 0
+    assert sorted(d["status"] for d in store.delivery_status()) == ["pending", "sent"]
+    later = run_batch([second_ref], jobs, store, rules, lock_dir=tmp_path / "locks")
+    assert later.outcomes[0].status == "unchanged" and later.delivery.sent == 1
+    assert [json.loads(req.get_data())["job"] for req, _ in httpserver.log] == [1, 2]  # each sent once
 
 
 def test_cvat_unreachable_fails_the_run_with_exit_2_and_stores_nothing(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 
 from ropewatch_validator.cli.main import main, validate_job_main
 from ropewatch_validator.ops.history import open_store
+from ropewatch_validator.render.model import Report
 from ropewatch_validator.render.report import objects_frame
 from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.sandbox import synthetic
@@ -52,7 +53,7 @@ def test_writes_every_format_with_the_contract_keys(cvat, tmp_path, capsys):
     assert run(url, tmp_path, "101") == 0
     out = tmp_path / "out" / "job-101"
     rep = json.loads((out / "report.json").read_text())
-    assert rep["schema_version"] == "1.0"
+    assert rep["schema_version"] == "1.1"
     assert set(rep["detection"]) >= {"tp", "fp", "fn", "precision", "recall", "f1"}
     assert set(rep["attribute"]) >= {
         "name",
@@ -76,7 +77,9 @@ def test_writes_every_format_with_the_contract_keys(cvat, tmp_path, capsys):
     assert rep["source"]["host"] == url and rep["source"]["job"] == 101 and rep["source"]["task"] == 11
     assert rep["settings"]["iou"] == 0.5 and rep["counts"]["skipped_shapes"]["polygon"] == 1
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") >= 4 and "<script" not in page
+    # offline: each worst frame's thumbnail inlined, nothing loaded from elsewhere (no src=http, no <link>)
+    assert page.count("data:image/jpeg;base64,") == len(rep["worst_frames"]) == 10
+    assert 'src="http' not in page and "<link" not in page and "<script src" not in page
     assert "| **wrong** |" in (out / "report.md").read_text()
     printed = capsys.readouterr()
     assert "person detection" in printed.out and TOKEN not in printed.out + printed.err
@@ -133,7 +136,7 @@ def test_gt_job_mode_uses_only_gt_frames(cvat, tmp_path):
     assert run(url, tmp_path, "101", "--gt-job", "auto") == 0
     rep = json.loads((tmp_path / "out" / "job-101" / "report.json").read_text())
     assert rep["source"]["reference_mode"] == "gt-job" and rep["source"]["reference_job"] == 103
-    assert set(objects_frame(rep)["frame"]) <= {0, 2, 4, 6}
+    assert set(objects_frame(Report.model_validate(rep))["frame"]) <= {0, 2, 4, 6}
     assert rep["counts"]["frames"] == 4
 
 
@@ -176,3 +179,44 @@ def test_demo_validator_step_writes_reports_and_history(tmp_path, monkeypatch):
     rep = json.loads((tmp_path / "reports" / "job-101" / "report.json").read_text())
     assert rep["detection"]["tp"] > 0 and rep["errors"]["flip_wrong_to_correct"] > 0
     assert len(open_store(str(tmp_path / "history.sqlite")).trend(job=101)) == 1
+
+
+def test_vocabulary_drives_flips_history_and_trend(cvat, tmp_path, capsys, monkeypatch):
+    url, _ = cvat
+    monkeypatch.setenv("COLUMNS", "250")
+    # A third value nobody used and the unsafe value first: every ordered pair is a flip type, every
+    # value a class in the report and in history, and the dangerous flips are those of `wrong`.
+    assert run(url, tmp_path, "101", "--values", "wrong,correct,unknown") in (0, 1)
+    rep = Report.load(tmp_path / "out" / "job-101" / "report.json")
+    flips = {k for k in rep.errors.counts() if k.startswith("flip_")}
+    assert flips == {
+        f"flip_{a}_to_{b}"
+        for a in ("wrong", "correct", "unknown")
+        for b in ("wrong", "correct", "unknown")
+        if a != b
+    }
+    assert list(rep.attribute.per_class) == ["wrong", "correct", "unknown"]
+    assert rep.attribute.per_class["unknown"].support == 0
+    expected = rep.errors.flip("wrong", "correct") + rep.errors.flip("wrong", "unknown")
+    [row] = open_store(str(tmp_path / "h.sqlite")).trend(job=101)
+    assert list(row["classes"]) == ["wrong", "correct", "unknown"]
+    assert (row["unsafe_value"], row["dangerous_flips"]) == ("wrong", expected) and expected > 0
+    capsys.readouterr()
+    assert main(["history", "--db", str(tmp_path / "h.sqlite")]) == 0
+    out = capsys.readouterr().out
+    assert "F1 unknown" in out and "recall wrong" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--values", "wrong"], "--values takes two or more distinct"),
+        (["--values", "wrong,wrong"], "--values takes two or more distinct"),
+        (["--values", "a,b,c", "--logs", "-"], "--logs traces the function's two classes"),
+    ],
+)
+def test_unusable_vocabulary_is_one_line_exit_2(cvat, tmp_path, capsys, extra, message):
+    url, _ = cvat
+    assert run(url, tmp_path, "101", *extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

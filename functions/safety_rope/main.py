@@ -4,7 +4,9 @@ Nuclio imports this module under a connect deadline, so the module itself import
 library; torch, the checkpoint and the detector are loaded in ``init_context``. Configuration (env):
 MODEL_PATH (checkpoint, required), DETECTOR_PATH (person detector state dict; without it requests must
 send ``boxes``), DETECTOR_ARCH, DEVICE (cpu|cuda), DETECTOR_THRESHOLD, MAX_PIXELS, NUM_WORKERS (the
-trigger's numWorkers), TORCH_THREADS (default: usable cores / NUM_WORKERS).
+trigger's numWorkers), TORCH_THREADS (default: usable cores / NUM_WORKERS); FILTER_PATH (fast-filter
+checkpoint: the cascade in front of the expert) and SHADOW_RATE (share of filter-decided persons the
+expert checks anyway, logged as ``shadow``; default 0).
 
 Every record (``inference``, ``request_failed``, ``model_loaded``, ``init_failed``...) goes through
 ropewatch_core.records, which writes each line atomically to the stdout pipe the workers share.
@@ -87,7 +89,7 @@ def _init(context, log) -> None:
 
     from ropewatch_core.image import MAX_PIXELS
     from ropewatch_core.model.detector import DEFAULT_ARCH, TorchvisionPersonDetector
-    from ropewatch_core.model.pipeline import Predictor
+    from ropewatch_core.model.pipeline import Predictor, filter_fields
 
     env = os.environ
     threads = torch_threads(env, usable_cpus())
@@ -115,6 +117,8 @@ def _init(context, log) -> None:
         detector_threshold=float(env.get("DETECTOR_THRESHOLD", 0.5)),
         max_pixels=int(env.get("MAX_PIXELS", MAX_PIXELS)),
         on_reload_error=reload_failed,
+        filter_path=env.get("FILTER_PATH") or None,
+        shadow_rate=float(env.get("SHADOW_RATE") or 0.0),
     )
     context.user_data.predictor = predictor
     context.user_data.log = log
@@ -132,6 +136,7 @@ def _init(context, log) -> None:
         device=device,
         detector=None if detector is None else detector.arch,
         torch_threads=threads,
+        **({} if predictor.fast_filter is None else filter_fields(predictor.fast_filter)),
     )
 
 

@@ -57,6 +57,10 @@ def echo(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+class MalformedLine(ValueError):
+    """A line that is a JSON record but cannot be read (nested deeper than the parser's limit)."""
+
+
 class RecordError(ValueError):
     """An ``inference`` record that breaks the contract; the message names the first problem."""
 
@@ -141,9 +145,18 @@ def record_logger(worker_id: str, stream: TextIO | None = None) -> structlog.typ
 
 
 def detection_fields(
-    box: list[float], value: str, p_correct: float, logit: float, detector_score: float | None
+    box: list[float],
+    value: str,
+    p_correct: float,
+    logit: float,
+    detector_score: float | None,
+    stage: str = "expert",
+    p_filter: float | None = None,
+    shadow: dict | None = None,
 ) -> dict:
-    """One element of an inference record's ``detections``."""
+    """One element of an inference record's ``detections``; ``stage`` says which model decided
+    (``filter`` or ``expert``), ``p_filter`` is the fast filter's P(correct) when one is deployed and
+    ``shadow`` the expert's answer for a shadow-sampled filter-decided person (ropewatch_core.cascade)."""
     return {
         "box": box,
         "label": PERSON_LABEL,
@@ -151,6 +164,9 @@ def detection_fields(
         "p_correct": round(p_correct, 6),
         "logit": round(logit, 6),
         "detector_score": detector_score,
+        "stage": stage,
+        "p_filter": None if p_filter is None else round(p_filter, 6),
+        "shadow": shadow,
     }
 
 
@@ -187,15 +203,17 @@ def inference_fields(
 def parse_line(line: str) -> dict | None:
     """The JSON object on ``line``, or None. A prefix (a timestamp, a container name, Nuclio's console
     format) is allowed before an object that has an ``event`` key; the object is parsed from the first
-    ``{``, so a prefix never changes the record."""
+    ``{``, so a prefix never changes the record. MalformedLine: JSON nested too deep to read."""
     text = line.strip()
     start = text.find("{")
     if start < 0:
         return None
     try:
         obj = json.loads(text[start:])
-    except (ValueError, RecursionError):  # RecursionError: a deeply nested line
+    except ValueError:
         return None
+    except RecursionError:
+        raise MalformedLine("JSON nested too deep to read") from None
     if not isinstance(obj, dict) or (start > 0 and "event" not in obj):
         return None
     return obj
@@ -219,11 +237,16 @@ class RecordReader:
     parts_incomplete: int = 0
     _pending: dict[str, _Pending] = field(default_factory=dict)
 
-    def read(self, lines: Iterable[str]) -> Iterator[tuple[int, dict]]:
-        """(line number, record) per record of ``lines``; a joined record has its first part's line."""
+    def read(self, lines: Iterable[str]) -> Iterator[tuple[int, dict | MalformedLine]]:
+        """(line number, record) per record of ``lines``; a joined record has its first part's line; a
+        line too deeply nested to parse comes as (line number, MalformedLine) for the caller to count."""
         for lineno, line in enumerate(lines, 1):
             self.lines += 1
-            rec = parse_line(line)
+            try:
+                rec = parse_line(line)
+            except MalformedLine as exc:
+                yield lineno, exc
+                continue
             if rec is None:
                 self.skipped += 1
             elif rec.get("event") != PART:
@@ -247,7 +270,10 @@ class RecordReader:
         if len(pending.texts) < pending.parts:
             return None
         del self._pending[key]
-        whole = parse_line("".join(pending.texts[j] for j in range(pending.parts)))
+        try:
+            whole = parse_line("".join(pending.texts[j] for j in range(pending.parts)))
+        except MalformedLine:
+            whole = None
         if whole is None:
             self.skipped += 1
             return None

@@ -61,7 +61,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _config(raw: object, fail) -> ModelConfig:
+def _config(raw: object, fail: Callable[[str], NoReturn]) -> ModelConfig:
     if not isinstance(raw, dict):
         fail("'config' must be a dict")
     known = set(ModelConfig.__dataclass_fields__)
@@ -179,7 +179,8 @@ def _validate(raw: object, path: str) -> tuple[ModelConfig, RopeClassifier]:
         fail(f"config cannot build the model ({one_line(exc, 200)})")
     if model.backbone.num_features != config.feat_ch:
         fail(
-            f"config.feat_ch is {config.feat_ch} but backbone {config.backbone_name} gives {model.backbone.num_features}"
+            f"config.feat_ch is {config.feat_ch} but backbone {config.backbone_name} "
+            f"gives {model.backbone.num_features}"
         )
     expected = model.state_dict()
     problems = [f"missing {k}" for k in expected if k not in state]
@@ -209,6 +210,12 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, str]:
         ) from None
 
 
+def version_of(raw: dict, sha256: str) -> str:
+    """The version the function logs for a checkpoint: its own ``version``, else ``sha256:`` and the
+    first 12 hex digits of the file's sha256 (so an unversioned checkpoint is still told apart)."""
+    return str(raw.get("version") or f"sha256:{sha256[:12]}")
+
+
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Checkpoint:
     """Load, validate, dry-run on ``device``; any problem is one CheckpointError line naming ``path``."""
     path = str(path)
@@ -229,7 +236,7 @@ def _checkpoint(path: str, sha: str, raw: dict, config: ModelConfig, model: Rope
         temperature=float(raw.get("temperature") or 1.0),
         config=config,
         model=model,
-        version=str(raw.get("version") or f"sha256:{sha[:12]}"),
+        version=version_of(raw, sha),
         metrics=dict(raw.get("metrics") or {}),
         untrained=bool(raw.get("untrained", False)),
     )

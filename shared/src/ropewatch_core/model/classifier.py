@@ -6,6 +6,7 @@ All persons of one frame share one backbone pass; the head sees a fixed-size RoI
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,6 +55,10 @@ def expand_boxes(boxes: np.ndarray, expand: dict, width: int, height: int) -> np
 
 
 class RopeClassifier(nn.Module):
+    backbone: Any  # a timm model: its attributes (patch_embed, num_prefix_tokens, ...) vary by architecture
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, config: ModelConfig, n_labels: int) -> None:
         import timm
 

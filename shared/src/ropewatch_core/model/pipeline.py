@@ -1,27 +1,38 @@
-"""Predictor: frame bytes → persons → rope decision, with the checkpoint hot-swapped from disk.
+"""Predictor: frame bytes → persons → rope decision, with the checkpoints hot-swapped from disk.
 
-The checkpoint file is watched by (mtime, size); when either changes its sha256 is compared and a new
-file is loaded and validated (dry forward pass included) before it replaces the served model. A file
-that fails is reported once and the previous model keeps serving, so a bad rollout never takes the
-function down. Given boxes are clipped to the frame; one with less than a pixel inside is refused.
+Both model files (the expert and, when given, the fast filter) are watched by ropewatch_core.model.hotswap:
+a new file is validated before it replaces the served model, a broken one is reported once and the old
+model keeps serving.
+
+With a fast filter the decision is a cascade (ropewatch_core.cascade): the filter scores every person,
+those outside its band are decided there, and all deferred persons of the frame share one expert pass;
+a frame with none deferred makes no expert pass. ``shadow_rate`` runs the expert anyway on that share of
+the filter-decided persons (drawn independently per person) and keeps both answers for the log.
+
+Given boxes are clipped to the frame; one with less than a pixel inside is refused (BoxError). A
+non-finite logit is never served (ModelOutputError).
 """
 
 from __future__ import annotations
 
-import os
-import threading
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
+from ropewatch_core.cascade import EXPERT, FILTER, deferred, filter_values
 from ropewatch_core.decision import decide
 from ropewatch_core.image import MAX_PIXELS, Frame, ImageError, load_frame
-from ropewatch_core.model.checkpoint import Checkpoint, CheckpointError, file_sha256, load_checkpoint
+from ropewatch_core.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from ropewatch_core.model.classifier import prepare
 from ropewatch_core.model.detector import PersonDetector
-from ropewatch_core.records import detection_fields, inference_fields, one_line
+from ropewatch_core.model.fast_filter import FastFilter, load_filter
+from ropewatch_core.model.hotswap import HotSwap
+from ropewatch_core.records import detection_fields, inference_fields
 from ropewatch_core.spec import ATTRIBUTE, PERSON_LABEL
 
 MIN_BOX = 1.0  # pixels: a given box must keep at least this width and height inside the frame
@@ -76,9 +87,21 @@ class Detection:
     p_correct: float
     logit: float
     detector_score: float | None
+    stage: str = EXPERT  # which model decided: ``filter`` (p_correct/logit are the filter's) or ``expert``
+    p_filter: float | None = None  # the filter's P(correct) whenever a filter is deployed
+    shadow: dict | None = None  # the expert's answer for a shadow-sampled filter-decided person
 
     def log_fields(self) -> dict:
-        return detection_fields(self.box, self.value, self.p_correct, self.logit, self.detector_score)
+        return detection_fields(
+            self.box,
+            self.value,
+            self.p_correct,
+            self.logit,
+            self.detector_score,
+            stage=self.stage,
+            p_filter=self.p_filter,
+            shadow=self.shadow,
+        )
 
     def cvat_shape(self) -> dict:
         """CVAT's detector item; confidence is the detector score (1 for given boxes)."""
@@ -99,11 +122,13 @@ class Result:
     detector_threshold: float
     boxes_given: bool
     timings_ms: dict = field(default_factory=dict)
+    fast_filter: FastFilter | None = None
+    expert_calls: int = 0  # expert backbone passes this request made (0 or 1)
 
     def record_fields(self) -> dict:
         """The ``inference`` record's fields (ropewatch_core.records), the same for both entry points."""
-        ckpt = self.checkpoint
-        return inference_fields(
+        ckpt, filt = self.checkpoint, self.fast_filter
+        fields = inference_fields(
             model_version=ckpt.version,
             model_sha256=ckpt.sha256,
             thr=ckpt.thr,
@@ -114,6 +139,17 @@ class Result:
             detections=[d.log_fields() for d in self.detections],
             timings_ms=self.timings_ms,
         )
+        return fields if filt is None else {**fields, **filter_fields(filt)}
+
+
+def filter_fields(filt: FastFilter) -> dict:
+    """The fast filter a record was decided with (records of a function without one have none)."""
+    return {
+        "filter_version": filt.version,
+        "filter_sha256": filt.sha256,
+        "filter_band": list(filt.band),
+        "filter_temperature": filt.temperature,
+    }
 
 
 def _ms(start: float) -> float:
@@ -128,47 +164,33 @@ class Predictor:
         device: str = "cpu",
         detector_threshold: float = 0.5,
         max_pixels: int = MAX_PIXELS,
-        on_reload_error=None,
+        on_reload_error: Callable[[CheckpointError], None] | None = None,
+        filter_path: str | None = None,
+        shadow_rate: float = 0.0,
+        seed: int | None = None,
     ) -> None:
-        self.model_path, self.detector, self.device = str(model_path), detector, torch.device(device)
+        self.detector, self.device = detector, torch.device(device)
         self.detector_threshold, self.max_pixels = float(detector_threshold), int(max_pixels)
-        self.on_reload_error = on_reload_error  # called with the CheckpointError of a rejected new file
-        self._lock = threading.Lock()
-        try:
-            self._stat_key = self._stat()  # before loading: a change after this is seen by the next request
-        except FileNotFoundError:
-            raise CheckpointError(f"checkpoint {self.model_path}: no such file") from None
-        except OSError as exc:
-            raise CheckpointError(f"checkpoint {self.model_path}: {one_line(exc)}") from None
-        self.checkpoint = load_checkpoint(self.model_path, device)  # a bad file at start-up is fatal
-        self._rejected: tuple | None = None
+        if not 0.0 <= shadow_rate <= 1.0:
+            raise ValueError(f"shadow rate must be in [0, 1], got {shadow_rate}")
+        self.shadow_rate, self._rng = float(shadow_rate), random.Random(seed)
+        # on_reload_error gets the CheckpointError of a rejected new file; a bad file at start is fatal
+        self._expert = HotSwap(model_path, lambda p: load_checkpoint(p, device), on_reload_error)
+        self._filter = (
+            HotSwap(filter_path, lambda p: load_filter(p, device), on_reload_error) if filter_path else None
+        )
 
-    def _stat(self) -> tuple:
-        st = os.stat(self.model_path)
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+    @property
+    def checkpoint(self) -> Checkpoint:
+        return self._expert.value
+
+    @property
+    def fast_filter(self) -> FastFilter | None:
+        return None if self._filter is None else self._filter.value
 
     def current(self) -> Checkpoint:
-        """The model to serve now: reloaded when the file changed, kept when the new file is broken."""
-        with self._lock:
-            try:
-                key = self._stat()
-            except OSError as exc:  # file moved away mid-rollout: keep serving
-                key = ("missing", str(exc))
-            if key == self._stat_key or key == self._rejected:
-                return self.checkpoint
-            try:
-                if file_sha256(self.model_path) != self.checkpoint.sha256:
-                    self.checkpoint = load_checkpoint(self.model_path, self.device)
-                self._stat_key, self._rejected = key, None
-            except Exception as exc:  # whatever breaks, the served model stays and the file is tried once
-                self._rejected = key
-                if self.on_reload_error is not None:
-                    self.on_reload_error(
-                        exc
-                        if isinstance(exc, CheckpointError)
-                        else CheckpointError(f"checkpoint {self.model_path}: {one_line(exc)}")
-                    )
-            return self.checkpoint
+        """The expert to serve now (see ropewatch_core.model.hotswap)."""
+        return self._expert.current()
 
     @torch.inference_mode()
     def classify(
@@ -182,44 +204,74 @@ class Predictor:
             raise ModelOutputError(f"model {ckpt.version} gave a non-finite logit; nothing was served")
         return decide(logits, ckpt.labels, ckpt.thr, ckpt.temperature)
 
+    def decide(
+        self, ckpt: Checkpoint, filt: FastFilter | None, rgb: np.ndarray, boxes: np.ndarray, timings: dict
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Per person ``value, p_correct, logit, stage, p_filter, shadow`` and the expert passes made."""
+        n = len(boxes)
+        if filt is None:
+            t0 = time.perf_counter()
+            z, p, values = self.classify(ckpt, rgb, boxes)
+            timings["classify"] = _ms(t0)
+            rows: list[dict[str, Any]] = [
+                dict(value=v, p_correct=float(pi), logit=float(zi), stage=EXPERT, p_filter=None, shadow=None)
+                for v, pi, zi in zip(values, p, z)
+            ]
+            return rows, int(n > 0)
+        t0 = time.perf_counter()
+        fz, fp = filt.p_correct(rgb, boxes)
+        timings["filter"] = _ms(t0)
+        by_filter = filter_values(fp, filt.band)
+        rows = [
+            dict(value=v, p_correct=float(pi), logit=float(zi), stage=FILTER, p_filter=float(pi), shadow=None)
+            for v, pi, zi in zip(by_filter, fp, fz)
+        ]
+        shadowed = [i for i in range(n) if by_filter[i] is not None and self._rng.random() < self.shadow_rate]
+        ask = sorted(set(np.flatnonzero(deferred(fp, filt.band)).tolist()) | set(shadowed))
+        if not ask:
+            return rows, 0
+        t0 = time.perf_counter()
+        z, p, values = self.classify(ckpt, rgb, boxes[ask])  # one expert pass for the whole frame
+        timings["classify"] = _ms(t0)
+        for i, v, pi, zi in zip(ask, values, p, z):
+            expert = {"value": v, "p_correct": round(float(pi), 6), "logit": round(float(zi), 6)}
+            if by_filter[i] is None:
+                rows[i].update(value=v, p_correct=float(pi), logit=float(zi), stage=EXPERT)
+            else:
+                rows[i]["shadow"] = expert
+        return rows, 1
+
     def run(self, data: bytes, boxes: np.ndarray | None = None, threshold: float | None = None) -> Result:
-        """One request: decode, detect (unless ``boxes`` given), classify all persons in one backbone pass."""
+        """One request: decode, detect (unless ``boxes`` given), then filter and/or expert (one pass)."""
         t_total = time.perf_counter()
         ckpt = self.current()
+        filt = None if self._filter is None else self._filter.current()
         t0 = time.perf_counter()
         frame = load_frame(data, self.max_pixels)
         timings = {"decode": _ms(t0)}
         thr_det = self.detector_threshold if threshold is None else float(threshold)
         given = boxes is not None
         t0 = time.perf_counter()
-        if not given:
+        if boxes is None:
             if self.detector is None:
                 raise DetectorUnavailable("no person detector configured (DETECTOR_PATH); send 'boxes'")
             if max(frame.width, frame.height) > MAX_ASPECT * min(frame.width, frame.height):
                 raise ImageError(
                     "image_invalid",
-                    f"a {frame.width}x{frame.height} frame is too thin for the "
-                    f"person detector (sides at most {MAX_ASPECT}:1); send 'boxes'",
+                    f"a {frame.width}x{frame.height} frame is too thin for the person detector "
+                    f"(sides at most {MAX_ASPECT}:1); send 'boxes'",
                 )
             boxes, scores = self.detector.detect(frame.rgb, thr_det)
             det_scores: list[float | None] = [round(float(s), 6) for s in scores]
-            boxes = np.round(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), 2)
+            rounded = np.round(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), 2)
         else:
             det_scores = [None] * len(boxes)
-            boxes = clip_boxes(boxes, frame.width, frame.height)
+            rounded = clip_boxes(boxes, frame.width, frame.height)
         timings["detect"] = _ms(t0)
-        t0 = time.perf_counter()
-        z, p, values = self.classify(ckpt, frame.rgb, boxes)
-        timings["classify"] = _ms(t0)
+        rows, expert_calls = self.decide(ckpt, filt, frame.rgb, rounded, timings)
         detections = [
-            Detection(
-                box=[float(v) for v in box],
-                value=value,
-                p_correct=float(pi),
-                logit=float(zi),
-                detector_score=score,
-            )
-            for box, value, pi, zi, score in zip(boxes, values, p, z, det_scores)
+            Detection(box=[float(v) for v in box], detector_score=score, **row)
+            for box, row, score in zip(rounded, rows, det_scores)
         ]
         timings["total"] = _ms(t_total)
         return Result(
@@ -229,4 +281,6 @@ class Predictor:
             detector_threshold=thr_det,
             boxes_given=given,
             timings_ms=timings,
+            fast_filter=filt,
+            expert_calls=expert_calls,
         )

@@ -7,6 +7,7 @@ import importlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from ropewatch_core.spec import ATTRIBUTE_VALUES
 
@@ -48,10 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     from ropewatch_core.model.checkpoint import CheckpointError, demo_checkpoint, save_checkpoint, validate
-    from ropewatch_core.records import one_line
     from ropewatch_core.model.classifier import ModelConfig
+    from ropewatch_core.records import one_line
 
-    overrides = {}
+    overrides: dict[str, Any] = {}
     if args.img_size:
         overrides["img_size"] = tuple(args.img_size)
     if args.backbone:
@@ -65,12 +66,16 @@ def run_demo(args: argparse.Namespace) -> int:
     except CheckpointError as exc:
         print(f"ropewatch checkpoint demo: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, RuntimeError, OSError) as exc:  # timm refuses a size or name; an unwritable path
+    except OSError as exc:
+        print(f"ropewatch checkpoint demo: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError) as exc:  # timm refuses a size or a name
         print(f"ropewatch checkpoint demo: {args.output}: {one_line(exc)}", file=sys.stderr)
         return 2
     print(
         f"{args.output}: untrained demo checkpoint ({checkpoint['config']['backbone_name']}, "
-        f"img_size {checkpoint['config']['img_size']}, labels {checkpoint['labels']}, thr {checkpoint['thr']})"
+        f"img_size {checkpoint['config']['img_size']}, labels {checkpoint['labels']}, "
+        f"thr {checkpoint['thr']})"
     )
     return 0
 

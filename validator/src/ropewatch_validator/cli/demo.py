@@ -3,9 +3,10 @@
 1. An untrained demo checkpoint and random-init detector weights are written to a temporary
    directory, a 1280x720 site-camera-like JPEG is drawn, and the real Nuclio handler answers a
    CVAT-style request through nuclio_sdk's Context/Event/Response; the response and log are printed.
-2. The sandbox CVAT (a local HTTP server) serves a generated job with auto, semi-auto and manual
-   person boxes, and the real `validate-job` pulls it through cvat-sdk, writes report.{json,md,html}
-   and a history row into the same directory, and prints its summary.
+2. The sandbox CVAT (a local HTTP server) serves eight generated jobs with auto, semi-auto and manual
+   person boxes, and the real `validate-job` pulls them through cvat-sdk as two model versions,
+   writes report.{json,md,html} and the history (``history.sqlite``, where the newer version trips
+   an alert rule) into the same directory: what ``ropewatch serve`` then shows.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ import io
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-# The demo runs the function from the checkout (the README installs it editable): validator/src/ropewatch_validator/cli → repo.
+# The demo runs the function from the checkout (installed editable): parents[4] of cli/ is the repo.
 FUNCTION_MAIN = Path(__file__).resolve().parents[4] / "functions" / "safety_rope" / "main.py"
 DEMO_BOXES = [[300.0, 260.0, 420.0, 600.0], [820.0, 200.0, 930.0, 560.0]]
 
@@ -60,16 +64,20 @@ def sample_frame_jpeg(width: int = 1280, height: int = 720) -> bytes:
     return out.getvalue()
 
 
-def load_function_module(path: Path = FUNCTION_MAIN):
+def load_function_module(path: Path = FUNCTION_MAIN) -> ModuleType:
     """Import functions/safety_rope/main.py the way Nuclio does (a file, not a package)."""
     spec = importlib.util.spec_from_file_location("safety_rope_main", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the function from {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
 
-def call_handler(module, context, body: bytes | dict, headers: dict | None = None) -> tuple[dict, list[dict]]:
+def call_handler(
+    module: ModuleType, context: Any, body: bytes | dict, headers: dict | None = None
+) -> tuple[dict, list[dict]]:
     """One request through the real handler; returns the wire response and the JSON log records."""
     import nuclio_sdk
 
@@ -94,7 +102,7 @@ def parse_records(text: str) -> list[dict]:
     return [rec for _, rec in RecordReader().read(text.splitlines())]
 
 
-def init_function(module, worker_id: str = "demo-0"):
+def init_function(module: ModuleType, worker_id: str = "demo-0") -> tuple[Any, list[dict]]:
     import logging
 
     import nuclio_sdk
@@ -107,7 +115,7 @@ def init_function(module, worker_id: str = "demo-0"):
 
 
 @contextlib.contextmanager
-def function_env(values: dict[str, str]):
+def function_env(values: dict[str, str]) -> Iterator[None]:
     """The deployment's env for init_context, restored afterwards so the caller's process is unchanged."""
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
@@ -140,6 +148,18 @@ def run_function_demo(workdir: Path) -> dict:
         {"image": base64.b64encode(frame).decode("ascii"), "threshold": 0.5, "boxes": DEMO_BOXES}
     )
     response, records = call_handler(module, context, body.encode(), {"X-Request-Id": "demo-request-1"})
+    filter_path = workdir / "filter-demo.pt"
+    write_demo_filter(filter_path, frame)
+    env = {
+        "MODEL_PATH": str(model_path),
+        "DETECTOR_PATH": str(detector_path),
+        "FILTER_PATH": str(filter_path),
+    }
+    with function_env({**env, "DEVICE": "cpu"}):
+        cascade_context, _ = init_function(module, "demo-1")
+    _, cascade_records = call_handler(
+        module, cascade_context, body.encode(), {"X-Request-Id": "demo-request-2"}
+    )
     return {
         "workdir": str(workdir),
         "model_path": str(model_path),
@@ -148,33 +168,115 @@ def run_function_demo(workdir: Path) -> dict:
         "response": response,
         "startup_log": startup,
         "log": records,
+        "filter_path": str(filter_path),
+        "cascade_log": cascade_records,
     }
 
 
+def write_demo_filter(path: Path, frame: bytes) -> None:
+    """An untrained fast filter (the plan's mobilenetv4_hybrid_medium at 256 px) whose band is set from
+    its own P on the two demo persons, so that one is decided by the filter and the other deferred to
+    the expert: the demo shows both stages. A real band comes from `ropewatch cascade tune`."""
+    import numpy as np
+    import torch
+
+    from ropewatch_core.image import load_frame
+    from ropewatch_core.model.checkpoint import save_checkpoint
+    from ropewatch_core.model.fast_filter import build_model, load_filter, new_checkpoint
+
+    torch.manual_seed(0)
+    name = "mobilenetv4_hybrid_medium"
+    save_checkpoint(new_checkpoint(build_model(name), name, 256, version="filter-demo-untrained"), path)
+    _, p = load_filter(path).p_correct(load_frame(frame).rgb, np.array(DEMO_BOXES))
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["band"] = [0.0, float(max(p))]  # the higher P is decided `correct`, the lower one deferred
+    save_checkpoint(ckpt, path)
+
+
+# The dashboard's demo history: two model versions validated on generated jobs; the newer one flips
+# more wrong-rope persons to correct and trips the flips rule. Its alert goes to two webhooks: a local
+# receiver (delivered) and a closed port (failed, left in the outbox).
+DEMO_VERSIONS = (("rope-2026.10", (101, 102, 103, 104), 0.04), ("rope-2026.11", (105, 106, 107, 108), 0.3))
+DEMO_RULES = """
+[[rule]]
+name = "flips-per-1000"
+metric = "dangerous_flips_per_1000"
+op = ">"
+threshold = 60
+
+[[webhook]]
+name = "ops-chat"
+url = "{sent}"
+timeout_s = 2
+retries = 0
+
+[[webhook]]
+name = "pager"
+url = "{failed}"
+timeout_s = 2
+retries = 0
+"""
+
+
+@contextlib.contextmanager
+def webhook_receiver() -> Iterator[tuple[str, str]]:
+    """A local endpoint that answers 204 to every POST (the demo's delivered webhook), and a URL on a
+    port nobody listens on (the failed one)."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    with socket.socket() as probe:  # a free port, closed again: connections to it are refused
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", f"http://127.0.0.1:{closed}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def run_validator_demo(workdir: Path) -> int:
-    """validate-job against the sandbox CVAT serving a generated 60-frame job; returns its exit code."""
+    """validate-job against the sandbox CVAT: eight generated 40-frame jobs, four per model version,
+    into ``workdir/history.sqlite`` (made anew); returns 0 when exactly the second version alerted."""
     from ropewatch_validator.cli.main import main
     from ropewatch_validator.sandbox import server as sandbox
     from ropewatch_validator.sandbox import synthetic
 
+    workdir = Path(workdir)
+    db = workdir / "history.sqlite"
+    db.unlink(missing_ok=True)  # the demo's own history: a rerun shows the same dashboard
     state = sandbox.CvatState()
-    state.add(synthetic.generate(60, seed=3))
-    with sandbox.serve(state) as (url, _):
-        print(
-            f"# validate-job 101 against the sandbox CVAT at {url} (generated job: auto, semi-auto, manual boxes)"
-        )
-        return main(
-            [
-                "validate-job",
-                "101",
-                "--server-host",
-                url,
-                "--out",
-                str(Path(workdir) / "reports"),
-                "--db",
-                str(Path(workdir) / "history.sqlite"),
-            ]
-        )
+    for _, jobs, p_flip in DEMO_VERSIONS:
+        for i, job in enumerate(jobs):
+            state.add(
+                synthetic.generate(40, job_id=job, task_id=11 + i % 2, project_id=3, seed=job, p_flip=p_flip)
+            )
+    codes = []
+    with webhook_receiver() as (sent, failed), sandbox.serve(state) as (url, _):
+        rules = workdir / "rules.toml"
+        rules.write_text(DEMO_RULES.format(sent=sent, failed=failed), encoding="utf-8")
+        for version, jobs, _ in DEMO_VERSIONS:
+            print(
+                f"# validate-job {' '.join(map(str, jobs))} --model-version {version} (sandbox CVAT at {url})"
+            )
+            argv = ["validate-job", *map(str, jobs), "--server-host", url, "--model-version", version]
+            argv += ["--out", str(workdir / "reports"), "--db", str(db), "--rules", str(rules), "--quiet"]
+            argv += ["--frame-cache", str(workdir / "frames")]
+            codes.append(main(argv))
+    return 0 if codes == [0, 1] else 2
 
 
 def run(args: argparse.Namespace) -> int:
@@ -192,6 +294,18 @@ def run(args: argparse.Namespace) -> int:
     print("# log record:")
     for record in result["log"]:
         print(json.dumps(record))
+    print(f"# the cascade: the same request, FILTER_PATH={result['filter_path']} (untrained filter, band set")
+    print("# so one person is decided by the filter and one by the expert; `ropewatch cascade tune` sets it)")
+    for record in result["cascade_log"]:
+        print(json.dumps(record))
+        for i, d in enumerate(record.get("detections", [])):
+            print(
+                f"#   person {i}: {d['safety_rope_use']} decided by the {d['stage']} "
+                f"(filter P {d['p_filter']})"
+            )
     validated = run_validator_demo(args.workdir)
     print(f"# open {Path(args.workdir) / 'reports' / 'job-101' / 'report.html'} for the HTML report")
+    print("# the dashboard (two model versions, one alert):")
+    print(f"ropewatch serve --db {Path(args.workdir) / 'history.sqlite'}")
+    print("# then open http://127.0.0.1:8765/")
     return 0 if response["status_code"] == 200 and validated == 0 else 1

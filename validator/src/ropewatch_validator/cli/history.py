@@ -4,17 +4,46 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-# (column in the runs table, heading) shown by `history` and `baseline show`.
-TREND_COLUMNS = (
-    ("det_f1", "F1 person"),
-    ("wrong_f1", "F1 wrong"),
-    ("correct_f1", "F1 correct"),
-    ("wrong_recall", "recall wrong"),
-    ("flips_per_1000", "flips w→c /1000"),
-)
-PLOTTED = ("wrong_f1", "correct_f1", "det_f1")
+if TYPE_CHECKING:
+    from ropewatch_validator.ops.history import HistoryStore
+
+
+@dataclass(frozen=True)
+class Column:
+    """A trend column: its heading, the report metric its baseline is the median of, its value in a
+    ``HistoryStore.trend`` row."""
+
+    heading: str
+    metric: str
+    value: Callable[[dict[str, Any]], Any]
+    plotted: bool = False
+
+
+def _class_value(name: str, metric: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda row: row["classes"].get(name, {}).get(metric)
+
+
+def trend_columns(rows: list[dict[str, Any]]) -> list[Column]:
+    """Detection F1, F1 of every attribute class the runs have (their vocabulary, in report order),
+    recall of the unsafe value and dangerous flips per 1,000 persons."""
+    classes = list(dict.fromkeys(c for row in rows for c in row["classes"]))
+    unsafe = next((row["unsafe_value"] for row in rows if row["unsafe_value"]), None)
+    cols = [Column("F1 detection", "detection.f1", lambda row: row["det_f1"], plotted=True)]
+    cols += [
+        Column(f"F1 {c}", f"attribute.per_class.{c}.f1", _class_value(c, "f1"), plotted=True) for c in classes
+    ]
+    if unsafe:
+        cols.append(
+            Column(f"recall {unsafe}", f"attribute.per_class.{unsafe}.recall", _class_value(unsafe, "recall"))
+        )
+    cols.append(
+        Column("dangerous flips /1000", "dangerous_flips_per_1000", lambda row: row["flips_per_1000"])
+    )
+    return cols
 
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +94,7 @@ def _fmt(value: Any) -> str:
     return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def _open(args: argparse.Namespace):
+def _open(args: argparse.Namespace) -> HistoryStore:
     from ropewatch_validator.ops.history import open_store
 
     return open_store(args.db)
@@ -75,16 +104,16 @@ def history_main(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ropewatch_validator.ops.history import METRIC_COLUMNS, HistoryError
+    from ropewatch_validator.ops.history import HistoryError
 
     console = Console()
     try:
         store = _open(args)
         rows = store.trend(job=args.job, project=args.project, model_version=args.model_version)
+        columns = trend_columns(rows)
         baseline = None
         if args.model_version:
-            paths = [METRIC_COLUMNS[c] for c, _ in TREND_COLUMNS]
-            baseline = store.baseline(args.model_version, paths, args.baseline_runs)
+            baseline = store.baseline(args.model_version, [c.metric for c in columns], args.baseline_runs)
     except HistoryError as exc:
         print(f"ropewatch history: {exc}", file=sys.stderr)
         return 2
@@ -94,8 +123,8 @@ def history_main(args: argparse.Namespace) -> int:
     table = Table(title=f"ropewatch history ({store.label})")
     for heading in ("run", "recorded (UTC)", "job", "task", "model", "job updated", "persons"):
         table.add_column(heading)
-    for _, heading in TREND_COLUMNS:
-        table.add_column(heading, justify="right")
+    for col in columns:
+        table.add_column(col.heading, justify="right")
     for row in rows:
         table.add_row(
             str(row["id"]),
@@ -105,7 +134,7 @@ def history_main(args: argparse.Namespace) -> int:
             row["model_version"],
             row["job_updated_date"][:19],
             _fmt(row["references"]),
-            *(_fmt(row[c]) for c, _ in TREND_COLUMNS),
+            *(_fmt(col.value(row)) for col in columns),
         )
     if baseline is not None:
         table.add_section()
@@ -117,34 +146,38 @@ def history_main(args: argparse.Namespace) -> int:
             args.model_version,
             "",
             "",
-            *(_fmt(baseline[METRIC_COLUMNS[c]]) for c, _ in TREND_COLUMNS),
+            *(_fmt(baseline[col.metric]) for col in columns),
         )
     console.print(table)
     if args.plot:
-        plot_trend(rows, args.plot, baseline)
+        plot_trend(rows, columns, args.plot, baseline)
         console.print(f"plot written to {args.plot}")
     return 0
 
 
 def plot_trend(
-    rows: list[dict[str, Any]], path: str, baseline: dict[str, float | None] | None = None
+    rows: list[dict[str, Any]],
+    columns: list[Column],
+    path: str,
+    baseline: dict[str, float | None] | None = None,
 ) -> None:
-    """F1 per class (and person detection) over time; dashed lines are the baseline."""
+    """F1 per class (and detection) over time; dashed lines are the baseline."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ropewatch_validator.ops.history import METRIC_COLUMNS, parse_time
+    from ropewatch_validator.ops.history import parse_time
 
     times = [parse_time(r["recorded_at"]) for r in rows]
-    labels = dict(TREND_COLUMNS)
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    for column in PLOTTED:
-        values = [float("nan") if r[column] is None else r[column] for r in rows]
-        line = ax.plot(times, values, marker="o", label=labels[column])[0]
-        if baseline and baseline.get(METRIC_COLUMNS[column]) is not None:
-            ax.axhline(baseline[METRIC_COLUMNS[column]], linestyle="--", color=line.get_color(), alpha=0.6)
+    for col in (c for c in columns if c.plotted):
+        values = [float("nan") if col.value(r) is None else col.value(r) for r in rows]
+        # matplotlib's stubs leave out the datetime x values its unit converters accept
+        line = ax.plot(times, values, marker="o", label=col.heading)[0]  # type: ignore[arg-type]
+        level = (baseline or {}).get(col.metric)
+        if level is not None:
+            ax.axhline(level, linestyle="--", color=line.get_color(), alpha=0.6)
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("F1")
     ax.set_title("ropewatch: F1 per class over time")
@@ -159,7 +192,7 @@ def plot_trend(
 def baseline_main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ropewatch_validator.ops.history import METRIC_COLUMNS, HistoryError
+    from ropewatch_validator.ops.history import HistoryError
 
     console = Console()
     try:
@@ -174,7 +207,8 @@ def baseline_main(args: argparse.Namespace) -> int:
             console.print(f"baseline of {args.model_version} {'unpinned' if done else 'was not pinned'}")
             return 0
         run_ids, pinned = store.baseline_runs(args.model_version, args.first)
-        values = store.baseline(args.model_version, [METRIC_COLUMNS[c] for c, _ in TREND_COLUMNS], args.first)
+        columns = trend_columns(store.trend(model_version=args.model_version))
+        values = store.baseline(args.model_version, [c.metric for c in columns], args.first)
     except (HistoryError, ValueError) as exc:
         print(f"ropewatch baseline: {exc}", file=sys.stderr)
         return 2
@@ -183,6 +217,6 @@ def baseline_main(args: argparse.Namespace) -> int:
         return 0
     how = "pinned" if pinned else f"median of the first {args.first} runs"
     console.print(f"baseline of {args.model_version} ({how}): runs {run_ids}")
-    for column, heading in TREND_COLUMNS:
-        console.print(f"  {heading:>16}: {_fmt(values[METRIC_COLUMNS[column]])}")
+    for col in columns:
+        console.print(f"  {col.heading:>22}: {_fmt(values[col.metric])}")
     return 0

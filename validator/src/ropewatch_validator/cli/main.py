@@ -12,11 +12,18 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from ropewatch_validator.cli.logconfig import configure_logging
+
 SUBCOMMANDS: tuple[str, ...] = (
     "ropewatch_validator.cli.demo",
     "ropewatch_validator.cli.checkpoint",
     "ropewatch_validator.cli.validate",
     "ropewatch_validator.cli.history",
+    "ropewatch_validator.cli.serve",
+    "ropewatch_validator.cli.train",
+    "ropewatch_validator.cli.filter_eval",
+    "ropewatch_validator.cli.dataset",
+    "ropewatch_validator.cli.cascade",
 )
 
 
@@ -29,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -48,22 +48,30 @@ def recalibrate(
     required_recall_wrong: float = 0.95,
     report_name: str = "",
     allow_other_version: bool = False,
+    version: str | None = None,
 ) -> dict:
-    """A new checkpoint dict with fitted ``temperature``, chosen ``thr`` and a ``calibration`` block."""
+    """A new checkpoint dict with fitted ``temperature``, chosen ``thr`` and a ``calibration`` block.
+
+    The report must trace exactly the checkpoint's model version: ``version`` (what the function
+    logs for it, ``checkpoint.version_of``), by default the checkpoint's own ``version``. Without
+    one on either side the check cannot be made, and that is refused too (``allow_other_version``
+    accepts any report).
+    """
     from ropewatch_validator.trace import (
         calibration as cal,  # scipy: imported here so `ropewatch --help` stays fast
     )
 
     if objective not in OBJECTIVES:
         raise RecalibrationError(f"objective must be one of {OBJECTIVES}, not {objective!r}")
+    z, y = scores_from_report(report)
     versions = (report.get("trace") or {}).get("model_versions") or []
     own = checkpoint.get("version")
-    if own is not None and versions and versions != [own] and not allow_other_version:
+    expected = version or own
+    if (expected is None or versions != [expected]) and not allow_other_version:
         raise RecalibrationError(
-            f"report traces model version(s) {versions}, checkpoint is {own!r} "
-            "(pass --allow-other-version to use it anyway)"
+            f"report traces model version(s) {versions or 'none'}, checkpoint is "
+            f"{expected or 'unversioned'!r} (pass --allow-other-version to use it anyway)"
         )
-    z, y = scores_from_report(report)
     t_old = float(checkpoint.get("temperature") or 1.0)
     thr_old = float(checkpoint["thr"])
     t_fit = cal.fit_temperature(z, y)
@@ -112,6 +120,20 @@ def recalibrate(
     return out
 
 
+def read_report(path: Path) -> dict:
+    """A report.json as a dict; any problem is a RecalibrationError naming the file."""
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RecalibrationError(f"--from {path}: cannot read ({exc.strerror})") from None
+    except (ValueError, RecursionError) as exc:
+        reason = str(exc).splitlines()[0][:120] if isinstance(exc, ValueError) else "nested too deep"
+        raise RecalibrationError(f"--from {path}: not a JSON report.json ({reason})") from None
+    if not isinstance(report, dict):
+        raise RecalibrationError(f"--from {path}: not a report.json (a JSON {type(report).__name__})")
+    return report
+
+
 def register(checkpoint_sub: argparse._SubParsersAction) -> None:
     """Add ``recalibrate`` under ``ropewatch checkpoint``."""
     p = checkpoint_sub.add_parser(
@@ -144,31 +166,44 @@ def register(checkpoint_sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load (validated by ropewatch_core.model.checkpoint), refit, validate the result, write atomically."""
-    from ropewatch_core.model.checkpoint import CheckpointError, read_checkpoint, save_checkpoint, validate
+    from ropewatch_core.model.checkpoint import (
+        CheckpointError,
+        read_checkpoint,
+        save_checkpoint,
+        validate,
+        version_of,
+    )
 
     try:
-        raw, _ = read_checkpoint(args.checkpoint)
+        raw, sha = read_checkpoint(args.checkpoint)
         validate(raw, str(args.checkpoint))  # a clear message for a bad file
-        report = json.loads(Path(args.report).read_text(encoding="utf-8"))
         new = recalibrate(
             raw,
-            report,
+            read_report(args.report),
             objective=args.objective,
             required_recall_wrong=args.required_recall_wrong,
             report_name=str(args.report),
             allow_other_version=args.allow_other_version,
+            version=version_of(raw, sha),
         )
         validate(new, str(args.output))  # never write a file the function would refuse
-    except (RecalibrationError, CheckpointError, OSError, ValueError) as exc:
+        save_checkpoint(new, args.output)
+    except (RecalibrationError, CheckpointError) as exc:
         print(f"ropewatch checkpoint recalibrate: {exc}", file=sys.stderr)
         return 2
-    save_checkpoint(new, args.output)
+    except OSError as exc:
+        print(
+            f"ropewatch checkpoint recalibrate: cannot write {args.output}: {exc.strerror}", file=sys.stderr
+        )
+        return 2
     cal_block = new["calibration"]
     m, before = cal_block["metrics"], cal_block["previous"]
     print(
-        f"{args.output}: version {new['version']}; temperature {new['temperature']:.4f} (was {before['temperature']:g}), "
+        f"{args.output}: version {new['version']}; "
+        f"temperature {new['temperature']:.4f} (was {before['temperature']:g}), "
         f"thr {new['thr']:.4f} (was {before['thr']:g}); ECE {m['ece_before']:.4f} -> {m['ece_after']:.4f}; "
         f"macro F1 {m['before']['macro_f1']:.4f} -> {m['macro_f1']:.4f}; recall(wrong) "
-        f"{m['before']['recall_wrong']:.4f} -> {m['recall_wrong']:.4f} on {cal_block['data']['n']} traced objects"
+        f"{m['before']['recall_wrong']:.4f} -> {m['recall_wrong']:.4f} "
+        f"on {cal_block['data']['n']} traced objects"
     )
     return 0

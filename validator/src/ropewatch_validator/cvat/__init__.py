@@ -1,1 +1,1 @@
-"""CVAT access: one job pulled through cvat-sdk into plain tables, and its frames downloaded as CVAT sends them."""
+"""CVAT access: one job pulled through cvat-sdk into plain tables; its frames fetched as CVAT sends them."""

@@ -3,7 +3,11 @@
 Bodies are read with ``_parse_response=False`` and decoded as JSON, not through the SDK's models:
 a field the SDK does not know (a newer server) or one it expects but an older server lacks
 (``score`` before CVAT 2.56) must never crash a nightly run. Retries with backoff on 429/5xx and
-connection errors come from urllib3's ``Retry`` on the SDK's connection pool.
+connection errors come from urllib3's ``Retry`` on the SDK's connection pool, with ``Retry-After``
+capped (``RETRY_AFTER_CAP_S``). ``--timeout`` bounds one socket read; each request (its retries and
+its whole body included) also has a total deadline, and each job one more (``Connection.job_deadline``):
+a server that trickles bytes or answers a paged list whose ``next`` never ends cannot hold a run.
+Answers that are not the JSON we asked for, and credentials in the host URL, never reach a message.
 
 ``JobData`` fields:
 - ``frames``: DataFrame ``frame, name, width, height, deleted`` (task-absolute frame numbers);
@@ -19,15 +23,27 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import math
 import os
+import threading
+import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import numpy as np
 import pandas as pd
 
+if TYPE_CHECKING:
+    import urllib3
+
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+RETRY_AFTER_CAP_S = 10.0  # a server's Retry-After beyond this is shortened to it
+PAGE_SIZE = 500
+MAX_JOB_FRAMES = 10_000_000  # more frames than any CVAT job has: a bound on what a job body may ask for
 SHAPE_COLUMNS = [
     "shape_id",
     "track_id",
@@ -50,11 +66,40 @@ class FetchError(RuntimeError):
 
 @dataclass
 class Connection:
-    """The cvat-sdk API client and the host it talks to (the report names the host)."""
+    """The cvat-sdk API client and the host it talks to (the report names the host; never credentials).
+
+    ``deadline_s`` bounds one request whole (retries, waits and body); ``job_deadline_at`` (a
+    ``time.monotonic()`` value, set by :meth:`job_deadline`) bounds every request of the current job.
+    """
 
     host: str
     api_client: Any
     timeout: tuple[float, float] = (10.0, 60.0)
+    deadline_s: float = 300.0
+    job_deadline_at: float | None = None
+
+    @contextmanager
+    def job_deadline(self, seconds: float | None) -> Iterator[None]:
+        """Requests made inside the block fail once ``seconds`` have passed since it was entered."""
+        self.job_deadline_at = None if seconds is None else time.monotonic() + seconds
+        try:
+            yield
+        finally:
+            self.job_deadline_at = None
+
+    def remaining_s(self, what: str) -> tuple[float, str]:
+        """Seconds the next request may take and which deadline that is; a FetchError once the
+        job's deadline has passed."""
+        request = (
+            self.deadline_s,
+            f"within {self.deadline_s:g} s (the request's total deadline, --deadline)",
+        )
+        if self.job_deadline_at is None:
+            return request
+        left = self.job_deadline_at - time.monotonic()
+        if left <= 0:
+            raise FetchError(f"{what} on {self.host}: the job's deadline has passed (--job-deadline)")
+        return min(request, (left, "before the job's deadline (--job-deadline)"))
 
 
 @dataclass
@@ -76,19 +121,67 @@ class JobData:
     shapes: pd.DataFrame
     skipped: Counter = field(default_factory=Counter)
     has_score: bool = True
+    dropped: Counter = field(default_factory=Counter)  # shapes and attribute entries not read, by reason
     original_chunk_type: str = ""  # "imageset" or "video": decides whether frame bytes can change
     chunks_updated_date: str = ""  # version of the job's frame chunks (the frame cache's key)
 
 
+def _split(host: str) -> SplitResult:
+    try:
+        parts = urlsplit(host if "://" in host else f"http://{host}")
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise FetchError(
+            f"--server-host {redact_url(host)} is not a URL (http[s]://host[:port][/path])"
+        ) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise FetchError(f"--server-host {redact_url(host)} is not an http(s) URL with a host name")
+    return parts
+
+
+def redact_url(host: str) -> str:
+    """``host`` with any ``user:password@`` replaced by ``***@``: the one form used in messages."""
+    scheme, sep, rest = host.partition("://")
+    if not sep:
+        scheme, rest = "", host
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    return f"{scheme}{sep}{netloc}{slash}{path}"
+
+
+def url_credentials(host: str) -> tuple[str, str] | None:
+    """``(user, password)`` written into the host URL (``http://user:pw@host``), else None."""
+    parts = _split(host)
+    if parts.username is None:
+        return None
+    return unquote(parts.username), unquote(parts.password or "")
+
+
 def server_url(host: str, port: int | None) -> str:
-    url = host if "://" in host else f"http://{host}"
-    url = url.rstrip("/")
-    has_port = ":" in url.split("://", 1)[1]
+    """Base URL without credentials; the default port 8080 (http) goes after the host, before a path."""
+    parts = _split(host)
+    name = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+    path = parts.path.rstrip("/")
     if port:
-        if has_port:
-            raise FetchError(f"--server-host {host} already has a port; drop --server-port")
-        return f"{url}:{port}"
-    return url if has_port or url.startswith("https://") else f"{url}:8080"
+        if parts.port:
+            raise FetchError(f"--server-host {redact_url(host)} already has a port; drop --server-port")
+        return f"{parts.scheme}://{name}:{port}{path}"
+    if parts.port:
+        return f"{parts.scheme}://{name}:{parts.port}{path}"
+    return f"{parts.scheme}://{name}{'' if parts.scheme == 'https' else ':8080'}{path}"
+
+
+def _retry_class() -> type[urllib3.util.Retry]:
+    """urllib3's Retry with ``Retry-After`` capped: a server asking for minutes cannot stall a run."""
+    import urllib3
+
+    class CappedRetry(urllib3.util.Retry):
+        def get_retry_after(self, response: Any) -> float | None:
+            after = super().get_retry_after(response)
+            return None if after is None else min(after, RETRY_AFTER_CAP_S)
+
+    return CappedRetry
 
 
 def connect(
@@ -100,20 +193,27 @@ def connect(
     timeout: float = 60.0,
     retries: int = 5,
     pool_size: int = 16,
+    deadline: float = 300.0,
 ) -> Connection:
-    """A cvat-sdk ApiClient with auth, timeouts and retries; secrets are kept out of every message."""
-    import urllib3
+    """A cvat-sdk ApiClient with auth, timeouts and retries; secrets are kept out of every message.
+
+    Credentials written into ``host`` (``http://user:pw@host``) are basic auth, as if given by ``auth``
+    (which wins); they are taken out of the URL, so ``Connection.host`` never carries them.
+    """
     from cvat_sdk.api_client import ApiClient, Configuration
 
     url = server_url(host, port)
     config = Configuration(host=url)
-    if auth:
+    in_url = url_credentials(host)
+    if not auth and in_url:
+        config.username, config.password = in_url
+    elif auth:
         user, _, password = auth.partition(":")
         config.username = user
         config.password = password or os.environ.get("PASS") or getpass.getpass(f"password for {user}: ")
     elif token:
         config.access_token = token
-    config.retries = urllib3.util.Retry(
+    config.retries = _retry_class()(
         total=retries,
         backoff_factor=0.2,
         status_forcelist=RETRY_STATUSES,
@@ -123,7 +223,9 @@ def connect(
         backoff_max=10,
     )
     config.connection_pool_maxsize = pool_size
-    return Connection(host=url, api_client=ApiClient(config), timeout=(min(10.0, timeout), timeout))
+    return Connection(
+        host=url, api_client=ApiClient(config), timeout=(min(10.0, timeout), timeout), deadline_s=deadline
+    )
 
 
 def connect_from_args(args: argparse.Namespace) -> Connection:
@@ -135,38 +237,120 @@ def connect_from_args(args: argparse.Namespace) -> Connection:
         timeout=args.timeout,
         retries=args.retries,
         pool_size=max(16, getattr(args, "frame_workers", 0)),
+        deadline=args.deadline,
     )  # one connection per frame worker
 
 
-def get_json(conn: Connection, what: str, method, *args, **kwargs) -> Any:
-    """Call one generated API method, return the decoded body; errors become one-line FetchErrors."""
+def _one_line(exc: BaseException) -> str:
+    """``Type: first line`` of an error, for a message that must stay one line."""
+    text = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _transport_reason(exc: BaseException) -> str:
+    """What went wrong on the wire, named: a TLS failure is not an unreachable server."""
+    import urllib3
+
+    reason = getattr(exc, "reason", None) or exc
+    if isinstance(reason, urllib3.exceptions.SSLError) or "SSL" in type(reason).__name__:
+        return f"TLS handshake failed, is it an http:// server? ({_one_line(reason).split(': ', 1)[-1]})"
+    if isinstance(reason, (urllib3.exceptions.ReadTimeoutError, TimeoutError)):
+        return "server not answering (read timed out; --timeout)"
+    return f"server unreachable or not answering ({type(reason).__name__})"
+
+
+def request_bytes(
+    conn: Connection, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any
+) -> tuple[bytes, Any]:
+    """Call one generated API method and read its whole body within the request's deadline.
+
+    The call runs in a daemon thread: a socket read timeout restarts with every byte, so only a
+    clock outside the read can bound a server that trickles. At the deadline the response socket is
+    shut (which ends the read) and the request fails with one line. Returns (body, response).
+    """
     import urllib3
     from cvat_sdk.api_client.exceptions import ApiException
 
-    try:
-        _, response = method(*args, _parse_response=False, _request_timeout=conn.timeout, **kwargs)
-    except ApiException as exc:
+    limit, which = conn.remaining_s(what)
+    box: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            _, box["response"] = method(*args, _parse_response=False, _request_timeout=conn.timeout, **kwargs)
+            box["data"] = box["response"].data
+        except BaseException as exc:  # handed to the caller's thread below
+            box["error"] = exc
+
+    worker = threading.Thread(target=call, name=f"cvat {what}", daemon=True)
+    worker.start()
+    worker.join(limit)
+    if worker.is_alive():
+        response = box.get("response")
+        if response is not None:
+            response.shutdown()
+        raise FetchError(f"{what} on {conn.host}: no complete answer {which}")
+    exc = box.get("error")
+    if isinstance(exc, ApiException):
         hint = {
             401: "authentication failed (check --auth / CVAT_ACCESS_TOKEN)",
             403: "permission denied",
             404: "not found",
         }.get(exc.status, f"HTTP {exc.status} {exc.reason}")
         raise FetchError(f"{what} on {conn.host}: {hint}") from None
-    except urllib3.exceptions.HTTPError as exc:
+    if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
+        raise FetchError(f"{what} on {conn.host}: {_transport_reason(exc)}") from None
+    if exc is not None:
+        raise exc
+    return box["data"], box["response"]
+
+
+def _endpoint(response: Any) -> str:
+    path = str(getattr(response, "url", None) or "?")
+    return urlsplit(path).path or path
+
+
+def get_json(conn: Connection, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call one generated API method, return the decoded body; errors become one-line FetchErrors
+    naming the host, the endpoint and what came back (an HTML login page, cut JSON...)."""
+    data, response = request_bytes(conn, what, method, *args, **kwargs)
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        kind = (response.headers.get("Content-Type") or "no content type").split(";")[0]
+        head = data[:60].decode("utf-8", "replace").replace("\n", " ").strip()
         raise FetchError(
-            f"{what} on {conn.host}: server unreachable or not answering ({type(exc).__name__})"
+            f"{what} on {conn.host} ({_endpoint(response)}): expected JSON, got HTTP {response.status} "
+            f"{kind} starting {head!r}"
         ) from None
-    return json.loads(response.data)
 
 
-def list_all(conn: Connection, what: str, method, **filters) -> list[dict]:
-    """Every page of a paginated list endpoint."""
-    results, page = [], 1
+def list_all(conn: Connection, what: str, method: Callable[..., Any], **filters: Any) -> list[dict]:
+    """Every page of a paginated list endpoint.
+
+    Guards against a server whose paging never ends: the list stops once ``count`` items are read;
+    a ``next`` URL already read, an empty page that still has a ``next``, or more pages than ``count``
+    needs at the first page's size is a FetchError (the server may cap ``page_size`` below ours).
+    """
+    results: list[dict] = []
+    seen: set[str] = set()
+    page, pages = 1, None
     while True:
-        body = get_json(conn, what, method, page=page, page_size=500, **filters)
+        body = get_json(conn, what, method, page=page, page_size=PAGE_SIZE, **filters)
+        if not isinstance(body, dict) or not isinstance(body.get("results"), list):
+            got = type(body).__name__ if not isinstance(body, dict) else f"keys {sorted(body)[:6]}"
+            raise FetchError(f"{what} on {conn.host}: expected a page with 'results', got {got}")
+        count, nxt = body.get("count"), body.get("next")
+        if pages is None and isinstance(count, int) and body["results"]:
+            pages = math.ceil(count / len(body["results"]))
         results += body["results"]
-        if not body.get("next"):
+        if not nxt or (isinstance(count, int) and len(results) >= count):
             return results
+        if not isinstance(nxt, str) or nxt in seen or not body["results"] or (pages and page >= pages):
+            raise FetchError(
+                f"{what} on {conn.host}: paging does not end (page {page} of {pages} by count {count} "
+                f"points on to {redact_url(str(nxt))[:120]})"
+            )
+        seen.add(nxt)
         page += 1
 
 
@@ -206,20 +390,64 @@ def frames_table(meta: dict, start_frame: int) -> pd.DataFrame:
     )
 
 
-def _attr_values(attributes: list[dict], label: Label | None) -> dict[str, str]:
+def _attr_values(attributes: list[dict], label: Label | None) -> dict[str, Any]:
     if label is None:
         return {}
-    return {
-        label.attributes[a["spec_id"]][0]: a["value"] for a in attributes if a["spec_id"] in label.attributes
-    }
+    known = label.attributes
+    return {known[a["spec_id"]][0]: a.get("value") for a in attributes if a.get("spec_id") in known}
+
+
+def attribute_drops(annotations: dict, labels: dict[int, Label]) -> Counter:
+    """Attribute entries no value can be read from, by reason: ``attribute_without_spec_id`` and
+    ``unknown_spec_id`` (not an attribute of the shape's label); ``unknown_label_id`` counts shapes
+    and tracks whose label the job does not list."""
+    drops: Counter = Counter()
+    for item in [*annotations.get("shapes", []), *annotations.get("tracks", [])]:
+        label = labels.get(item.get("label_id"))
+        if label is None:
+            drops["unknown_label_id"] += 1
+            continue
+        entries = list(item.get("attributes") or [])
+        entries += [a for key in item.get("shapes") or [] for a in key.get("attributes") or []]
+        for a in entries:
+            if "spec_id" not in a:
+                drops["attribute_without_spec_id"] += 1
+            elif a["spec_id"] not in label.attributes:
+                drops["unknown_spec_id"] += 1
+    return +drops
+
+
+def keyframes_in_job(annotations: dict, start: int, stop: int) -> tuple[dict, Counter]:
+    """``annotations`` without track keyframes outside the job's frames (CVAT splits tracks per job,
+    so only a broken server sends them; expanding one at frame -10**20 would never end), counted."""
+    tracks, outside = [], 0
+    for track in annotations.get("tracks", []):
+        keys = [k for k in track.get("shapes", []) if start <= int(k["frame"]) <= stop]
+        outside += len(track.get("shapes", [])) - len(keys)
+        tracks.append({**track, "shapes": keys})
+    return {**annotations, "tracks": tracks}, +Counter({"track_keyframe_outside_job": outside})
+
+
+def drop_off_job(shapes: pd.DataFrame, frames: pd.DataFrame, job: dict) -> tuple[pd.DataFrame, Counter]:
+    """Keep shapes on the job's live frames; count the others (CVAT accepts, returns and then ignores
+    shapes outside the job's frame range; shapes on deleted frames are not evaluated either)."""
+    start = int(job.get("start_frame", 0))
+    stop = int(job.get("stop_frame", frames["frame"].max() if len(frames) else 0))
+    in_range = shapes["frame"].between(start, stop)
+    live = shapes["frame"].isin(frames.loc[~frames["deleted"], "frame"])
+    skipped = Counter(
+        {"outside_job_frames": int((~in_range).sum()), "on_deleted_frames": int((in_range & ~live).sum())}
+    )
+    return shapes[live].reset_index(drop=True), +skipped
 
 
 def expand_track(track: dict, stop_frame: int) -> list[dict]:
     """Per-frame boxes of a rectangle track: linear interpolation between keyframes, none while outside."""
     keys = sorted(track["shapes"], key=lambda s: s["frame"])
-    rows, attrs = [], {}
+    rows: list[dict] = []
+    attrs: dict[int, str] = {}
     for i, key in enumerate(keys):
-        attrs = {**attrs, **{a["spec_id"]: a["value"] for a in key.get("attributes", [])}}
+        attrs = {**attrs, **{a.get("spec_id"): a.get("value") for a in key.get("attributes", [])}}
         if key.get("outside"):
             continue
         nxt = keys[i + 1] if i + 1 < len(keys) else None
@@ -307,32 +535,50 @@ def shapes_table(
 
 
 def fetch_job(conn: Connection, job_id: int) -> JobData:
-    """Job, labels, frame meta and annotations of one job; shapes on deleted frames are dropped."""
+    """Job, labels, frame meta and annotations of one job (see :func:`job_tables`)."""
     api = conn.api_client
     job = get_json(conn, f"job {job_id}", api.jobs_api.retrieve, job_id)
-    labels = parse_labels(list_all(conn, f"labels of job {job_id}", api.labels_api.list, job_id=job_id))
+    labels = list_all(conn, f"labels of job {job_id}", api.labels_api.list, job_id=job_id)
     meta = get_json(conn, f"frame meta of job {job_id}", api.jobs_api.retrieve_data_meta, job_id)
     annotations = get_json(conn, f"annotations of job {job_id}", api.jobs_api.retrieve_annotations, job_id)
-    frames = frames_table(meta, job.get("start_frame", 0))
-    stop = int(job.get("stop_frame", frames["frame"].max() if len(frames) else 0))
-    shapes, skipped, has_score = shapes_table(annotations, labels, stop)
-    live = set(frames.loc[~frames["deleted"], "frame"])
-    shapes = shapes[shapes["frame"].isin(live)].reset_index(drop=True)
-    return JobData(
-        host=conn.host,
-        job_id=job_id,
-        task_id=job.get("task_id"),
-        project_id=job.get("project_id"),
-        job_updated_date=job.get("updated_date", ""),
-        job_type=job.get("type", "annotation"),
-        frames=frames,
-        labels=labels,
-        shapes=shapes,
-        skipped=skipped,
-        has_score=has_score,
-        original_chunk_type=str(job.get("data_original_chunk_type") or ""),
-        chunks_updated_date=str(meta.get("chunks_updated_date") or ""),
-    )
+    return job_tables(conn.host, job_id, job, labels, meta, annotations)
+
+
+def job_tables(host: str, job_id: int, job: Any, labels: list, meta: Any, annotations: Any) -> JobData:
+    """The tables of one job from its API bodies; shapes off its live frames are counted and dropped.
+
+    A body of another shape than CVAT's (a field missing, a list where an object belongs) is a
+    one-line FetchError naming the job and the host, never a KeyError from deep inside.
+    """
+    try:
+        label_table = parse_labels(labels)
+        frames = frames_table(meta, job.get("start_frame", 0))
+        stop = int(job.get("stop_frame", frames["frame"].max() if len(frames) else 0))
+        start = int(job.get("start_frame", 0))
+        if not 0 <= stop - start <= MAX_JOB_FRAMES:
+            raise FetchError(f"job {job_id} on {host}: frames {start}-{stop} are not a job's frame range")
+        annotations, outside = keyframes_in_job(annotations, start, stop)
+        shapes, skipped, has_score = shapes_table(annotations, label_table, stop)
+        shapes, off = drop_off_job(shapes, frames, job)
+        dropped = attribute_drops(annotations, label_table) + off + outside
+        return JobData(
+            host=host,
+            job_id=job_id,
+            task_id=job.get("task_id"),
+            project_id=job.get("project_id"),
+            job_updated_date=job.get("updated_date", ""),
+            job_type=job.get("type", "annotation"),
+            frames=frames,
+            labels=label_table,
+            shapes=shapes,
+            skipped=skipped,
+            has_score=has_score,
+            dropped=dropped,
+            original_chunk_type=str(job.get("data_original_chunk_type") or ""),
+            chunks_updated_date=str(meta.get("chunks_updated_date") or ""),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
+        raise FetchError(f"job {job_id} on {host}: unexpected answer from CVAT ({_one_line(exc)})") from None
 
 
 def find_jobs(

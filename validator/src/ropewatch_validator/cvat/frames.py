@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from ropewatch_core.files import atomic_write
-from ropewatch_validator.cvat.fetch import Connection
+from ropewatch_validator.cvat.fetch import Connection, JobData, request_bytes
 
 FetchFrame = Callable[[int], bytes]
 COLUMNS = ("frame", "sha256", "pixel_sha256", "width", "height", "bytes", "error")
@@ -41,21 +41,22 @@ COLUMNS = ("frame", "sha256", "pixel_sha256", "width", "height", "bytes", "error
 def cvat_frame_fetcher(conn: Connection, job_id: int) -> FetchFrame:
     """Frame bytes through cvat-sdk, the endpoint and quality the lambda manager's path matches.
 
-    The connection's timeout applies to every frame: a stalled one fails alone instead of
-    holding a worker forever (its retries and backoff come from the connection too).
+    The connection's timeout and total deadline apply to every frame: a stalled one fails alone
+    instead of holding a worker forever (its retries and backoff come from the connection too).
     """
     api = conn.api_client.jobs_api
 
     def fetch(number: int) -> bytes:
-        _, response = api.retrieve_data(
+        data, _ = request_bytes(
+            conn,
+            f"frame {int(number)} of job {job_id}",
+            api.retrieve_data,
             job_id,
             type="frame",
             number=int(number),
             quality="original",
-            _parse_response=False,
-            _request_timeout=conn.timeout,
         )
-        return response.data
+        return data
 
     return fetch
 
@@ -109,6 +110,18 @@ def cached_frames(
         return data
 
     return get
+
+
+def job_frame_fetcher(conn: Connection, job: JobData, cache_dir: Path | None) -> FetchFrame:
+    """The frames of a fetched job (``fetch.Job``) through the disk cache: the one fetcher for the
+    ``--logs`` crops and report.html's thumbnails, so a frame is downloaded once."""
+    return cached_frames(
+        cvat_frame_fetcher(conn, job.job_id),
+        cache_dir,
+        host=str(job.host),
+        job_id=job.job_id,
+        chunks_updated_date=job.chunks_updated_date or "unknown",
+    )
 
 
 def _read_cache(path: Path, pixels: bool) -> dict[int, dict]:

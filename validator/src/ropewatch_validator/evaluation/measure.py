@@ -33,7 +33,7 @@ def attribute(pred: pd.DataFrame, ref: pd.DataFrame, name: str, values: tuple[st
         tp = int(cm[i, i])
         p, r, f = prf(tp, int(cm[:, i].sum()) - tp, int(cm[i, :].sum()) - tp)
         per_class[v] = {"precision": p, "recall": r, "f1": f, "support": int(cm[i, :].sum())}
-    f1s = [c["f1"] for c in per_class.values()]
+    f1s = [c["f1"] for c in per_class.values() if c["f1"] is not None]
     unmatched_ref = ref.loc[ref["match"] < 0, name]
     unmatched_pred = pred.loc[pred["match"] < 0, name]
     return {
@@ -46,7 +46,7 @@ def attribute(pred: pd.DataFrame, ref: pd.DataFrame, name: str, values: tuple[st
         "extra": {v: int((unmatched_pred == v).sum()) for v in values},
         "per_class": per_class,
         "accuracy": ratio(np.trace(cm), cm.sum()),
-        "macro_f1": None if any(x is None for x in f1s) else float(np.mean(f1s)),
+        "macro_f1": float(np.mean(f1s)) if len(f1s) == len(values) else None,
         "pairs_without_value": int((~both).sum()),
     }
 

@@ -1,7 +1,8 @@
 """Error taxonomy per object, in the spirit of TIDE, and where the errors concentrate.
 
-Each prediction gets one of: ``tp`` (matched, same attribute), ``flip_wrong_to_correct`` (the
-dangerous one: a person without proper rope use reported as safe), ``flip_correct_to_wrong``,
+Each prediction gets one of: ``tp`` (matched, same attribute), ``flip_<ref>_to_<pred>`` (matched, the
+reference's value ``ref`` predicted as ``pred``; one type per ordered pair of ``settings.values``, e.g.
+``flip_wrong_to_correct``, the dangerous one: a person without proper rope use reported as safe),
 ``duplicate`` (unmatched, but overlaps ≥ IoU threshold a reference that another prediction took),
 ``localization`` (unmatched, best IoU with a reference in [low_iou, iou)), ``background`` (IoU <
 low_iou with every reference). Each reference is ``tp`` or ``missed``; a reference that is only
@@ -11,22 +12,26 @@ reached by a localization error is not counted again as missed (``covered_by_loc
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from ropewatch_validator.evaluation.match import Settings
 
-ERROR_TYPES = (
-    "missed",
-    "background",
-    "localization",
-    "duplicate",
-    "flip_wrong_to_correct",
-    "flip_correct_to_wrong",
-    "edited_by_person",
-)
+BOX_ERRORS = ("missed", "background", "localization", "duplicate")
 SIZE_EDGES = (32.0**2, 96.0**2)  # COCO's small / medium / large areas
 GRID = 4
+
+
+def flip_types(values: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """(name, reference value, predicted value) of every flip the vocabulary allows."""
+    return [(f"flip_{r}_to_{p}", r, p) for r in values for p in values if r != p]
+
+
+def error_types(values: tuple[str, ...]) -> list[str]:
+    """The error types of a report, in its key order."""
+    return [*BOX_ERRORS, *(name for name, _, _ in flip_types(values)), "edited_by_person"]
 
 
 def classify(pred: pd.DataFrame, ref: pd.DataFrame, settings: Settings) -> tuple[pd.Series, pd.Series]:
@@ -34,23 +39,22 @@ def classify(pred: pd.DataFrame, ref: pd.DataFrame, settings: Settings) -> tuple
     a = settings.attribute
     matched = pred["match"].to_numpy() >= 0
     pv = pred[a].to_numpy(object)
-    rv_of_pred = np.where(
-        matched, ref[a].to_numpy(object)[np.where(matched, pred["match"], 0)] if len(ref) else None, None
-    )
+    rv_of_pred = np.full(len(pred), None, dtype=object)
+    rv_of_pred[matched] = ref[a].to_numpy(object)[pred["match"].to_numpy()[matched]]
     best_taken = np.zeros(len(pred), dtype=bool)
     if len(ref):
         best_taken = (pred["best"].to_numpy() >= 0) & (
             ref["match"].to_numpy()[np.maximum(pred["best"], 0)] >= 0
         )
+    flips = flip_types(settings.values)
     p_type = np.select(
         [
-            matched & (rv_of_pred == "wrong") & (pv == "correct"),
-            matched & (rv_of_pred == "correct") & (pv == "wrong"),
+            *(matched & (rv_of_pred == r) & (pv == p) for _, r, p in flips),
             matched,
             (pred["best_iou"].to_numpy() >= settings.iou) & best_taken,
             pred["best_iou"].to_numpy() >= settings.low_iou,
         ],
-        ["flip_wrong_to_correct", "flip_correct_to_wrong", "tp", "duplicate", "localization"],
+        np.array([*(name for name, _, _ in flips), "tp", "duplicate", "localization"]),
         "background",
     )
     localized = set(pred.loc[p_type == "localization", "best"].tolist())
@@ -64,7 +68,7 @@ def classify(pred: pd.DataFrame, ref: pd.DataFrame, settings: Settings) -> tuple
 
 
 def error_counts(p_type: pd.Series, r_type: pd.Series, pred: pd.DataFrame, settings: Settings) -> dict:
-    counts = {t: int((p_type == t).sum()) for t in ERROR_TYPES}
+    counts = {t: int((p_type == t).sum()) for t in error_types(settings.values)}
     counts["missed"] = int((r_type == "missed").sum())
     counts["edited_by_person"] = int(pred["source"].isin(settings.edited_sources).sum())
     return counts
@@ -122,7 +126,7 @@ def object_table(
 
 def breakdowns(obj: pd.DataFrame) -> dict:
     """Recall (references) and precision (predictions) per size, aspect ratio and occlusion bucket."""
-    out = {}
+    out: dict[str, Any] = {}
     for dim in ("size", "aspect", "occluded"):
         rows = []
         for bucket, g in obj.groupby(dim, sort=True):

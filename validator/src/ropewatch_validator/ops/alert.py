@@ -11,17 +11,19 @@ Rules come from a small TOML (or YAML) file::
     op = "<"                                  # <, <=, >, >=
     threshold = 0.8
     min_support = 30                          # the rule stays silent below this support
+    fire_on_null = true                       # also fire when the metric is null (no value to judge)
 
     [[rule]]
     name = "flips-per-1000"
-    metric = "flips_wrong_to_correct_per_1000"  # derived: errors.flip_wrong_to_correct / counts.references * 1000
+    metric = "dangerous_flips_per_1000"     # derived: unsafe value predicted as another, per 1,000 persons
     op = ">"
     threshold = 20
 
     [[rule]]
     name = "wrong-recall-drop"
     metric = "attribute.per_class.wrong.recall"
-    drop_vs_baseline = 0.05                   # fires when baseline - value > 0.05 (rise_vs_baseline: value - baseline)
+    drop_vs_baseline = 0.05                   # fires when baseline - value > 0.05
+                                              # (rise_vs_baseline: when value - baseline > it)
 
     [[webhook]]
     name = "ops"                              # names the target in logs and the outbox (never the URL)
@@ -31,6 +33,9 @@ Rules come from a small TOML (or YAML) file::
     timeout_s = 10
     retries = 3
     backoff_s = 0.5
+
+``metric`` is a dotted path to a number of the typed report (checked when the file is read) or a
+derived figure: ``dangerous_flips``, ``dangerous_flips_per_1000``, ``flips_<ref>_to_<pred>_per_1000``.
 
 Support of a rule: ``support = "<path>"`` if given, else the class's ``support`` for
 ``attribute.per_class.<class>.*`` metrics, else ``counts.references``.
@@ -53,10 +58,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requests
 import structlog
 import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
-from ropewatch_validator.ops.history import HistoryStore, JobState, job_state, metric_value, model_version_of
+from ropewatch_validator.ops.history import HistoryStore, JobState, job_state, model_version_of
+from ropewatch_validator.render.model import Report, check_metric
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, from PyPI (a dependency on 3.10)
+    import tomli as tomllib
 
 log = structlog.get_logger("ropewatch.alert")
 
@@ -81,6 +95,7 @@ class Rule:
     rise_vs_baseline: float | None = None
     min_support: int = 0
     support: str | None = None
+    fire_on_null: bool = False  # fire when the metric is null (e.g. no matched pair has a value)
 
     @property
     def uses_baseline(self) -> bool:
@@ -142,7 +157,7 @@ class DeliveryResult:
     errors: list[str] = field(default_factory=list)
 
 
-def _build(cls: type, entry: Any, where: str) -> Any:
+def _build(cls: type[Rule] | type[Webhook], entry: Any, where: str) -> Any:
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where}: expected a table of settings")
     known = set(cls.__dataclass_fields__)
@@ -165,6 +180,8 @@ def _check_rule(rule: Rule, where: str) -> None:
     ]
     if sum(kinds) != 1:
         raise ConfigError(f"{where}: give exactly one of op+threshold, drop_vs_baseline, rise_vs_baseline")
+    if not isinstance(rule.fire_on_null, bool):
+        raise ConfigError(f"{where}: fire_on_null must be true or false")
     if kinds[0] and (rule.op not in OPS or not isinstance(rule.threshold, (int, float))):
         raise ConfigError(f"{where}: op must be one of {', '.join(OPS)} with a numeric threshold")
 
@@ -177,6 +194,10 @@ def parse_config(data: Mapping[str, Any], origin: str = "rules") -> AlertConfig:
     rules = tuple(_build(Rule, e, f"{origin}: rule #{i + 1}") for i, e in enumerate(data.get("rule", [])))
     for i, rule in enumerate(rules):
         _check_rule(rule, f"{origin}: rule #{i + 1} ({rule.name})")
+        for path in (rule.metric, rule.support_path()):
+            problem = check_metric(path)
+            if problem:
+                raise ConfigError(f"{origin}: rule #{i + 1} ({rule.name}): {problem}")
     names = [r.name for r in rules]
     if len(set(names)) != len(names):
         raise ConfigError(f"{origin}: rule names must be unique (they key the alerts)")
@@ -204,10 +225,6 @@ def load_config(path: str | Path) -> AlertConfig:
 
             data = yaml.safe_load(text) or {}
         else:
-            if sys.version_info < (3, 11):
-                raise ConfigError(f"{path}: TOML rules need Python >= 3.11; use a .yaml rules file")
-            import tomllib
-
             data = tomllib.loads(text)
     except ConfigError:
         raise
@@ -226,38 +243,45 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
+def _compare(rule: Rule, value: float, base: float | None) -> tuple[float | None, str] | None:
+    """(limit, how) when ``value`` breaks ``rule`` against its threshold or ``base``, else None."""
+    if rule.op is not None and rule.threshold is not None:
+        return (rule.threshold, rule.op) if OPS[rule.op](value, rule.threshold) else None
+    if base is None:
+        return None  # no baseline yet for this model version
+    if rule.drop_vs_baseline is not None:
+        if base - value <= rule.drop_vs_baseline:
+            return None
+        return base - rule.drop_vs_baseline, f"dropped more than {rule.drop_vs_baseline} below baseline"
+    if rule.rise_vs_baseline is None or value - base <= rule.rise_vs_baseline:
+        return None
+    return base + rule.rise_vs_baseline, f"rose more than {rule.rise_vs_baseline} above baseline"
+
+
 def evaluate(
-    report: Mapping[str, Any], config: AlertConfig, baseline: Mapping[str, float | None]
+    report: Report, config: AlertConfig, baseline: Mapping[str, float | None]
 ) -> list[dict[str, Any]]:
-    """Alerts (JSON-able payloads) that ``report`` fires; missing metrics and low support never fire."""
+    """Alerts (JSON-able payloads) that ``report`` fires; low support never fires, and a null metric
+    only fires a rule with ``fire_on_null``."""
     state = job_state(report)
-    source = report.get("source") or {}
+    source = report.source
     fired = []
     for rule in config.rules:
-        value = metric_value(report, rule.metric)
-        support = metric_value(report, rule.support_path())
-        if value is None or (support or 0) < rule.min_support:
-            continue
+        value = report.metric(rule.metric)
+        support = report.metric(rule.support_path())
         base = baseline.get(rule.metric) if rule.uses_baseline else None
-        if rule.op is not None:
-            hit, limit, how = OPS[rule.op](value, rule.threshold), rule.threshold, rule.op
-        elif base is None:
-            continue  # no baseline yet for this model version
-        elif rule.drop_vs_baseline is not None:
-            limit, how = (
-                base - rule.drop_vs_baseline,
-                f"dropped more than {rule.drop_vs_baseline} below baseline",
-            )
-            hit = base - value > rule.drop_vs_baseline
-        else:
-            limit, how = (
-                base + rule.rise_vs_baseline,
-                f"rose more than {rule.rise_vs_baseline} above baseline",
-            )
-            hit = value - base > rule.rise_vs_baseline
-        if not hit:
+        if value is None:
+            if not rule.fire_on_null:
+                continue
+            limit, how = None, "is null and the rule fires on null"
+        elif (support or 0) < rule.min_support:
             continue
-        links = {k: source.get(k) for k in ("host", "job", "task", "project")}
+        else:
+            compared = _compare(rule, value, base)
+            if compared is None:
+                continue
+            limit, how = compared
+        links = {k: getattr(source, k) for k in ("host", "job", "task", "project")}
         fired.append(
             {
                 "key": alert_key(state, rule.name),
@@ -271,14 +295,15 @@ def evaluate(
                 "min_support": rule.min_support,
                 "host": state.host,
                 "job": state.job_id,
-                "task": source.get("task"),
-                "project": source.get("project"),
+                "task": source.task,
+                "project": source.project,
                 "job_updated_date": state.job_updated_date,
                 "model_version": model_version_of(report),
                 "report_url": config.report_url.format(**links) if config.report_url else None,
                 "message": (
-                    f"{rule.name}: {rule.metric} = {_fmt(value)} ({how} {_fmt(limit)}) on job {state.job_id}"
-                    f" (task {source.get('task')}, model {model_version_of(report)})"
+                    f"{rule.name}: {rule.metric} = {_fmt(value)} "
+                    f"({how}{'' if limit is None else ' ' + _fmt(limit)}) on job {state.job_id}"
+                    f" (task {source.task}, model {model_version_of(report)})"
                 ),
             }
         )
@@ -286,7 +311,7 @@ def evaluate(
 
 
 def record_and_queue(
-    store: HistoryStore, report: Mapping[str, Any], config: AlertConfig, targets: Sequence[str]
+    store: HistoryStore, report: Report, config: AlertConfig, targets: Sequence[str]
 ) -> tuple[list[dict[str, Any]], bool]:
     """Evaluate a report against its model version's baseline (taken before this run is added),
     then store the run and queue its alerts for every target in one transaction.
@@ -363,12 +388,40 @@ def sign(body: bytes, secret: bytes) -> str:
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
-class Notifier:
-    """Sends the store's outbox to the configured webhooks."""
+def webhook_session(hook: Webhook) -> requests.Session:
+    """A keep-alive session whose adapter retries timeouts, connection errors, 429 and 5xx with
+    exponential backoff (honouring ``Retry-After``); POST is retried because receivers drop repeats
+    by the idempotency key."""
+    retry = Retry(
+        total=hook.retries,
+        backoff_factor=hook.backoff_s,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"POST"}),
+        raise_on_status=False,
+        raise_on_redirect=False,
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
-    def __init__(self, webhooks: Sequence[Webhook], pool: urllib3.PoolManager | None = None):
+
+def failure_reason(exc: requests.RequestException, retries: int) -> str:
+    """Why a POST failed, by exception type only: ``str(exc)`` embeds the URL, and Slack/Teams URLs
+    carry a token."""
+    cause = exc.args[0] if exc.args else None
+    if isinstance(cause, urllib3.exceptions.MaxRetryError):
+        return f"gave up after {retries} retries: {type(cause.reason).__name__}"
+    return f"request failed: {type(exc).__name__}"
+
+
+class Notifier:
+    """Sends the store's outbox to the configured webhooks, one ``requests`` session per webhook."""
+
+    def __init__(self, webhooks: Sequence[Webhook]):
         self.webhooks = {h.name: h for h in webhooks}
-        self.pool = pool or urllib3.PoolManager()
+        self.sessions = {h.name: webhook_session(h) for h in webhooks}
 
     @property
     def targets(self) -> list[str]:
@@ -388,35 +441,20 @@ class Notifier:
             return str(exc)
         if secret:
             headers[SIGNATURE_HEADER] = sign(body, secret)
-        retry = urllib3.Retry(
-            total=hook.retries,
-            backoff_factor=hook.backoff_s,
-            status_forcelist=RETRY_STATUSES,
-            allowed_methods=frozenset({"POST"}),
-            raise_on_status=False,
-            raise_on_redirect=False,
-        )
         try:
-            resp = self.pool.request(
-                "POST",
-                hook.url,
-                body=body,
-                headers=headers,
-                retries=retry,
-                timeout=urllib3.Timeout(connect=hook.timeout_s, read=hook.timeout_s),
+            resp = self.sessions[hook.name].post(
+                hook.url, data=body, headers=headers, timeout=(hook.timeout_s, hook.timeout_s)
             )
-        except urllib3.exceptions.MaxRetryError as exc:
-            # The reason, not str(exc): that embeds the URL, and Slack/Teams URLs carry a token.
-            return f"gave up after {hook.retries} retries: {type(exc.reason).__name__}"
-        except urllib3.exceptions.HTTPError as exc:
-            return f"request failed: {type(exc).__name__}"
-        return None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
+        except requests.RequestException as exc:
+            return failure_reason(exc, hook.retries)
+        return None if 200 <= resp.status_code < 300 else f"HTTP {resp.status_code}"
 
     def flush(self, store: HistoryStore) -> DeliveryResult:
         """Try every pending delivery once (with its retries); undelivered ones stay pending."""
         result = DeliveryResult()
         for item in store.pending():
             hook = self.webhooks.get(item.target)
+            error: str | None
             if hook is None:
                 error = f"webhook {item.target!r} is no longer configured"
             else:

@@ -6,9 +6,12 @@ files: a run (its row, the alerts it fired and their deliveries) is written in o
 so a crash or kill mid-write leaves nothing half-written, and the unique key
 (host, job, job_updated_date) makes re-running the same job state a no-op.
 
-Tables
+Tables (schema managed by Alembic, ``ops/migrations``; :func:`open_store` upgrades older stores)
 - ``runs``: one row per (host, job, job_updated_date) with the job's context, the key metrics
-  as columns (for trend queries and plots) and the full report.json.
+  as columns (for trend queries and plots) and the report without its per-object tables as
+  zlib-compressed JSON (``report_z``; the full report.json stays where validate-job wrote it).
+- ``run_classes``: precision, recall, F1 and support of each attribute class of a run, named by the
+  report's vocabulary (``settings.values``).
 - ``baselines``: pinned baselines (a model version -> the runs whose median is the baseline);
   without a pin the baseline is the median of the model version's first N runs.
 - ``alerts``: each alert fired, unique by its idempotency key (host, job, job state, rule).
@@ -18,9 +21,10 @@ Tables
 
 from __future__ import annotations
 
-import math
+import json
 import os
 import statistics
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,34 +36,19 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
-from ropewatch_core.jsonio import plain, utc_iso
+from ropewatch_core.jsonio import utc_iso
+from ropewatch_validator.render.model import Report
 
 ENV_DB = "ROPEWATCH_DB"
+MIGRATIONS = Path(__file__).with_name("migrations")
 DEFAULT_BASELINE_RUNS = 5
 UNKNOWN_MODEL = "unknown"
 
-# Column name -> dotted path into report.json (or a derived metric, see DERIVED).
-METRIC_COLUMNS: dict[str, str] = {
-    "det_precision": "detection.precision",
-    "det_recall": "detection.recall",
-    "det_f1": "detection.f1",
-    "det_ap": "detection.ap",
-    "wrong_precision": "attribute.per_class.wrong.precision",
-    "wrong_recall": "attribute.per_class.wrong.recall",
-    "wrong_f1": "attribute.per_class.wrong.f1",
-    "wrong_support": "attribute.per_class.wrong.support",
-    "correct_precision": "attribute.per_class.correct.precision",
-    "correct_recall": "attribute.per_class.correct.recall",
-    "correct_f1": "attribute.per_class.correct.f1",
-    "correct_support": "attribute.per_class.correct.support",
-    "accuracy": "attribute.accuracy",
-    "macro_f1": "attribute.macro_f1",
-    "flips_wrong_to_correct": "errors.flip_wrong_to_correct",
-    "flips_per_1000": "flips_wrong_to_correct_per_1000",
-}
+CLASS_METRICS = ("precision", "recall", "f1", "support")
 
 metadata = sa.MetaData()
 
+# The schema the migrations in ops/migrations build (a test compares them); change both together.
 runs = sa.Table(
     "runs",
     metadata,
@@ -77,12 +66,33 @@ runs = sa.Table(
     sa.Column("frames_evaluated", sa.Integer),
     sa.Column("predictions", sa.Integer),
     sa.Column("references", sa.Integer),
-    *(sa.Column(name, sa.Float) for name in METRIC_COLUMNS),
-    sa.Column("report", sa.JSON, nullable=False),
+    sa.Column("det_precision", sa.Float),
+    sa.Column("det_recall", sa.Float),
+    sa.Column("det_f1", sa.Float),
+    sa.Column("det_ap", sa.Float),
+    sa.Column("accuracy", sa.Float),
+    sa.Column("macro_f1", sa.Float),
+    sa.Column("flips_per_1000", sa.Float),
+    sa.Column("schema_version", sa.String(16)),
+    sa.Column("unsafe_value", sa.String(256)),
+    sa.Column("dangerous_flips", sa.Integer),
+    sa.Column("report_z", sa.LargeBinary, nullable=False),
     sa.UniqueConstraint("host", "job_id", "job_updated_date", name="uq_runs_job_state"),
 )
 sa.Index("ix_runs_model_version", runs.c.model_version, runs.c.recorded_at)
 sa.Index("ix_runs_project", runs.c.project_id, runs.c.recorded_at)
+
+run_classes = sa.Table(
+    "run_classes",
+    metadata,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("class_name", sa.String(256), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),  # the class's place in the report's vocabulary
+    sa.Column("precision", sa.Float),
+    sa.Column("recall", sa.Float),
+    sa.Column("f1", sa.Float),
+    sa.Column("support", sa.Integer),
+)
 
 baselines = sa.Table(
     "baselines",
@@ -140,33 +150,35 @@ def utc_now() -> str:
     return utc_iso()
 
 
-def get_path(report: Mapping[str, Any], path: str) -> Any:
-    """Value at a dotted path of report.json, or None when any part is missing."""
-    node: Any = report
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
+def run_metrics(report: Report) -> dict[str, Any]:
+    """The metric columns of ``runs`` from the report's typed fields."""
+    det, att, flips = report.detection, report.attribute, report.dangerous_flips()
+    return {
+        "det_precision": det.precision,
+        "det_recall": det.recall,
+        "det_f1": det.f1,
+        "det_ap": det.ap,
+        "accuracy": att.accuracy,
+        "macro_f1": att.macro_f1,
+        "flips_per_1000": report.per_1000(flips),
+        "dangerous_flips": flips,
+        "unsafe_value": report.settings.unsafe,
+    }
 
 
-def flips_per_1000(report: Mapping[str, Any]) -> float | None:
-    """wrong->correct flips per 1,000 reference persons: the dangerous error, normalised by size."""
-    flips, refs = get_path(report, "errors.flip_wrong_to_correct"), get_path(report, "counts.references")
-    if flips is None or not refs:
-        return None
-    return float(flips) / float(refs) * 1000.0
+def compress(report: Report) -> bytes:
+    return zlib.compress(json.dumps(report.summary(), separators=(",", ":")).encode())
 
 
-DERIVED = {"flips_wrong_to_correct_per_1000": flips_per_1000}
+def decompress(blob: bytes) -> Report:
+    return Report.model_validate_json(zlib.decompress(blob))
 
 
-def metric_value(report: Mapping[str, Any], path: str) -> float | None:
-    """A numeric metric (dotted path or derived name); None when absent, null, NaN or infinite."""
-    value = DERIVED[path](report) if path in DERIVED else get_path(report, path)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
+def report_blocks(blob: bytes, *names: str) -> dict[str, Any]:
+    """Top-level blocks of a stored report as plain JSON values, the rest not validated: for readers of
+    a few blocks of many reports (the dashboard's label table reads two of 200, 8x faster)."""
+    data = json.loads(zlib.decompress(blob))
+    return {name: data.get(name) for name in names}
 
 
 def parse_time(value: str | datetime) -> datetime:
@@ -183,19 +195,19 @@ def make_state(host: str, job_id: int, updated: str | datetime) -> JobState:
     return JobState(str(host).rstrip("/"), int(job_id), stamp)
 
 
-def job_state(report: Mapping[str, Any]) -> JobState:
-    source = report.get("source") or {}
-    missing = [k for k in ("host", "job", "job_updated_date") if source.get(k) in (None, "")]
-    if missing:
+def job_state(report: Report) -> JobState:
+    source = report.source
+    if source.job_updated_date in (None, "") or not source.host:
+        missing = [k for k in ("host", "job_updated_date") if getattr(source, k) in (None, "")]
         raise ValueError(f"report.json source lacks {', '.join(missing)}: cannot key the run")
     try:
-        return make_state(source["host"], source["job"], source["job_updated_date"])
+        return make_state(source.host, source.job, source.job_updated_date)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"report.json source has an unusable job or job_updated_date: {exc}") from None
 
 
-def model_version_of(report: Mapping[str, Any]) -> str:
-    return str(report.get("model_version") or UNKNOWN_MODEL)
+def model_version_of(report: Report) -> str:
+    return report.model_version or UNKNOWN_MODEL
 
 
 def default_db_url() -> str:
@@ -218,27 +230,33 @@ def normalize_url(db: str) -> str:
     return db
 
 
-def _row_for(report: Mapping[str, Any], state: JobState) -> dict[str, Any]:
-    source = report.get("source") or {}
-    counts = report.get("counts") or {}
-    row: dict[str, Any] = {
+def _row_for(report: Report, state: JobState) -> dict[str, Any]:
+    counts = report.counts
+    return {
         "host": state.host,
         "job_id": state.job_id,
         "job_updated_date": state.job_updated_date,
-        "task_id": source.get("task"),
-        "project_id": source.get("project"),
+        "task_id": report.source.task,
+        "project_id": report.source.project,
         "recorded_at": utc_now(),
-        "generated_at": report.get("generated_at"),
+        "generated_at": report.generated_at,
         "model_version": model_version_of(report),
-        "settings": report.get("settings") or {},
-        "frames": counts.get("frames"),
-        "frames_evaluated": counts.get("frames_evaluated"),
-        "predictions": counts.get("predictions"),
-        "references": counts.get("references"),
-        "report": plain(report),
+        "settings": report.settings.model_dump(mode="json"),
+        "frames": counts.frames,
+        "frames_evaluated": counts.frames_evaluated,
+        "predictions": counts.predictions,
+        "references": counts.references,
+        "schema_version": report.schema_version,
+        "report_z": compress(report),
+        **run_metrics(report),
     }
-    row.update({name: metric_value(report, path) for name, path in METRIC_COLUMNS.items()})
-    return row
+
+
+def _class_rows(report: Report, run_id: int) -> list[dict[str, Any]]:
+    return [
+        {"run_id": run_id, "class_name": name, "position": i, **m.model_dump(include=set(CLASS_METRICS))}
+        for i, (name, m) in enumerate(report.attribute.per_class.items())
+    ]
 
 
 class HistoryStore:
@@ -264,12 +282,13 @@ class HistoryStore:
             raise HistoryError(_explain(self.label, exc)) from None
 
     def create_schema(self) -> None:
-        """Idempotent. Two first runs racing: SQLite serialises them (BEGIN IMMEDIATE); on
-        PostgreSQL the loser's transaction fails whole and its retry finds the tables."""
+        """Create or upgrade the schema to this version's (Alembic), in one transaction. Idempotent.
+        Two first runs racing: SQLite serialises them (BEGIN IMMEDIATE); on PostgreSQL the loser's
+        transaction fails whole and its retry finds the tables."""
         for attempt in (1, 2):
             try:
                 with self._connect(write=True) as conn:
-                    metadata.create_all(conn)
+                    upgrade(conn, self.label)
                 return
             except (HistoryError, sa_exc.IntegrityError):
                 if attempt == 2:
@@ -292,7 +311,7 @@ class HistoryStore:
 
     def record_run(
         self,
-        report: Mapping[str, Any],
+        report: Report,
         fired: Sequence[Mapping[str, Any]] = (),
         targets: Sequence[str] = (),
     ) -> tuple[int, bool]:
@@ -308,7 +327,10 @@ class HistoryStore:
                 existing = self._run_id(conn, state)
                 if existing is not None:
                     return existing, False
-                run_id = conn.execute(sa.insert(runs).values(_row_for(report, state))).inserted_primary_key[0]
+                run_id = conn.execute(
+                    sa.insert(runs).values(_row_for(report, state)).returning(runs.c.id)
+                ).scalar_one()
+                conn.execute(sa.insert(run_classes), _class_rows(report, run_id))
                 now = utc_now()
                 for alert in fired:
                     conn.execute(
@@ -338,8 +360,9 @@ class HistoryStore:
     def trend(
         self, job: int | None = None, project: int | None = None, model_version: str | None = None
     ) -> list[dict[str, Any]]:
-        """Runs (without the full report) oldest first, filtered by job, project or model version."""
-        cols = [c for c in runs.c if c.name not in ("report", "settings")]
+        """Runs (without the report) oldest first, filtered by job, project or model version; each
+        with ``classes`` = {class: {precision, recall, f1, support}} in the report's class order."""
+        cols = [c for c in runs.c if c.name not in ("report_z", "settings")]
         query = sa.select(*cols).order_by(runs.c.recorded_at, runs.c.id)
         if job is not None:
             query = query.where(runs.c.job_id == job)
@@ -348,18 +371,32 @@ class HistoryStore:
         if model_version is not None:
             query = query.where(runs.c.model_version == model_version)
         with self._connect(write=False) as conn:
-            return [dict(r._mapping) for r in conn.execute(query)]
+            rows = [dict(r._mapping, classes={}) for r in conn.execute(query)]
+            by_id = {r["id"]: r for r in rows}
+            for ids in _chunks(list(by_id)):
+                for c in conn.execute(
+                    sa.select(run_classes)
+                    .where(run_classes.c.run_id.in_(ids))
+                    .order_by(run_classes.c.run_id, run_classes.c.position)
+                ):
+                    by_id[c.run_id]["classes"][c.class_name] = {k: getattr(c, k) for k in CLASS_METRICS}
+        return rows
 
-    def reports(self, run_ids: Sequence[int]) -> list[dict[str, Any]]:
+    def reports(self, run_ids: Sequence[int]) -> list[Report]:
+        """The stored reports (per-object tables empty: see ``Report.summary``), by run id."""
         with self._connect(write=False) as conn:
             rows = conn.execute(
-                sa.select(runs.c.report).where(runs.c.id.in_(list(run_ids))).order_by(runs.c.id)
+                sa.select(runs.c.report_z).where(runs.c.id.in_(list(run_ids))).order_by(runs.c.id)
             )
-            return [r.report for r in rows]
+            return [decompress(r.report_z) for r in rows]
 
-    def last_recorded_at(self) -> str | None:
+    def last_job_state(self, host: str, job_id: int) -> str | None:
+        """The newest stored ``job_updated_date`` of one job on one host (None: never stored)."""
+        query = sa.select(sa.func.max(runs.c.job_updated_date)).where(
+            runs.c.host == str(host).rstrip("/"), runs.c.job_id == int(job_id)
+        )
         with self._connect(write=False) as conn:
-            return conn.execute(sa.select(sa.func.max(runs.c.recorded_at))).scalar_one_or_none()
+            return conn.execute(query).scalar_one_or_none()
 
     # -- baselines --------------------------------------------------------------------------
     def baseline_runs(
@@ -388,7 +425,7 @@ class HistoryStore:
         reports = self.reports(run_ids) if run_ids else []
         out: dict[str, float | None] = {}
         for path in paths:
-            values = [v for v in (metric_value(r, path) for r in reports) if v is not None]
+            values = [v for v in (r.metric(path) for r in reports) if v is not None]
             out[path] = statistics.median(values) if values else None
         return out
 
@@ -456,6 +493,50 @@ class HistoryStore:
         self.engine.dispose()
 
 
+def _chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:
+    """IN lists of bounded length (SQLite caps bound parameters)."""
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]
+
+
+def alembic_config(conn: Connection) -> Any:
+    """Alembic's configuration for our migrations, running on ``conn`` (no alembic.ini needed)."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = conn
+    return config
+
+
+def upgrade(conn: Connection, label: str) -> None:
+    """Bring the store on ``conn`` to this version's schema with Alembic, inside the caller's
+    transaction. A new store gets today's tables and is stamped at the head; one of release 0.1
+    (tables, no ``alembic_version``) is stamped 0001 and migrated; one newer than this code is
+    refused rather than written."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    config = alembic_config(conn)
+    script = ScriptDirectory.from_config(config)
+    current = MigrationContext.configure(conn).get_current_revision()
+    if current == script.get_current_head():
+        return
+    if current is not None and current not in {s.revision for s in script.walk_revisions()}:
+        raise HistoryError(
+            f"history store {label}: schema revision {current} is newer than this ropewatch "
+            f"(knows up to {script.get_current_head()}); upgrade ropewatch"
+        )
+    if current is None and not sa.inspect(conn).has_table("runs"):
+        metadata.create_all(conn)  # a new store: today's tables at once (Alembic's cookbook), no rewrites
+        command.stamp(config, "head")
+        return
+    if current is None:
+        command.stamp(config, "0001")
+    command.upgrade(config, "head")
+
+
 def _explain(label: str, exc: sa_exc.DBAPIError) -> str:
     text = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
     low = text.lower()
@@ -463,9 +544,36 @@ def _explain(label: str, exc: sa_exc.DBAPIError) -> str:
         hint = "another process holds a lock on it; retry when that run has finished"
     elif "not a database" in low or "malformed" in low or "corrupt" in low:
         hint = "the file is damaged: move it aside (or restore a backup) and run again"
+    elif "readonly" in low or "read-only" in low:
+        hint = "the file or its folder is read-only here: check permissions and the URL's mode"
     else:
         hint = "check the --db URL / ROPEWATCH_DB and that the database is reachable"
     return f"history store {label}: {text} ({hint})"
+
+
+def sqlite_header_problem(database: str | None) -> str | None:
+    """What is wrong with an existing SQLite file's 100-byte header, or None (no file: created).
+
+    SQLite opens a file whose header asks for a newer write format read-only, so a damaged header
+    would otherwise surface as "attempt to write a readonly database" (sqlite.org/fileformat.html).
+    """
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    try:
+        with open(database, "rb") as f:
+            head = f.read(100)
+    except OSError:
+        return None  # SQLite's own error names it
+    if not head:
+        return None  # an empty file is a new database to SQLite
+    page = int.from_bytes(head[16:18], "big") if len(head) == 100 else 0
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        return "not an SQLite database (no SQLite header)"
+    if not (page == 1 or (512 <= page <= 32768 and page & (page - 1) == 0)):
+        return f"damaged SQLite header (page size field {page})"
+    if head[18] not in (1, 2) or head[19] not in (1, 2):
+        return f"damaged SQLite header (file format versions {head[18]}/{head[19]}, expected 1 or 2)"
+    return None
 
 
 def _sqlite_transactions(engine: Engine) -> None:
@@ -494,6 +602,12 @@ def open_store(db: str | None = None, *, sqlite_timeout_s: float = 30.0) -> Hist
     except (sa_exc.ArgumentError, ImportError) as exc:
         raise HistoryError(f"history store URL not usable ({type(exc).__name__}: {exc})") from None
     if engine.dialect.name == "sqlite":
+        problem = sqlite_header_problem(engine.url.database)
+        if problem:
+            raise HistoryError(
+                f"history store {url}: {problem} (the file is damaged: move it aside (or restore a "
+                "backup) and run again)"
+            )
         _sqlite_transactions(engine)
     store = HistoryStore(engine)
     store.create_schema()

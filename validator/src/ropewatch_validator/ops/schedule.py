@@ -2,11 +2,23 @@
 
 Exit codes, for cron and CI:
 
-- ``0``: every job was validated (or skipped as unchanged / locked by another run) and no rule fired;
+- ``0``: every job was validated (or skipped as unchanged / not updated since) and no rule fired;
 - ``1``: at least one rule fired, and every job could be validated;
 - ``2``: at least one job could not be validated or stored (CVAT down, 5xx, a broken history
-  store...). ``2`` wins over ``1``: the run is incomplete, so "no alert" cannot be claimed; the
-  other jobs are still validated, stored and alerted on, and the log names each failure.
+  store...), or was still locked by another run after waiting ``lock_wait_s`` for it: a locked job
+  was not validated by anyone we know of (the other run may be stuck). ``2`` wins over ``1``: the run
+  is incomplete, so "no alert" cannot be claimed; the other jobs are still validated, stored and
+  alerted on, and the log names each failure.
+
+A job that another run holds is waited for (``lock_wait_s``), then checked again: if that run stored
+it, it counts as ``unchanged``. ``since="last"`` is per host and job: a job is skipped only when a
+stored run of that host and job has a job state at least as new as the listed ``updated_date``, so a
+job whose last attempt failed (nothing stored) is tried again by the next run.
+
+A job's output is one unit (``stage``): its report folder is written under a temporary name, renamed
+into place, and only then is the history transaction committed; if the commit fails, the folder is
+put back as it was. So a history row always has its reports, and reports without a row (a kill
+between the two) are rewritten by the next run, which finds the job state not stored.
 
 Alerts that could not be delivered stay in the outbox for the next run; they do not change the
 exit code (the rule firing already does).
@@ -16,17 +28,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import structlog
 from filelock import FileLock, Timeout
 
 from ropewatch_validator.ops.alert import AlertConfig, DeliveryResult, Notifier, record_and_queue
 from ropewatch_validator.ops.history import HistoryError, HistoryStore, make_state, parse_time
+from ropewatch_validator.render.model import Report
 
 log = structlog.get_logger("ropewatch.schedule")
 
@@ -42,6 +55,16 @@ class JobRef:
     job_id: int
     updated_date: str | datetime | None = None
     host: str | None = None
+
+
+class Staged(Protocol):
+    """A job's outputs written aside (see the module doc): publish, then undo if the commit fails."""
+
+    def publish(self) -> None: ...
+
+    def undo(self) -> None: ...
+
+    def finish(self) -> None: ...
 
 
 @dataclass
@@ -60,7 +83,7 @@ class BatchResult:
     @property
     def exit_code(self) -> int:
         statuses = {o.status for o in self.outcomes}
-        if "failed" in statuses:
+        if statuses & {"failed", "locked"}:
             return EXIT_FAILED
         return EXIT_ALERT if "alert" in statuses else EXIT_OK
 
@@ -75,24 +98,38 @@ def _lock_path(lock_dir: Path, host: str | None, job_id: int) -> Path:
     return lock_dir / f"job-{tag}-{job_id}.lock"
 
 
-def _resolve_since(since: str | datetime | None, store: HistoryStore) -> datetime | None:
-    """``"last"`` means the time of the last stored run."""
-    if since == "last":
-        last = store.last_recorded_at()
-        return parse_time(last) if last else None
-    return parse_time(since) if since is not None else None
+def parse_since(since: str | datetime | None) -> str | datetime | None:
+    """``"last"``, an ISO time (naive = UTC) or None; a ValueError names the accepted forms."""
+    if since is None or since == "last" or isinstance(since, datetime):
+        return since
+    try:
+        return parse_time(since)
+    except ValueError:
+        raise ValueError(
+            f"--since takes an ISO time (2026-11-23, 2026-11-23T10:00:00Z) or 'last', not {since!r}"
+        ) from None
+
+
+def _since_for(ref: JobRef, since: str | datetime | None, store: HistoryStore) -> datetime | None:
+    """The time ``ref`` must be updated after; ``"last"``: its own newest stored job state."""
+    if since != "last":
+        return since  # type: ignore[return-value]
+    last = store.last_job_state(ref.host, ref.job_id) if ref.host else None
+    return parse_time(last) if last else None
 
 
 def _validate_and_store(
     ref: JobRef,
-    validate_one: Callable[[int], Mapping[str, Any]],
+    validate_one: Callable[[int], Report],
     store: HistoryStore,
     rules: AlertConfig,
     notifier: Notifier,
-    since: datetime | None,
+    since: str | datetime | None,
     force: bool,
+    stage: Callable[[Report], Staged] | None = None,
 ) -> JobOutcome:
-    if ref.updated_date and since is not None and parse_time(ref.updated_date) <= since:
+    after = _since_for(ref, since, store) if ref.updated_date else None
+    if ref.updated_date and after is not None and parse_time(ref.updated_date) <= after:
         return JobOutcome(ref.job_id, "not-since", f"updated {ref.updated_date}")
     if (
         ref.updated_date
@@ -103,12 +140,19 @@ def _validate_and_store(
         return JobOutcome(ref.job_id, "unchanged", f"already validated at {ref.updated_date}")
     try:
         report = validate_one(ref.job_id)
+        staged = stage(report) if stage else None
     except Exception as exc:  # one job's failure must not stop the others
         return JobOutcome(ref.job_id, "failed", f"could not validate: {type(exc).__name__}: {exc}")
     try:
+        if staged:
+            staged.publish()
         fired, created = record_and_queue(store, report, rules, notifier.targets)
     except Exception as exc:  # a broken store, a report without its job state...: this job only
+        if staged:
+            staged.undo()
         return JobOutcome(ref.job_id, "failed", f"could not store: {type(exc).__name__}: {exc}")
+    if staged:
+        staged.finish()
     names = [a["rule"] for a in fired]
     detail = "stored" if created else "this job state was stored before; alerts not re-queued"
     return JobOutcome(ref.job_id, "alert" if fired else "ok", detail, names)
@@ -116,7 +160,7 @@ def _validate_and_store(
 
 def run_batch(
     jobs: Iterable[int | JobRef],
-    validate_one: Callable[[int], Mapping[str, Any]],
+    validate_one: Callable[[int], Report],
     store: HistoryStore,
     rules: AlertConfig,
     notifier: Notifier | None = None,
@@ -125,6 +169,8 @@ def run_batch(
     lock_dir: str | Path | None = None,
     force: bool = False,
     outbox_wait_s: float = 60.0,
+    lock_wait_s: float = 60.0,
+    stage: Callable[[Report], Staged] | None = None,
 ) -> BatchResult:
     """Validate each job under its own file lock and deliver the outbox; see the module doc."""
     notifier = notifier or Notifier(rules.webhooks)
@@ -148,20 +194,26 @@ def run_batch(
         delivery.errors += step.errors
 
     try:
-        since_at = _resolve_since(since, store)
-    except (HistoryError, ValueError) as exc:
+        since_at = parse_since(since)
+    except ValueError as exc:
         log.error("batch_failed", error=str(exc))
         return BatchResult([JobOutcome(0, "failed", str(exc))], delivery)
     flush()  # what earlier runs could not deliver
     outcomes = []
     for item in jobs:
         ref = item if isinstance(item, JobRef) else JobRef(int(item))
-        lock = FileLock(_lock_path(lock_root, ref.host, ref.job_id), timeout=0)
+        lock = FileLock(_lock_path(lock_root, ref.host, ref.job_id), timeout=lock_wait_s)
         try:
             with lock:
-                outcome = _validate_and_store(ref, validate_one, store, rules, notifier, since_at, force)
+                outcome = _validate_and_store(
+                    ref, validate_one, store, rules, notifier, since_at, force, stage
+                )
         except Timeout:
-            outcome = JobOutcome(ref.job_id, "locked", "another run is validating this job")
+            outcome = JobOutcome(
+                ref.job_id,
+                "locked",
+                f"not validated: another run held this job's lock for over {lock_wait_s:g} s",
+            )
         except (HistoryError, ValueError) as exc:  # the store, or an unparsable updated_date
             outcome = JobOutcome(ref.job_id, "failed", str(exc))
         outcomes.append(outcome)

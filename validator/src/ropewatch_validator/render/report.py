@@ -1,26 +1,32 @@
-"""Assemble report.json from the measured tables and render it as Markdown, HTML and a terminal summary.
+"""Assemble the typed report (``render.model.Report``) from the measured tables and render it as
+report.json, Markdown, HTML and a terminal summary.
 
-report.json is the one source: Markdown, HTML, the terminal, history and alerts all read it. Its
-schema (``SCHEMA_VERSION``) is documented in the README; keys are only ever added.
+The report is the one source: Markdown, HTML, the terminal, history and alerts all read its typed
+fields. Its schema is ``render/report.schema.json``, generated from the model; keys are only ever added.
 """
 
 from __future__ import annotations
 
-import html
-from dataclasses import asdict
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
 from ropewatch_core.files import atomic_write
-from ropewatch_core.jsonio import dumps, utc_iso
+from ropewatch_core.jsonio import utc_iso
 from ropewatch_validator.evaluation import measure, patterns
 from ropewatch_validator.evaluation.match import Settings
-from ropewatch_validator.render import trace_html
-from ropewatch_validator.render.figures import png_base64
+from ropewatch_validator.render import html, trace_html
+from ropewatch_validator.render.model import SCHEMA_VERSION, ObjectRows, Report
+from ropewatch_validator.render.thumbs import Thumbnail
 
-SCHEMA_VERSION = "1.0"
+if TYPE_CHECKING:
+    from rich.console import Console
+
 FORMATS = ("json", "md", "html")
 OBJECT_FIELDS = (
     "role",
@@ -45,17 +51,17 @@ OBJECT_FIELDS = (
 )
 
 
-def object_rows(obj: pd.DataFrame, attribute: str) -> dict:
+def object_rows(obj: pd.DataFrame, attribute: str) -> ObjectRows:
     """Per-object rows in pandas' "split" layout, ``{"columns": [...], "rows": [[...], ...]}``: field
     names are not repeated 200,000 times, and ``objects_frame`` turns it back into a DataFrame."""
     cols = [c for c in (*OBJECT_FIELDS, attribute) if c in obj]
     table = obj[cols].astype(object)
     values = table.where(table.notna(), None).to_numpy().tolist()
-    return {"columns": cols, "rows": values}
+    return ObjectRows.model_construct(columns=cols, rows=values)
 
 
-def objects_frame(report: dict) -> pd.DataFrame:
-    return pd.DataFrame(report["objects"]["rows"], columns=report["objects"]["columns"])
+def objects_frame(report: Report) -> pd.DataFrame:
+    return pd.DataFrame(report.objects.rows, columns=report.objects.columns)
 
 
 def build(
@@ -66,62 +72,90 @@ def build(
     pred: pd.DataFrame,
     ref: pd.DataFrame,
     skipped: dict,
+    dropped: dict | None = None,
     model_version: str | None = None,
-) -> dict:
-    """Every number of the report from matched tables (``ropewatch_validator.evaluation.match.match`` output)."""
+) -> Report:
+    """Every number of the report from matched tables (``ropewatch_validator.evaluation.match.match`` output).
+
+    The per-object rows (200,000 on a large job) are built by our own code and go in unvalidated;
+    every other block is validated against the model."""
     p_type, r_type = patterns.classify(pred, ref, settings)
     obj = patterns.object_table(pred, ref, p_type, r_type, frames, settings)
     det = measure.detection(pred, ref)
     det["ap"], curve = measure.average_precision(pred, len(ref))
     evaluated = frames.loc[~frames["deleted"], "frame"]
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "generated_at": utc_iso(),
-        "source": source,
-        "model_version": model_version,
-        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()},
-        "counts": {
-            "frames": len(frames),
-            "frames_evaluated": int(evaluated.size),
-            "frames_deleted": int(frames["deleted"].sum()),
-            "predictions": len(pred),
-            "references": len(ref),
-            "semi_auto": int(pred["source"].isin(settings.edited_sources).sum()),
-            "skipped_shapes": {str(k): int(v) for k, v in skipped.items()},
-        },
-        "detection": det,
-        "attribute": measure.attribute(pred, ref, settings.attribute, settings.values),
-        "errors": patterns.error_counts(p_type, r_type, pred, settings),
-        "breakdowns": patterns.breakdowns(obj),
-        "worst_frames": patterns.worst_frames(obj, settings.top_k),
-        "error_ranges": patterns.error_ranges(obj, settings.top_k),
-        "objects": object_rows(obj, settings.attribute),
-        "pr_curve": curve,
-    }
+    report = Report.model_validate(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "generated_at": utc_iso(),
+            "source": source,
+            "model_version": model_version,
+            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()},
+            "counts": {
+                "frames": len(frames),
+                "frames_evaluated": int(evaluated.size),
+                "frames_deleted": int(frames["deleted"].sum()),
+                "predictions": len(pred),
+                "references": len(ref),
+                "semi_auto": int(pred["source"].isin(settings.edited_sources).sum()),
+                "skipped_shapes": {str(k): int(v) for k, v in skipped.items()},
+                "dropped": {str(k): int(v) for k, v in (dropped or {}).items() if v},
+            },
+            "detection": det,
+            "attribute": measure.attribute(pred, ref, settings.attribute, settings.values),
+            "errors": patterns.error_counts(p_type, r_type, pred, settings),
+            "breakdowns": patterns.breakdowns(obj),
+            "worst_frames": patterns.worst_frames(obj, settings.top_k),
+            "error_ranges": patterns.error_ranges(obj, settings.top_k),
+            "objects": {"columns": [], "rows": []},
+            "pr_curve": curve,
+        }
+    )
+    report.objects = object_rows(obj, settings.attribute)
+    report.warnings = warnings(report)
+    return report
 
 
-def _fmt(v) -> str:
+def warnings(report: Report) -> list[str]:
+    """What must not go unnoticed: data left out, and attribute metrics that are null for want of values."""
+    out = []
+    left_out = report.counts.dropped
+    if left_out:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(left_out.items()))
+        out.append(f"{sum(left_out.values())} left out of the metrics: {reasons}")
+    att = report.attribute
+    if sum(att.row_totals) == 0:
+        pairs = report.detection.tp
+        out.append(
+            f"no matched pair has a {att.name} value ({pairs} matched, {att.pairs_without_value} without a "
+            f"value): the confusion matrix is empty and every {att.name} metric is null; alert rules on "
+            "them fire only with fire_on_null"
+        )
+    return out
+
+
+def _fmt(v: object) -> str:
     return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def markdown(report: dict) -> str:
-    src, det, att = report["source"], report["detection"], report["attribute"]
-    labels = att["labels"]
+def markdown(report: Report) -> str:
+    src, det, att = report.source, report.detection, report.attribute
+    labels = att.labels
     lines = [
-        f"# Validation of job {src['job']} (task {src['task']})",
+        f"# Validation of job {src.job} (task {src.task})",
         "",
-        f"CVAT `{src['host']}` · reference: {src['reference_mode']} · model version: "
-        f"{report['model_version'] or 'unknown'} · IoU ≥ {report['settings']['iou']} · "
-        f"{report['counts']['frames_evaluated']} frames · generated {report['generated_at']}",
+        f"CVAT `{src.host}` · reference: {src.reference_mode} · model version: "
+        f"{report.model_version or 'unknown'} · IoU ≥ {report.settings.iou} · "
+        f"{report.counts.frames_evaluated} frames · generated {report.generated_at}",
         "",
-        "## Detection (`person`)",
+        f"## Detection (`{report.settings.label}`)",
         "",
         "| TP | FP | FN | precision | recall | F1 | AP |",
         "|---|---|---|---|---|---|---|",
-        f"| {det['tp']} | {det['fp']} | {det['fn']} | {_fmt(det['precision'])} | {_fmt(det['recall'])} | "
-        f"{_fmt(det['f1'])} | {_fmt(det['ap'])} |",
+        f"| {det.tp} | {det.fp} | {det.fn} | {_fmt(det.precision)} | {_fmt(det.recall)} | "
+        f"{_fmt(det.f1)} | {_fmt(det.ap)} |",
         "",
-        f"## `{att['name']}` on matched persons",
+        f"## `{att.name}` on matched persons",
         "",
         "| reference \\ prediction | " + " | ".join(labels) + " | total | missed |",
         "|---|" + "---|" * (len(labels) + 2),
@@ -129,38 +163,35 @@ def markdown(report: dict) -> str:
     for i, v in enumerate(labels):
         lines.append(
             f"| **{v}** | "
-            + " | ".join(str(x) for x in att["confusion_matrix"][i])
-            + f" | {att['row_totals'][i]} | {att['missed'][v]} |"
+            + " | ".join(str(x) for x in att.confusion_matrix[i])
+            + f" | {att.row_totals[i]} | {att.missed[v]} |"
         )
     lines += [
-        "| total | " + " | ".join(str(x) for x in att["column_totals"]) + " | | |",
-        "| extra | " + " | ".join(str(att["extra"][v]) for v in labels) + " | | |",
+        "| total | " + " | ".join(str(x) for x in att.column_totals) + " | | |",
+        "| extra | " + " | ".join(str(att.extra[v]) for v in labels) + " | | |",
         "",
         "| class | precision | recall | F1 | support |",
         "|---|---|---|---|---|",
     ]
-    for v, m in att["per_class"].items():
-        lines.append(
-            f"| {v} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_fmt(m['f1'])} | {m['support']} |"
-        )
+    for v, m in att.per_class.items():
+        lines.append(f"| {v} | {_fmt(m.precision)} | {_fmt(m.recall)} | {_fmt(m.f1)} | {m.support} |")
     lines += [
-        f"| accuracy | | | {_fmt(att['accuracy'])} | |",
-        f"| macro F1 | | | {_fmt(att['macro_f1'])} | |",
+        f"| accuracy | | | {_fmt(att.accuracy)} | |",
+        f"| macro F1 | | | {_fmt(att.macro_f1)} | |",
         "",
         "## Errors",
         "",
         "| type | count |",
         "|---|---|",
     ]
-    lines += [f"| {k} | {v} |" for k, v in report["errors"].items()]
+    lines += [f"| {k} | {v} |" for k, v in report.errors.counts().items()]
     lines += ["", "## Worst frames", "", "| frame | errors | types |", "|---|---|---|"]
     lines += [
-        f"| {w['frame']} | {w['errors']} | " + ", ".join(f"{k}: {n}" for k, n in w["by_type"].items()) + " |"
-        for w in report["worst_frames"]
+        f"| {w.frame} | {w.errors} | " + ", ".join(f"{k}: {n}" for k, n in w.by_type.items()) + " |"
+        for w in report.worst_frames
     ]
-    for dim, rows in report["breakdowns"].items():
-        if dim == "position_grid":
-            continue
+    b = report.breakdowns
+    for dim, rows in (("size", b.size), ("aspect", b.aspect), ("occluded", b.occluded)):
         lines += [
             "",
             f"## By {dim}",
@@ -169,110 +200,116 @@ def markdown(report: dict) -> str:
             "|---|---|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {r['bucket']} | {r['references']} | {r['predictions']} | {r['missed']} | {r['false_positives']}"
-            f" | {r['flips']} | {_fmt(r['recall'])} | {_fmt(r['precision'])} |"
+            f"| {r.bucket} | {r.references} | {r.predictions} | {r.missed} | {r.false_positives}"
+            f" | {r.flips} | {_fmt(r.recall)} | {_fmt(r.precision)} |"
             for r in rows
         ]
     return "\n".join(lines) + "\n"
 
 
-def figures(report: dict) -> dict[str, str]:
-    """Base64 PNGs: confusion matrix, per-class bars, error bars, position heat map, PR curve."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    att, out = report["attribute"], {}
-    fig, ax = plt.subplots(figsize=(3.6, 3.2))
-    cm = np.asarray(att["confusion_matrix"])
-    ax.imshow(cm, cmap="Blues")
-    for (i, j), n in np.ndenumerate(cm):
-        ax.text(j, i, str(n), ha="center", va="center")
-    ax.set_xticks(range(len(att["labels"])), att["labels"])
-    ax.set_yticks(range(len(att["labels"])), att["labels"])
-    ax.set_xlabel("prediction"), ax.set_ylabel("reference")
-    out["confusion matrix"] = png_base64(fig)
-    fig, ax = plt.subplots(figsize=(4.5, 3))
-    names = list(att["per_class"])
-    for k, metric in enumerate(("precision", "recall", "f1")):
-        ax.bar(
-            np.arange(len(names)) + k * 0.27,
-            [att["per_class"][n][metric] or 0 for n in names],
-            0.27,
-            label=metric,
-        )
-    ax.set_xticks(np.arange(len(names)) + 0.27, names), ax.set_ylim(0, 1), ax.legend(fontsize=7)
-    out["per-class metrics"] = png_base64(fig)
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.barh(list(report["errors"]), list(report["errors"].values()), color="tab:red")
-    out["errors by type"] = png_base64(fig)
-    fig, ax = plt.subplots(figsize=(3.6, 2.4))
-    im = ax.imshow(np.asarray(report["breakdowns"]["position_grid"]["errors"]), cmap="Reds")
-    fig.colorbar(im, ax=ax), ax.set_xticks([]), ax.set_yticks([])
-    out["errors by position in the frame"] = png_base64(fig)
-    if report["pr_curve"]:
-        fig, ax = plt.subplots(figsize=(3.6, 3))
-        ax.plot(report["pr_curve"]["recall"], report["pr_curve"]["precision"])
-        ax.set_xlabel("recall"), ax.set_ylabel("precision"), ax.set_xlim(0, 1), ax.set_ylim(0, 1.02)
-        ax.set_title(f"AP = {report['detection']['ap']:.3f}")
-        out["precision/recall"] = png_base64(fig)
-    plt.close("all")
-    return out
+def html_page(
+    report: Report,
+    thumbnails: dict[int, Thumbnail] | None = None,
+    baseline: dict[str, float | None] | None = None,
+) -> str:
+    """The self-contained report.html (``render.html``): KPI cards, tables, worst frames, objects, and
+    with ``--logs`` the calibration figures and the most-confident-mistakes panel."""
+    trace_figures = trace_html.figures(report.trace.model_dump()) if report.trace else None
+    return html.report_page(report, thumbnails=thumbnails, baseline=baseline, trace_figures=trace_figures)
 
 
-def html_page(report: dict) -> str:
-    """A self-contained page: the Markdown tables as preformatted text plus the embedded figures."""
-    imgs = "".join(
-        f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{b}"><figcaption>'
-        f"{html.escape(t)}</figcaption></figure>"
-        for t, b in figures(report).items()
-    )
-    if report.get("trace"):  # validate-job --logs: calibration figures and the most-confident-mistakes panel
-        imgs += trace_html.html_section(report)
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>ropewatch job "
-        f"{report['source']['job']}</title><style>body{{font-family:sans-serif;margin:2em}}"
-        "figure{display:inline-block;margin:1em}pre{background:#f6f6f6;padding:1em}</style></head><body>"
-        f"<div>{imgs}</div><pre>{html.escape(markdown(report))}</pre></body></html>"
-    )
+def to_json(report: Report) -> str:
+    """Strict JSON (non-finite numbers are null in the model already)."""
+    return report.to_json()
 
 
-def to_json(report: dict) -> str:
-    """Strict JSON (NaN/inf become null; numpy scalars and arrays are plain numbers)."""
-    return dumps(report)
+@dataclass
+class StagedReports:
+    """One job's report folder written aside, then swapped in as a unit (``ops.schedule.Staged``).
+
+    ``publish`` renames the staged folder onto ``target`` (an older one is moved aside first);
+    ``undo`` puts the older folder back; ``finish`` removes it. Leftovers of a killed run (the
+    hidden ``.job-N.*`` folders beside the target) are removed when the job is next staged.
+    """
+
+    target: Path
+    staged: Path
+    paths: list[Path]
+    old: Path | None = None
+
+    def publish(self) -> None:
+        if self.target.exists():
+            self.old = self.target.with_name(f"{self.staged.name}.old")
+            self.target.rename(self.old)
+        self.staged.rename(self.target)
+
+    def undo(self) -> None:
+        shutil.rmtree(self.staged if self.staged.exists() else self.target, ignore_errors=True)
+        if self.old is not None:
+            self.old.rename(self.target)
+            self.old = None
+
+    def finish(self) -> None:
+        if self.old is not None:
+            shutil.rmtree(self.old, ignore_errors=True)
 
 
-def write(report: dict, out_dir: Path, formats: tuple[str, ...] = FORMATS) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    render = {"json": to_json, "md": markdown, "html": html_page}
-    paths = []
-    for fmt in formats:
-        path = out_dir / f"report.{fmt}"
-        atomic_write(path, render[fmt](report))
-        paths.append(path)
-    return paths
+def stage(
+    report: Report,
+    out_dir: Path,
+    formats: tuple[str, ...] = FORMATS,
+    *,
+    thumbnails: dict[int, Thumbnail] | None = None,
+    baseline: dict[str, float | None] | None = None,
+) -> StagedReports:
+    """Render every format into a hidden folder beside ``out_dir``; nothing is left on failure."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.parent.glob(f".{out_dir.name}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    render = {
+        "json": to_json,
+        "md": markdown,
+        "html": lambda r: html_page(r, thumbnails, baseline),
+    }
+    try:
+        for fmt in formats:
+            atomic_write(staged / f"report.{fmt}", render[fmt](report))
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    os.chmod(staged, 0o755 & ~_umask())
+    return StagedReports(out_dir, staged, [out_dir / f"report.{fmt}" for fmt in formats])
 
 
-def print_summary(report: dict, console=None) -> None:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def print_summary(report: Report, console: Console | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
-    src, det, att = report["source"], report["detection"], report["attribute"]
+    src, det, att = report.source, report.detection, report.attribute
     console.print(
-        f"[bold]job {src['job']}[/] (task {src['task']}) on {src['host']} · "
-        f"reference {src['reference_mode']} · model {report['model_version'] or 'unknown'}"
+        f"[bold]job {src.job}[/] (task {src.task}) on {src.host} · "
+        f"reference {src.reference_mode} · model {report.model_version or 'unknown'}"
     )
-    t = Table("TP", "FP", "FN", "precision", "recall", "F1", "AP", title="person detection")
-    t.add_row(*(_fmt(det[k]) for k in ("tp", "fp", "fn", "precision", "recall", "f1", "ap")))
+    for warning in report.warnings:
+        console.print(f"[bold yellow]warning:[/] {warning}")
+    t = Table("TP", "FP", "FN", "precision", "recall", "F1", "AP", title=f"{report.settings.label} detection")
+    t.add_row(*(_fmt(v) for v in (det.tp, det.fp, det.fn, det.precision, det.recall, det.f1, det.ap)))
     console.print(t)
-    t = Table("class", "precision", "recall", "F1", "support", title=att["name"])
-    for v, m in att["per_class"].items():
-        t.add_row(v, _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), str(m["support"]))
-    t.add_row("accuracy / macro F1", "", "", f"{_fmt(att['accuracy'])} / {_fmt(att['macro_f1'])}", "")
+    t = Table("class", "precision", "recall", "F1", "support", title=att.name)
+    for v, m in att.per_class.items():
+        t.add_row(v, _fmt(m.precision), _fmt(m.recall), _fmt(m.f1), str(m.support))
+    t.add_row("accuracy / macro F1", "", "", f"{_fmt(att.accuracy)} / {_fmt(att.macro_f1)}", "")
     console.print(t)
     t = Table("error", "count", title="errors")
-    for k, v in report["errors"].items():
-        t.add_row(k, str(v))
+    for kind, n in report.errors.counts().items():
+        t.add_row(kind, str(n))
     console.print(t)

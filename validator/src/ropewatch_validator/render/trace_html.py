@@ -1,21 +1,19 @@
-"""The traced part of report.html (``validate-job --logs``): calibration figures and the mistakes panel."""
+"""The traced figures of report.html (``validate-job --logs``): reliability diagram and PR curves."""
 
 from __future__ import annotations
 
 from ropewatch_validator.render.figures import png_base64
 
 
-def html_section(report: dict) -> str:
-    """The traced part of report.html: reliability diagram before/after temperature scaling, PR curves
-    of ``correct`` and ``wrong``, and the most-confident-mistakes panel (crops embedded as PNG)."""
-    import html
-
+def figures(trace: dict) -> dict[str, str]:
+    """Title -> base64 PNG: the reliability diagram before/after temperature scaling and the PR curves
+    of ``correct`` and ``wrong``. The most-confident-mistakes panel is drawn by the report template."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    trace, figs = report["trace"], {}
+    figs: dict[str, str] = {}
     cal = trace.get("calibration")
     if cal:
         fig, ax = plt.subplots(figsize=(3.8, 3.4))
@@ -33,8 +31,8 @@ def html_section(report: dict) -> str:
                 (c, a) for c, a in zip(rel["confidence"], rel["accuracy"]) if c is not None and a is not None
             ]
             ax.plot([c for c, _ in pts], [a for _, a in pts], marker="o", ms=3, label=name)
-        ax.set_xlabel("confidence (top-label)"), ax.set_ylabel("accuracy"), ax.set_xlim(0.45, 1.01)
-        ax.set_ylim(0, 1.02), ax.legend(fontsize=6)
+        ax.set(xlabel="confidence (top-label)", ylabel="accuracy", xlim=(0.45, 1.01), ylim=(0, 1.02))
+        ax.legend(fontsize=6)
         figs["reliability diagram, before/after temperature scaling"] = png_base64(fig)
     if cal and cal.get("pr"):
         fig, ax = plt.subplots(figsize=(3.8, 3.2))
@@ -45,29 +43,8 @@ def html_section(report: dict) -> str:
                 drawstyle="steps-post",
                 label=f"{cls}: AP {curve['ap']:.3f}",
             )
-        ax.set_xlabel("recall"), ax.set_ylabel("precision"), ax.set_xlim(0, 1), ax.set_ylim(0, 1.02)
+        ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
         ax.legend(fontsize=7)
         figs["precision/recall of correct and wrong (logged P(correct))"] = png_base64(fig)
     plt.close("all")
-    parts = ["<h2>Traced predictions</h2><div>"]
-    parts += [
-        f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{b}"><figcaption>{html.escape(t)}'
-        "</figcaption></figure>"
-        for t, b in figs.items()
-    ]
-    parts.append('</div><h2>Most confident mistakes</h2><div class="mistakes">')
-    for m in trace.get("mistakes") or []:
-        caption = (
-            f"frame {m['frame']} · shape {m['shape_id']} · truth {m['final_value']} · predicted "
-            f"{m['logged_value']} · P(correct) {m['p_correct']:.3f} · thr {m['thr']:.2f}"
-        )
-        img = (
-            f'<img alt="crop of frame {m["frame"]}" src="data:image/png;base64,{m["crop"]}">'
-            if m.get("crop")
-            else f"<em>frame unavailable: {html.escape(str(m.get('crop_error')))}</em>"
-        )
-        parts.append(f"<figure>{img}<figcaption>{html.escape(caption)}</figcaption></figure>")
-    if not trace.get("mistakes"):
-        parts.append("<p>No attribute value predicted by the model was changed by a person.</p>")
-    parts.append("</div>")
-    return "".join(parts)
+    return figs

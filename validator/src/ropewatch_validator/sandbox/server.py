@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ropewatch_validator.sandbox.synthetic import SyntheticJob, meta_body
@@ -80,12 +81,12 @@ class CvatState:
         self.frames.update({(jid, n): data for n, data in job.frames_bytes.items()})
 
     def fail(self, status: int, count: int = 1, path_contains: str = "", delay_s: float = 0.0) -> None:
-        """The next ``count`` matching requests answer ``status`` (after ``delay_s``; 0 = no answer change)."""
+        """The next ``count`` matching requests answer ``status`` (after ``delay_s``; 0 = as usual)."""
         self.faults.append(Fault(status, count, path_contains, delay_s))
 
 
 def seed_from_assets(state: CvatState, assets: Path) -> None:
-    """Load CVAT's own API dumps (a folder of CVAT API dumps, e.g. ``tests/data/cvat/assets``) into the sandbox."""
+    """Load a folder of CVAT's own API dumps (e.g. ``tests/data/cvat/assets``) into the sandbox."""
 
     def load(name: str) -> dict:
         return json.loads((assets / name).read_text(encoding="utf-8"))
@@ -131,7 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # otherwise every keep-alive response stalls ~40 ms
 
-    def log_message(self, *args) -> None:  # the state's request log replaces stderr chatter
+    def log_message(self, format: str, *args: Any) -> None:  # the state's request log replaces stderr chatter
         pass
 
     def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:

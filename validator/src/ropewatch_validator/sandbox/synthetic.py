@@ -8,7 +8,9 @@ and a share marked `semi-auto` (edited by a person), so every error type of the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -167,7 +169,7 @@ def meta_body(
 def _rect(
     shape_id: int,
     frame: int,
-    box,
+    box: Sequence[float] | np.ndarray,
     source: str,
     value: str | None,
     score: float | None,
@@ -246,7 +248,7 @@ def generate(
         return None if not with_score else (real if real_scores else 1.0)
 
     person_id, helmet_id, spec_id = label_ids(task_id)
-    ids = {"label_id": person_id, "spec_id": spec_id}
+    ids: dict[str, Any] = {"label_id": person_id, "spec_id": spec_id}
     shapes, sid = [], 1
     for i in range(total):
         shapes.append(
@@ -262,7 +264,7 @@ def generate(
             )
         )
         sid += 1
-    for i in np.flatnonzero(keep):
+    for i in np.flatnonzero(keep).tolist():
         shapes.append(
             _rect(
                 sid,

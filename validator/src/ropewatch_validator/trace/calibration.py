@@ -242,6 +242,7 @@ def analyse(
     thr: float | None = None,
     required_recall_wrong: float = 0.95,
     n_bins: int = N_BINS,
+    values: tuple[str, str] = CLASSES,
 ) -> dict:
     """The JSON-ready calibration + ranking + threshold block of a report.
 
@@ -266,7 +267,7 @@ def analyse(
     both = 0 < t.sum() < t.size
     out["roc_auc"] = roc_auc(s, t) if both else None
     out["pr"] = (
-        {"correct": _curve(pr_curve(p_now, t)), "wrong": _curve(pr_curve(1.0 - p_now, 1 - t))}
+        {values[1]: _curve(pr_curve(p_now, t)), values[0]: _curve(pr_curve(1.0 - p_now, 1 - t))}
         if both
         else None
     )

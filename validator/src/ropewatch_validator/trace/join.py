@@ -2,8 +2,8 @@
 
 CVAT tells the function nothing about task, job or frame, so the join key is the frame itself:
 the sha256 of the bytes CVAT sent (the validator downloads the same bytes, see
-``ropewatch_validator.cvat.frames``), with the sha256 of the decoded pixels as the fallback key for frames whose
-bytes differ (e.g. a video frame re-encoded to PNG by another OpenCV build).
+``ropewatch_validator.cvat.frames``), with the sha256 of the decoded pixels as the fallback key for
+frames whose bytes differ (e.g. a video frame re-encoded to PNG by another OpenCV build).
 
 Re-runs: when several records carry one frame's key, the latest one at or before ``cutoff`` (the
 job's auto-annotation time; by default the job's ``updated_date``, an upper bound: a record written
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ropewatch_core.spec import ATTRIBUTE
+from ropewatch_core.spec import ATTRIBUTE, ATTRIBUTE_VALUES
 from ropewatch_validator.evaluation.match import iou_matrix, optimal_pairs
 from ropewatch_validator.evaluation.metrics import groups
 from ropewatch_validator.trace.logs import BOX
@@ -124,8 +124,12 @@ def match_shapes(
     frame_join: pd.DataFrame,
     tol: float = 0.5,
     edited_iou: float = 0.5,
+    values: tuple[str, str] = ATTRIBUTE_VALUES,
 ) -> pd.DataFrame:
     """One row per shape of the label under test and per logged detection left unmatched (deleted).
+
+    The function logs its own vocabulary (``wrong``/``correct``); ``logged_value`` is translated into
+    the job's ``values`` (same order: the unsafe value first), so both compare directly.
 
     ``shapes`` has frame, shape_id, source, x1..y2 and the attribute column; ``detections`` the log
     detections. Matched shapes gain the logged columns (request_id, det_index, p_correct, logit,
@@ -134,7 +138,7 @@ def match_shapes(
     of deleted detections.
     """
     chosen = frame_join.loc[frame_join["request_id"].notna(), ["frame", "request_id"]]
-    logged = _logged(detections.merge(chosen, on="request_id", how="inner"))
+    logged = _logged(detections.merge(chosen, on="request_id", how="inner"), values)
     rows = shapes.reset_index(drop=True)
     det_pos = np.full(len(rows), -1)
     s_frame, d_frame = rows["frame"].to_numpy(), logged["frame"].to_numpy()
@@ -160,7 +164,7 @@ def match_shapes(
     return pd.concat([rows, deleted], ignore_index=True) if len(deleted) else rows
 
 
-def _logged(d: pd.DataFrame) -> pd.DataFrame:
+def _logged(d: pd.DataFrame, values: tuple[str, str]) -> pd.DataFrame:
     """The logged detection's columns under names that cannot collide with the shape's."""
     out = d[
         [
@@ -175,7 +179,11 @@ def _logged(d: pd.DataFrame) -> pd.DataFrame:
             "temperature",
         ]
     ].copy()
-    out["logged_value"] = d[ATTRIBUTE].to_numpy()
+    for c, default in (("stage", "expert"), ("p_filter", np.nan), ("shadow_value", None)):  # cascade fields
+        out[c] = d[c].to_numpy() if c in d else default
+    ours = dict(zip(ATTRIBUTE_VALUES, values))  # the function's vocabulary -> the job's
+    out["logged_value"] = d[ATTRIBUTE].replace(ours).to_numpy()
+    out["shadow_value"] = out["shadow_value"].replace(ours)
     out["log_timestamp"] = d["timestamp"].to_numpy()
     for c in BOX:
         out[f"log_{c}"] = d[c].to_numpy()

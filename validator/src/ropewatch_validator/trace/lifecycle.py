@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ropewatch_core.spec import ATTRIBUTE
-from ropewatch_validator.trace.calibration import CLASSES, confusion
+from ropewatch_core.spec import ATTRIBUTE, ATTRIBUTE_VALUES
+from ropewatch_validator.trace.calibration import confusion
 
 STATES = (
     "accepted",
@@ -72,27 +72,30 @@ def classify(rows: pd.DataFrame, attribute: str = ATTRIBUTE) -> pd.Series:
     return pd.Series(state, index=rows.index, name="state")
 
 
-def summarize(rows: pd.DataFrame, attribute: str = ATTRIBUTE) -> dict:
+def summarize(
+    rows: pd.DataFrame, attribute: str = ATTRIBUTE, values: tuple[str, str] = ATTRIBUTE_VALUES
+) -> dict:
     """Counts per state, work saved, and the attribute confusion against the ORIGINAL predictions.
 
-    ``rows`` carry their ``state`` column (:func:`classify`), computed once by the caller."""
+    ``rows`` carry their ``state`` column (:func:`classify`), computed once by the caller; ``values``
+    is the vocabulary, the unsafe value first (the function's ``wrong``), then its ``correct``."""
     state = rows["state"]
     counts = {s: int((state == s).sum()) for s in STATES}
     final_objects = (
         counts["accepted"] + counts["attribute_corrected"] + counts["geometry_edited"] + counts["added"]
     )
     pred = rows[state.isin(PREDICTED)]
-    valid = pred[attribute].isin(CLASSES) & pred["logged_value"].isin(CLASSES)
+    valid = pred[attribute].isin(values) & pred["logged_value"].isin(values)
     pred = pred[valid]
-    truth = (pred[attribute] == "correct").to_numpy(int)
-    original = (pred["logged_value"] == "correct").to_numpy(int)
+    truth = (pred[attribute] == values[1]).to_numpy(int)
+    original = (pred["logged_value"] == values[1]).to_numpy(int)
     unjoined = rows[state.isin(("unjoined_auto", "unjoined_semi_auto"))]
     return {
         "counts": counts,
         "final_objects": final_objects,
         "work_saved_share": counts["accepted"] / final_objects if final_objects else None,
         "original_confusion": {
-            "labels": list(CLASSES),
+            "labels": list(values),
             "rows": "final value in the job",
             "columns": "model's original (logged) prediction",
             "matrix": confusion(truth, original).tolist(),
@@ -105,16 +108,19 @@ def summarize(rows: pd.DataFrame, attribute: str = ATTRIBUTE) -> dict:
     }
 
 
-def scored(rows: pd.DataFrame, attribute: str = ATTRIBUTE) -> pd.DataFrame:
-    """Predicted objects with a final value: logit, p_correct and y (1 = correct) for calibration.
+def scored(
+    rows: pd.DataFrame, attribute: str = ATTRIBUTE, values: tuple[str, str] = ATTRIBUTE_VALUES
+) -> pd.DataFrame:
+    """Predicted objects with a final value: logit, p_correct and y (1 = ``values[1]``, the function's
+    ``correct``) for calibration.
 
     ``rows`` carry their ``state`` column, as for :func:`summarize`."""
-    pred = rows[rows["state"].isin(PREDICTED) & rows[attribute].isin(CLASSES)]
+    pred = rows[rows["state"].isin(PREDICTED) & rows[attribute].isin(values)]
     return pd.DataFrame(
         {
             "logit": pred["logit"].astype(float).to_numpy(),
             "p_correct": pred["p_correct"].astype(float).to_numpy(),
-            "y": (pred[attribute] == "correct").to_numpy(int),
+            "y": (pred[attribute] == values[1]).to_numpy(int),
             "thr": pred["thr"].astype(float).to_numpy(),
             "temperature": pred["temperature"].astype(float).to_numpy(),
         }

@@ -1,12 +1,12 @@
 """`validate-job --logs`: add a ``trace`` section to report.json from the function's request logs.
 
-Pipeline: read the log lines (``ropewatch_validator.trace.logs``) → fingerprint every frame of the job as CVAT's
-lambda manager sent it (``ropewatch_validator.cvat.frames``) → pick one request per frame and match every shape
-to its logged detection (``ropewatch_validator.trace.join``) → lifecycle counts and the confusion against the
-original predictions (``ropewatch_validator.trace.lifecycle``) → ranking, calibration and threshold analysis on the
-recovered logits (``ropewatch_validator.trace.calibration``) → the most confident mistakes, with crops of the few
-frames they are on (``html_section`` renders them in report.html). ``trace.scores`` is what
-``ropewatch checkpoint recalibrate`` refits from. numpy/pandas/scipy are imported inside the
+Pipeline: read the log lines (``trace.logs``) → fingerprint every frame of the job as CVAT's lambda
+manager sent it (``cvat.frames``) → pick one request per frame and match every shape to its logged
+detection (``trace.join``) → lifecycle counts and the confusion against the original predictions
+(``trace.lifecycle``) → ranking, calibration and threshold analysis on the recovered logits
+(``trace.calibration``) → the most confident mistakes, with crops of the few frames they are on
+(report.html shows them). ``trace.scores`` is what ``ropewatch checkpoint recalibrate`` refits
+from. numpy/pandas/scipy are imported inside the
 functions so that ``add_arguments`` keeps ``ropewatch --help`` fast.
 """
 
@@ -16,16 +16,18 @@ import argparse
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from ropewatch_core.jsonio import plain
-from ropewatch_core.spec import ATTRIBUTE, PERSON_LABEL
+from ropewatch_core.spec import ATTRIBUTE, ATTRIBUTE_VALUES, PERSON_LABEL
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
-    from ropewatch_validator.cvat.fetch import Connection
+    from ropewatch_validator.cvat.fetch import Connection, JobData
     from ropewatch_validator.cvat.frames import FetchFrame
+    from ropewatch_validator.trace.logs import LogData
 
 OBJECT_COLUMNS = (
     "frame",
@@ -74,7 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--frame-workers", type=int, default=8, help="concurrent frame downloads (default 8)")
     g.add_argument(
-        "--frame-cache", type=Path, default=Path(".ropewatch/frames"), help="fingerprint cache folder"
+        "--frame-cache",
+        type=Path,
+        default=Path(".ropewatch/frames"),
+        help="frame and fingerprint cache folder (--logs, report thumbnails)",
     )
     g.add_argument(
         "--pixel-fingerprint",
@@ -106,8 +111,8 @@ def _mode(values: pd.Series, default: float) -> float:
 
 
 def trace_section(
-    job,
-    logs,
+    job: JobData,
+    logs: LogData,
     fingerprints: pd.DataFrame,
     *,
     label: str = PERSON_LABEL,
@@ -116,12 +121,15 @@ def trace_section(
     tol: float = 0.5,
     edited_iou: float = 0.5,
     required_recall_wrong: float = 0.95,
+    values: tuple[str, str] = ATTRIBUTE_VALUES,
 ) -> dict:
-    """The ``trace`` block from already-read logs and frame fingerprints (pure; no I/O)."""
+    """The ``trace`` block from already-read logs and frame fingerprints (pure; no I/O). ``values``:
+    the job's two attribute values standing for the function's ``wrong`` and ``correct``."""
     from ropewatch_validator.trace import calibration as cal
     from ropewatch_validator.trace.join import join_frames, match_shapes
     from ropewatch_validator.trace.lifecycle import classify, scored, summarize
     from ropewatch_validator.trace.logs import BOX
+    from ropewatch_validator.trace.stages import stage_summary
 
     live = job.frames.loc[~job.frames["deleted"].astype(bool), "frame"]
     fps = fingerprints[fingerprints["frame"].isin(live)]
@@ -129,16 +137,20 @@ def trace_section(
     shapes = job.shapes[
         (job.shapes["label"] == label) & (job.shapes["type"] == "rectangle") & job.shapes["frame"].isin(live)
     ]
-    rows = match_shapes(shapes, logs.detections, fj.frames, tol=tol, edited_iou=edited_iou)
+    rows = match_shapes(shapes, logs.detections, fj.frames, tol=tol, edited_iou=edited_iou, values=values)
     rows["state"] = classify(rows, attribute)
-    rows["final_value"] = rows[attribute] if attribute in rows else None
+    rows["final_value"] = rows.get(attribute)
     if "log_x1" in rows:  # a deleted detection has no shape left: its box is the logged one
         for c in BOX:
             rows[c] = rows[c].fillna(rows[f"log_{c}"])
-    sc = scored(rows, attribute)
+    # calibration is the expert's: filter-decided persons carry the filter's logit and temperature
+    sc = scored(
+        rows[rows["stage"].fillna("expert") == "expert"] if "stage" in rows else rows, attribute, values
+    )
     thr = _mode(sc["thr"], 0.5)
     temperature = _mode(sc["temperature"], 1.0)
     versions = sorted(set(rows["model_version"].dropna().astype(str))) if "model_version" in rows else []
+    chosen = logs.detections[logs.detections["request_id"].isin(fj.frames["request_id"].dropna())]
     objects = rows.reindex(columns=list(OBJECT_COLUMNS)).astype({"shape_id": "Int64", "det_index": "Int64"})
     failed = fingerprints[fingerprints["error"].notna()]
     return plain(
@@ -156,12 +168,19 @@ def trace_section(
                 "edited_iou": edited_iou,
                 "label": label,
                 "attribute": attribute,
+                "values": list(values),
                 "ece": "top-label, 15 equal-width bins",
             },
             "model_versions": versions,
-            "lifecycle": summarize(rows, attribute),
+            "lifecycle": summarize(rows, attribute, values),
+            "stages": stage_summary(rows, chosen, attribute),
             "calibration": cal.analyse(
-                sc["logit"].to_numpy(), sc["y"].to_numpy(), temperature, thr, required_recall_wrong
+                sc["logit"].to_numpy(),
+                sc["y"].to_numpy(),
+                temperature,
+                thr,
+                required_recall_wrong,
+                values=values,
             )
             if len(sc)
             else None,
@@ -177,7 +196,7 @@ def trace_section(
 
 def enrich_report(
     report: dict,
-    job,
+    job: JobData,
     conn: Connection,
     log_paths: Sequence[str | Path],
     *,
@@ -197,12 +216,12 @@ def enrich_report(
     """
     import pandas as pd
 
-    from ropewatch_validator.cvat.frames import cached_frames, cvat_frame_fetcher, frame_fingerprints
+    from ropewatch_validator.cvat.frames import cvat_frame_fetcher, frame_fingerprints, job_frame_fetcher
     from ropewatch_validator.trace.logs import read_logs
 
     settings = report.get("settings") or {}
     fetch = cvat_frame_fetcher(conn, job.job_id)
-    cache_key = {
+    cache_key: dict[str, Any] = {
         "host": str(job.host),
         "job_id": job.job_id,
         "chunks_updated_date": job.chunks_updated_date or "unknown",
@@ -229,12 +248,17 @@ def enrich_report(
         fingerprints,
         label=settings.get("label", PERSON_LABEL),
         attribute=settings.get("attribute", ATTRIBUTE),
+        values=tuple(settings.get("values", ATTRIBUTE_VALUES)),
         cutoff=cutoff,
         required_recall_wrong=required_recall_wrong,
     )
-    crop_fetch = cached_frames(fetch, cache_dir, **cache_key)
+    crop_fetch = job_frame_fetcher(conn, job, cache_dir)
     section["mistakes"] = plain(
-        mistake_panel(confident_mistakes(pd.DataFrame(section["objects"]), top_mistakes), crop_fetch, workers)
+        mistake_panel(
+            confident_mistakes(pd.DataFrame(section["objects"]), top_mistakes, section["settings"]["values"]),
+            crop_fetch,
+            workers,
+        )
     )
     section["frames"]["pixel_fingerprint"] = pixels
     out = dict(report)
@@ -245,32 +269,34 @@ def enrich_report(
 
 
 # ------------------------------------------------------------------------------ most confident mistakes
-def confident_mistakes(objects: pd.DataFrame, k: int = TOP_MISTAKES) -> pd.DataFrame:
+def confident_mistakes(
+    objects: pd.DataFrame, k: int = TOP_MISTAKES, values: Sequence[str] = ATTRIBUTE_VALUES
+) -> pd.DataFrame:
     """Predicted objects whose logged value a person changed, most confident first.
 
-    The confidence is the model's in the value it chose (P(correct) when it said ``correct``, else
-    1 − P(correct)): a confident mistake is what a model card's "most confident mistakes" shows.
+    The confidence is the model's in the value it chose (P(correct) when it said ``values[1]``, the
+    function's ``correct``, else 1 − P(correct)): a confident mistake is what a model card's "most
+    confident mistakes" shows.
     """
     import numpy as np
 
-    from ropewatch_validator.trace.calibration import CLASSES
     from ropewatch_validator.trace.lifecycle import PREDICTED
 
     if objects.empty:
         return objects.assign(confidence=[])
     pred = objects[
         objects["state"].isin(PREDICTED)
-        & objects["final_value"].isin(CLASSES)
-        & objects["logged_value"].isin(CLASSES)
+        & objects["final_value"].isin(values)
+        & objects["logged_value"].isin(values)
         & objects["p_correct"].notna()
     ]
     bad = pred[pred["logged_value"] != pred["final_value"]]
     p = bad["p_correct"].astype(float)
-    bad = bad.assign(confidence=np.where(bad["logged_value"] == "correct", p, 1.0 - p))
+    bad = bad.assign(confidence=np.where(bad["logged_value"] == values[1], p, 1.0 - p))
     return bad.sort_values(["confidence", "frame"], ascending=[False, True], kind="mergesort").head(k)
 
 
-def crop_png(rgb, box: Sequence[float], *, margin: float = 0.5, max_side: int = 160) -> str:
+def crop_png(rgb: np.ndarray, box: Sequence[float], *, margin: float = 0.5, max_side: int = 160) -> str:
     """Base64 PNG of the frame around ``box`` (``margin`` of its size on each side), the box drawn in red."""
     import base64
     import io

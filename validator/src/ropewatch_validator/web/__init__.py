@@ -1,0 +1,1 @@
+"""`ropewatch serve`: the read-only dashboard over the history store (Starlette + Jinja2, uvicorn)."""

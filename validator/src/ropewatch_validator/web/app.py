@@ -1,0 +1,274 @@
+"""The dashboard as a Starlette application: GET pages only, rendered from ``render/templates``.
+
+Pages: ``/`` model versions, ``/trend?version=V&n=10``, ``/version?name=V`` (labels, errors, jobs),
+``/jobs?project=&task=&version=&page=``, ``/runs/{id}`` (the job's report page), ``/alerts``,
+``/healthz``. Nothing here writes: SQLite is opened read-only, PostgreSQL sessions are read-only.
+
+Access: without a token the app answers everyone who can reach it (loopback by default). With a
+token, a request needs ``Authorization: Bearer <token>`` or the ``ropewatch_token`` cookie, which
+``?token=<token>`` on any page sets (the page then reloads without it, so the token does not stay
+in the address bar or the history). The token is compared in constant time and never rendered.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from ropewatch_validator.ops.history import DEFAULT_BASELINE_RUNS, HistoryStore, normalize_url
+from ropewatch_validator.render import html, svg
+from ropewatch_validator.render.model import Report
+from ropewatch_validator.web import queries
+
+COOKIE = "ropewatch_token"
+VERSION_WINDOW = 200  # runs read for a version's label table
+# No request leaves the page: everything it shows is inline (styles, SVG, data: images, one script).
+CSP = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+    "base-uri 'none'; form-action 'self'"
+)
+
+
+class BadRequest(ValueError):
+    """A query parameter that cannot be used; answered with 400 and the one-line reason."""
+
+
+def read_only_engine(db: str) -> Engine:
+    """An engine that cannot write: SQLite (a path or a ``sqlite:///`` URL) in ``mode=ro``, the file
+    must exist; PostgreSQL sessions with ``default_transaction_read_only``."""
+    url = sa.engine.make_url(normalize_url(db)) if "://" in db else None
+    if url is None or url.get_backend_name() == "sqlite":
+        path = Path(db if url is None else url.database or "").expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"no history store at {path} (run validate-job or ropewatch demo first)")
+        return sa.create_engine(f"sqlite:///file:{path.resolve()}?mode=ro&uri=true")
+    return sa.create_engine(
+        url, connect_args={"connect_timeout": 10, "options": "-c default_transaction_read_only=on"}
+    )
+
+
+def _int(request: Request, name: str, default: int | None = None, lo: int = 0, hi: int = 10**9) -> int | None:
+    raw = request.query_params.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number, got {raw[:40]!r}") from None
+    if not lo <= value <= hi:
+        raise BadRequest(f"{name} must be between {lo} and {hi}")
+    return value
+
+
+class Dashboard:
+    """The pages, over one engine."""
+
+    def __init__(self, engine: Engine, baseline_runs: int = DEFAULT_BASELINE_RUNS):
+        self.engine = engine
+        self.store = HistoryStore(engine)
+        self.baseline_runs = baseline_runs
+
+    @contextmanager
+    def conn(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def page(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        return HTMLResponse(html.render(template, nav=True, **context), status_code=status)
+
+    # -- pages ------------------------------------------------------------------------------
+    def versions(self, request: Request) -> Response:
+        with self.conn() as conn:
+            rows = queries.versions(conn)
+            names = queries.classes(conn)
+        return self.page("dash_versions.html", versions=rows, classes=names)
+
+    def trend(self, request: Request) -> Response:
+        version = request.query_params.get("version", "")
+        n = _int(request, "n", 10, 1, 1000)
+        base_ids, pinned = self.store.baseline_runs(version, self.baseline_runs)
+        with self.conn() as conn:
+            t = queries.trend(conn, version, n or 10, base_ids)
+            names = queries.classes(conn)
+        labels = [f"job {r['job_id']}" for r in t.runs]
+        f1 = svg.line_chart(
+            labels,
+            [(f"F1 {c}", [r[f"{c}_f1"] for r in t.runs], t.baseline[f"{c}_f1"]) for c in names],
+            y_range=(0.0, 1.0),
+        )
+        flips = svg.line_chart(
+            labels,
+            [("flips per 1,000", [r["flips_per_1000"] for r in t.runs], t.baseline["flips_per_1000"])],
+        )
+        return self.page(
+            "dash_trend.html",
+            version=version,
+            n=n,
+            trend=t,
+            f1_chart=f1,
+            flips_chart=flips,
+            pinned=pinned,
+            classes=names,
+        )
+
+    def version(self, request: Request) -> Response:
+        name = request.query_params.get("name", "")
+        page = _int(request, "page", 1, 1)
+        with self.conn() as conn:
+            blocks = queries.version_labels(conn, name, VERSION_WINDOW)
+            rows, total = queries.jobs(conn, queries.Filters(version=name, page=page or 1))
+            names = queries.classes(conn)
+        return self.page(
+            "dash_version.html",
+            version=name,
+            table=queries.label_table(blocks),
+            window=VERSION_WINDOW,
+            jobs=rows,
+            total=total,
+            pager=_pager(request, page or 1, total),
+            classes=names,
+        )
+
+    def jobs(self, request: Request) -> Response:
+        filters = queries.Filters(
+            project=_int(request, "project"),
+            task=_int(request, "task"),
+            version=request.query_params.get("version") or None,
+            page=_int(request, "page", 1, 1) or 1,
+        )
+        with self.conn() as conn:
+            rows, total = queries.jobs(conn, filters)
+            options = queries.choices(conn)
+            names = queries.classes(conn)
+        return self.page(
+            "dash_jobs.html",
+            jobs=rows,
+            total=total,
+            filters=filters,
+            options=options,
+            pager=_pager(request, filters.page, total),
+            classes=names,
+        )
+
+    def run(self, request: Request) -> Response:
+        run_id = int(request.path_params["run_id"])
+        with self.conn() as conn:
+            row = queries.run_row(conn, run_id)
+        if row is None:
+            return self.page("dash_missing.html", status=404, what=f"run {run_id}")
+        report = Report.model_validate(row["report"])
+        baseline = self.store.baseline(row["model_version"], html.kpi_metrics(report), self.baseline_runs)
+        return HTMLResponse(html.report_page(report, baseline=baseline, nav=True))
+
+    def alerts(self, request: Request) -> Response:
+        with self.conn() as conn:
+            rows = queries.alert_list(conn)
+        return self.page("dash_alerts.html", alerts=rows)
+
+    def healthz(self, request: Request) -> Response:
+        with self.conn() as conn:
+            conn.execute(sa.select(1))
+        return PlainTextResponse("ok")
+
+
+def _pager(request: Request, page: int, total: int, per_page: int = queries.PAGE) -> dict[str, Any]:
+    def link(p: int) -> str:
+        params = dict(request.query_params)
+        params["page"] = str(p)
+        return f"{request.url.path}?{urlencode(params)}"
+
+    last = max(1, -(-total // per_page))
+    return {
+        "page": page,
+        "last": last,
+        "prev": link(page - 1) if page > 1 else None,
+        "next": link(page + 1) if page < last else None,
+    }
+
+
+class TokenGate(BaseHTTPMiddleware):
+    """Requires the token on every request (see the module doc)."""
+
+    def __init__(self, app: ASGIApp, token: str):
+        super().__init__(app)
+        self.token = token.encode()
+
+    def _ok(self, given: str | None) -> bool:
+        return given is not None and hmac.compare_digest(given.encode(), self.token)
+
+    async def dispatch(self, request: Request, call_next: Callable) -> Response:
+        if request.url.path == "/healthz":  # probes: says "ok" and nothing else
+            return await call_next(request)
+        query_token = request.query_params.get("token")
+        if query_token is not None and self._ok(query_token):
+            params = {k: v for k, v in request.query_params.items() if k != "token"}
+            path = "/" + request.url.path.lstrip("/")  # never "//host": that would leave the site
+            target = path + (f"?{urlencode(params)}" if params else "")
+            response = RedirectResponse(target, status_code=303)
+            secure = request.url.scheme == "https"
+            response.set_cookie(COOKIE, query_token, httponly=True, samesite="strict", secure=secure)
+            return response
+        header = request.headers.get("authorization", "")
+        bearer = header[7:] if header.lower().startswith("bearer ") else None
+        if self._ok(bearer) or self._ok(request.cookies.get(COOKIE)):
+            return await call_next(request)
+        return PlainTextResponse(
+            "token required: open any page once with ?token=<token>, or send Authorization: Bearer <token>",
+            status_code=401,
+        )
+
+
+class Headers(BaseHTTPMiddleware):
+    """No page loads anything from elsewhere (CSP), is framed, or is cached by a shared proxy."""
+
+    async def dispatch(self, request: Request, call_next: Callable) -> Response:
+        response = await call_next(request)
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Cache-Control"] = "private, no-store"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+
+def create_app(
+    engine: Engine, *, token: str | None = None, baseline_runs: int = DEFAULT_BASELINE_RUNS
+) -> Starlette:
+    dash = Dashboard(engine, baseline_runs)
+    middleware = [Middleware(Headers)]
+    if token:
+        middleware.append(Middleware(TokenGate, token=token))
+    routes = [
+        Route("/", dash.versions),
+        Route("/trend", dash.trend),
+        Route("/version", dash.version),
+        Route("/jobs", dash.jobs),
+        Route("/runs/{run_id:int}", dash.run),
+        Route("/alerts", dash.alerts),
+        Route("/healthz", dash.healthz),
+    ]
+    return Starlette(routes=routes, middleware=middleware, exception_handlers={BadRequest: _bad_request})
+
+
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    return PlainTextResponse(str(exc), status_code=400)
+
+
+def connection_label(engine: Engine) -> str:
+    """The store as shown in logs: the SQLite file, or the URL without its password."""
+    if engine.dialect.name == "sqlite" and engine.url.database:
+        return engine.url.database.removeprefix("file:")
+    return engine.url.render_as_string(hide_password=True)
