@@ -339,6 +339,8 @@ def nuclio():
     yield start
     for fn in started:
         fn.stop()
+
+
 # --- fast filter (cascade, issue 14) -------------------------------------------------------------
 
 
