@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 
 REPO = Path(__file__).resolve().parents[1]
 CVAT_DATA = Path(__file__).parent / "data" / "cvat"  # vendored CVAT schema + dumps (see its README)
@@ -14,6 +18,20 @@ CVAT_DATA = Path(__file__).parent / "data" / "cvat"  # vendored CVAT schema + du
 def _private_lock_dir(tmp_path, monkeypatch):
     """validate-job's per-job locks live in a per-test folder, never the user's."""
     monkeypatch.setenv("ROPEWATCH_LOCK_DIR", str(tmp_path / "locks"))
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp_path(tmp_path, monkeypatch):
+    """Each test runs in its own folder, so defaults relative to the working directory (validate-job's
+    ``.ropewatch/frames`` cache, ``ropewatch-demo/``...) never write into the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
+# Hypothesis keeps its example database and caches in .hypothesis/ under the directory pytest starts
+# in: a temporary folder instead, removed when the run ends.
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="ropewatch-hypothesis-")
+set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +49,8 @@ def cvat_assets() -> Path:
 # --- history / alerts / schedule (helper C) ---------------------------------------------------
 import glob  # noqa: E402
 import os  # noqa: E402
-import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
-import tempfile  # noqa: E402
 import uuid  # noqa: E402
 
 
@@ -100,109 +116,10 @@ def history_db(request, tmp_path):
         conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
-def build_report(
-    job=1,
-    updated="2026-11-20T10:00:00.000000Z",
-    model_version="v1",
-    cm=((40, 5), (3, 52)),
-    det=(100, 4, 6),
-    host="http://cvat.local:8080",
-    task=10,
-    project=3,
-):
-    """A typed report per the brief's contract, its metrics worked out by hand from a
-    wrong/correct confusion matrix (rows = reference) and detection counts (tp, fp, fn)."""
-    from ropewatch_validator.render.model import Report
-
-    def ratio(a, b):
-        return a / b if b else None
-
-    def f1(p, r):
-        return None if p is None or r is None or p + r == 0 else 2 * p * r / (p + r)
-
-    (ww, wc), (cw, cc) = cm
-    tp, fp, fn = det
-    per_class = {}
-    for name, hit, pred, ref in (("wrong", ww, ww + cw, ww + wc), ("correct", cc, cc + wc, cw + cc)):
-        p, r = ratio(hit, pred), ratio(hit, ref)
-        per_class[name] = {"precision": p, "recall": r, "f1": f1(p, r), "support": ref}
-    dp, dr = ratio(tp, tp + fp), ratio(tp, tp + fn)
-    no_buckets = {"size": [], "aspect": [], "occluded": []}
-    return Report.model_validate(
-        {
-            "schema_version": "1.0",
-            "generated_at": updated,
-            "source": {
-                "host": host,
-                "job": job,
-                "task": task,
-                "project": project,
-                "job_updated_date": updated,
-                "reference_mode": "manual",
-                "reference_job": None,
-            },
-            "model_version": model_version,
-            "settings": {
-                "iou": 0.5,
-                "low_iou": 0.1,
-                "label": "person",
-                "attribute": "safety_rope_use",
-                "values": ["wrong", "correct"],
-                "pred_sources": ["auto", "semi-auto"],
-                "ref_sources": ["manual", "file", "consensus"],
-                "edited_sources": ["semi-auto"],
-                "top_k": 10,
-            },
-            "counts": {
-                "frames": 50,
-                "frames_evaluated": 50,
-                "frames_deleted": 0,
-                "predictions": tp + fp,
-                "references": tp + fn,
-                "semi_auto": 0,
-                "skipped_shapes": {},
-            },
-            "detection": {
-                "tp": tp,
-                "fp": fp,
-                "fn": fn,
-                "precision": dp,
-                "recall": dr,
-                "f1": f1(dp, dr),
-                "ap": None,
-            },
-            "attribute": {
-                "name": "safety_rope_use",
-                "labels": ["wrong", "correct"],
-                "confusion_matrix": [[ww, wc], [cw, cc]],
-                "row_totals": [ww + wc, cw + cc],
-                "column_totals": [ww + cw, wc + cc],
-                "missed": {"wrong": 0, "correct": 0},
-                "extra": {"wrong": 0, "correct": 0},
-                "per_class": per_class,
-                "accuracy": (ww + cc) / (ww + wc + cw + cc),
-                "macro_f1": sum((c["f1"] or 0.0) for c in per_class.values()) / 2,
-                "pairs_without_value": 0,
-            },
-            "errors": {
-                "missed": fn,
-                "background": fp,
-                "localization": 0,
-                "duplicate": 0,
-                "flip_wrong_to_correct": wc,
-                "flip_correct_to_wrong": cw,
-                "edited_by_person": 0,
-            },
-            "breakdowns": {**no_buckets, "position_grid": {"rows": 4, "cols": 4, "errors": [[0] * 4] * 4}},
-            "worst_frames": [],
-            "objects": {"columns": ["role", "frame"], "rows": [["reference", 0]] * (tp + fn)},
-            "pr_curve": None,
-        }
-    )
-
-
 @pytest.fixture
 def make_report():
+    from support.reports import build_report
+
     return build_report
 
 

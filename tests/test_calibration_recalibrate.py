@@ -16,13 +16,9 @@ from ropewatch_core.model.pipeline import Predictor
 from ropewatch_validator.cli.main import main
 from ropewatch_validator.cli.recalibrate import RecalibrationError, recalibrate
 from ropewatch_validator.trace import calibration as cal
+from support.reports import build_report, traced_report
 
-
-def _report(z: np.ndarray, y: np.ndarray, versions=("v1",)) -> dict:
-    return {
-        "source": {"host": "http://cvat", "job": 7, "task": 3},
-        "trace": {"model_versions": list(versions), "scores": {"logit": z.tolist(), "y": y.tolist()}},
-    }
+_report = traced_report
 
 
 @pytest.fixture
@@ -65,7 +61,7 @@ def test_recall_objective_meets_the_requirement(traced) -> None:
 def test_clear_errors(traced) -> None:
     z, y = traced
     with pytest.raises(RecalibrationError, match="trace.scores"):
-        recalibrate({"thr": 0.5}, {"trace": {}})
+        recalibrate({"thr": 0.5}, build_report())  # not traced
     with pytest.raises(RecalibrationError, match="both classes"):
         recalibrate({"thr": 0.5}, _report(z[y == 1], y[y == 1]))
     with pytest.raises(RecalibrationError, match="model version"):
@@ -89,7 +85,7 @@ def test_cli_recalibrated_checkpoint_loads_in_the_function_and_flips_as_predicte
     z = np.r_[rng.normal(0.5, 0.4, 500), rng.normal(2.6, 0.4, 500)]  # wrong persons reach z ~ 1.5
     y = np.r_[np.zeros(500, int), np.ones(500, int)]
     report = tmp_path / "report.json"
-    report.write_text(json.dumps(_report(z, y, versions=("fixed",))))
+    report.write_text(_report(z, y, versions=("fixed",)).to_json())
     new = tmp_path / "new.pt"
     assert main(["checkpoint", "recalibrate", str(old), "--from", str(report), "-o", str(new)]) == 0
 
@@ -113,6 +109,14 @@ def test_cli_bad_report_writes_nothing(tiny_checkpoint, tmp_path, capsys) -> Non
     report = tmp_path / "report.json"
     report.write_text(json.dumps({"source": {}}))
     out = tmp_path / "new.pt"
+    assert (
+        main(["checkpoint", "recalibrate", str(tiny_checkpoint), "--from", str(report), "-o", str(out)]) == 2
+    )
+    err = capsys.readouterr().err
+    # missing: generated_at, source.host, source.job and the 8 other required blocks = 11 problems
+    assert f"--from {report}: not a report.json (generated_at: Field required; 11 problem(s))" in err
+    assert not out.exists()
+    report.write_text(build_report().to_json())  # a report, but not traced
     assert (
         main(["checkpoint", "recalibrate", str(tiny_checkpoint), "--from", str(report), "-o", str(out)]) == 2
     )

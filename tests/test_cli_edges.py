@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 
@@ -15,6 +14,7 @@ from ropewatch_validator.cli.main import main
 from ropewatch_validator.cli.recalibrate import RecalibrationError, recalibrate
 from ropewatch_validator.ops.history import HistoryError, open_store
 from support.output import one_line
+from support.reports import traced_report
 
 
 def test_recalibrate_from_a_file_that_is_not_a_report_names_it(tiny_checkpoint, tmp_path, capsys):
@@ -49,11 +49,7 @@ def test_an_unwritable_output_is_one_line(tiny_checkpoint, tmp_path, capsys, com
         report = tmp_path / "r.json"
         z = np.r_[np.linspace(-3, 1, 50), np.linspace(-1, 3, 50)]
         y = np.r_[np.zeros(50, int), np.ones(50, int)]
-        report.write_text(
-            json.dumps(
-                {"trace": {"model_versions": ["tiny-v1"], "scores": {"logit": z.tolist(), "y": y.tolist()}}}
-            )
-        )
+        report.write_text(traced_report(z, y, ["tiny-v1"]).to_json())
         argv = ["checkpoint", "recalibrate", str(tiny_checkpoint), "--from", str(report), "-o", "/proc/x.pt"]
     assert main(argv) == 2
     line = one_line(capsys)
@@ -63,7 +59,7 @@ def test_an_unwritable_output_is_one_line(tiny_checkpoint, tmp_path, capsys, com
 def _traced(versions):
     z = np.r_[np.linspace(-3, 1, 50), np.linspace(-1, 3, 50)]
     y = np.r_[np.zeros(50, int), np.ones(50, int)]
-    return {"trace": {"model_versions": versions, "scores": {"logit": z.tolist(), "y": y.tolist()}}}
+    return traced_report(z, y, versions)
 
 
 def test_recalibrate_checks_the_version_of_an_unversioned_checkpoint(tiny_checkpoint_dict, tmp_path, capsys):
@@ -73,14 +69,14 @@ def test_recalibrate_checks_the_version_of_an_unversioned_checkpoint(tiny_checkp
     save_checkpoint(unversioned, path)
     logged = f"sha256:{file_sha256(path)[:12]}"
     report, out = tmp_path / "r.json", tmp_path / "new.pt"
-    report.write_text(json.dumps(_traced(["some-other-model"])))
+    report.write_text(_traced(["some-other-model"]).to_json())
     assert main(["checkpoint", "recalibrate", str(path), "--from", str(report), "-o", str(out)]) == 2
     assert one_line(capsys) == (
         "ropewatch checkpoint recalibrate: report traces model version(s) ['some-other-model'], "
         f"checkpoint is '{logged}' (pass --allow-other-version to use it anyway)"
     )
     assert not out.exists()
-    report.write_text(json.dumps(_traced([logged])))
+    report.write_text(_traced([logged]).to_json())
     assert main(["checkpoint", "recalibrate", str(path), "--from", str(report), "-o", str(out)]) == 0
     assert torch.load(out, weights_only=True)["calibration"]["previous"]["version"] is None
     with pytest.raises(RecalibrationError, match="report traces model version.s. none, checkpoint is 'v1'"):

@@ -79,6 +79,15 @@ def test_a_trickling_server_is_cut_at_the_request_deadline():
     )
 
 
+def test_a_body_that_stalls_past_the_read_timeout_is_one_line():
+    """Head sent, then 3 s of silence: the body read times out (before: a raw ReadTimeoutError)."""
+    with trickling_server(3.0) as url:
+        conn = fetch.connect(url, timeout=0.5, retries=0, deadline=60)
+        with pytest.raises(fetch.FetchError) as err:
+            fetch.fetch_job(conn, 1)
+    assert str(err.value) == f"job 1 on {url}: server not answering (read timed out; --timeout)"
+
+
 def test_the_job_deadline_bounds_every_request_of_the_job():
     with trickling_server(0.2) as url:
         conn = fetch.connect(url, timeout=2.0, retries=0, deadline=60)

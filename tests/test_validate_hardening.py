@@ -10,15 +10,14 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
 import sqlalchemy as sa
-from filelock import FileLock
 
 from ropewatch_validator.cli.main import main
 from ropewatch_validator.ops import history
-from ropewatch_validator.ops.schedule import _lock_path, default_lock_dir
 from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.sandbox import synthetic
 from support.hostile import trickling_server
@@ -166,9 +165,19 @@ def test_credentials_in_the_host_never_reach_any_output(cvat, tmp_path, capfd):
 
 
 def test_a_job_locked_by_another_run_is_not_reported_as_validated(cvat, tmp_path, capsys):
-    url, _ = cvat
-    with FileLock(_lock_path(default_lock_dir(), url, 101)):
-        assert run(url, tmp_path, "101", "--job-deadline", "0.3") == 2
+    url, state = cvat
+    annotations = "/api/jobs/101/annotations"
+    state.fail(0, path_contains=annotations, delay_s=2.0)  # the first run stalls there, holding the job
+    (tmp_path / "first").mkdir()
+    first = threading.Thread(target=run, args=(url, tmp_path / "first", "101"))
+    first.start()
+    deadline = time.monotonic() + 30
+    while not any(annotations in path for path in state.requests) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        assert run(url, tmp_path, "101", "--job-deadline", "0.3") == 2  # a second run, meanwhile
+    finally:
+        first.join()
     assert one_line(capsys) == (
         "validate-job: job 101: not validated: another run held this job's lock for over 0.3 s"
     )
@@ -284,3 +293,21 @@ def test_full_disk_while_writing_reports_leaves_no_temp_file(cvat, tmp_path, cap
     assert run(url, tmp_path, "101", "--quiet") == 2
     assert "No space left on device" in one_line(capsys)
     assert list((tmp_path / "out").iterdir()) == [] and stored_runs(tmp_path / "h.sqlite") == 0
+
+
+# -- --since last (item 8) ----------------------------------------------------------------------------
+
+
+def test_since_last_retries_a_job_whose_last_attempt_failed(cvat, tmp_path, capsys):
+    """Night 1: job 101 fails on a 503, job 102 is stored. Night 2 (`--since last`): 101 is tried again
+    (nothing of it is stored), 102 is skipped (its stored state is its listed one)."""
+    url, state = cvat
+    state.fail(503, count=1, path_contains="/api/jobs/101/annotations")
+    nightly = ("--task", "11", "--since", "last", "--retries", "0", "--quiet")
+    assert run(url, tmp_path, *nightly) == 2
+    assert "job 101: could not validate" in capsys.readouterr().err
+    assert stored_runs(tmp_path / "h.sqlite") == 1
+    assert run(url, tmp_path, *nightly) == 0
+    assert stored_runs(tmp_path / "h.sqlite") == 2
+    with sqlite3.connect(tmp_path / "h.sqlite") as conn:
+        assert [r[0] for r in conn.execute("select job_id from runs order by id")] == [102, 101]

@@ -16,9 +16,11 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
 
 SPLITS = ("train", "val")
 MANIFEST_COLUMNS = (
@@ -81,6 +83,8 @@ def write_manifest(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def labels(rows: list[dict[str, str]]) -> np.ndarray:
+    import numpy as np
+
     return np.array([int(r["y"]) for r in rows], dtype=np.int64)
 
 
@@ -107,6 +111,7 @@ def crop_dataset(
     data_dir: Path, rows: list[dict[str, str]], img_size: int, transform: Callable[[Any], Any]
 ) -> Any:
     """A torch Dataset of (normalized crop, label) read from the crop files."""
+    import numpy as np
     import torch
     from PIL import Image
 
@@ -135,6 +140,7 @@ def score(
     model: Any, data_dir: Path, rows: list[dict[str, str]], img_size: int, batch_size: int = 64
 ) -> np.ndarray:
     """The model's logits z (pre-temperature) for every row, in order (eval mode, no augmentation)."""
+    import numpy as np
     import torch
 
     mean, std = model_stats(model)
@@ -151,6 +157,8 @@ def score(
 
 def metrics(z: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> dict:
     """AUC, accuracy, F1 per class, confusion, ECE and loss (= NLL at T) at P(correct) >= 0.5."""
+    import numpy as np
+
     from ropewatch_validator.evaluation.metrics import confusion_matrix, prf
     from ropewatch_validator.trace.calibration import ece, nll, probability, roc_auc
 

@@ -16,9 +16,10 @@ import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,8 +63,8 @@ def reliability_png(curves: list[tuple[str, dict]], path: Path) -> None:
     for name, rel in curves:
         used = rel["count"] > 0
         ax.plot(rel["confidence"][used], rel["accuracy"][used], marker="o", ms=3, label=name)
-    ax.set_xlabel("confidence (top-label)"), ax.set_ylabel("accuracy")
-    ax.set_xlim(0.45, 1.01), ax.set_ylim(0, 1.02), ax.legend(fontsize=7)
+    ax.set(xlabel="confidence (top-label)", ylabel="accuracy", xlim=(0.45, 1.01), ylim=(0, 1.02))
+    ax.legend(fontsize=7)
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
 
@@ -124,8 +125,9 @@ def roc_png(fpr: np.ndarray, tpr: np.ndarray, auc: float | None, path: Path) -> 
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     ax.plot(fpr, tpr, drawstyle="steps-post", label=f"AUC {auc:.4f}" if auc is not None else "AUC n/a")
-    ax.set_xlabel("false positive rate (wrong called correct)"), ax.set_ylabel("true positive rate (correct)")
-    ax.set_xlim(0, 1), ax.set_ylim(0, 1.02), ax.legend(fontsize=8)
+    ax.set(xlabel="false positive rate (wrong called correct)", ylabel="true positive rate (correct)")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(fontsize=8)
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
 

@@ -16,8 +16,12 @@ import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ropewatch_validator.render.model import Report
 
 OBJECTIVES = ("macro-f1", "recall-wrong")
 
@@ -26,12 +30,10 @@ class RecalibrationError(ValueError):
     """The report cannot recalibrate this checkpoint (missing trace, one class only, wrong model)."""
 
 
-def scores_from_report(report: dict) -> tuple[np.ndarray, np.ndarray]:
-    trace = report.get("trace") or {}
-    scores = trace.get("scores") or {}
-    if "logit" not in scores or "y" not in scores:
+def scores_from_report(report: Report) -> tuple[np.ndarray, np.ndarray]:
+    if report.trace is None:
         raise RecalibrationError("report has no trace.scores (run validate-job with --logs)")
-    z, y = np.asarray(scores["logit"], float), np.asarray(scores["y"], int)
+    z, y = np.asarray(report.trace.scores.logit, float), np.asarray(report.trace.scores.y, int)
     if z.size == 0 or y.min() == y.max():
         raise RecalibrationError(
             f"need both classes among traced objects, have {int(y.sum())} correct / "
@@ -42,7 +44,7 @@ def scores_from_report(report: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def recalibrate(
     checkpoint: dict,
-    report: dict,
+    report: Report,
     *,
     objective: str = "macro-f1",
     required_recall_wrong: float = 0.95,
@@ -64,7 +66,7 @@ def recalibrate(
     if objective not in OBJECTIVES:
         raise RecalibrationError(f"objective must be one of {OBJECTIVES}, not {objective!r}")
     z, y = scores_from_report(report)
-    versions = (report.get("trace") or {}).get("model_versions") or []
+    versions = report.trace.model_versions if report.trace else []
     own = checkpoint.get("version")
     expected = version or own
     if (expected is None or versions != [expected]) and not allow_other_version:
@@ -88,14 +90,14 @@ def recalibrate(
     out["thr"] = op.thr
     # decisions change, so the logs and history must be able to tell the two apart
     out["version"] = f"{own or 'model'}+cal{now:%Y%m%dT%H%M%SZ}"
-    src = report.get("source") or {}
+    src = report.source
     out["calibration"] = {
         "date": now.isoformat(timespec="seconds"),
         "data": {
             "report": report_name,
-            "host": src.get("host"),
-            "job": src.get("job"),
-            "task": src.get("task"),
+            "host": src.host,
+            "job": src.job,
+            "task": src.task,
             "model_versions": versions,
             "n": int(z.size),
             "n_correct": int(y.sum()),
@@ -120,8 +122,12 @@ def recalibrate(
     return out
 
 
-def read_report(path: Path) -> dict:
-    """A report.json as a dict; any problem is a RecalibrationError naming the file."""
+def read_report(path: Path) -> Report:
+    """A report.json as the typed report; any problem is a RecalibrationError naming the file."""
+    from pydantic import ValidationError
+
+    from ropewatch_validator.render.model import Report
+
     try:
         report = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
@@ -131,7 +137,14 @@ def read_report(path: Path) -> dict:
         raise RecalibrationError(f"--from {path}: not a JSON report.json ({reason})") from None
     if not isinstance(report, dict):
         raise RecalibrationError(f"--from {path}: not a report.json (a JSON {type(report).__name__})")
-    return report
+    try:
+        return Report.model_validate(report)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "top level"
+        raise RecalibrationError(
+            f"--from {path}: not a report.json ({where}: {first['msg']}; {exc.error_count()} problem(s))"
+        ) from None
 
 
 def register(checkpoint_sub: argparse._SubParsersAction) -> None:
