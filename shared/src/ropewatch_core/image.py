@@ -67,7 +67,8 @@ def bytes_fingerprint(data: bytes) -> str:
 def pixel_fingerprint(rgb: np.ndarray) -> str:
     """sha256 of the decoded pixels: survives re-encoding of identical pixels (video frames as PNG).
     Hashes the array's buffer in place (no copy: a 50 MP frame would cost another 150 MB)."""
-    return hashlib.sha256(memoryview(np.ascontiguousarray(rgb, dtype=np.uint8)).cast("B")).hexdigest()
+    buffer = np.ascontiguousarray(rgb, dtype=np.uint8).data
+    return hashlib.sha256(buffer.cast("B")).hexdigest()
 
 
 def decode_base64(text: object, max_bytes: int = MAX_BYTES) -> bytes:
@@ -107,7 +108,7 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, s
     if not data:
         raise ImageError("image_empty", "the image is empty")
     try:
-        im = Image.open(io.BytesIO(data))  # reads the header only
+        im: Image.Image = Image.open(io.BytesIO(data))  # reads the header only
         width, height = im.size
         if width * height > max_pixels:
             raise ImageError(

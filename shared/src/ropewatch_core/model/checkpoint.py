@@ -101,7 +101,8 @@ def validate(raw: object, path: str, device: str = "cpu") -> tuple[ModelConfig, 
     try:
         config, model = _validate(raw, path)
         model = model.to(device)
-        _dry_run(model, config, len(raw["labels"]), lambda problem: _fail(path, problem))
+        labels = raw["labels"] if isinstance(raw, dict) else []
+        _dry_run(model, config, len(labels), lambda problem: _fail(path, problem))
     except CheckpointError:
         raise
     except Exception as exc:  # every way a file can break is one line for the operator

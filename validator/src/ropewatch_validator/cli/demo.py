@@ -99,7 +99,7 @@ def parse_records(text: str) -> list[dict]:
     """The records in captured function output, ``record_part`` lines joined (the core's one reader)."""
     from ropewatch_core.records import RecordReader
 
-    return [rec for _, rec in RecordReader().read(text.splitlines())]
+    return [rec for _, rec in RecordReader().read(text.splitlines()) if isinstance(rec, dict)]
 
 
 def init_function(module: ModuleType, worker_id: str = "demo-0") -> tuple[Any, list[dict]]:
