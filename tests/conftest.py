@@ -237,6 +237,27 @@ def cvat_conn(httpserver):
     return connect(httpserver.url_for("").rstrip("/"), timeout=5.0)
 
 
+# --- the function under Nuclio's real wrapper (../shared/nuclio/processor.py) --------------------
+
+
+@pytest.fixture
+def nuclio():
+    """Factory: ``nuclio(env, workers=2)`` starts the processor stand-in on the function (not yet ready:
+    call ``.wait_ready()``); every one started is stopped (SIGTERM, then SIGKILL) at teardown."""
+    from support.nuclio import NuclioFunction
+
+    started: list[NuclioFunction] = []
+
+    def start(env: dict, workers: int = 2, extra_args: tuple[str, ...] = ()) -> NuclioFunction:
+        fn = NuclioFunction({k: str(v) for k, v in env.items()}, workers, extra_args)
+        started.append(fn)
+        return fn
+
+    yield start
+    for fn in started:
+        fn.stop()
+
+
 # --- fast filter (cascade, issue 14) -------------------------------------------------------------
 
 

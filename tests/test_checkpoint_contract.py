@@ -44,6 +44,21 @@ CASES = {
     "config types": (lambda c: c["config"].update(roi_size="3"), "config cannot build the model"),
     "expand": (lambda c: c["config"].update(expand=[1, 2]), "config.expand must be"),
     "duplicate labels": (lambda c: c.update(labels=["wrong", "wrong"]), "duplicates"),
+    # issue 10: files that passed every check above, then failed every request (or escaped as other types)
+    "img_size not a patch multiple": (
+        lambda c: c["config"].update(img_size=[64, 40]),
+        "config.img_size 64x40 is not a multiple of the backbone's patch size 16",
+    ),
+    "img_size bools": (lambda c: c["config"].update(img_size=[True, True]), "integers in [1, 4096]"),
+    "img_size huge": (lambda c: c["config"].update(img_size=[100000, 100000]), "integers in [1, 4096]"),
+    "state entry int": (lambda c: c["state_dict"].update({"head.1.bias": 5}), "must be a dict of tensors"),
+    "thr 400 digits": (lambda c: c.update(thr=10**400), "'thr' must be a number in [0, 1]"),
+    "temperature 400 digits": (lambda c: c.update(temperature=10**400), "'temperature' must be a positive"),
+    "backbone_name int": (lambda c: c["config"].update(backbone_name=5), "config.backbone_name must be"),
+    "nan weights": (
+        lambda c: c["state_dict"]["head.3.bias"].fill_(float("nan")),
+        "dry forward pass gave non-finite logits",
+    ),
 }
 
 
@@ -56,7 +71,27 @@ def test_bad_checkpoint_fails_with_one_message_naming_file_and_problem(case, tin
         load_checkpoint(path)
     message = str(err.value)
     assert message.startswith(f"checkpoint {path}: ") and expected in message
-    assert "\n" not in message
+    assert "\n" not in message and len(message) < len(str(path)) + 320
+    assert ropewatch(["checkpoint", "inspect", str(path)]) == 2  # one line, no traceback
+
+
+def test_corrupt_file_message_is_one_short_line(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint" * 10)  # torch's weights_only error is a multi-line paragraph
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(garbage)
+    assert "\n" not in str(err.value) and len(str(err.value)) < len(str(garbage)) + 400
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [(("0", "10"), "ValueError: Expected a positive image size"), (("320", "180"), "not a multiple")],
+)
+def test_cli_demo_refuses_sizes_the_function_cannot_serve(size, expected, tmp_path, capsys):
+    out = tmp_path / "x.pt"
+    assert ropewatch(["checkpoint", "demo", str(out), "--img-size", *size]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0] and not out.exists()
 
 
 def test_unreadable_files(tmp_path):

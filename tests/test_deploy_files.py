@@ -102,12 +102,21 @@ def test_dry_run_stages_function_wheel_constraints_and_prints_nuctl(
     assert (opts["--project-name"], opts["--platform"], opts["--path"]) == ("cvat", "local", str(stage))
     assert opts["--file"] == str(stage / spec)
     assert json.loads(opts["--platform-config"]) == {"attributes": {"network": "cvat_cvat"}}
-    volumes = [argv[i + 1] for i, a in enumerate(argv) if a == "--volume"]
     envs = [argv[i + 1] for i, a in enumerate(argv) if a == "--env"]
-    assert volumes == [
-        f"{tmp_path / 'models'}:/opt/nuclio/models:ro",
-        f"{tmp_path / 'det'}:/opt/nuclio/detector:ro",
+    assert "--volume" not in argv  # nuctl 1.14 takes only SRC:DST there; ":ro" is rejected
+    staged = yaml.safe_load((stage / spec).read_text())
+    assert staged["metadata"]["name"] == "safety-rope"  # the rest of the file is kept
+    assert staged["spec"]["volumes"] == [
+        {
+            "volume": {"name": "models", "hostPath": {"path": str(tmp_path / "models")}},
+            "volumeMount": {"name": "models", "mountPath": "/opt/nuclio/models", "readOnly": True},
+        },
+        {
+            "volume": {"name": "detector", "hostPath": {"path": str(tmp_path / "det")}},
+            "volumeMount": {"name": "detector", "mountPath": "/opt/nuclio/detector", "readOnly": True},
+        },
     ]
+    assert yaml.safe_load((function_dir / spec).read_text()) == {"metadata": {"name": "safety-rope"}}
     assert envs == [
         "MODEL_PATH=/opt/nuclio/models/rope-v3.pt",
         "DETECTOR_PATH=/opt/nuclio/detector/frcnn.pth",
@@ -129,6 +138,7 @@ def test_dry_run_refuses_bad_input_with_one_line(tmp_path, function_dir):
         str(tmp_path / "busy"),
         "--checkpoint",
         "a.pt",
+        "--allow-no-detector",
     )
     assert busy.returncode == 2 and "is not empty" in busy.stderr
     unknown = dry_run(tmp_path, "--cpu")
@@ -136,6 +146,24 @@ def test_dry_run_refuses_bad_input_with_one_line(tmp_path, function_dir):
     (function_dir / "function-gpu.yaml").unlink()
     nogpu = dry_run(tmp_path, "--gpu", "--function-dir", str(function_dir), "--checkpoint", "a.pt")
     assert nogpu.returncode == 2 and "function-gpu.yaml" in nogpu.stderr
+
+
+def test_detector_is_required_unless_allowed(tmp_path, function_dir):
+    ckpt = ("--function-dir", str(function_dir), "--checkpoint", "a.pt")
+    refused = dry_run(tmp_path, *ckpt, "--stage", str(tmp_path / "s1"))
+    assert (
+        refused.returncode == 2
+        and "no detector" in refused.stderr
+        and "--allow-no-detector" in refused.stderr
+    )
+    assert not (tmp_path / "s1").exists()  # refused before anything was staged
+    allowed = dry_run(tmp_path, *ckpt, "--stage", str(tmp_path / "s2"), "--allow-no-detector")
+    assert allowed.returncode == 0 and "WARNING: no detector" in allowed.stderr
+    assert "DETECTOR_PATH" not in allowed.stdout
+    staged = yaml.safe_load((tmp_path / "s2" / "function.yaml").read_text())
+    assert [v["volume"]["name"] for v in staged["spec"]["volumes"]] == ["models"]
+    both = dry_run(tmp_path, *ckpt, "--detector", "d.pth", "--allow-no-detector")
+    assert both.returncode == 2 and "contradict" in both.stderr
 
 
 def test_real_deploy_without_nuctl_says_so(tmp_path, function_dir):
@@ -150,6 +178,7 @@ def test_real_deploy_without_nuctl_says_so(tmp_path, function_dir):
             str(function_dir),
             "--checkpoint",
             str(ckpt),
+            "--allow-no-detector",
         ],
         capture_output=True,
         text=True,

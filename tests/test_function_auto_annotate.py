@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -59,3 +60,32 @@ def test_detect_gives_scored_rectangles_with_the_attribute(tiny_checkpoint, pers
         (value,) = shape.attributes
         assert value.spec_id == 0 and value.value in ATTRIBUTE_VALUES
     assert len(function.detect(Context(None), image)) >= len(shapes)  # default threshold 0.5 <= 0.8
+
+
+def test_detect_writes_the_same_inference_record_as_the_nuclio_function(
+    tiny_checkpoint, person_detector_weights, tmp_path
+):
+    """Issue 10.7: cvat-cli runs are traceable: one record per frame through ropewatch_core.records."""
+    import jsonschema
+
+    from ropewatch_core.records import RecordReader, schema
+    from ropewatch_validator.trace.logs import read_logs
+
+    log_path = tmp_path / "cli.jsonl"
+    function = load_module().create(
+        model_path=str(tiny_checkpoint),
+        detector_path=str(person_detector_weights),
+        detector_arch="fasterrcnn_mobilenet_v3_large_320_fpn",
+        log_path=str(log_path),
+    )
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    shapes = function.detect(Context(0.8), image)
+    logs = read_logs([log_path])
+    assert logs.stats.inference == 1 and logs.stats.malformed == 0
+    (row,) = logs.requests.itertuples()
+    assert (row.width, row.height, row.n_detections, row.worker_id) == (160, 120, len(shapes), "cvat-cli")
+    assert row.pixel_sha256 == hashlib.sha256(np.asarray(image).tobytes()).hexdigest()  # joins CVAT's frame
+    assert [list(s.points) for s in shapes] == logs.detections[["x1", "y1", "x2", "y2"]].values.tolist()
+    ((_, record),) = RecordReader().read(log_path.read_text().splitlines())
+    assert record["frame_name"] == "frame_000000.jpg"
+    assert not list(jsonschema.Draft202012Validator(schema()).iter_errors(record))

@@ -56,6 +56,7 @@ def test_common_layout(name):
     assert platform["restartPolicy"]["name"] == "always" and platform["mountMode"] == "volume"
     env = {e["name"]: e["value"] for e in spec["env"]}
     assert env["MODEL_PATH"].startswith("/opt/nuclio/models/")
+    assert int(env["NUM_WORKERS"]) == trigger["numWorkers"]  # TORCH_THREADS default = cores / workers
 
 
 def test_cpu_and_gpu_differences():

@@ -71,6 +71,26 @@ def test_pixel_limit_rejects_decompression_bombs_before_decoding():
         decode_image(encode(Image.new("RGB", (20, 20))), max_pixels=100)
 
 
+def test_max_pixels_is_the_one_limit_above_pillows_own_too():
+    """Issue 11.15: Pillow refused anything over 89,478,485 px with its own message, whatever the limit."""
+    big = encode(Image.new("1", (9500, 9500)))  # 90.25 MP: over Pillow's limit, under ours
+    assert Image.MAX_IMAGE_PIXELS is None and 9500 * 9500 > 89_478_485
+    rgb = decode_image(big, max_pixels=100_000_000)
+    assert rgb.shape == (9500, 9500, 3)
+    del rgb
+    huge = encode(Image.new("1", (20000, 9000)))  # 180 MP: Pillow's hard error started at 2 x 89.5 MP
+    with pytest.raises(ImageError) as err:
+        decode_image(huge, max_pixels=100_000_000)
+    assert str(err.value) == "image is 20000x9000 = 180000000 pixels, over the 100000000 limit"
+
+
+def test_undecodable_bytes_name_no_memory_address():
+    with pytest.raises(ImageError) as err:
+        load_frame(b"GIF89a garbage bytes here")
+    assert err.value.code == "image_invalid" and "0x" not in str(err.value)
+    assert str(err.value) == "not a decodable image: unknown image format"
+
+
 @pytest.mark.parametrize(
     ("value", "code"),
     [

@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from ropewatch_validator.trace.logs import parse_line, read_logs
+from ropewatch_core.records import parse_line
+from ropewatch_validator.trace.logs import read_logs
 from support.tracegen import inference_record, noise_lines
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)

@@ -8,18 +8,23 @@
 # and nothing of the validator.
 # The checkpoint is not baked in: its directory is mounted read-only and MODEL_PATH points into it,
 # so replacing the file (hot-swap) needs no redeploy. The directory, not the file, is mounted so an
-# atomic rename of a new checkpoint is seen inside the container.
+# atomic rename of a new checkpoint is seen inside the container. nuctl 1.14's --volume takes only
+# SRC:DST (":ro" is rejected), so the mounts go into the staged function.yaml as spec.volumes with
+# volumeMount.readOnly: true, which the local platform honours.
+# Without a detector every call from CVAT (which never sends boxes) fails with detector_unavailable,
+# so --detector is required; --allow-no-detector deploys a boxes-only function on purpose.
 #
 # usage: deploy/nuclio/deploy.sh [--gpu] [--dry-run] [--checkpoint FILE] [--detector FILE]
-#                                [--stage DIR] [--network NAME] [--function-dir DIR]
+#                                [--allow-no-detector] [--stage DIR] [--network NAME] [--function-dir DIR]
 #   --gpu            use function-gpu.yaml (one GPU, one worker)
 #   --dry-run        stage, then print the staged tree and the exact commands; run no nuctl
 #   --checkpoint     rope classifier checkpoint (default $ROPEWATCH_CHECKPOINT)
-#   --detector       person detector weights (default $ROPEWATCH_DETECTOR; optional)
+#   --detector       person detector weights (default $ROPEWATCH_DETECTOR; required, see above)
+#   --allow-no-detector  deploy without a detector: requests must send boxes
 #   --stage          build directory (default: a new temporary directory)
 #   --network        docker network of CVAT (default $CVAT_NETWORK or cvat_cvat)
 #   --function-dir   the function's files (default functions/safety_rope of this repository)
-# env: PYTHON (interpreter with pip + setuptools for the wheel, default python3), NUCTL (default nuctl)
+# env: PYTHON (interpreter with pip, setuptools and PyYAML, default python3), NUCTL (default nuctl)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -29,7 +34,7 @@ MODELS_IN=/opt/nuclio/models
 DETECTOR_IN=/opt/nuclio/detector
 PYTHON="${PYTHON:-python3}"
 NUCTL="${NUCTL:-nuctl}"
-GPU=0 DRY=0 STAGE=""
+GPU=0 DRY=0 NO_DETECTOR=0 STAGE=""
 CKPT="${ROPEWATCH_CHECKPOINT:-}"
 DETECTOR="${ROPEWATCH_DETECTOR:-}"
 NETWORK="${CVAT_NETWORK:-cvat_cvat}"
@@ -42,6 +47,7 @@ while [ $# -gt 0 ]; do
         --dry-run) DRY=1 ;;
         --checkpoint) CKPT="${2:?--checkpoint needs a file}"; shift ;;
         --detector) DETECTOR="${2:?--detector needs a file}"; shift ;;
+        --allow-no-detector) NO_DETECTOR=1 ;;
         --stage) STAGE="${2:?--stage needs a directory}"; shift ;;
         --network) NETWORK="${2:?--network needs a name}"; shift ;;
         --function-dir) FUNC_DIR="$(realpath "${2:?--function-dir needs a directory}")"; shift ;;
@@ -55,6 +61,10 @@ FUNC_FILE=function.yaml
 [ "$GPU" = 1 ] && FUNC_FILE=function-gpu.yaml
 [ -f "$FUNC_DIR/$FUNC_FILE" ] || die "missing $FUNC_DIR/$FUNC_FILE"
 [ -n "$CKPT" ] || die "no checkpoint: pass --checkpoint FILE or set ROPEWATCH_CHECKPOINT"
+if [ -z "$DETECTOR" ] && [ "$NO_DETECTOR" = 0 ]; then
+    die "no detector: CVAT sends no boxes, so every call would fail with detector_unavailable; pass --detector FILE (or ROPEWATCH_DETECTOR), or --allow-no-detector for a boxes-only function"
+fi
+[ -z "$DETECTOR" ] || [ "$NO_DETECTOR" = 0 ] || die "--detector and --allow-no-detector contradict each other"
 if [ "$DRY" = 0 ]; then
     [ -f "$CKPT" ] || die "checkpoint $CKPT not found"
     [ -z "$DETECTOR" ] || [ -f "$DETECTOR" ] || die "detector weights $DETECTOR not found"
@@ -76,19 +86,36 @@ cp -r "$REPO/shared"/. "$CORE_SRC"/
 "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation \
     --wheel-dir "$STAGE/wheels" "$CORE_SRC" >&2
 
+# read-only mounts: spec.volumes in the staged function.yaml (hostPath + volumeMount.readOnly)
+MOUNTS=("models" "$(dirname "$CKPT")" "$MODELS_IN")
+[ -z "$DETECTOR" ] || { DETECTOR="$(realpath -m "$DETECTOR")"; MOUNTS+=("detector" "$(dirname "$DETECTOR")" "$DETECTOR_IN"); }
+"$PYTHON" - "$STAGE/$FUNC_FILE" "${MOUNTS[@]}" <<'PY'
+import sys
+
+import yaml
+
+path, mounts = sys.argv[1], sys.argv[2:]
+with open(path, encoding="utf-8") as fh:
+    spec = yaml.safe_load(fh)
+volumes = spec.setdefault("spec", {}).setdefault("volumes", [])
+for name, host, inside in zip(mounts[::3], mounts[1::3], mounts[2::3]):
+    volumes.append({"volume": {"name": name, "hostPath": {"path": host}},
+                    "volumeMount": {"name": name, "mountPath": inside, "readOnly": True}})
+with open(path, "w", encoding="utf-8") as fh:
+    yaml.safe_dump(spec, fh, sort_keys=False)
+PY
+
 # --- commands ----------------------------------------------------------------------------------
 CREATE=("$NUCTL" create project "$PROJECT" --platform local)
 DEPLOY=("$NUCTL" deploy --project-name "$PROJECT" --path "$STAGE" --file "$STAGE/$FUNC_FILE"
         --platform local --platform-config "{\"attributes\": {\"network\": \"$NETWORK\"}}"
-        --volume "$(dirname "$CKPT"):$MODELS_IN:ro" --env "MODEL_PATH=$MODELS_IN/$(basename "$CKPT")")
-if [ -n "$DETECTOR" ]; then
-    DETECTOR="$(realpath -m "$DETECTOR")"
-    DEPLOY+=(--volume "$(dirname "$DETECTOR"):$DETECTOR_IN:ro" --env "DETECTOR_PATH=$DETECTOR_IN/$(basename "$DETECTOR")")
-fi
+        --env "MODEL_PATH=$MODELS_IN/$(basename "$CKPT")")
+[ -z "$DETECTOR" ] || DEPLOY+=(--env "DETECTOR_PATH=$DETECTOR_IN/$(basename "$DETECTOR")")
 [ "$GPU" = 1 ] && DEPLOY+=(--env DEVICE=cuda) || DEPLOY+=(--env DEVICE=cpu)
 LIST=("$NUCTL" get function --platform local)
 
 quoted() { local out; printf -v out '%q ' "$@"; echo "${out% }"; }
+[ -n "$DETECTOR" ] || echo "deploy.sh: WARNING: no detector (--allow-no-detector): CVAT's calls send no boxes and will all fail with detector_unavailable" >&2
 if [ "$DRY" = 1 ]; then
     echo "# staged build directory: $STAGE"
     (cd "$STAGE" && find . -mindepth 1 | LC_ALL=C sort | sed 's|^\./||')

@@ -3,9 +3,13 @@
 Nuclio imports this module under a connect deadline, so the module itself imports only the standard
 library; torch, the checkpoint and the detector are loaded in ``init_context``. Configuration (env):
 MODEL_PATH (checkpoint, required), DETECTOR_PATH (person detector state dict; without it requests must
-send ``boxes``), DETECTOR_ARCH, DEVICE (cpu|cuda), DETECTOR_THRESHOLD, MAX_PIXELS, TORCH_THREADS;
-FILTER_PATH (fast-filter checkpoint: the cascade in front of the expert) and SHADOW_RATE (share of
-filter-decided persons the expert checks anyway, logged as ``shadow``; default 0).
+send ``boxes``), DETECTOR_ARCH, DEVICE (cpu|cuda), DETECTOR_THRESHOLD, MAX_PIXELS, NUM_WORKERS (the
+trigger's numWorkers), TORCH_THREADS (default: usable cores / NUM_WORKERS); FILTER_PATH (fast-filter
+checkpoint: the cascade in front of the expert) and SHADOW_RATE (share of filter-decided persons the
+expert checks anyway, logged as ``shadow``; default 0).
+
+Every record (``inference``, ``request_failed``, ``model_loaded``, ``init_failed``...) goes through
+ropewatch_core.records, which writes each line atomically to the stdout pipe the workers share.
 """
 
 from __future__ import annotations
@@ -28,18 +32,69 @@ class BadRequest(ValueError):
 
 
 def init_context(context) -> None:
+    """Load the model once per worker. A failure is written as one ``init_failed`` record with its
+    reason before it propagates: Nuclio itself logs only "Exception raised while running init_context"."""
+    from ropewatch_core.records import record_logger
+
+    log = record_logger(_worker_id(context))
+    try:
+        _init(context, log)
+    except BaseException as exc:
+        log.error("init_failed", **init_failure(exc))
+        raise
+
+
+def init_failure(exc: BaseException) -> dict:
+    """``error`` and ``message`` of the init_failed record: our own errors are already one line naming the
+    file; a missing env var is named; anything else is ``Type: text`` cut short."""
+    from ropewatch_core.records import one_line
+
+    ours = {"CheckpointError": "bad_checkpoint", "DetectorError": "bad_detector"}.get(type(exc).__name__)
+    if ours:
+        return {"error": ours, "message": " ".join(str(exc).split())[:500]}
+    if isinstance(exc, KeyError):
+        return {"error": "bad_config", "message": f"{exc.args[0]} is not set"}
+    return {"error": "bad_config" if isinstance(exc, ValueError) else "init_error", "message": one_line(exc)}
+
+
+def cpu_quota(cpu_max: str) -> int | None:
+    """Cores granted by a cgroup v2 ``cpu.max`` line (``"200000 100000"`` → 2; ``"max 100000"`` → None)."""
+    quota, _, period = cpu_max.strip().partition(" ")
+    if quota == "max" or not quota.isdigit() or not period.isdigit() or int(period) == 0:
+        return None
+    return max(1, -(-int(quota) // int(period)))
+
+
+def usable_cpus() -> int:
+    """Cores this process may run on: its affinity mask, capped by a cgroup v2 CPU quota (docker --cpus)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as fh:
+            quota = cpu_quota(fh.read())
+    except OSError:
+        quota = None
+    return min(cpus, quota) if quota else cpus
+
+
+def torch_threads(env: dict | os._Environ, cpus: int) -> int:
+    """TORCH_THREADS, else the usable cores shared out over the NUM_WORKERS workers (at least 1): every
+    worker is a process, and torch's default (all cores each) oversubscribes the CPU."""
+    if env.get("TORCH_THREADS"):
+        return max(1, int(env["TORCH_THREADS"]))
+    return max(1, cpus // max(1, int(env.get("NUM_WORKERS") or 1)))
+
+
+def _init(context, log) -> None:
     import torch
 
     from ropewatch_core.image import MAX_PIXELS
-    from ropewatch_core.logs import function_logger
     from ropewatch_core.model.detector import DEFAULT_ARCH, TorchvisionPersonDetector
-    from ropewatch_core.model.pipeline import Predictor
+    from ropewatch_core.model.pipeline import Predictor, filter_fields
 
     env = os.environ
-    if env.get("TORCH_THREADS"):
-        torch.set_num_threads(int(env["TORCH_THREADS"]))
+    threads = torch_threads(env, usable_cpus())
+    torch.set_num_threads(threads)
     device = env.get("DEVICE", "cpu")
-    log = function_logger(_worker_id(context))
     detector = (
         TorchvisionPersonDetector(env["DETECTOR_PATH"], env.get("DETECTOR_ARCH", DEFAULT_ARCH), device)
         if env.get("DETECTOR_PATH")
@@ -67,6 +122,8 @@ def init_context(context) -> None:
     )
     context.user_data.predictor = predictor
     context.user_data.log = log
+    if hasattr(context.platform, "set_termination_callback"):  # the wrapper's has; nuclio_sdk.test's not
+        context.platform.set_termination_callback(lambda: log.info("worker_terminating"))  # on SIGUSR1
     ckpt = predictor.checkpoint
     log.info(
         "model_loaded",
@@ -78,7 +135,8 @@ def init_context(context) -> None:
         untrained=ckpt.untrained,
         device=device,
         detector=None if detector is None else detector.arch,
-        **_filter_fields(predictor.fast_filter),
+        torch_threads=threads,
+        **({} if predictor.fast_filter is None else filter_fields(predictor.fast_filter)),
     )
 
 
@@ -95,8 +153,10 @@ def parse_body(body: object) -> dict:
     if isinstance(body, (bytes, bytearray, str)):
         try:
             body = json.loads(body)
+        except RecursionError:
+            raise BadRequest("body_not_json", "request body is not JSON: nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest("body_not_json", f"request body is not JSON: {exc}") from None
+            raise BadRequest("body_not_json", f"request body is not JSON: {str(exc)[:200]}") from None
     if not isinstance(body, dict):
         raise BadRequest(
             "body_not_object", 'request body must be a JSON object {"image": ..., "threshold": ...}'
@@ -105,14 +165,26 @@ def parse_body(body: object) -> dict:
 
 
 def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number that is finite as a float (a 400-digit integer is not: float() overflows)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _echo(value: object) -> str:
+    from ropewatch_core.records import echo
+
+    return echo(value)
 
 
 def parse_threshold(value: object) -> float | None:
     if value is None:
         return None
     if not _number(value) or not 0.0 <= value <= 1.0:
-        raise BadRequest("bad_threshold", f"'threshold' must be a number in [0, 1], got {value!r}")
+        raise BadRequest("bad_threshold", f"'threshold' must be a number in [0, 1], got {_echo(value)}")
     return float(value)
 
 
@@ -132,7 +204,7 @@ def parse_boxes(value: object) -> list[list[float]] | None:
         ):
             raise BadRequest(
                 "bad_boxes",
-                f"boxes[{i}] must be [x1, y1, x2, y2] numbers with x2 > x1 and y2 > y1, got {box!r}",
+                f"boxes[{i}] must be [x1, y1, x2, y2] numbers with x2 > x1 and y2 > y1, got {_echo(box)}",
             )
     return [[float(v) for v in box] for box in value]
 
@@ -148,7 +220,8 @@ def _json(context, status: int, payload: object, rid: str):
 
 def handler(context, event):
     from ropewatch_core.image import ImageError, decode_base64
-    from ropewatch_core.model.pipeline import DetectorUnavailable
+    from ropewatch_core.model.pipeline import BoxError, DetectorUnavailable, ModelOutputError
+    from ropewatch_core.records import INFERENCE, one_line
 
     rid = request_id(event)
     log = _logger(context).bind(request_id=rid)
@@ -158,53 +231,30 @@ def handler(context, event):
         boxes = parse_boxes(body.get("boxes"))
         data = decode_base64(body.get("image"))
         result = context.user_data.predictor.run(data, boxes=boxes, threshold=threshold)
-    except (BadRequest, ImageError) as exc:
+    except (BadRequest, ImageError, BoxError) as exc:
         return _fail(context, log, rid, 400, exc.code, str(exc))
     except DetectorUnavailable as exc:
         return _fail(context, log, rid, 500, "detector_unavailable", str(exc))
+    except ModelOutputError as exc:
+        return _fail(context, log, rid, 500, "model_output_invalid", str(exc))
     except Exception as exc:
-        log.error("request_failed", error="internal_error", message=f"{type(exc).__name__}: {exc}")
+        log.error("request_failed", error="internal_error", message=one_line(exc))
         return _json(
             context,
             500,
             {"error": "internal_error", "message": "internal error; see the function log", "request_id": rid},
             rid,
         )
-    ckpt = result.checkpoint
-    log.info(
-        "inference",
-        model_version=ckpt.version,
-        model_sha256=ckpt.sha256,
-        thr=ckpt.thr,
-        temperature=ckpt.temperature,
-        image=result.frame.log_fields(),
-        detector_threshold=result.detector_threshold,
-        boxes_given=result.boxes_given,
-        detections=[d.log_fields() for d in result.detections],
-        timings_ms=result.timings_ms,
-        **_filter_fields(result.fast_filter),
-    )
+    log.info(INFERENCE, **result.record_fields())
     return _json(context, 200, [d.cvat_shape() for d in result.detections], rid)
-
-
-def _filter_fields(filt) -> dict:
-    """The fast filter a record was decided with (nothing when the function runs without one)."""
-    if filt is None:
-        return {}
-    return {
-        "filter_version": filt.version,
-        "filter_sha256": filt.sha256,
-        "filter_band": list(filt.band),
-        "filter_temperature": filt.temperature,
-    }
 
 
 def _logger(context):
     """The worker's logger; a fresh one if init_context never ran, so even that failure is logged as JSON."""
-    from ropewatch_core.logs import function_logger
+    from ropewatch_core.records import record_logger
 
     log = getattr(context.user_data, "log", None)
-    return log if log is not None else function_logger(_worker_id(context))
+    return log if log is not None else record_logger(_worker_id(context))
 
 
 def _worker_id(context) -> str:

@@ -15,7 +15,8 @@ import numpy as np
 
 from ropewatch_core.decision import p_correct, values
 from ropewatch_core.jsonio import utc_iso
-from ropewatch_core.spec import ATTRIBUTE, PERSON_LABEL
+from ropewatch_core.records import INFERENCE, LOGGER_NAME, detection_fields, inference_fields
+from ropewatch_core.spec import ATTRIBUTE, FUNCTION_NAME
 
 
 def iso(ts: datetime) -> str:
@@ -37,34 +38,19 @@ def inference_record(
     detector_scores: Sequence[float | None] | None = None,
     request_id: str | None = None,
 ) -> dict:
-    """One ``event == "inference"`` record; boxes rounded to 2 decimals like the function's."""
+    """One ``event == "inference"`` record, built by the core's record builders (ropewatch_core.records)
+    like the function's, plus the fields its logger adds; boxes rounded to 2 decimals as the function does."""
     scores = detector_scores if detector_scores is not None else [0.9] * len(boxes)
     dets = []
     for box, z, s in zip(boxes, logits, scores):
         p = float(p_correct(z, temperature))
-        dets.append(
-            {
-                "box": [round(float(v), 2) for v in box],
-                "label": PERSON_LABEL,
-                ATTRIBUTE: values([p], thr)[0],
-                "p_correct": p,
-                "logit": float(z),
-                "detector_score": s,
-            }
-        )
-    return {
-        "timestamp": iso(timestamp),
-        "level": "info",
-        "event": "inference",
-        "logger": "ropewatch.function",
-        "request_id": request_id or str(uuid.uuid4()),
-        "worker_id": "0",
-        "function": "safety-rope",
-        "model_version": model_version,
-        "model_sha256": "0" * 64,
-        "thr": thr,
-        "temperature": temperature,
-        "image": {
+        dets.append(detection_fields([round(float(v), 2) for v in box], values([p], thr)[0], p, float(z), s))
+    fields = inference_fields(
+        model_version=model_version,
+        model_sha256="0" * 64,
+        thr=thr,
+        temperature=temperature,
+        image={
             "sha256": sha256,
             "pixel_sha256": pixel_sha256,
             "width": width,
@@ -72,10 +58,20 @@ def inference_record(
             "format": "PNG",
             "bytes": 0,
         },
-        "detector_threshold": 0.5,
-        "boxes_given": False,
-        "detections": dets,
-        "timings_ms": {"decode": 1.0, "detect": 1.0, "classify": 1.0, "total": 3.0},
+        detector_threshold=0.5,
+        boxes_given=False,
+        detections=dets,
+        timings_ms={"decode": 1.0, "detect": 1.0, "classify": 1.0, "total": 3.0},
+    )
+    return {
+        "timestamp": iso(timestamp),
+        "level": "info",
+        "event": INFERENCE,
+        "logger": LOGGER_NAME,
+        "request_id": request_id or str(uuid.uuid4()),
+        "worker_id": "0",
+        "function": FUNCTION_NAME,
+        **fields,
     }
 
 
@@ -220,5 +216,5 @@ def records_for_job(
                     )
                 )
         for det, z in zip(rec["detections"], logits):
-            expected["scores"][(int(fp.frame), tuple(det["box"]))] = z
+            expected["scores"][(int(fp.frame), tuple(det["box"]))] = round(z, 6)  # as logged
     return records, expected

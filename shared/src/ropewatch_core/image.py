@@ -10,7 +10,7 @@ import base64
 import binascii
 import hashlib
 import io
-import warnings
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +18,11 @@ from PIL import Image, ImageOps
 
 MAX_BYTES = 24 * 1024 * 1024  # decoded bytes; 32 MiB of base64 body is ~24 MiB
 MAX_PIXELS = 50_000_000  # ~ 8K x 6K; a larger frame is a decompression bomb for this function
+# Every decode in ropewatch goes through open_image, which checks its own ``max_pixels`` on the header
+# before decoding; Pillow's process-wide guess (89.5 MP, an error only above 179 MP) is switched off so
+# the configured limit is the one enforced, above Pillow's as well as below it.
+Image.MAX_IMAGE_PIXELS = None
+_ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")  # Pillow quotes the BytesIO: no address to a client
 
 
 class ImageError(ValueError):
@@ -60,8 +65,10 @@ def bytes_fingerprint(data: bytes) -> str:
 
 
 def pixel_fingerprint(rgb: np.ndarray) -> str:
-    """sha256 of the decoded pixels: survives re-encoding of identical pixels (video frames as PNG)."""
-    return hashlib.sha256(np.ascontiguousarray(rgb, dtype=np.uint8).tobytes()).hexdigest()
+    """sha256 of the decoded pixels: survives re-encoding of identical pixels (video frames as PNG).
+    Hashes the array's buffer in place (no copy: a 50 MP frame would cost another 150 MB)."""
+    buffer = np.ascontiguousarray(rgb, dtype=np.uint8).data
+    return hashlib.sha256(buffer.cast("B")).hexdigest()
 
 
 def decode_base64(text: object, max_bytes: int = MAX_BYTES) -> bytes:
@@ -92,7 +99,8 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
         return np.repeat(grey8[:, :, None], 3, axis=2)
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
-    return np.array(im.convert("RGB"), dtype=np.uint8)  # a writable copy: torch refuses read-only arrays
+    rgb = im if im.mode == "RGB" else im.convert("RGB")  # convert() copies even RGB: skip it
+    return np.array(rgb, dtype=np.uint8)  # a writable copy: torch refuses read-only arrays
 
 
 def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
@@ -100,23 +108,23 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, s
     if not data:
         raise ImageError("image_empty", "the image is empty")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            width, height = im.size
-            if width * height > max_pixels:
-                raise ImageError(
-                    "image_too_large",
-                    f"image is {width}x{height} = {width * height} pixels, over the {max_pixels} limit",
-                )
-            fmt = im.format or "unknown"
-            rgb = _to_rgb(ImageOps.exif_transpose(im))
+        im: Image.Image = Image.open(io.BytesIO(data))  # reads the header only
+        width, height = im.size
+        if width * height > max_pixels:
+            raise ImageError(
+                "image_too_large",
+                f"image is {width}x{height} = {width * height} pixels, over the {max_pixels} limit",
+            )
+        fmt = im.format or "unknown"
+        im = ImageOps.exif_transpose(im)
+        rgb = _to_rgb(im)
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError("image_too_large", str(exc)) from None
-    except (OSError, ValueError, SyntaxError, Image.UnidentifiedImageError) as exc:
-        raise ImageError("image_invalid", f"not a decodable image: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError("image_invalid", "not a decodable image: unknown image format") from None
+    except (OSError, ValueError, SyntaxError, MemoryError) as exc:
+        reason = _ADDRESS.sub("the image", " ".join(str(exc).split()))[:200]
+        raise ImageError("image_invalid", f"not a decodable image: {reason}") from None
     return rgb, fmt
 
 

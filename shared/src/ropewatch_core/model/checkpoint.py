@@ -4,6 +4,11 @@ Keys: ``state_dict``, ``labels`` (order as trained, must contain ``wrong`` and `
 (threshold on P(correct)), ``config`` (see ModelConfig); optional ``temperature`` (default 1),
 ``version``, ``metrics``, ``untrained``, ``calibration``. Past releases broke on a missing ``thr`` and on
 three labels, so every such case fails here rather than in the handler.
+
+Loading ends with one dry forward pass at the real input size (``config.img_size``) whose logits must be
+finite: a file that passes every key check but cannot serve (a size the patch does not divide, NaN
+weights) is refused here, where hot-swap keeps the previous model, rather than failing every request.
+Every failure, whatever raised it, is one ``CheckpointError`` line.
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ import torch
 
 from ropewatch_core.files import atomic_write_with
 from ropewatch_core.model.classifier import ModelConfig, RopeClassifier
+from ropewatch_core.records import one_line
 from ropewatch_core.spec import ATTRIBUTE_VALUES
 
 REQUIRED_KEYS = ("state_dict", "labels", "thr", "config")
+MAX_SIDE = 4096  # config.img_size bound: a 1280x720 model is the design point; 4096 px is ~16x its tokens
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file that cannot be served; the message names the file and the problem."""
+    """A checkpoint file that cannot be served; the message (one line) names the file and the problem."""
 
 
 @dataclass
@@ -67,9 +74,9 @@ def _config(raw: object, fail: Callable[[str], NoReturn]) -> ModelConfig:
         if not (
             isinstance(size, (list, tuple))
             and len(size) == 2
-            and all(isinstance(v, int) and v > 0 for v in size)
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIDE for v in size)
         ):
-            fail(f"config.img_size must be [width, height] positive integers, got {size!r}")
+            fail(f"config.img_size must be [width, height] integers in [1, {MAX_SIDE}], got {str(size)[:80]}")
         cfg["img_size"] = tuple(size)
     expand = cfg.get("expand", {})
     if not (
@@ -78,19 +85,66 @@ def _config(raw: object, fail: Callable[[str], NoReturn]) -> ModelConfig:
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in expand.values())
     ):
         fail(f"config.expand must be {{x, y_top, y_bot}} non-negative numbers, got {expand!r}")
+    if not isinstance(cfg.get("backbone_name", ""), str):
+        fail(f"config.backbone_name must be a timm model name, got {str(cfg['backbone_name'])[:80]}")
     config = ModelConfig(**cfg)
     import timm
 
     if not timm.is_model(config.backbone_name):
-        fail(f"unknown backbone {config.backbone_name!r} (not a timm model name)")
+        fail(f"unknown backbone {config.backbone_name[:80]!r} (not a timm model name)")
     return config
 
 
-def validate(raw: object, path: str) -> tuple[ModelConfig, RopeClassifier]:
-    """Check a loaded dict against the contract; build the model and load its weights strictly."""
+def validate(raw: object, path: str, device: str = "cpu") -> tuple[ModelConfig, RopeClassifier]:
+    """Check a loaded dict against the contract, build the model, load its weights strictly and run the
+    dry forward pass on ``device``; any failure, of whatever type, is one CheckpointError naming ``path``."""
+    try:
+        config, model = _validate(raw, path)
+        model = model.to(device)
+        labels = raw["labels"] if isinstance(raw, dict) else []
+        _dry_run(model, config, len(labels), lambda problem: _fail(path, problem))
+    except CheckpointError:
+        raise
+    except Exception as exc:  # every way a file can break is one line for the operator
+        raise CheckpointError(f"checkpoint {path}: {one_line(exc)}") from None
+    return config, model
 
+
+def _fail(path: str, problem: str) -> NoReturn:
+    raise CheckpointError(f"checkpoint {path}: {problem}")
+
+
+def _dry_run(
+    model: RopeClassifier, config: ModelConfig, n_labels: int, fail: Callable[[str], NoReturn]
+) -> None:
+    """One forward pass on a grey frame of ``config.img_size`` with one box; the logits must be finite."""
+    width, height = config.img_size
+    patch = model.patch_size
+    if width % patch or height % patch:
+        fail(f"config.img_size {width}x{height} is not a multiple of the backbone's patch size {patch}")
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        image = torch.full((1, 3, height, width), 0.5, device=device)
+        logits = model(image, torch.tensor([[0.0, 0.0, float(width), float(height)]], device=device))
+    if tuple(logits.shape) != (1, n_labels):
+        fail(f"dry forward pass gave logits of shape {tuple(logits.shape)}, not (1, {n_labels})")
+    if not bool(torch.isfinite(logits).all()):
+        fail("dry forward pass gave non-finite logits (NaN or infinite weights?)")
+
+
+def _finite(value: object) -> bool:
+    """A real number (not a bool) that is finite as a float; a 400-digit int is not."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _validate(raw: object, path: str) -> tuple[ModelConfig, RopeClassifier]:
     def fail(problem: str) -> NoReturn:
-        raise CheckpointError(f"checkpoint {path}: {problem}")
+        _fail(path, problem)
 
     if not isinstance(raw, dict):
         fail(f"expected a dict saved with torch.save, got {type(raw).__name__}")
@@ -106,19 +160,14 @@ def validate(raw: object, path: str) -> tuple[ModelConfig, RopeClassifier]:
     if absent:
         fail(f"'labels' {list(labels)} lacks {', '.join(repr(a) for a in absent)}")
     thr = raw["thr"]
-    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0.0 <= float(thr) <= 1.0:
-        fail(f"'thr' must be a number in [0, 1], got {thr!r}")
+    if not (_finite(thr) and 0.0 <= thr <= 1.0):
+        fail(f"'thr' must be a number in [0, 1], got {str(thr)[:40]}")
     temperature = raw.get("temperature", 1.0)
-    if temperature is not None and (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, (int, float))
-        or not math.isfinite(temperature)
-        or temperature <= 0
-    ):
-        fail(f"'temperature' must be a positive number, got {temperature!r}")
+    if temperature is not None and not (_finite(temperature) and temperature > 0):
+        fail(f"'temperature' must be a positive number, got {str(temperature)[:40]}")
     config = _config(raw["config"], fail)
     state = raw["state_dict"]
-    if not isinstance(state, dict):
+    if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
         fail("'state_dict' must be a dict of tensors")
     head = state.get("head.3.weight")
     if head is None:
@@ -128,7 +177,7 @@ def validate(raw: object, path: str) -> tuple[ModelConfig, RopeClassifier]:
     try:
         model = RopeClassifier(config, len(labels))
     except (TypeError, ValueError, RuntimeError, AttributeError) as exc:
-        fail(f"config cannot build the model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+        fail(f"config cannot build the model ({one_line(exc, 200)})")
     if model.backbone.num_features != config.feat_ch:
         fail(
             f"config.feat_ch is {config.feat_ch} but backbone {config.backbone_name} "
@@ -158,7 +207,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, str]:
         return torch.load(path, map_location="cpu", weights_only=True), file_sha256(path)
     except Exception as exc:
         raise CheckpointError(
-            f"checkpoint {path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})"
+            f"checkpoint {path}: not a readable torch checkpoint ({one_line(exc)})"
         ) from None
 
 
@@ -169,10 +218,17 @@ def version_of(raw: dict, sha256: str) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Checkpoint:
-    """Load and validate; any problem raises CheckpointError naming ``path``."""
+    """Load, validate, dry-run on ``device``; any problem is one CheckpointError line naming ``path``."""
     path = str(path)
     raw, sha = read_checkpoint(path)
-    config, model = validate(raw, path)
+    config, model = validate(raw, path, device)
+    try:
+        return _checkpoint(path, sha, raw, config, model)
+    except Exception as exc:  # e.g. metrics that is no mapping
+        raise CheckpointError(f"checkpoint {path}: {one_line(exc)}") from None
+
+
+def _checkpoint(path: str, sha: str, raw: dict, config: ModelConfig, model: RopeClassifier) -> Checkpoint:
     return Checkpoint(
         path=path,
         sha256=sha,
@@ -180,7 +236,7 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Checkpoint:
         thr=float(raw["thr"]),
         temperature=float(raw.get("temperature") or 1.0),
         config=config,
-        model=model.to(device),
+        model=model,
         version=version_of(raw, sha),
         metrics=dict(raw.get("metrics") or {}),
         untrained=bool(raw.get("untrained", False)),

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
 from ropewatch_core.model.checkpoint import CheckpointError, file_sha256
+from ropewatch_core.records import one_line
 
 
 class _Loaded(Protocol):
@@ -32,7 +33,12 @@ class HotSwap(Generic[T]):
     ) -> None:
         self.path, self.load, self.on_error = str(path), load, on_error
         self._lock = threading.Lock()
-        self._stat_key = self._stat()
+        try:
+            self._stat_key = self._stat()  # before loading: a change after this is seen by the next request
+        except FileNotFoundError:
+            raise CheckpointError(f"checkpoint {self.path}: no such file") from None
+        except OSError as exc:
+            raise CheckpointError(f"checkpoint {self.path}: {one_line(exc)}") from None
         self.value: T = load(self.path)
         self._rejected: tuple | None = None
 
@@ -53,8 +59,12 @@ class HotSwap(Generic[T]):
                 if file_sha256(self.path) != self.value.sha256:
                     self.value = self.load(self.path)
                 self._stat_key, self._rejected = key, None
-            except (CheckpointError, OSError) as exc:
+            except Exception as exc:  # whatever breaks, the served model stays and the file is tried once
                 self._rejected = key
                 if self.on_error is not None:
-                    self.on_error(exc if isinstance(exc, CheckpointError) else CheckpointError(str(exc)))
+                    self.on_error(
+                        exc
+                        if isinstance(exc, CheckpointError)
+                        else CheckpointError(f"checkpoint {self.path}: {one_line(exc)}")
+                    )
             return self.value

@@ -8,6 +8,9 @@ With a fast filter the decision is a cascade (ropewatch_core.cascade): the filte
 those outside its band are decided there, and all deferred persons of the frame share one expert pass;
 a frame with none deferred makes no expert pass. ``shadow_rate`` runs the expert anyway on that share of
 the filter-decided persons (drawn independently per person) and keeps both answers for the log.
+
+Given boxes are clipped to the frame; one with less than a pixel inside is refused (BoxError). A
+non-finite logit is never served (ModelOutputError).
 """
 
 from __future__ import annotations
@@ -23,17 +26,58 @@ import torch
 
 from ropewatch_core.cascade import EXPERT, FILTER, deferred, filter_values
 from ropewatch_core.decision import decide
-from ropewatch_core.image import MAX_PIXELS, Frame, load_frame
+from ropewatch_core.image import MAX_PIXELS, Frame, ImageError, load_frame
 from ropewatch_core.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from ropewatch_core.model.classifier import prepare
 from ropewatch_core.model.detector import PersonDetector
 from ropewatch_core.model.fast_filter import FastFilter, load_filter
 from ropewatch_core.model.hotswap import HotSwap
+from ropewatch_core.records import detection_fields, inference_fields
 from ropewatch_core.spec import ATTRIBUTE, PERSON_LABEL
+
+MIN_BOX = 1.0  # pixels: a given box must keep at least this width and height inside the frame
+MAX_ASPECT = 20  # the detector resizes the short side to 800 px and the long one to at most 1333 px;
+# a frame thinner than 1:20 (e.g. 1x4000) would shrink to zero pixels on its short side
 
 
 class DetectorUnavailable(RuntimeError):
     """A request without boxes reached a function deployed without DETECTOR_PATH."""
+
+
+class BoxError(ValueError):
+    """A given box with (almost) nothing inside the frame; the client's fault (400 ``bad_boxes``)."""
+
+    code = "bad_boxes"
+
+
+class ModelOutputError(RuntimeError):
+    """The model gave a non-finite logit: answered 500 rather than served or logged."""
+
+
+def clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Boxes clipped to the frame and rounded to 2 decimals (as logged and returned); BoxError names
+    the first box with less than MIN_BOX pixels of width or height left."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    out = np.round(
+        np.stack(
+            [
+                b[:, 0].clip(0, width),
+                b[:, 1].clip(0, height),
+                b[:, 2].clip(0, width),
+                b[:, 3].clip(0, height),
+            ],
+            axis=1,
+        ),
+        2,
+    )
+    small = np.flatnonzero((out[:, 2] - out[:, 0] < MIN_BOX) | (out[:, 3] - out[:, 1] < MIN_BOX))
+    if len(small):
+        i = int(small[0])
+        raise BoxError(
+            f"boxes[{i}] {b[i].round(2).tolist()} keeps less than {MIN_BOX:g} pixel of width or "
+            f"height inside the {width}x{height} frame"
+        )
+    return out
 
 
 @dataclass
@@ -48,17 +92,16 @@ class Detection:
     shadow: dict | None = None  # the expert's answer for a shadow-sampled filter-decided person
 
     def log_fields(self) -> dict:
-        return {
-            "box": self.box,
-            "label": PERSON_LABEL,
-            ATTRIBUTE: self.value,
-            "p_correct": round(self.p_correct, 6),
-            "logit": round(self.logit, 6),
-            "detector_score": self.detector_score,
-            "stage": self.stage,
-            "p_filter": None if self.p_filter is None else round(self.p_filter, 6),
-            "shadow": self.shadow,
-        }
+        return detection_fields(
+            self.box,
+            self.value,
+            self.p_correct,
+            self.logit,
+            self.detector_score,
+            stage=self.stage,
+            p_filter=self.p_filter,
+            shadow=self.shadow,
+        )
 
     def cvat_shape(self) -> dict:
         """CVAT's detector item; confidence is the detector score (1 for given boxes)."""
@@ -81,6 +124,32 @@ class Result:
     timings_ms: dict = field(default_factory=dict)
     fast_filter: FastFilter | None = None
     expert_calls: int = 0  # expert backbone passes this request made (0 or 1)
+
+    def record_fields(self) -> dict:
+        """The ``inference`` record's fields (ropewatch_core.records), the same for both entry points."""
+        ckpt, filt = self.checkpoint, self.fast_filter
+        fields = inference_fields(
+            model_version=ckpt.version,
+            model_sha256=ckpt.sha256,
+            thr=ckpt.thr,
+            temperature=ckpt.temperature,
+            image=self.frame.log_fields(),
+            detector_threshold=self.detector_threshold,
+            boxes_given=self.boxes_given,
+            detections=[d.log_fields() for d in self.detections],
+            timings_ms=self.timings_ms,
+        )
+        return fields if filt is None else {**fields, **filter_fields(filt)}
+
+
+def filter_fields(filt: FastFilter) -> dict:
+    """The fast filter a record was decided with (records of a function without one have none)."""
+    return {
+        "filter_version": filt.version,
+        "filter_sha256": filt.sha256,
+        "filter_band": list(filt.band),
+        "filter_temperature": filt.temperature,
+    }
 
 
 def _ms(start: float) -> float:
@@ -131,6 +200,8 @@ class Predictor:
             return np.zeros(0), np.zeros(0), []
         image, rois = prepare(rgb, boxes, ckpt.config, self.device)
         logits = ckpt.model(image, rois).float().cpu().numpy()
+        if not np.isfinite(logits).all():
+            raise ModelOutputError(f"model {ckpt.version} gave a non-finite logit; nothing was served")
         return decide(logits, ckpt.labels, ckpt.thr, ckpt.temperature)
 
     def decide(
@@ -184,11 +255,18 @@ class Predictor:
         if boxes is None:
             if self.detector is None:
                 raise DetectorUnavailable("no person detector configured (DETECTOR_PATH); send 'boxes'")
+            if max(frame.width, frame.height) > MAX_ASPECT * min(frame.width, frame.height):
+                raise ImageError(
+                    "image_invalid",
+                    f"a {frame.width}x{frame.height} frame is too thin for the person detector "
+                    f"(sides at most {MAX_ASPECT}:1); send 'boxes'",
+                )
             boxes, scores = self.detector.detect(frame.rgb, thr_det)
             det_scores: list[float | None] = [round(float(s), 6) for s in scores]
+            rounded = np.round(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), 2)
         else:
             det_scores = [None] * len(boxes)
-        rounded = np.round(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), 2)
+            rounded = clip_boxes(boxes, frame.width, frame.height)
         timings["detect"] = _ms(t0)
         rows, expert_calls = self.decide(ckpt, filt, frame.rgb, rounded, timings)
         detections = [

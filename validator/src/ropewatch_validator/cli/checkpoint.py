@@ -50,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     from ropewatch_core.model.checkpoint import CheckpointError, demo_checkpoint, save_checkpoint, validate
     from ropewatch_core.model.classifier import ModelConfig
+    from ropewatch_core.records import one_line
 
     overrides: dict[str, Any] = {}
     if args.img_size:
@@ -62,11 +63,14 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         validate(checkpoint, str(args.output))  # never write a file the function would refuse
         save_checkpoint(checkpoint, args.output)
-    except (RuntimeError, CheckpointError) as exc:  # timm refuses an unknown backbone name
+    except CheckpointError as exc:
         print(f"ropewatch checkpoint demo: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"ropewatch checkpoint demo: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError) as exc:  # timm refuses a size or a name
+        print(f"ropewatch checkpoint demo: {args.output}: {one_line(exc)}", file=sys.stderr)
         return 2
     print(
         f"{args.output}: untrained demo checkpoint ({checkpoint['config']['backbone_name']}, "

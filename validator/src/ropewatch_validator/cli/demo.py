@@ -96,7 +96,10 @@ def call_handler(
 
 
 def parse_records(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    """The records in captured function output, ``record_part`` lines joined (the core's one reader)."""
+    from ropewatch_core.records import RecordReader
+
+    return [rec for _, rec in RecordReader().read(text.splitlines()) if isinstance(rec, dict)]
 
 
 def init_function(module: ModuleType, worker_id: str = "demo-0") -> tuple[Any, list[dict]]:

@@ -1,10 +1,12 @@
 """Read the safety-rope function's JSON log records (see the README's function log record).
 
 Input is what operators actually have: one or more files, or stdin (``-``), holding the raw
-output of ``docker logs`` / ``nuctl`` / Kubernetes. A line is taken when it is a JSON object, or
-when it carries a prefix (a timestamp, a container name, Nuclio's ``(I) processor``) followed by a
-JSON object that has an ``event`` key — the object is parsed from the first ``{``, so a prefix can
-never change the record. Everything else is counted as skipped, never silently dropped. Only
+output of ``docker logs`` / ``kubectl logs`` / cvat-cli. Lines become records through the core's one
+reader (``ropewatch_core.records.RecordReader``): a JSON object, or a prefix (a timestamp, a container
+name, Nuclio's ``(I) processor``) followed by a JSON object that has an ``event`` key, parsed from the
+first ``{`` so a prefix can never change the record; ``record_part`` lines (records longer than
+PIPE_BUF) are joined. An inference record must also pass the core's contract (``check_inference``).
+Everything else is counted as skipped, never silently dropped. Only
 ``event == "inference"`` records become rows; ``request_failed`` records are counted. One bad record
 (a field of the wrong type, a timestamp that is not ISO 8601, JSON nested too deep to parse) is
 rejected alone: counted as ``malformed`` with its place and reason in ``malformed_examples``.
@@ -12,7 +14,6 @@ rejected alone: counted as ``malformed`` with its place and reason in ``malforme
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass, field
@@ -22,10 +23,9 @@ from typing import IO
 
 import pandas as pd
 
+from ropewatch_core.records import FAILED, INFERENCE, MalformedLine, RecordReader, check_inference
 from ropewatch_core.spec import ATTRIBUTE
 
-INFERENCE = "inference"
-FAILED = "request_failed"
 BOX = ("x1", "y1", "x2", "y2")
 REQUEST_COLUMNS = (
     "request_id",
@@ -75,6 +75,8 @@ class LogStats:
     lines: int = 0
     records: int = 0
     skipped: int = 0
+    parts_joined: int = 0  # records that arrived as record_part lines (longer than PIPE_BUF)
+    parts_incomplete: int = 0  # records of which some parts never came
     inference: int = 0
     failed: int = 0
     other_events: int = 0
@@ -91,27 +93,6 @@ class LogData:
     requests: pd.DataFrame  # one row per inference record
     detections: pd.DataFrame  # one row per logged detection
     stats: LogStats
-
-
-class MalformedLine(ValueError):
-    """A line that is a JSON record but cannot be read (nested deeper than the parser's limit)."""
-
-
-def parse_line(line: str) -> dict | None:
-    """The JSON record on ``line``, or None when the line holds none."""
-    text = line.strip()
-    start = text.find("{")
-    if start < 0:
-        return None
-    try:
-        obj = json.loads(text[start:])
-    except ValueError:
-        return None
-    except RecursionError:
-        raise MalformedLine("JSON nested too deep to read") from None
-    if not isinstance(obj, dict) or (start > 0 and "event" not in obj):
-        return None
-    return obj
 
 
 def _open_all(paths: Iterable[str | Path], stdin: IO[str] | None) -> Iterator[tuple[str, Iterable[str]]]:
@@ -135,18 +116,12 @@ def read_logs(
     req: dict[str, list] = {c: [] for c in REQUEST_COLUMNS}
     det: dict[str, list] = {c: [] for c in DETECTION_COLUMNS}
     for source, lines in _open_all(paths, stdin):
-        for lineno, line in enumerate(lines, 1):
-            stats.lines += 1
-            try:
-                rec = parse_line(line)
-            except MalformedLine as exc:
-                stats.records += 1
-                _malformed(stats, source, lineno, exc)
-                continue
-            if rec is None:
-                stats.skipped += 1
-                continue
+        reader = RecordReader()
+        for lineno, rec in reader.read(lines):
             stats.records += 1
+            if isinstance(rec, MalformedLine):
+                _malformed(stats, source, lineno, rec)
+                continue
             event = rec.get("event")
             if event == FAILED:
                 stats.failed += 1
@@ -159,7 +134,11 @@ def read_logs(
                     _append(rec, source, lineno, req, det)
                     stats.inference += 1
                 except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
-                    _malformed(stats, source, lineno, exc)
+                    _malformed(stats, source, lineno, exc)  # RecordError (the contract) is a ValueError
+        stats.lines += reader.lines
+        stats.skipped += reader.skipped
+        stats.parts_joined += reader.parts_joined
+        stats.parts_incomplete += reader.parts_incomplete
     requests = pd.DataFrame(req)
     detections = pd.DataFrame(det)
     for frame in (requests, detections):
@@ -256,6 +235,7 @@ def _append(rec: dict, source: str, lineno: int, req: dict[str, list], det: dict
         "source_file": source,
         "line": lineno,
     }
+    check_inference(rec)  # the core's contract (finite numbers in range, known values) before appending
     for c in REQUEST_COLUMNS:
         req[c].append(head[c] if c in head else extra[c])
     for row in rows:

@@ -1,0 +1,89 @@
+"""Throughput of the function under Nuclio's real wrapper (../shared/nuclio/processor.py), by TORCH_THREADS.
+
+    .venv/bin/python bench/bench_nuclio.py [--workers 2] [--requests 24] [--img-size 1280 720]
+
+Starts the processor stand-in with ``--workers`` wrapper processes on a demo checkpoint (DINOv3-S at
+``--img-size``, random-init: speed does not depend on the weights), sends ``--requests`` concurrent
+requests (one per worker in flight, one 1280x720 JPEG with 3 given boxes, so the classifier is the whole
+cost), after one warm-up request per worker, and prints requests/s for each setting of TORCH_THREADS:
+torch's own default (every core in every worker) and the function's default (cores / NUM_WORKERS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ropewatch_core.model.checkpoint import demo_checkpoint, save_checkpoint
+from ropewatch_core.model.classifier import ModelConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.nuclio import NuclioFunction
+
+
+def jpeg_b64(width: int = 1280, height: int = 720) -> str:
+    rgb = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=90)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def run(model: Path, workers: int, n: int, env: dict[str, str]) -> tuple[float, set[int], set]:
+    """requests/s, the status codes and the torch_threads each worker reported."""
+    fn = NuclioFunction(  # a queued request waits for a worker instead of getting 503 after 10 s
+        {"MODEL_PATH": str(model), **env}, workers, ("--worker-availability-timeout-ms", "600000")
+    ).wait_ready(600)
+    body = {
+        "image": jpeg_b64(),
+        "boxes": [[100, 200, 180, 500], [600, 150, 700, 600], [1000, 300, 1090, 700]],
+    }
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda _: fn.post(body, timeout=600).status_code, range(workers)))  # warm-up
+            started = time.perf_counter()
+            codes = set(pool.map(lambda _: fn.post(body, timeout=600).status_code, range(n)))
+            elapsed = time.perf_counter() - started
+    finally:
+        fn.stop()
+    reported = {
+        rec.split('"torch_threads":')[1].split("}")[0].split(",")[0]
+        for rec in fn.log_lines()
+        if '"event":"model_loaded"' in rec
+    }
+    return n / elapsed, codes, reported
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--requests", type=int, default=24)
+    parser.add_argument("--img-size", type=int, nargs=2, default=(1280, 720), metavar=("W", "H"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "rope.pt"
+        save_checkpoint(demo_checkpoint(ModelConfig(img_size=tuple(args.img_size))), model)
+        print(
+            f"workers={args.workers} requests={args.requests} img_size={args.img_size[0]}x{args.img_size[1]}"
+        )
+        settings = {  # torch's default is one thread per core in every worker process
+            f"TORCH_THREADS={os.cpu_count()} (torch's default)": {"TORCH_THREADS": str(os.cpu_count())},
+            f"NUM_WORKERS={args.workers} (cores / workers)": {"NUM_WORKERS": str(args.workers)},
+        }
+        for label, env in settings.items():
+            rate, codes, reported = run(model, args.workers, args.requests, env)
+            print(f"{label:42} {rate:6.3f} req/s  statuses {sorted(codes)}  torch_threads {sorted(reported)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
