@@ -13,7 +13,6 @@ CVAT's lambda manager calls the dashboard at its NUCLIO setting (``start.sh --nu
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -26,6 +25,7 @@ import requests
 import torch
 
 from ropewatch_core.model.detector import build_architecture
+from ropewatch_validator.trace.logs import read_logs
 from support.cvat_rest import LABELS, jpeg
 
 REPO = Path(__file__).resolve().parents[2]
@@ -168,14 +168,10 @@ def test_lambda_manager_loop_joins_every_frame(real_cvat, validate, function_beh
         time.sleep(1)
     assert status["status"] == "finished", status
     shapes = rest.get(f"/api/jobs/{job}/annotations")["shapes"]
-    logged = [
-        json.loads(line)
-        for line in function_behind_dashboard.read_text().splitlines()
-        if line.startswith("{") and '"event": "inference"' in line
-    ]
-    detections = sum(len(r["detections"]) for r in logged)
+    logs = read_logs([function_behind_dashboard])  # the project's reader of the container log
+    logged, detections = len(logs.requests), len(logs.detections)
     # CVAT sent each of the 3 frames once and stored every returned person as an auto shape with the attribute
-    assert len(logged) == 3 and len(shapes) == detections > 0
+    assert logged == 3 and len(shapes) == detections > 0
     assert {s["source"] for s in shapes} == {"auto"} and all(s["attributes"] for s in shapes)
 
     # a person's edits: flip one value, move one box (CVAT's UI makes it semi-auto), delete one, draw one
