@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import torch
+from torch import nn
 
 from ropewatch_core.files import atomic_write_with
 from ropewatch_core.model.classifier import ModelConfig, RopeClassifier
@@ -183,6 +184,13 @@ def _validate(raw: object, path: str) -> tuple[ModelConfig, RopeClassifier]:
             f"config.feat_ch is {config.feat_ch} but backbone {config.backbone_name} "
             f"gives {model.backbone.num_features}"
         )
+    load_weights(model, state, config.backbone_name, fail)
+    return config, model.eval()
+
+
+def load_weights(model: nn.Module, state: dict, name: str, fail: Callable[[str], NoReturn]) -> None:
+    """Load ``state`` strictly, first naming up to three missing, unexpected or misshapen entries in
+    one line (torch's own error lists them all, over many lines)."""
     expected = model.state_dict()
     problems = [f"missing {k}" for k in expected if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in expected]
@@ -193,9 +201,8 @@ def _validate(raw: object, path: str) -> tuple[ModelConfig, RopeClassifier]:
     ]
     if problems:
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
-        fail(f"weights do not fit {config.backbone_name}: {'; '.join(problems[:3])}{more}")
+        fail(f"weights do not fit {name}: {'; '.join(problems[:3])}{more}")
     model.load_state_dict(state, strict=True)
-    return config, model.eval()
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict, str]:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ropewatch_core.decision import p_correct
-from ropewatch_core.model.checkpoint import CheckpointError, read_checkpoint
+from ropewatch_core.model.checkpoint import CheckpointError, load_weights, read_checkpoint
 from ropewatch_core.model.classifier import expand_boxes
 
 REQUIRED_KEYS = ("state_dict", "model_name", "img_size", "expand", "temperature", "band")
@@ -183,18 +183,7 @@ def validate(raw: object, path: str, device: str = "cpu") -> nn.Module:
         fail(f"unknown model {raw['model_name'][:80]!r} (not a timm model name)")
     try:
         model = build_model(raw["model_name"], **raw.get("model_kwargs", {}))
-        expected, state = model.state_dict(), raw["state_dict"]
-        problems = [f"missing {k}" for k in expected if k not in state]
-        problems += [f"unexpected {k}" for k in state if k not in expected]
-        problems += [
-            f"{k} has shape {tuple(state[k].shape)}, model expects {tuple(v.shape)}"
-            for k, v in expected.items()
-            if k in state and tuple(state[k].shape) != tuple(v.shape)
-        ]
-        if problems:
-            more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
-            fail(f"weights do not fit {raw['model_name']}: {'; '.join(problems[:3])}{more}")
-        model.load_state_dict(state, strict=True)
+        load_weights(model, raw["state_dict"], raw["model_name"], fail)
         model = model.eval().to(device)
         size = raw["img_size"]
         with torch.inference_mode():

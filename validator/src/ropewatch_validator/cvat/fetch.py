@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -570,7 +570,18 @@ def expand_track(track: dict, stop_frame: int) -> list[dict]:
     ]
 
 
-def _row(shape_id, track_id, frame, label, points, rotation, source, score, occluded, values) -> dict:
+def _row(
+    shape_id: int | None,
+    track_id: int | None,
+    frame: int,
+    label: str,
+    points: Sequence[float],
+    rotation: float | None,
+    source: str,
+    score: float,
+    occluded: bool | None,
+    values: dict[str, Any],
+) -> dict:
     x1, y1, x2, y2 = points[:4]
     return {
         "shape_id": shape_id,

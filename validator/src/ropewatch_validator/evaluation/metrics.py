@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
@@ -80,7 +79,7 @@ def roc_curve(scores: np.ndarray, positive: np.ndarray) -> dict[str, np.ndarray]
     }
 
 
-def groups(keys: np.ndarray) -> dict[Hashable, np.ndarray]:
+def groups(keys: np.ndarray) -> dict[Any, np.ndarray]:
     """Row positions per key (ascending within a key), in one stable sort."""
     keys = np.asarray(keys)
     order = np.argsort(keys, kind="stable")

@@ -10,6 +10,7 @@ are media frames (``data = start_frame + task_frame * step``), used by ``data/me
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -66,7 +67,7 @@ def job_meta(
     *,
     included: list[int] | None = None,
     chunks_updated: str = "",
-    disabled: list[int] = (),
+    disabled: Sequence[int] = (),
 ) -> dict:
     """``GET /api/jobs/{id}/data/meta`` (``engine/views.py`` ``JobViewSet.metadata``).
 

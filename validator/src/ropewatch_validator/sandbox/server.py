@@ -238,7 +238,7 @@ class _Server(ThreadingHTTPServer):
     state: CvatState
     url: str
 
-    def handle_error(self, request, client_address) -> None:
+    def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hung up (its deadline shut the socket) is not the server's error: no traceback
         on stderr, which the tests read as validate-job's own output."""
         if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
