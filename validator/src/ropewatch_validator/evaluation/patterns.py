@@ -24,6 +24,26 @@ SIZE_EDGES = (32.0**2, 96.0**2)  # COCO's small / medium / large areas
 GRID = 4
 
 
+# The columns of the per-object table, before the geometry buckets are added (report.json's rows).
+OBJECT_COLUMNS = (
+    "role",
+    "frame",
+    "shape_id",
+    "track_id",
+    "source",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "score",
+    "occluded",
+    "match",
+    "iou",
+    "best_iou",
+    "error",
+)
+
+
 def flip_types(values: tuple[str, ...]) -> list[tuple[str, str, str]]:
     """(name, reference value, predicted value) of every flip the vocabulary allows."""
     return [(f"flip_{r}_to_{p}", r, p) for r in values for p in values if r != p]
@@ -87,28 +107,7 @@ def object_table(
     rows = []
     for role, table, kinds in (("prediction", pred, p_type), ("reference", ref, r_type)):
         t = table.assign(role=role, error=kinds.to_numpy())
-        rows.append(
-            t[
-                [
-                    "role",
-                    "frame",
-                    "shape_id",
-                    "track_id",
-                    "source",
-                    "x1",
-                    "y1",
-                    "x2",
-                    "y2",
-                    "score",
-                    "occluded",
-                    settings.attribute,
-                    "match",
-                    "iou",
-                    "best_iou",
-                    "error",
-                ]
-            ]
-        )
+        rows.append(t[[*OBJECT_COLUMNS, settings.attribute]])
     obj = pd.concat(rows, ignore_index=True)
     w, h = obj["x2"] - obj["x1"], obj["y2"] - obj["y1"]
     area = w * h

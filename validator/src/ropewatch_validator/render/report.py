@@ -28,27 +28,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 FORMATS = ("json", "md", "html")
-OBJECT_FIELDS = (
-    "role",
-    "frame",
-    "shape_id",
-    "track_id",
-    "source",
-    "x1",
-    "y1",
-    "x2",
-    "y2",
-    "score",
-    "occluded",
-    "match",
-    "iou",
-    "best_iou",
-    "error",
-    "size",
-    "aspect",
-    "cell_x",
-    "cell_y",
-)
+OBJECT_FIELDS = (*patterns.OBJECT_COLUMNS, "size", "aspect", "cell_x", "cell_y")
 
 
 def object_rows(obj: pd.DataFrame, attribute: str) -> ObjectRows:
