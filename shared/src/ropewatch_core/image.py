@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
+from ropewatch_core.errors import InputError
+
 MAX_BYTES = 24 * 1024 * 1024  # decoded bytes; 32 MiB of base64 body is ~24 MiB
 MAX_PIXELS = 50_000_000  # ~ 8K x 6K; a larger frame is a decompression bomb for this function
 # Every decode in ropewatch goes through open_image, which checks its own ``max_pixels`` on the header
@@ -25,7 +27,7 @@ Image.MAX_IMAGE_PIXELS = None
 _ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")  # Pillow quotes the BytesIO: no address to a client
 
 
-class ImageError(ValueError):
+class ImageError(InputError):
     """A request image that cannot be used; ``code`` is the client-facing error code."""
 
     def __init__(self, code: str, message: str) -> None:

@@ -29,6 +29,7 @@ from typing import Any, TextIO
 import structlog
 
 from ropewatch_core import jsonio
+from ropewatch_core.errors import InputError
 from ropewatch_core.spec import ATTRIBUTE, ATTRIBUTE_VALUES, FUNCTION_NAME, PERSON_LABEL
 
 _REPR = reprlib.Repr()  # keyword arguments only from Python 3.12
@@ -57,11 +58,11 @@ def echo(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-class MalformedLine(ValueError):
+class MalformedLine(InputError):
     """A line that is a JSON record but cannot be read (nested deeper than the parser's limit)."""
 
 
-class RecordError(ValueError):
+class RecordError(InputError):
     """An ``inference`` record that breaks the contract; the message names the first problem."""
 
 

@@ -24,6 +24,7 @@ from typing import NoReturn
 import torch
 from torch import nn
 
+from ropewatch_core.errors import InputError
 from ropewatch_core.files import atomic_write_with
 from ropewatch_core.model.classifier import ModelConfig, RopeClassifier
 from ropewatch_core.records import one_line
@@ -33,7 +34,7 @@ REQUIRED_KEYS = ("state_dict", "labels", "thr", "config")
 MAX_SIDE = 4096  # config.img_size bound: a 1280x720 model is the design point; 4096 px is ~16x its tokens
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint file that cannot be served; the message (one line) names the file and the problem."""
 
 

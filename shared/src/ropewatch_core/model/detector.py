@@ -12,6 +12,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from ropewatch_core.errors import InputError
+
 COCO_PERSON = 1
 ARCHITECTURES = (
     "fasterrcnn_mobilenet_v3_large_fpn",
@@ -22,7 +24,7 @@ ARCHITECTURES = (
 DEFAULT_ARCH = "fasterrcnn_mobilenet_v3_large_fpn"
 
 
-class DetectorError(ValueError):
+class DetectorError(InputError):
     """Detector weights that cannot be loaded; the message names the file."""
 
 

@@ -26,6 +26,7 @@ import torch
 
 from ropewatch_core.cascade import EXPERT, FILTER, deferred, filter_values
 from ropewatch_core.decision import decide
+from ropewatch_core.errors import InputError, ServiceError
 from ropewatch_core.image import MAX_PIXELS, Frame, ImageError, load_frame
 from ropewatch_core.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from ropewatch_core.model.classifier import prepare
@@ -40,17 +41,17 @@ MAX_ASPECT = 20  # the detector resizes the short side to 800 px and the long on
 # a frame thinner than 1:20 (e.g. 1x4000) would shrink to zero pixels on its short side
 
 
-class DetectorUnavailable(RuntimeError):
+class DetectorUnavailable(ServiceError):
     """A request without boxes reached a function deployed without DETECTOR_PATH."""
 
 
-class BoxError(ValueError):
+class BoxError(InputError):
     """A given box with (almost) nothing inside the frame; the client's fault (400 ``bad_boxes``)."""
 
     code = "bad_boxes"
 
 
-class ModelOutputError(RuntimeError):
+class ModelOutputError(ServiceError):
     """The model gave a non-finite logit: answered 500 rather than served or logged."""
 
 

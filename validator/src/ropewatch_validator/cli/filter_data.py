@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ropewatch_core.errors import InputError
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -42,7 +44,7 @@ MANIFEST_COLUMNS = (
 )
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A data directory or manifest that cannot be used; one line naming the file."""
 
 

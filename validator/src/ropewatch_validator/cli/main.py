@@ -3,6 +3,9 @@
 Each module listed in SUBCOMMANDS exposes ``register(subparsers)`` and sets ``func`` on its
 parser(s); ``func(args) -> int`` returns the process exit code. Subcommand modules keep heavy
 imports (torch, cvat-sdk) inside ``func`` so ``ropewatch --help`` stays fast.
+
+Errors are mapped here, in one place: a ``RopewatchError`` raised below the CLI becomes one line on
+stderr, prefixed with the command, and its own exit code (see ``ropewatch_core.errors``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
+from ropewatch_core.errors import RopewatchError
 from ropewatch_validator.cli.logconfig import configure_logging
 
 SUBCOMMANDS: tuple[str, ...] = (
@@ -29,16 +34,34 @@ SUBCOMMANDS: tuple[str, ...] = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ropewatch", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ropewatch {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:
         importlib.import_module(name).register(sub)
     return parser
 
 
+def _version() -> str:
+    try:
+        return version("ropewatch")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except RopewatchError as exc:
+        print(f"{_command(args)}: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The name a person typed, for the error line: ``validate-job`` or ``ropewatch <sub> ...``."""
+    name = str(getattr(args, "command", ""))
+    return name if name == "validate-job" else f"ropewatch {name}"
 
 
 def validate_job_main(argv: Sequence[str] | None = None) -> int:

@@ -20,13 +20,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ropewatch_core.errors import InputError
+
 if TYPE_CHECKING:
     from ropewatch_validator.render.model import Report
 
 OBJECTIVES = ("macro-f1", "recall-wrong")
 
 
-class RecalibrationError(ValueError):
+class RecalibrationError(InputError):
     """The report cannot recalibrate this checkpoint (missing trace, one class only, wrong model)."""
 
 

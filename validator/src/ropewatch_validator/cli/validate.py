@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ropewatch_core.errors import InputError
 from ropewatch_core.spec import ATTRIBUTE, ATTRIBUTE_VALUES, PERSON_LABEL
 
 if TYPE_CHECKING:
@@ -175,7 +176,7 @@ def check_arguments(args: argparse.Namespace) -> str | None:
     return check_connection_arguments(args)
 
 
-class BadReference(ValueError):
+class BadReference(InputError):
     """The reference asked for cannot be a reference of this job (itself, or not its task's GT job)."""
 
 

@@ -39,6 +39,8 @@ from urllib.parse import SplitResult, unquote, urlsplit
 import numpy as np
 import pandas as pd
 
+from ropewatch_core.errors import ServiceError
+
 if TYPE_CHECKING:
     import urllib3
 
@@ -63,7 +65,7 @@ SHAPE_COLUMNS = [
 ]
 
 
-class FetchError(RuntimeError):
+class FetchError(ServiceError):
     """A one-line reason the job could not be pulled (auth, not found, server down)."""
 
 

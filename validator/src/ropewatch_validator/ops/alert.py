@@ -64,6 +64,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from ropewatch_core.errors import InputError
 from ropewatch_validator.ops.history import HistoryStore, JobState, job_state, model_version_of, updated_part
 from ropewatch_validator.render.model import Report, check_metric
 
@@ -81,7 +82,7 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 RETRY_STATUSES = (408, 425, 429, 500, 502, 503, 504)
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """The rules file is unusable; the message names the file and the entry."""
 
 

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
+from ropewatch_core.errors import ServiceError
 from ropewatch_core.jsonio import utc_iso
 from ropewatch_validator.render.model import Report
 
@@ -125,7 +126,7 @@ deliveries = sa.Table(
 )
 
 
-class HistoryError(RuntimeError):
+class HistoryError(ServiceError):
     """The history store cannot be used; the message says which store and what to do."""
 
 
