@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cvat_sdk.auto_annotation as cvataa
 import numpy as np
+import pytest
 from PIL import Image
 
 from ropewatch_core.spec import ATTRIBUTE_VALUES, cvat_spec
@@ -88,4 +89,34 @@ def test_detect_writes_the_same_inference_record_as_the_nuclio_function(
     assert [list(s.points) for s in shapes] == logs.detections[["x1", "y1", "x2", "y2"]].values.tolist()
     ((_, record),) = RecordReader().read(log_path.read_text().splitlines())
     assert record["frame_name"] == "frame_000000.jpg"
+    assert record["image"]["source_bytes"] is False  # the byte hash is of our PNG, not CVAT's file
+    assert row.sha256 is None  # so the validator never tries it as a key
     assert not list(jsonschema.Draft202012Validator(schema()).iter_errors(record))
+
+
+def test_an_sdk_without_attribute_shapes_fails_at_import_with_one_line(monkeypatch):
+    """cvat-sdk < 2.31 has no select_attribute_spec: one line naming the minimum, not an AttributeError
+    deep in the module (issue 18.17)."""
+    monkeypatch.delattr(cvataa, "select_attribute_spec")
+    with pytest.raises(ImportError) as err:
+        load_module()
+    (line,) = str(err.value).splitlines()
+    assert "cvat-sdk >= 2.31" in line and "this is cvat-sdk 2.80.0" in line
+
+
+def test_an_sdk_without_score_gets_unscored_rectangles(monkeypatch, tiny_checkpoint, person_detector_weights):
+    """cvat-sdk 2.31-2.55 has attribute shapes but no ``score``: the module still works there."""
+    import cvat_sdk.models as models
+
+    without = {k: v for k, v in models.LabeledShapeRequest.attribute_map.items() if k != "score"}
+    monkeypatch.setattr(models.LabeledShapeRequest, "attribute_map", without)
+    module = load_module()
+    assert module.HAS_SCORE is False
+    function = module.create(
+        model_path=str(tiny_checkpoint),
+        detector_path=str(person_detector_weights),
+        detector_arch="fasterrcnn_mobilenet_v3_large_320_fpn",
+    )
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    shapes = function.detect(Context(0.8), image)
+    assert shapes and all("score" not in s.to_dict() for s in shapes)

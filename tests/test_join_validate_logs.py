@@ -262,3 +262,49 @@ def test_image_task_joins_by_bytes_without_decoding(cvat, traced_job, tmp_path) 
     assert frames["unjoined"] == expected["by_pixel_sha256"] + 1 and UNLOGGED in frames["unjoined_frames"]
     again = _validate(url, tmp_path, str(log), "--pixel-fingerprint", "always")
     _check_trace(again, records, expected)
+
+
+@pytest.fixture
+def imageset_job(traced_job):
+    """The traced job as an image task (original chunks are the files: no pixel hash by default), with
+    records as cvat-sdk's driver makes them: every frame hashed after a re-encode that the record names."""
+    import copy
+
+    job, records, expected, _ = traced_job
+    job = copy.deepcopy(job)
+    job.job["data_original_chunk_type"] = "imageset"
+    reencoded = []
+    for rec in copy.deepcopy(records):
+        rec["image"]["sha256"] = hashlib.sha256(b"png:" + rec["image"]["sha256"].encode()).hexdigest()
+        reencoded.append(rec)
+    state = sandbox.CvatState()
+    state.add(job)
+    with sandbox.serve(state) as (url, _):
+        yield url, reencoded, expected
+
+
+def test_cvat_sdk_records_join_by_pixels_by_themselves(imageset_job, tmp_path, capsys) -> None:
+    """cvat-sdk's driver hands the function pixels: records that say so (image.source_bytes false) join
+    by the pixel hash with the default --pixel-fingerprint auto, even on an image task."""
+    url, records, expected = imageset_job
+    for rec in records:
+        rec["image"]["source_bytes"] = False
+    log = tmp_path / "cvat-cli.log"
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    frames = _validate(url, tmp_path, str(log))["trace"]["frames"]
+    assert frames["pixel_fingerprint"] is True
+    assert frames["joined"] == frames["by_pixel_sha256"] == N_FRAMES - 2  # all but deleted and unlogged
+    assert frames["by_sha256"] == 0 and frames["unjoined_frames"] == [UNLOGGED]
+
+
+def test_records_that_join_nothing_say_so(imageset_job, tmp_path, capsys) -> None:
+    """Records without the flag whose byte hash matches no frame: 0 joined, and a loud warning on stderr
+    and in report.json, not a quiet exit 0."""
+    url, records, _ = imageset_job
+    log = tmp_path / "old.log"
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = _validate(url, tmp_path, str(log))
+    assert report["trace"]["frames"]["joined"] == 0
+    (warning,) = [w for w in report["warnings"] if "none joins a frame" in w]
+    assert f"{len(records)} inference records read" in warning
+    assert warning in capsys.readouterr().err

@@ -316,6 +316,13 @@ def _timestamp(value: object) -> str:
     return text
 
 
+def reencoded(image: dict) -> bool:
+    """Whether a record's ``image.sha256`` hashes bytes the caller made, not the bytes CVAT served
+    (cvat-sdk's driver hands a function decoded pixels, which it re-encodes): then only
+    ``pixel_sha256`` can find the frame, and the validator must not try the byte hash."""
+    return image.get("source_bytes") is False
+
+
 def check_inference(rec: dict) -> dict:
     """The fields of an ``inference`` record the validator uses, with the types and ranges it relies on
     (the JSON Schema's rules for them; the schema also pins formats such as 64-hex fingerprints): plain
@@ -337,7 +344,7 @@ def _check(rec: dict) -> dict:
     out = {
         "request_id": _text(rec.get("request_id"), "request_id"),
         "timestamp": _timestamp(rec.get("timestamp")),
-        "sha256": _text(img.get("sha256"), "image.sha256"),
+        "sha256": None if reencoded(img) else _text(img.get("sha256"), "image.sha256"),
         "pixel_sha256": None if pixel is None else _text(pixel, "image.pixel_sha256"),
         "width": int(_finite(img.get("width"), "image.width", 1)),
         "height": int(_finite(img.get("height"), "image.height", 1)),

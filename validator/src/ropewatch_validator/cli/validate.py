@@ -390,7 +390,7 @@ def run(args: argparse.Namespace) -> int:
                     pixel_fingerprint=args.pixel_fingerprint,
                     progress=lambda n: progress.advance(frames_bar, n),
                 )
-                report = report.with_trace(traced["trace"], traced["model_version"])
+                report = report.with_trace(traced["trace"], traced["model_version"], traced["warnings"])
                 progress.remove_task(frames_bar)
             if "html" in formats:
                 baseline = store.baseline(model_version_of(report), kpi_metrics(report))

@@ -15,6 +15,7 @@ import json
 import math
 import re
 import types
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -292,9 +293,18 @@ class Report(Part):
             return None
         return float(value) if math.isfinite(value) else None
 
-    def with_trace(self, trace: dict[str, Any], model_version: str | None) -> Report:
-        """This report with the ``--logs`` section (``trace.section.enrich_report``) attached."""
-        return self.model_copy(update={"trace": Trace.model_validate(trace), "model_version": model_version})
+    def with_trace(
+        self, trace: dict[str, Any], model_version: str | None, warnings: Sequence[str] = ()
+    ) -> Report:
+        """This report with the ``--logs`` section (``trace.section.enrich_report``) attached, and the
+        warnings the join raised (records that join no frame) added to the loud ones."""
+        return self.model_copy(
+            update={
+                "trace": Trace.model_validate(trace),
+                "model_version": model_version,
+                "warnings": [*self.warnings, *warnings],
+            }
+        )
 
     # -- files -----------------------------------------------------------------------------------
     def to_json(self) -> str:

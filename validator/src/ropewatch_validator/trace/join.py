@@ -44,7 +44,9 @@ def join_frames(
     keys = {"sha256": object, "pixel_sha256": object}  # all-missing columns must still merge with strings
     base = frames[["frame", "sha256", "pixel_sha256"]].astype(keys)
     req = requests[["request_id", "timestamp", "sha256", "pixel_sha256"]].astype(keys)
-    by_bytes = base.merge(req[["request_id", "timestamp", "sha256"]], on="sha256", how="inner")
+    by_bytes = base.merge(  # a re-encoded frame's record has no byte hash (records.reencoded)
+        req[["request_id", "timestamp", "sha256"]].dropna(subset=["sha256"]), on="sha256", how="inner"
+    )
     by_bytes["key"] = "sha256"
     left = base[~base["frame"].isin(by_bytes["frame"])].dropna(subset=["pixel_sha256"])
     by_pixels = left.merge(

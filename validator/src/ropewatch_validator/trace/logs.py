@@ -23,7 +23,7 @@ from typing import IO
 
 import pandas as pd
 
-from ropewatch_core.records import FAILED, INFERENCE, MalformedLine, RecordReader, check_inference
+from ropewatch_core.records import FAILED, INFERENCE, MalformedLine, RecordReader, check_inference, reencoded
 from ropewatch_core.spec import ATTRIBUTE
 
 BOX = ("x1", "y1", "x2", "y2")
@@ -81,6 +81,7 @@ class LogStats:
     failed: int = 0
     other_events: int = 0
     other_frames: int = 0  # inference records of images not in the job (when filtering by keys)
+    reencoded_other: int = 0  # of those, records keyed by pixels only (cvat-sdk runs): see trace.section
     malformed: int = 0  # inference records missing a field we need
     malformed_examples: list[str] = field(default_factory=list)
 
@@ -129,6 +130,7 @@ def read_logs(
                 stats.other_events += 1
             elif keys is not None and not _wanted(rec, keys):
                 stats.other_frames += 1
+                stats.reencoded_other += _reencoded(rec)
             else:
                 try:
                     _append(rec, source, lineno, req, det)
@@ -155,9 +157,15 @@ def _malformed(stats: LogStats, source: str, lineno: int, exc: Exception) -> Non
 
 def _wanted(rec: dict, keys: Set[str]) -> bool:
     img = rec.get("image")
-    return isinstance(img, dict) and any(
-        isinstance(img.get(k), str) and img[k] in keys for k in ("sha256", "pixel_sha256")
-    )
+    if not isinstance(img, dict):
+        return False
+    names = ("pixel_sha256",) if reencoded(img) else ("sha256", "pixel_sha256")
+    return any(isinstance(img.get(k), str) and img[k] in keys for k in names)
+
+
+def _reencoded(rec: dict) -> bool:
+    img = rec.get("image")
+    return isinstance(img, dict) and reencoded(img)
 
 
 def _text(value: object, name: str, optional: bool = False) -> str | None:
@@ -196,7 +204,7 @@ def _append(rec: dict, source: str, lineno: int, req: dict[str, list], det: dict
     head = {
         "request_id": str(rec["request_id"]),
         "timestamp": _timestamp(rec["timestamp"]),
-        "sha256": _text(img["sha256"], "image.sha256"),
+        "sha256": None if reencoded(img) else _text(img["sha256"], "image.sha256"),
         "pixel_sha256": _text(img.get("pixel_sha256"), "image.pixel_sha256", optional=True),
         "width": int(img["width"]),
         "height": int(img["height"]),

@@ -151,9 +151,8 @@ def trace_section(
         for c in BOX:
             rows[c] = rows[c].fillna(rows[f"log_{c}"])
     # calibration is the expert's: filter-decided persons carry the filter's logit and temperature
-    sc = scored(
-        rows[rows["stage"].fillna("expert") == "expert"] if "stage" in rows else rows, attribute, values
-    )
+    expert = rows["stage"].astype(object).fillna("expert") == "expert" if "stage" in rows else None
+    sc = scored(rows if expert is None else rows[expert], attribute, values)
     thr = _mode(sc["thr"], 0.5)
     temperature = _mode(sc["temperature"], 1.0)
     versions = sorted(set(rows["model_version"].dropna().astype(str))) if "model_version" in rows else []
@@ -245,6 +244,27 @@ def enrich_report(
     )
     keys = set(fingerprints["sha256"].dropna()) | set(fingerprints["pixel_sha256"].dropna())
     logs = read_logs(log_paths, stdin=stdin, keys=keys)
+    warnings: list[str] = []
+    if logs.stats.reencoded_other and not pixels:
+        # records of cvat-sdk runs hash re-encoded frames: only the pixel hash can join them
+        if "-" in map(str, log_paths):
+            warnings.append(
+                f"{logs.stats.reencoded_other} log records identify frames by pixels only (cvat-cli runs) "
+                "and logs came on stdin, which cannot be read twice: re-run with --pixel-fingerprint always"
+            )
+        else:
+            pixels = True
+            fingerprints = frame_fingerprints(
+                fetch,
+                job.frames.loc[~job.frames["deleted"].astype(bool), "frame"],
+                cache_dir=cache_dir,
+                workers=workers,
+                pixels=True,
+                progress=progress,
+                **cache_key,
+            )
+            keys = set(fingerprints["sha256"].dropna()) | set(fingerprints["pixel_sha256"].dropna())
+            logs = read_logs(log_paths, stdin=stdin, keys=keys)
     when = annotated_before or job.job_updated_date
     cutoff = pd.Timestamp(when) if when else None
     if cutoff is not None:  # a time without zone is taken as UTC, like the function's log timestamps
@@ -271,8 +291,15 @@ def enrich_report(
         )
     )
     section["frames"]["pixel_fingerprint"] = pixels
+    records = logs.stats.inference + logs.stats.other_frames
+    if records and not section["frames"]["joined"]:
+        warnings.append(
+            f"--logs: {records} inference records read, but none joins a frame of job {job.job_id} "
+            "(another job's logs, or frames changed since the run)"
+        )
     out = dict(report)
     out["trace"] = section
+    out["warnings"] = [*out.get("warnings", []), *warnings]
     if out.get("model_version") is None and len(section["model_versions"]) == 1:
         out["model_version"] = section["model_versions"][0]
     return out
