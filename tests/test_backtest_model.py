@@ -64,7 +64,8 @@ def test_assembled_result_validates_round_trips_and_holds_sklearns_numbers():
     assert v2.ap == pytest.approx(average_precision_score(truth == "correct", pb))
     pred = np.where(pb >= 0.4, "correct", "wrong")
     assert v2.metric("per_class.wrong.f1") == pytest.approx(f1_score(truth, pred, pos_label="wrong"))
-    ci_keys = {"per_class.wrong.f1", "per_class.correct.f1", "accuracy", "ap", "flips_per_1000"}
+    per_class = {f"per_class.{v}.{m}" for v in ("wrong", "correct") for m in ("precision", "recall", "f1")}
+    ci_keys = per_class | {"accuracy", "ap", "flips_per_1000"}
     assert set(r.version("v1").ci) == ci_keys
     (pair,) = r.pairs
     assert (pair.a, pair.b) == ("v1", "v2") and r.pair("v1", "v2") is pair and r.pair("v2", "v1") is None

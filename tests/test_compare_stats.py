@@ -11,7 +11,6 @@ from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
     confusion_matrix,
-    f1_score,
     precision_recall_fscore_support,
 )
 from statsmodels.stats.contingency_tables import mcnemar
@@ -104,9 +103,10 @@ def brute_force(truth, frames, p, thr, draws):
         idx = np.concatenate([members[f] for f in row])
         t, s = truth[idx], p[idx]
         pred = np.where(s >= thr, "correct", "wrong")
-        f1s = f1_score(t, pred, labels=VALUES, average=None, zero_division=np.nan)
-        out["per_class.wrong.f1"].append(f1s[0])
-        out["per_class.correct.f1"].append(f1s[1])
+        prf = precision_recall_fscore_support(t, pred, labels=VALUES, zero_division=np.nan)[:3]
+        for i, v in enumerate(VALUES):
+            for m, values in zip(("precision", "recall", "f1"), prf):
+                out[f"per_class.{v}.{m}"].append(values[i])
         out["accuracy"].append(accuracy_score(t, pred))
         out["ap"].append(average_precision_score(t == "correct", s))
         out["flips_per_1000"].append(np.sum((t == "wrong") & (pred == "correct")) / t.size * 1000)

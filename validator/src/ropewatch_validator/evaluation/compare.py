@@ -31,7 +31,8 @@ from ropewatch_validator.evaluation.metrics import confusion_matrix, pr_curve, p
 VALUES = (WRONG, CORRECT)
 Frames = Sequence[object] | np.ndarray  # one frame key (the cluster) per person
 N_BOOT, SEED, LEVEL = 2000, 0, 0.95
-CI_METRICS = (f"per_class.{WRONG}.f1", f"per_class.{CORRECT}.f1", "accuracy", "ap", "flips_per_1000")
+_PRF = ("precision", "recall", "f1")
+CI_METRICS = (*(f"per_class.{v}.{m}" for v in VALUES for m in _PRF), "accuracy", "ap", "flips_per_1000")
 
 
 def good_direction(path: str) -> int | None:
@@ -181,10 +182,10 @@ def _weighted_ap(weights: np.ndarray, scores: np.ndarray, positive: np.ndarray) 
     return np.where(n_pos[:, 0] > 0, np.sum(np.nan_to_num(delta) * precision, axis=1), np.nan)
 
 
-def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
-    """F1 per resample, NaN where precision or recall is undefined (as ``metrics.prf``)."""
+def _prf(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and F1 per resample; NaN where undefined (F1 where P or R is, as ``metrics.prf``)."""
     p, r = _safe_div(tp, tp + fp), _safe_div(tp, tp + fn)
-    return np.where(np.isnan(p) | np.isnan(r), np.nan, _safe_div(2 * tp, 2 * tp + fp + fn))
+    return p, r, np.where(np.isnan(p) | np.isnan(r), np.nan, _safe_div(2 * tp, 2 * tp + fp + fn))
 
 
 def resampled_metrics(
@@ -202,9 +203,9 @@ def resampled_metrics(
     tp, fp = w @ (is_c & said_c), w @ (~is_c & said_c)
     fn, tn = w @ (is_c & ~said_c), w @ (~is_c & ~said_c)
     n = tp + fp + fn + tn
+    per_class = {WRONG: _prf(tn, fn, fp), CORRECT: _prf(tp, fp, fn)}
     return {
-        f"per_class.{WRONG}.f1": _f1(tn, fn, fp),
-        f"per_class.{CORRECT}.f1": _f1(tp, fp, fn),
+        **{f"per_class.{v}.{m}": per_class[v][i] for v in VALUES for i, m in enumerate(_PRF)},
         "accuracy": _safe_div(tp + tn, n),
         "ap": _weighted_ap(w, p, is_c.astype(np.float64)),
         "flips_per_1000": _safe_div(fp, n) * 1000.0,
