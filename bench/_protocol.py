@@ -26,6 +26,7 @@ import numpy as np
 MAX_LOAD = 1.5  # 1-minute load average above which a run is refused (or marked NOISY)
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_THREADS")
 T = TypeVar("T")
+X = TypeVar("X")
 
 
 @dataclass(frozen=True)
@@ -91,12 +92,13 @@ def finish(session: Session) -> None:
     print(f"# protocol: {session.name}, load average at end {_load()}{rose}", flush=True)
 
 
-def interleaved(configs: Mapping[str, Callable[[], T]], rounds: int) -> dict[str, list[T]]:
-    """Each configuration once per round, in order (A B A B ...): what one run measures of each."""
+def interleaved(configs: Mapping[str, Callable[[X], T]], inputs: Sequence[X]) -> dict[str, list[T]]:
+    """Each input (a frame, a round number) through every configuration in turn (A B A B ...), so a
+    change of load during the run hits all configurations alike; the results per configuration."""
     out: dict[str, list[T]] = {name: [] for name in configs}
-    for _ in range(rounds):
+    for x in inputs:
         for name, run in configs.items():
-            out[name].append(run())
+            out[name].append(run(x))
     return out
 
 
@@ -113,3 +115,33 @@ def ratio_line(what: str, values: Mapping[str, float], higher_is_better: bool = 
         a, b = (values[n], base) if higher_is_better else (base, values[n])
         parts.append(f"{n} {a / b:.2f}x" if b > 0 else f"{n} n/a")
     return f"# ratio {what} vs {names[0]}: {', '.join(parts)}"
+
+
+@dataclass(frozen=True)
+class Exactness:
+    """One configuration's decisions against the reference's on the same persons."""
+
+    persons: int
+    max_abs_delta: float  # largest |logit - reference logit|
+    flips: int  # persons on the other side of thr than in the reference
+    reference_correct: int  # persons the reference puts on the "correct" side (the check needs both sides)
+
+    def identical(self, tolerance: float, min_persons: int) -> bool:
+        return self.persons >= min_persons and self.flips == 0 and self.max_abs_delta <= tolerance
+
+
+def exactness(
+    reference_z: Sequence[float], z: Sequence[float], reference_side: Sequence[bool], side: Sequence[bool]
+) -> Exactness:
+    a, b = np.asarray(reference_z, np.float64), np.asarray(z, np.float64)
+    ra, sb = np.asarray(reference_side, bool), np.asarray(side, bool)
+    delta = float(np.abs(a - b).max()) if len(a) else 0.0
+    return Exactness(len(a), delta, int((ra != sb).sum()), int(ra.sum()))
+
+
+def exactness_line(name: str, reference: str, e: Exactness) -> str:
+    return (
+        f"# exactness {name} vs {reference}: {e.persons} persons ({e.reference_correct} correct, "
+        f"{e.persons - e.reference_correct} wrong in {reference}), max |logit delta| {e.max_abs_delta:.3g}, "
+        f"{e.flips} on the other side of thr"
+    )

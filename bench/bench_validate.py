@@ -161,7 +161,9 @@ def main() -> int:
     }
     for run in runs.values():  # warm-up: each library's lazy imports
         run()
-    times = interleaved({name: (lambda r=run: timed_once(r)) for name, run in runs.items()}, args.repeat)
+    times = interleaved(
+        {name: (lambda _, r=run: timed_once(r)) for name, run in runs.items()}, range(args.repeat)
+    )
     peaks = {name: peak_mib(run) for name, run in runs.items()}
     ap_fast, ap_coco = coco_eval("faster-coco-eval", frames, shapes), coco_eval("pycocotools", frames, shapes)
     for name, t in times.items():

@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 NUMBER = r"[0-9][0-9,]*(?:\.[0-9]+)?"
@@ -119,3 +117,84 @@ def test_bench_join_imports_its_generator_without_pythonpath():
     assert re.search(rf"^read logs {NUMBER}s \({NUMBER} lines/s; \d+ of this job", out, re.M)
     assert re.search(rf"^join \+ lifecycle \+ calibration {NUMBER}s; peak RSS {NUMBER} MiB", out, re.M)
     assert re.search(r"^lifecycle \{.*\}; equals generated: True$", out, re.M)
+
+
+TINY_EXPERT = ("--frame-size", "160x96", "--expert-depth", "1")
+
+
+def test_bench_function_detector_sizes_interleaved():
+    out = figures(
+        run_bench(
+            "bench/bench_function.py",
+            *("--frames", "2", "--persons", "1,2", *TINY_EXPERT),
+            *("--detector-arch", "fasterrcnn_mobilenet_v3_large_320_fpn,ssdlite320_mobilenet_v3_large"),
+            *("--detector-min-size", "default,64", "--detector-max-size", "default,96", "--allow-noisy"),
+        ),
+        "bench_function",
+        torch_used=True,
+    )
+    names = [
+        "fasterrcnn_mobilenet_v3_large_320_fpn fp32",
+        "fasterrcnn_mobilenet_v3_large_320_fpn@64/96 fp32",
+        "ssdlite320_mobilenet_v3_large fp32",  # one fixed size: run once
+    ]
+    assert (
+        "fasterrcnn_mobilenet_v3_large_320_fpn fp32 (sizes 320/640); "
+        "fasterrcnn_mobilenet_v3_large_320_fpn@64/96 fp32 (sizes 64/96); "
+        "ssdlite320_mobilenet_v3_large fp32 (sizes 320/320)"
+    ) in out
+    for persons in (1, 2):
+        for name in names:
+            for stage in ("decode", "detect", "classify", "total"):
+                assert re.search(rf"^ +{persons} +{re.escape(name)} +{stage} +{NUMBER} +{NUMBER}$", out, re.M)
+            assert re.search(rf"^ +{persons} +{re.escape(name)} +frames/s +{NUMBER}$", out, re.M)
+        ratio = re.search(
+            rf"^# ratio frames/s, {persons} person\(s\) vs {re.escape(names[0])}: (.*)$", out, re.M
+        )
+        assert ratio and re.fullmatch(
+            rf"{re.escape(names[1])} {NUMBER}x, {re.escape(names[2])} {NUMBER}x", ratio.group(1)
+        )
+        for name in names[
+            1:
+        ]:  # the same boxes reach the same expert: identical decisions, whatever detector ran
+            assert re.search(
+                rf"^# exactness {re.escape(name)} vs {re.escape(names[0])}: {2 * persons} persons .*"
+                r"max \|logit delta\| 0, 0 on the other side of thr$",
+                out,
+                re.M,
+            )
+
+
+def test_bench_cascade_interleaves_expert_and_cascade():
+    out = figures(
+        run_bench(
+            "bench/bench_cascade.py",
+            *("--frames", "2", "--persons", "1,2", "--shares", "0.5,1.0", *TINY_EXPERT),
+            *("--detector-arch", "fasterrcnn_mobilenet_v3_large_320_fpn", "--detector-min-size", "64"),
+            *(
+                "--detector-max-size",
+                "96",
+                "--filter-model",
+                "test_resnet",
+                "--filter-size",
+                "32",
+                "--allow-noisy",
+            ),
+        ),
+        "bench_cascade",
+        torch_used=True,
+    )
+    assert "detector fasterrcnn_mobilenet_v3_large_320_fpn (sizes 64/96)" in out
+    # p50, p95, frames/s, x wall, CPU s/frame, x CPU, expert passes/frame, by filter %, then the stage split
+    row = "".join(rf" +({NUMBER})" for _ in range(7)) + r" +(\d+)%" + rf" +{NUMBER}" * 3 + "$"
+    for persons in (1, 2):
+        base = re.search(rf"^ +{persons} +expert only{row}", out, re.M)
+        assert base and float(base.group(4)) == 1.0 and float(base.group(6)) == 1.0 and base.group(8) == "0"
+        assert float(base.group(7)) == 1.0  # one expert pass per frame
+        full = re.search(rf"^ +{persons} +cascade 100%{row}", out, re.M)
+        assert full and float(full.group(7)) == 0.0 and full.group(8) == "100"  # the filter decided all
+        assert re.search(rf"^ +{persons} +cascade 50%{row}", out, re.M)
+    for n in (1, 5):
+        assert re.search(
+            rf"^# filter cost, {n} person\(s\): {NUMBER} ms per frame, {NUMBER} ms per person", out, re.M
+        )

@@ -85,9 +85,8 @@ class TorchvisionPersonDetector:
         image = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1).float() / 255.0
         out = self.model([image])[0]
         keep = (out["labels"] == COCO_PERSON) & (out["scores"] >= threshold)
-        return out["boxes"][keep].cpu().numpy().astype(np.float64), out["scores"][keep].cpu().numpy().astype(
-            np.float64
-        )
+        # .double() before numpy: under autocast (bench/gpu.sh) the outputs may be bf16, which numpy lacks
+        return out["boxes"][keep].double().cpu().numpy(), out["scores"][keep].double().cpu().numpy()
 
 
 def write_demo_weights(path: str | os.PathLike, arch: str = DEFAULT_ARCH, seed: int = 0) -> None:
