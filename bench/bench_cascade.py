@@ -1,43 +1,41 @@
 """Benchmark of the fast-filter cascade against the expert alone, 1280x720 frames (prints figures).
 
-    .venv/bin/python bench/bench_cascade.py [--frames 8] [--detector-arch NAME] [--filter-model NAME]
+    .venv/bin/python bench/bench_cascade.py [--frames 8] [--shares 0.5,0.8,0.95] [--detector-arch NAME]
+        [--detector-min-size N --detector-max-size N] [--filter-model NAME] [--filter-size PX]
 
 Real sizes, random-init weights (speed does not depend on them): the expert is DINOv3-S at 1280x720
 (demo checkpoint), the filter mobilenetv4_hybrid_medium at 256 px, the detector a torchvision
-architecture run on every frame (bench_function.FixedCountDetector then hands over exactly N persons).
+architecture (at its own input size, or the given DETECTOR_MIN_SIZE/DETECTOR_MAX_SIZE) run on every
+frame (bench_function.FixedCountDetector then hands over exactly N persons).
 An untrained filter has no meaningful P, so the bench runs the real filter and then sets the P of
 exactly SHARE of the persons (evenly spread over the run) to 0.99 (decided), the others' to 0.5
 (deferred, band [0.1, 0.9]): the filter's cost is real and the filter-decided share is what the row says.
-Per configuration: per-frame p50/p95 of the whole request (decode, detect, filter, expert) and
-frames/s; then the filter's own cost per person, and the detectors' cost on the same frames.
+Under the protocol (bench/_protocol.py) every frame goes through every configuration in turn (expert
+only, then each cascade share: A B C A B C ...). Per configuration: per-frame p50/p95 of the whole
+request (decode, detect, filter, expert), frames/s and CPU seconds per frame, with their ratios to the
+expert alone, and the per-stage split (median ms of detect, filter, classify); then the filter's own
+cost per person. The detectors' cost per architecture and size is bench_function's
+(``--detector-arch A,B --detector-min-size ...``).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+from _protocol import add_arguments, finish, interleaved, start
+from bench_function import FixedCountDetector, expert_checkpoint, frame_size, frames, sizes
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_function import FixedCountDetector, frames
-
-from ropewatch_core.image import load_frame
-from ropewatch_core.model.checkpoint import demo_checkpoint, save_checkpoint
-from ropewatch_core.model.detector import (
-    DEFAULT_ARCH,
-    TorchvisionPersonDetector,
-    write_demo_weights,
-)
+from ropewatch_core.model.checkpoint import save_checkpoint
+from ropewatch_core.model.detector import DEFAULT_ARCH, TorchvisionPersonDetector, write_demo_weights
 from ropewatch_core.model.fast_filter import FastFilter, build_model, load_filter, new_checkpoint
-from ropewatch_core.model.pipeline import Predictor
-
-DETECTORS = ("ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn", DEFAULT_ARCH)
+from ropewatch_core.model.pipeline import Predictor, Result
 
 
 class ForcedShare:
@@ -64,34 +62,38 @@ class Fixed:
         return self.value
 
 
-def run_config(predictor: Predictor, data: list[bytes], persons: int) -> dict:
-    """Wall-clock per frame (p50/p95, frames/s) and CPU seconds per frame: on a shared machine the CPU
-    time is the figure other processes disturb least, so the speed-up is given on both."""
-    predictor.run(data[0])  # warm-up
-    totals, expert_calls, by_filter = [], 0, 0
-    start, cpu = time.perf_counter(), time.process_time()
-    for frame in data:
-        result = predictor.run(frame)
-        assert len(result.detections) == persons
-        totals.append(result.timings_ms["total"])
-        expert_calls += result.expert_calls
-        by_filter += sum(d.stage == "filter" for d in result.detections)
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+def timed(predictor: Predictor, frame: bytes, *, persons: int) -> tuple[Result, float]:
+    """One request and the CPU seconds it took: on a shared machine the CPU time is the figure other
+    processes disturb least, so the speed-up is given on both."""
+    cpu = time.process_time()
+    result = predictor.run(frame)
+    assert len(result.detections) == persons
+    return result, time.process_time() - cpu
+
+
+def summary(runs: list[tuple[Result, float]], persons: int) -> dict:
+    totals = [r.timings_ms["total"] for r, _ in runs]
+    stages = {s: float(np.median([r.timings_ms.get(s, 0.0) for r, _ in runs])) for s in STAGES}
     return {
         "p50": float(np.median(totals)),
         "p95": float(np.percentile(totals, 95)),
-        "fps": len(data) / wall,
-        "cpu_s": cpu / len(data),
-        "expert_frames": expert_calls / len(data),
-        "filter_share": by_filter / (persons * len(data)),
+        "fps": len(runs) / (sum(totals) / 1000),
+        "cpu_s": sum(c for _, c in runs) / len(runs),
+        "expert_frames": sum(r.expert_calls for r, _ in runs) / len(runs),
+        "filter_share": sum(d.stage == "filter" for r, _ in runs for d in r.detections)
+        / (persons * len(runs)),
+        **stages,
     }
+
+
+STAGES = ("detect", "filter", "classify")
 
 
 def row(persons: int, name: str, r: dict, base: dict) -> str:
     return (
         f"{persons:>7} {name:>14} {r['p50']:>9.0f} {r['p95']:>9.0f} {r['fps']:>9.3f} "
         f"{r['fps'] / base['fps']:>8.2f} {r['cpu_s']:>8.2f} {base['cpu_s'] / r['cpu_s']:>8.2f} "
-        f"{r['expert_frames']:>8.2f} {r['filter_share']:>8.0%}"
+        f"{r['expert_frames']:>8.2f} {r['filter_share']:>8.0%} " + " ".join(f"{r[s]:>8.0f}" for s in STAGES)
     )
 
 
@@ -99,48 +101,65 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--detector-arch", default=DEFAULT_ARCH)
+    parser.add_argument(
+        "--detector-min-size", type=int, help="DETECTOR_MIN_SIZE (default: the architecture's)"
+    )
+    parser.add_argument(
+        "--detector-max-size", type=int, help="DETECTOR_MAX_SIZE (default: the architecture's)"
+    )
     parser.add_argument("--filter-model", default="mobilenetv4_hybrid_medium")
     parser.add_argument("--filter-size", type=int, default=256)
     parser.add_argument("--shares", default="0.5,0.8,0.95")
-    parser.add_argument("--skip-detectors", action="store_true", help="no detector comparison")
+    parser.add_argument("--persons", default="1,5", help="persons per frame, one run each")
+    parser.add_argument("--frame-size", type=frame_size, default=(1280, 720), help="frames and expert input")
+    parser.add_argument("--expert-depth", type=int, help="fewer ViT blocks (smoke test only; default all 12)")
+    add_arguments(parser)
     args = parser.parse_args()
     shares = [float(s) for s in args.shares.split(",")]
-    data = frames(args.frames)
+    session = start("bench_cascade", args, torch_device="cpu")
+    width, height = args.frame_size
+    data = frames(args.frames, width, height)
     with tempfile.TemporaryDirectory() as tmp:
         model_path, det_path, filter_path = (Path(tmp) / n for n in ("rope.pt", "person.pth", "filter.pt"))
-        save_checkpoint(demo_checkpoint(), model_path)
+        save_checkpoint(expert_checkpoint(args.frame_size, args.expert_depth), model_path)
         torch.manual_seed(0)
         save_checkpoint(
             new_checkpoint(build_model(args.filter_model), args.filter_model, args.filter_size), filter_path
         )
         filt = load_filter(filter_path)
         write_demo_weights(det_path, args.detector_arch)
-        detector = TorchvisionPersonDetector(det_path, args.detector_arch)
+        detector = TorchvisionPersonDetector(
+            det_path, args.detector_arch, min_size=args.detector_min_size, max_size=args.detector_max_size
+        )
         print(
-            f"# torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
-            f"{os.getloadavg()[0]:.1f}; {args.frames} frames 1280x720 JPEG (+1 warm-up); expert "
-            f"vit_small_patch16_dinov3 @1280x720; filter {args.filter_model} @{args.filter_size}; "
-            f"detector {args.detector_arch}"
+            f"# {args.frames} frames {width}x{height} JPEG (+1 warm-up per configuration), configurations "
+            f"interleaved per frame; expert vit_small_patch16_dinov3 @{width}x{height}"
+            f"{f' depth {args.expert_depth}' if args.expert_depth else ''}; filter {args.filter_model} "
+            f"@{args.filter_size}; detector {args.detector_arch} (sizes {sizes(detector)})"
         )
         print(
             f"{'persons':>7} {'config':>14} {'p50 ms':>9} {'p95 ms':>9} {'frames/s':>9} {'x wall':>8} "
-            f"{'CPU s/fr':>8} {'x CPU':>8} {'expert/fr':>8} {'by filter':>8}",
+            f"{'CPU s/fr':>8} {'x CPU':>8} {'expert/fr':>8} {'by filter':>8} "
+            + " ".join(f"{s + ' ms':>8}" for s in STAGES),
             flush=True,
         )
-        for persons in (1, 5):
+        for persons in (int(p) for p in args.persons.split(",")):
             det = FixedCountDetector(detector, persons)
-            base = run_config(Predictor(str(model_path), det), data, persons)
-            print(row(persons, "expert only", base, base), flush=True)
+            predictors = {"expert only": Predictor(str(model_path), det)}
             for share in shares:
                 predictor = Predictor(str(model_path), det)
                 predictor._filter = Fixed(ForcedShare(filt, share))  # type: ignore[assignment]
-                print(
-                    row(persons, f"cascade {share:.0%}", run_config(predictor, data, persons), base),
-                    flush=True,
-                )
-        rgb = np.zeros((720, 1280, 3), np.uint8)
+                predictors[f"cascade {share:.0%}"] = predictor
+            for predictor in predictors.values():  # warm-up
+                timed(predictor, data[0], persons=persons)
+            runs = interleaved({n: partial(timed, p, persons=persons) for n, p in predictors.items()}, data)
+            base = summary(runs["expert only"], persons)
+            for name, results in runs.items():
+                print(row(persons, name, summary(results, persons), base), flush=True)
+        rgb = np.zeros((height, width, 3), np.uint8)
+        box = [0.23 * width, 0.28 * height, 0.31 * width, 0.69 * height]
         for n in (1, 5):
-            boxes = np.tile([[300.0, 200.0, 400.0, 500.0]], (n, 1))
+            boxes = np.tile([box], (n, 1))
             filt.p_correct(rgb, boxes)
             reps = [time.perf_counter()]
             for _ in range(10):
@@ -152,21 +171,7 @@ def main() -> int:
                 f"{ms / n:.1f} ms per person (crop + model)",
                 flush=True,
             )
-        if not args.skip_detectors:
-            for arch in DETECTORS:
-                path = Path(tmp) / f"{arch}.pth"
-                write_demo_weights(path, arch)
-                d = TorchvisionPersonDetector(path, arch)
-                rgbs = [load_frame(f).rgb for f in data]
-                d.detect(rgbs[0], 0.5)
-                times = []
-                for x in rgbs:
-                    t0 = time.perf_counter()
-                    d.detect(x, 0.5)
-                    times.append((time.perf_counter() - t0) * 1000)
-                print(
-                    f"# detector {arch}: p50 {np.median(times):.0f} ms, p95 {np.percentile(times, 95):.0f} ms"
-                )
+    finish(session)
     return 0
 
 

@@ -16,17 +16,23 @@ import argparse
 import contextlib
 import io
 import statistics
+import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-from ropewatch_validator.cli.main import main
+from _protocol import add_arguments, finish, start
+
+from ropewatch_validator.cli.main import main as ropewatch
 from ropewatch_validator.ops.history import open_store
 from ropewatch_validator.render.model import Report
 from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.sandbox import synthetic
 from ropewatch_validator.web.app import create_app, read_only_engine
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the suite's loopback uvicorn
+from support.webserver import serving
 
 HOST = "https://cvat.example.com"
 
@@ -37,7 +43,9 @@ def sample_reports(work: Path, n: int = 6) -> list[Report]:
         state.add(synthetic.generate(20, job_id=500 + i, seed=i, p_flip=0.05 + 0.05 * i))
     with sandbox.serve(state) as (url, _), contextlib.redirect_stderr(io.StringIO()):
         argv = ["validate-job", *(str(500 + i) for i in range(n)), "--server-host", url, "--quiet"]
-        main([*argv, "--out", str(work / "reports"), "--db", str(work / "scratch.sqlite"), "--no-thumbnails"])
+        ropewatch(
+            [*argv, "--out", str(work / "reports"), "--db", str(work / "scratch.sqlite"), "--no-thumbnails"]
+        )
     return [Report.load(work / "reports" / f"job-{500 + i}" / "report.json") for i in range(n)]
 
 
@@ -87,18 +95,15 @@ def timed(url: str, repeat: int) -> tuple[float, float, int]:
     return statistics.median(s[0] for s in samples), max(s[0] for s in samples), samples[0][1]
 
 
-def main_(argv=None) -> None:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=10_000)
     p.add_argument("--versions", type=int, default=5)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--db", type=Path, help="keep the filled store here (default: a temporary folder)")
+    add_arguments(p)
     args = p.parse_args(argv)
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from support.webserver import serving
-
+    session = start("bench_dashboard", args)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         db = args.db or work / "history.sqlite"
@@ -126,7 +131,9 @@ def main_(argv=None) -> None:
             for name, path in pages:
                 med, worst, size = timed(url + path, args.repeat)
                 print(f"| {name} (`{path}`) | {med:.0f} | {worst:.0f} | {size / 1024:.0f} |")
+    finish(session)
+    return 0
 
 
 if __name__ == "__main__":
-    main_()
+    raise SystemExit(main())

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
+from _protocol import add_arguments, finish, start
 
 from ropewatch_validator.cvat import fetch
 from ropewatch_validator.evaluation.match import Settings, match, select
@@ -33,13 +34,12 @@ TABLES = ("runs", "run_classes", "baselines", "alerts", "deliveries", "alembic_v
 
 def one_report(n_frames: int, persons: float) -> Report:
     job = synthetic.generate(n_frames, persons_per_frame=persons, real_scores=True, seed=3)
-    shapes, skipped, _ = fetch.shapes_table(job.annotations, fetch.parse_labels(job.labels), n_frames - 1)
+    data = fetch.job_tables("http://cvat.bench", 1, job.job, job.labels, job.meta, job.annotations)
+    shapes, skipped = data.shapes, data.skipped
     s = Settings()
     pred, ref = match(select(shapes, s, s.pred_sources), select(shapes, s, s.ref_sources), s.iou)
     source = {"host": "http://cvat.bench", "job": 1, "task": 1, "project": 1, "job_updated_date": "x"}
-    return rpt.build(
-        source=source, settings=s, frames=fetch.frames_table(job.meta, 0), pred=pred, ref=ref, skipped=skipped
-    )
+    return rpt.build(source=source, settings=s, frames=data.frames, pred=pred, ref=ref, skipped=skipped)
 
 
 def size(engine: sa.Engine, path: Path | None) -> int:
@@ -103,14 +103,16 @@ def store_0_1(url: str, path: Path | None, report: Report, jobs: int) -> int:
     return grown
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=1000)
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--persons", type=float, default=4.0)
     ap.add_argument("--db", help="a PostgreSQL URL (an empty database); default: SQLite files in a temp dir")
     ap.add_argument("--old-db", help="with --db: a second empty PostgreSQL database for the 0.1 layout")
+    add_arguments(ap)
     args = ap.parse_args()
+    session = start("bench_history", args)
     report = one_report(args.frames, args.persons)
     full = len(report.to_json().encode())
     print(
@@ -127,14 +129,15 @@ def main() -> None:
             f"this release: {grown * per / 2**20:8.2f} MiB per 1,000 jobs "
             f"({grown / args.jobs / 1024:.1f} KiB per run; {args.jobs / elapsed:.0f} runs/s stored)"
         )
-        if old_url is None:
-            return
-        old = store_0_1(old_url, old_path, report, args.jobs)
-        print(
-            f"release 0.1 : {old * per / 2**20:8.2f} MiB per 1,000 jobs "
-            f"({old / args.jobs / 1024:.1f} KiB per run), {old / grown:.0f}x this release"
-        )
+        if old_url is not None:
+            old = store_0_1(old_url, old_path, report, args.jobs)
+            print(
+                f"release 0.1 : {old * per / 2**20:8.2f} MiB per 1,000 jobs "
+                f"({old / args.jobs / 1024:.1f} KiB per run), {old / grown:.0f}x this release"
+            )
+    finish(session)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -8,6 +8,9 @@ the peak RSS after each stage, and whether the lifecycle counts equal the genera
 
     .venv/bin/python bench/bench_join.py                  # 1,000,000 lines, 10,000 frames
     .venv/bin/python bench/bench_join.py --lines 200000 --frames 2000   # quicker
+
+The log records come from the suite's generator (tests/support/tracegen.py, the function's record
+contract); the script puts tests/ on its own path, so it runs as shown from the repository root.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import http.client
 import io
 import json
 import resource
+import sys
 import tempfile
 import threading
 import time
@@ -29,6 +33,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
+from _protocol import add_arguments, finish, start
 from PIL import Image
 
 from ropewatch_validator.cvat.fetch import connect
@@ -36,6 +41,8 @@ from ropewatch_validator.cvat.frames import cvat_frame_fetcher, frame_fingerprin
 from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.trace.logs import read_logs
 from ropewatch_validator.trace.section import trace_section
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the suite's record generator
 from support.tracegen import inference_record, records_for_job
 
 WHEN = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
@@ -141,7 +148,9 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=320)
     ap.add_argument("--height", type=int, default=180)
     ap.add_argument("--workers", type=int, default=8)
+    add_arguments(ap)
     args = ap.parse_args()
+    session = start("bench_join", args)
     rng = np.random.default_rng(0)
 
     t = time.perf_counter()
@@ -237,7 +246,8 @@ def main() -> int:
             f"total validator time (download + read + join): image task {dl_image + t_read + t_join:.1f}s, "
             f"video task {dl + t_read + t_join:.1f}s"
         )
-        return 0 if exact else 1
+    finish(session)
+    return 0 if exact else 1
 
 
 if __name__ == "__main__":

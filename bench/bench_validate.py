@@ -6,12 +6,15 @@ pycocotools' COCOeval.
 The job (default 10,000 frames, ~100,000 manual + ~100,000 auto person boxes) is generated in
 memory; fetching is not timed. faster-coco-eval (``COCOeval_faster``, C++) and COCOeval run on the
 same boxes with one IoU threshold (0.5), one area range and maxDets high enough for every frame;
-their AP@0.5 must agree (printed), and their time includes turning the boxes into COCO dicts. All
-three are timed in the same process, one after the other, best of ``--repeat`` runs each (so a
-first run's lazy imports, a stray GC pause or a busy neighbour do not count), with peak Python
-memory from tracemalloc; the ratios are the figures (ropewatch must stay at least 1.5x faster than
-faster-coco-eval on 10,000 frames). A sweep over frame counts, best of ``--repeat`` runs each too,
-shows whether our time is linear in the number of frames.
+their AP@0.5 must agree (printed), and their time includes turning the boxes into COCO dicts. Under
+the protocol (bench/_protocol.py): one warm-up run of each (lazy imports), then ``--repeat`` rounds
+that run the three in turn (A B C A B C ...), median and best per library, then the peak Python memory
+of one more run under tracemalloc; the ratios are the figures (ropewatch must stay at least 1.5x
+faster than faster-coco-eval on 10,000 frames). A sweep over frame counts, best of ``--repeat`` runs
+each, shows whether our time is linear in the number of frames.
+
+The job goes through ``fetch.job_tables``, the public function that turns a job's API bodies into its
+tables, exactly as validate-job does after its downloads.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import time
 import tracemalloc
 
 import numpy as np
+from _protocol import add_arguments, finish, interleaved, start
 
 from ropewatch_validator.cvat import fetch
 from ropewatch_validator.evaluation.match import Settings, match, select
@@ -34,8 +38,8 @@ def shapes_of(n_frames: int, persons: float):
     job = synthetic.generate(
         n_frames, persons_per_frame=persons, p_extra=0.8, real_scores=True, extras=False, seed=7
     )
-    shapes, skipped, _ = fetch.shapes_table(job.annotations, fetch.parse_labels(job.labels), n_frames - 1)
-    return fetch.frames_table(job.meta, 0), shapes, skipped
+    data = fetch.job_tables("bench", int(job.job["id"]), job.job, job.labels, job.meta, job.annotations)
+    return data.frames, data.shapes, data.skipped
 
 
 def ours(frames, shapes, skipped) -> str:
@@ -123,55 +127,69 @@ def timed_once(fn, *args) -> float:
     return time.perf_counter() - t0
 
 
-def timed(repeat: int, fn, *args) -> tuple[float, float]:
-    """Best wall time of ``repeat`` plain runs (the first pays each library's lazy imports and warm-up),
-    then peak memory of one more run under tracemalloc (which slows it)."""
-    elapsed = min(timed_once(fn, *args) for _ in range(repeat))
+def peak_mib(fn, *args) -> float:
+    """Peak Python memory of one run under tracemalloc (which slows it: never timed)."""
     tracemalloc.start()
     fn(*args)
     peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
-    return elapsed, peak
+    return peak
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=10_000)
     ap.add_argument("--persons", type=float, default=10.0)
-    ap.add_argument("--repeat", type=int, default=3, help="runs of each timing (the best is kept)")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds (median and best are kept)")
+    add_arguments(ap)
     args = ap.parse_args()
+    session = start("bench_validate", args)
     frames, shapes, skipped = shapes_of(args.frames, args.persons)
     n_auto = int(shapes["source"].isin(("auto", "semi-auto")).sum())
     print(
         f"job: {args.frames} frames, {len(shapes)} boxes "
         f"({n_auto} auto/semi-auto, {len(shapes) - n_auto} manual)"
     )
-    t_ours, m_ours = timed(args.repeat, ours, frames, shapes, skipped)
-    t_fast, m_fast = timed(args.repeat, coco_eval, "faster-coco-eval", frames, shapes)
-    t_coco, m_coco = timed(args.repeat, coco_eval, "pycocotools", frames, shapes)
-    ap_fast, ap_coco = coco_eval("faster-coco-eval", frames, shapes), coco_eval("pycocotools", frames, shapes)
-    rows = (
-        ("ropewatch split+match+metrics+report.json", t_ours, m_ours),
-        ("faster-coco-eval to-COCO+index+evaluate+accumulate", t_fast, m_fast),
-        ("pycocotools COCOeval to-COCO+index+evaluate+accumulate", t_coco, m_coco),
+    runs = {
+        "ropewatch split+match+metrics+report.json": lambda: ours(frames, shapes, skipped),
+        "faster-coco-eval to-COCO+index+evaluate+accumulate": lambda: coco_eval(
+            "faster-coco-eval", frames, shapes
+        ),
+        "pycocotools COCOeval to-COCO+index+evaluate+accumulate": lambda: coco_eval(
+            "pycocotools", frames, shapes
+        ),
+    }
+    for run in runs.values():  # warm-up: each library's lazy imports
+        run()
+    times = interleaved(
+        {name: (lambda _, r=run: timed_once(r)) for name, run in runs.items()}, range(args.repeat)
     )
-    for name, t, m in rows:
-        print(f"{name:55s}: {t:7.2f} s (best of {args.repeat}), peak {m:7.1f} MiB (tracemalloc)")
+    peaks = {name: peak_mib(run) for name, run in runs.items()}
+    ap_fast, ap_coco = coco_eval("faster-coco-eval", frames, shapes), coco_eval("pycocotools", frames, shapes)
+    for name, t in times.items():
+        print(
+            f"{name:55s}: median {np.median(t):7.2f} s, best {min(t):7.2f} s ({args.repeat} interleaved "
+            f"rounds), peak {peaks[name]:7.1f} MiB (tracemalloc)"
+        )
     print(f"AP@0.5: faster-coco-eval {ap_fast:.6f}, pycocotools {ap_coco:.6f} (the same boxes, the same AP)")
+    t_ours, t_fast, t_coco = (float(np.median(t)) for t in times.values())
+    m_ours, m_coco = peaks[next(iter(runs))], peaks[list(runs)[2]]
     print(
         f"ratio faster-coco-eval / ropewatch: {t_fast / t_ours:.2f}x time (target >= 1.5x); "
         f"COCOeval / ropewatch: {t_coco / t_ours:.2f}x time, {m_coco / m_ours:.2f}x memory"
     )
     print(f"linearity (ropewatch only, best of {args.repeat} runs each):")
     per_frame = {}
-    for n in (args.frames // 4, args.frames // 2, args.frames):
+    for n in sorted({max(1, args.frames // 4), max(1, args.frames // 2), args.frames}):
         f, s, k = shapes_of(n, args.persons)
         t = min(timed_once(ours, f, s, k) for _ in range(args.repeat))
         per_frame[n] = t / n
         print(f"  {n:6d} frames {len(s):7d} boxes: {t:6.2f} s  ({t / n * 1e3:.3f} ms/frame)")
     lo, hi = min(per_frame), max(per_frame)
     print(f"  time per frame at {hi} vs {lo} frames: {per_frame[hi] / per_frame[lo]:.2f}x (1.00 = linear)")
+    finish(session)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

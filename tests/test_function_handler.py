@@ -174,6 +174,53 @@ def test_detector_path_uses_request_threshold_and_default(function):
     assert default["detector_threshold"] == 0.3  # DETECTOR_THRESHOLD when the request has none
 
 
+def test_detector_sizes_are_a_setting_logged_at_startup(function, deploy, tiny_checkpoint):
+    function.call(body_of(jpeg()))
+    assert (function.startup[0]["detector_min_size"], function.startup[0]["detector_max_size"]) == (320, 640)
+    sized = deploy(tiny_checkpoint, DETECTOR_MIN_SIZE=96, DETECTOR_MAX_SIZE=" 128 ")
+    wire, (record,) = sized.call(body_of(jpeg()))
+    assert (sized.startup[0]["detector_min_size"], sized.startup[0]["detector_max_size"]) == (96, 128)
+    assert wire["status_code"] == 200 and record["detections"], "the all-person detector finds someone"
+    for det in record["detections"]:  # boxes come back in frame pixels whatever size the detector ran at
+        assert 0 <= det["box"][0] < det["box"][2] <= 160 and 0 <= det["box"][1] < det["box"][3] <= 120
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"DETECTOR_MIN_SIZE": "big"},
+            "DETECTOR_MIN_SIZE must be a whole number of pixels from 32 to 4096, got 'big'",
+        ),
+        (
+            {"DETECTOR_MAX_SIZE": "16"},
+            "DETECTOR_MAX_SIZE must be a whole number of pixels from 32 to 4096, got '16'",
+        ),
+        (
+            {"DETECTOR_MIN_SIZE": "-400"},
+            "DETECTOR_MIN_SIZE must be a whole number of pixels from 32 to 4096, got '-400'",
+        ),
+        (
+            {"DETECTOR_MIN_SIZE": "800", "DETECTOR_MAX_SIZE": "640"},
+            "DETECTOR_MIN_SIZE 800 is larger than DETECTOR_MAX_SIZE 640",
+        ),
+        (
+            {"DETECTOR_ARCH": "ssdlite320_mobilenet_v3_large", "DETECTOR_MAX_SIZE": "400"},
+            "DETECTOR_MAX_SIZE is set, but DETECTOR_ARCH ssdlite320_mobilenet_v3_large has one fixed "
+            "input size",
+        ),
+    ],
+)
+def test_bad_detector_size_is_one_init_failed_record_naming_the_variable(
+    deploy, tiny_checkpoint, capsys, env, message
+):
+    function = deploy(tiny_checkpoint, **env)
+    with pytest.raises(ValueError):
+        function.call(body_of(jpeg()))
+    (record,) = [r for r in parse_records(capsys.readouterr().out) if r["event"] == "init_failed"]
+    assert (record["error"], record["message"]) == ("bad_config", f"ValueError: {message}")
+
+
 BAD = [
     (b"{not json", "body_not_json"),
     (b"[1, 2]", "body_not_object"),

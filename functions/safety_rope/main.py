@@ -3,10 +3,12 @@
 Nuclio imports this module under a connect deadline, so the module itself imports only the standard
 library; torch, the checkpoint and the detector are loaded in ``init_context``. Configuration (env):
 MODEL_PATH (checkpoint, required), DETECTOR_PATH (person detector state dict; without it requests must
-send ``boxes``), DETECTOR_ARCH, DEVICE (cpu|cuda), DETECTOR_THRESHOLD, MAX_PIXELS, NUM_WORKERS (the
-trigger's numWorkers), TORCH_THREADS (default: usable cores / NUM_WORKERS); FILTER_PATH (fast-filter
-checkpoint: the cascade in front of the expert) and SHADOW_RATE (share of filter-decided persons the
-expert checks anyway, logged as ``shadow``; default 0).
+send ``boxes``), DETECTOR_ARCH, DETECTOR_MIN_SIZE/DETECTOR_MAX_SIZE (the detector's resize in pixels:
+shorter side scaled to MIN, longer side capped at MAX; default the architecture's own, 800/1333 for the
+default detector), DEVICE (cpu|cuda), DETECTOR_THRESHOLD, MAX_PIXELS, NUM_WORKERS (the trigger's
+numWorkers), TORCH_THREADS (default: usable cores / NUM_WORKERS); FILTER_PATH (fast-filter checkpoint:
+the cascade in front of the expert) and SHADOW_RATE (share of filter-decided persons the expert checks
+anyway, logged as ``shadow``; default 0).
 
 Every record (``inference``, ``request_failed``, ``model_loaded``, ``init_failed``...) goes through
 ropewatch_core.records, which writes each line atomically to the stdout pipe the workers share.
@@ -84,19 +86,44 @@ def torch_threads(env: dict | os._Environ, cpus: int) -> int:
     return max(1, cpus // max(1, int(env.get("NUM_WORKERS") or 1)))
 
 
+def detector_sizes(
+    env: dict | os._Environ, arch: str, fixed: tuple[str, ...]
+) -> tuple[int | None, int | None]:
+    """DETECTOR_MIN_SIZE and DETECTOR_MAX_SIZE as whole pixels in [32, 4096] (None when unset: the
+    architecture's own); a bad value, or a size for an architecture in ``fixed`` (one input size), is a
+    ValueError naming the variable (-> init_failed bad_config)."""
+    sizes: list[int | None] = []
+    for name in ("DETECTOR_MIN_SIZE", "DETECTOR_MAX_SIZE"):
+        text = str(env.get(name) or "").strip()
+        if not text:
+            sizes.append(None)
+            continue
+        if not text.isdigit() or not 32 <= int(text) <= 4096:
+            raise ValueError(f"{name} must be a whole number of pixels from 32 to 4096, got {text[:40]!r}")
+        if arch in fixed:
+            raise ValueError(f"{name} is set, but DETECTOR_ARCH {arch} has one fixed input size")
+        sizes.append(int(text))
+    low, high = sizes
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"DETECTOR_MIN_SIZE {low} is larger than DETECTOR_MAX_SIZE {high}")
+    return low, high
+
+
 def _init(context, log) -> None:
     import torch
 
     from ropewatch_core.image import MAX_PIXELS
-    from ropewatch_core.model.detector import DEFAULT_ARCH, TorchvisionPersonDetector
+    from ropewatch_core.model.detector import DEFAULT_ARCH, FIXED_SIZE, TorchvisionPersonDetector
     from ropewatch_core.model.pipeline import Predictor, filter_fields
 
     env = os.environ
     threads = torch_threads(env, usable_cpus())
     torch.set_num_threads(threads)
     device = env.get("DEVICE", "cpu")
+    arch = env.get("DETECTOR_ARCH", DEFAULT_ARCH)
+    min_size, max_size = detector_sizes(env, arch, FIXED_SIZE)
     detector = (
-        TorchvisionPersonDetector(env["DETECTOR_PATH"], env.get("DETECTOR_ARCH", DEFAULT_ARCH), device)
+        TorchvisionPersonDetector(env["DETECTOR_PATH"], arch, device, min_size, max_size)
         if env.get("DETECTOR_PATH")
         else None
     )
@@ -135,6 +162,8 @@ def _init(context, log) -> None:
         untrained=ckpt.untrained,
         device=device,
         detector=None if detector is None else detector.arch,
+        detector_min_size=None if detector is None else detector.sizes[0],
+        detector_max_size=None if detector is None else detector.sizes[1],
         torch_threads=threads,
         **({} if predictor.fast_filter is None else filter_fields(predictor.fast_filter)),
     )

@@ -7,7 +7,7 @@ with ``weights=None`` and loaded from a local state-dict file: no hub download e
 from __future__ import annotations
 
 import os
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ ARCHITECTURES = (
     "fasterrcnn_resnet50_fpn",
 )
 DEFAULT_ARCH = "fasterrcnn_mobilenet_v3_large_fpn"
+FIXED_SIZE = ("ssdlite320_mobilenet_v3_large",)  # SSD resizes every frame to one fixed size (320x320)
 
 
 class DetectorError(InputError):
@@ -34,22 +35,35 @@ class PersonDetector(Protocol):
         ...
 
 
-def build_architecture(arch: str) -> torch.nn.Module:
+def build_architecture(
+    arch: str, min_size: int | None = None, max_size: int | None = None
+) -> torch.nn.Module:
+    """The architecture with random weights; ``min_size``/``max_size`` replace its transform's resize
+    sizes (shorter side scaled to ``min_size``, longer side capped at ``max_size``; None keeps the
+    architecture's own: 800/1333, or 320/640 for the ``_320_`` variant). Weights do not depend on them."""
     from torchvision.models import detection
 
     if arch not in ARCHITECTURES:
         raise DetectorError(f"unknown detector architecture {arch!r}; one of {', '.join(ARCHITECTURES)}")
+    sizes = {k: v for k, v in (("min_size", min_size), ("max_size", max_size)) if v is not None}
+    if sizes and arch in FIXED_SIZE:
+        raise DetectorError(f"{arch} resizes every frame to a fixed 320x320: it takes no min/max size")
     # box_score_thresh low: the request's threshold filters afterwards, so one model serves every threshold
     extra = {"score_thresh": 0.01} if arch.startswith("ssd") else {"box_score_thresh": 0.01}
-    return getattr(detection, arch)(weights=None, weights_backbone=None, num_classes=91, **extra)
+    return getattr(detection, arch)(weights=None, weights_backbone=None, num_classes=91, **extra, **sizes)
 
 
 class TorchvisionPersonDetector:
     def __init__(
-        self, weights_path: str | os.PathLike, arch: str = DEFAULT_ARCH, device: str = "cpu"
+        self,
+        weights_path: str | os.PathLike,
+        arch: str = DEFAULT_ARCH,
+        device: str = "cpu",
+        min_size: int | None = None,
+        max_size: int | None = None,
     ) -> None:
         self.arch, self.device = arch, torch.device(device)
-        model = build_architecture(arch)
+        model = build_architecture(arch, min_size, max_size)
         try:
             state = torch.load(weights_path, map_location="cpu", weights_only=True)
             model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
@@ -60,14 +74,19 @@ class TorchvisionPersonDetector:
             ) from None
         self.model = model.eval().to(self.device)
 
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """The (min_size, max_size) this model resizes frames to, as its transform really holds them."""
+        transform: Any = self.model.transform  # torchvision's GeneralizedRCNNTransform (untyped)
+        return int(min(transform.min_size)), int(transform.max_size)
+
     @torch.inference_mode()
     def detect(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
         image = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1).float() / 255.0
         out = self.model([image])[0]
         keep = (out["labels"] == COCO_PERSON) & (out["scores"] >= threshold)
-        return out["boxes"][keep].cpu().numpy().astype(np.float64), out["scores"][keep].cpu().numpy().astype(
-            np.float64
-        )
+        # .double() before numpy: under autocast (bench/gpu.sh) the outputs may be bf16, which numpy lacks
+        return out["boxes"][keep].double().cpu().numpy(), out["scores"][keep].double().cpu().numpy()
 
 
 def write_demo_weights(path: str | os.PathLike, arch: str = DEFAULT_ARCH, seed: int = 0) -> None:
