@@ -302,3 +302,35 @@ def test_cvat_unreachable_fails_the_run_with_exit_2_and_stores_nothing(tmp_path)
     result = run_batch([1, 2], validate_over_http, store, RULES, lock_dir=tmp_path / "locks")
     assert [o.status for o in result.outcomes] == ["failed", "failed"] and result.exit_code == 2
     assert "URLError" in result.outcomes[0].detail and store.trend() == []
+
+
+def test_since_last_revalidates_a_job_whose_frames_were_deleted_or_restored(tmp_path):
+    """Issue 20: CVAT moves no date when frames are deleted or restored. `--since last` on the sandbox:
+    night 1 validates job 101; its frames 2 and 5 are deleted (same updated_date): night 2 validates it
+    again, night 3 does not; the frames are restored: night 4 validates it again (the report is fresh,
+    the history keeps one row per job state)."""
+    from ropewatch_validator.cli.main import main
+    from ropewatch_validator.sandbox import server as sandbox
+    from ropewatch_validator.sandbox import synthetic
+
+    state = sandbox.CvatState()
+    state.add(synthetic.generate(8))  # job 101 of task 11
+    db, out = tmp_path / "h.sqlite", tmp_path / "out"
+
+    def nightly(url):
+        argv = ["validate-job", "--server-host", url, "--task", "11", "--since", "last", "--quiet"]
+        assert main([*argv, "--out", str(out), "--db", str(db)]) == 0
+        report = json.loads((out / "job-101" / "report.json").read_text())
+        return report["counts"]["frames_deleted"], len(open_store(str(db)).trend(job=101))
+
+    with sandbox.serve(state) as (url, served):
+
+        def annotation_reads():
+            return sum("/api/jobs/101/annotations" in p for p in served.requests)
+
+        assert nightly(url) == (0, 1) and annotation_reads() == 1
+        state.meta[101]["deleted_frames"] = [2, 5]
+        assert nightly(url) == (2, 2) and annotation_reads() == 2
+        assert nightly(url) == (2, 2) and annotation_reads() == 2  # unchanged: not read again
+        state.meta[101]["deleted_frames"] = []
+        assert nightly(url) == (0, 2) and annotation_reads() == 3

@@ -411,13 +411,16 @@ class HistoryStore:
             return [decompress(r.report_z) for r in rows]
 
     def last_job_state(self, host: str, job_id: int) -> str | None:
-        """The newest stored ``job_updated_date`` of one job on one host (None: never stored)."""
-        query = sa.select(sa.func.max(runs.c.job_updated_date)).where(
-            runs.c.host == str(host).rstrip("/"), runs.c.job_id == int(job_id)
+        """The job state key (``updated_date``, then ``~digest`` of deleted frames when there are any)
+        of the newest stored run of one job on one host (None: never stored)."""
+        query = (
+            sa.select(runs.c.job_updated_date)
+            .where(runs.c.host == str(host).rstrip("/"), runs.c.job_id == int(job_id))
+            .order_by(runs.c.id.desc())
+            .limit(1)
         )
         with self._connect(write=False) as conn:
-            last = conn.execute(query).scalar_one_or_none()
-        return updated_part(last) if last else None
+            return conn.execute(query).scalar_one_or_none()
 
     # -- baselines --------------------------------------------------------------------------
     def baseline_runs(

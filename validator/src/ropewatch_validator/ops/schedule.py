@@ -11,9 +11,10 @@ Exit codes, for cron and CI:
   alerted on, and the log names each failure.
 
 A job that another run holds is waited for (``lock_wait_s``), then checked again: if that run stored
-it, it counts as ``unchanged``. ``since="last"`` is per host and job: a job is skipped only when a
-stored run of that host and job has a job state at least as new as the listed ``updated_date``, so a
-job whose last attempt failed (nothing stored) is tried again by the next run.
+it, it counts as ``unchanged``. ``since="last"`` is per host and job: a job is skipped only when the
+newest stored run of that host and job has the listed deleted-frames digest and an ``updated_date``
+at least as new as the listed one, so a job whose last attempt failed (nothing stored) is tried again
+by the next run, and so is a job whose frames were deleted or restored (CVAT moves no date then).
 
 A job's output is one unit (``stage``): its report folder is written under a temporary name, renamed
 into place, and only then is the history transaction committed; if the commit fails, the folder is
@@ -38,7 +39,7 @@ import structlog
 from filelock import FileLock, Timeout
 
 from ropewatch_validator.ops.alert import AlertConfig, DeliveryResult, Notifier, record_and_queue
-from ropewatch_validator.ops.history import HistoryError, HistoryStore, make_state, parse_time
+from ropewatch_validator.ops.history import STATE_SEP, HistoryError, HistoryStore, make_state, parse_time
 from ropewatch_validator.render.model import Report
 
 log = structlog.get_logger("ropewatch.schedule")
@@ -112,12 +113,22 @@ def parse_since(since: str | datetime | None) -> str | datetime | None:
         ) from None
 
 
-def _since_for(ref: JobRef, since: str | datetime | None, store: HistoryStore) -> datetime | None:
-    """The time ``ref`` must be updated after; ``"last"``: its own newest stored job state."""
+def _not_since(ref: JobRef, since: str | datetime | None, store: HistoryStore) -> bool:
+    """Whether ``ref`` is skipped as not updated since ``since`` (a time, or ``"last"``).
+
+    ``"last"``: skipped only when the newest stored run of this host and job has the listed
+    deleted-frames digest (``ref.state``) and a date at least as new. The digest is compared first:
+    CVAT moves no date when frames are deleted or restored, so the date alone says "not since"."""
+    if not ref.updated_date or since is None:
+        return False
+    listed = parse_time(ref.updated_date)
     if since != "last":
-        return since  # type: ignore[return-value]
+        return listed <= since  # type: ignore[operator]
     last = store.last_job_state(ref.host, ref.job_id) if ref.host else None
-    return parse_time(last) if last else None
+    if last is None:
+        return False
+    stamp, _, frames = last.partition(STATE_SEP)
+    return frames == ref.state and listed <= parse_time(stamp)
 
 
 def _validate_and_store(
@@ -130,13 +141,13 @@ def _validate_and_store(
     force: bool,
     stage: Callable[[Report], Staged] | None = None,
 ) -> JobOutcome:
-    after = _since_for(ref, since, store) if ref.updated_date else None
-    if ref.updated_date and after is not None and parse_time(ref.updated_date) <= after:
+    if _not_since(ref, since, store):
         return JobOutcome(ref.job_id, "not-since", f"updated {ref.updated_date}")
     if (
         ref.updated_date
         and ref.host
         and not force
+        and since != "last"  # "last" compared the newest stored state: a job restored to an older one is due
         and store.has_run(make_state(ref.host, ref.job_id, ref.updated_date, ref.state))
     ):
         return JobOutcome(ref.job_id, "unchanged", f"already validated at {ref.updated_date}")
