@@ -12,16 +12,10 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Request, Response
 
-from ropewatch_validator.ops.alert import (
-    IDEMPOTENCY_HEADER,
-    SIGNATURE_HEADER,
-    AlertConfig,
-    Notifier,
-    Rule,
-    Webhook,
-    record_and_queue,
-    render_body,
-)
+from ropewatch_validator.ops.alerts.delivery import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, Notifier
+from ropewatch_validator.ops.alerts.messages import render_body
+from ropewatch_validator.ops.alerts.model import Alert, Format
+from ropewatch_validator.ops.alerts.rules import AlertConfig, Rule, Webhook, record_and_queue
 from ropewatch_validator.ops.history import open_store
 
 RULE = Rule(name="wrong-f1-low", metric="attribute.per_class.wrong.f1", op="<", threshold=0.95)
@@ -32,7 +26,7 @@ def config_for(*hooks: Webhook) -> AlertConfig:
     return AlertConfig(rules=(RULE,), webhooks=hooks, report_url="https://r.example/{job}")
 
 
-def queue(store, config, report) -> list[dict]:
+def queue(store, config, report) -> list[Alert]:
     fired, _ = record_and_queue(store, report, config, [h.name for h in config.webhooks])
     return fired
 
@@ -55,7 +49,7 @@ def test_signed_generic_alert_delivered_once(history_db, httpserver, make_report
     [(request, _)] = httpserver.log
     expected = "sha256=" + hmac.new(SECRET.encode(), request.get_data(), hashlib.sha256).hexdigest()
     assert request.headers[SIGNATURE_HEADER] == expected
-    assert request.headers[IDEMPOTENCY_HEADER] == alert["key"]
+    assert request.headers[IDEMPOTENCY_HEADER] == alert.key
     body = json.loads(request.get_data())
     assert (body["type"], body["job"], body["rule"], body["model_version"]) == (
         "ropewatch.alert",
@@ -65,7 +59,7 @@ def test_signed_generic_alert_delivered_once(history_db, httpserver, make_report
     )
     assert body["threshold"] == 0.95 and body["report_url"] == "https://r.example/4"
     # The same job state again, and more flushes: nothing new is queued or sent.
-    assert queue(store, config, report)[0]["key"] == alert["key"]
+    assert queue(store, config, report)[0].key == alert.key
     assert notifier.flush(store).sent == 0 and notifier.flush(store).failed == 0
     assert len(httpserver.log) == 1
     assert [d["status"] for d in store.delivery_status()] == ["sent"]
@@ -128,7 +122,7 @@ def test_slow_receiver_times_out_then_delivers(tmp_path, make_report):
         config, store = config_for(hook), open_store(str(tmp_path / "h.sqlite"))
         queue(store, config, make_report())
         result = Notifier(config.webhooks).flush(store)
-        assert result.failed == 1 and "ReadTimeoutError" in result.errors[0]
+        assert result.failed == 1 and "no answer within timeout_s=0.3" in result.errors[0]
         release.set()
         assert Notifier(config.webhooks).flush(store).sent == 1
         assert [d["status"] for d in store.delivery_status()] == ["sent"]
@@ -148,7 +142,7 @@ def test_two_targets_are_tracked_separately(tmp_path, httpserver, make_report):
     config, store = config_for(*hooks), open_store(str(tmp_path / "h.sqlite"))
     queue(store, config, make_report())
     result = Notifier(config.webhooks).flush(store)
-    assert (result.sent, result.failed, result.errors) == (1, 1, ["broken: HTTP 400"])
+    assert (result.sent, result.failed, result.errors) == (1, 1, ("broken: HTTP 400",))
     assert {d["target"]: d["status"] for d in store.delivery_status()} == {
         "good": "sent",
         "broken": "pending",
@@ -163,9 +157,9 @@ def test_missing_secret_keeps_alert_pending_with_clear_reason(tmp_path, httpserv
     hook = Webhook(name="ops", url=httpserver.url_for("/hook"), secret_env="NOT_SET_SECRET")
     config, store = config_for(hook), open_store(str(tmp_path / "h.sqlite"))
     queue(store, config, make_report())
-    assert Notifier(config.webhooks).flush(store).errors == [
-        "ops: webhook 'ops': environment variable NOT_SET_SECRET is not set"
-    ]
+    assert Notifier(config.webhooks).flush(store).errors == (
+        "ops: webhook 'ops': environment variable NOT_SET_SECRET is not set",
+    )
     assert httpserver.log == []
     secret_file = tmp_path / "secret"
     secret_file.write_text(SECRET + "\n")
@@ -182,15 +176,15 @@ def test_missing_secret_keeps_alert_pending_with_clear_reason(tmp_path, httpserv
 
 @pytest.mark.parametrize("fmt", ["slack", "teams"])
 def test_chat_bodies_name_job_rule_value_and_link(fmt, make_report):
-    from ropewatch_validator.ops.alert import evaluate
+    from ropewatch_validator.ops.alerts.rules import evaluate
 
     [alert] = evaluate(make_report(job=12), config_for(), {})
-    body = json.loads(render_body(alert, fmt))
+    body = json.loads(render_body(alert, Format(fmt)))
     text = json.dumps(body)
     for needle in ("wrong-f1-low", "12", "v1", "https://r.example/12", "0.95"):
         assert needle in text
     if fmt == "slack":
-        assert body["text"] == alert["message"] and body["blocks"][0]["type"] == "section"
+        assert body["text"] == alert.message and body["blocks"][0]["type"] == "section"
     else:
         card = body["attachments"][0]
         assert card["contentType"] == "application/vnd.microsoft.card.adaptive"
