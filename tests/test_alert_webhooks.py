@@ -7,6 +7,7 @@ import hmac
 import json
 import socket
 import threading
+import time
 
 import pytest
 from pytest_httpserver import HTTPServer
@@ -17,6 +18,7 @@ from ropewatch_validator.ops.alerts.messages import render_body
 from ropewatch_validator.ops.alerts.model import Alert, Format
 from ropewatch_validator.ops.alerts.rules import AlertConfig, Rule, Webhook, record_and_queue
 from ropewatch_validator.ops.history import open_store
+from support.hostile import raw_server
 
 RULE = Rule(name="wrong-f1-low", metric="attribute.per_class.wrong.f1", op="<", threshold=0.95)
 SECRET = "hook-secret-4d8f"
@@ -192,3 +194,107 @@ def test_chat_bodies_name_job_rule_value_and_link(fmt, make_report):
             card["content"]["type"] == "AdaptiveCard"
             and card["content"]["actions"][0]["url"] == "https://r.example/12"
         )
+
+
+# -- issue 18, items 2-4: what a receiver must not be able to do --------------------------------------
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_a_failed_delivery_and_nothing_reaches_the_other_host(
+    status, tmp_path, httpserver, make_report, monkeypatch
+):
+    """Before: 301/302 became a GET on the other host with the signature and key, 307/308 sent it the
+    signed body, and the outbox said sent."""
+    monkeypatch.setenv("HOOK_SECRET", SECRET)
+    elsewhere = HTTPServer("127.0.0.1", 0)
+    elsewhere.expect_request("/stolen").respond_with_data("thanks")
+    elsewhere.start()
+    try:
+        httpserver.expect_request("/hook").respond_with_data(
+            "moved", status=status, headers={"Location": elsewhere.url_for("/stolen")}
+        )
+        hook = Webhook(name="ops", url=httpserver.url_for("/hook"), secret_env="HOOK_SECRET", backoff_s=0.01)
+        config, store = config_for(hook), open_store(str(tmp_path / "h.sqlite"))
+        queue(store, config, make_report())
+        result = Notifier(config.webhooks).flush(store)
+        assert result.errors == (f"ops: HTTP {status}: redirects are not followed (configure the final URL)",)
+        assert elsewhere.log == [] and len(httpserver.log) == 1  # not followed, and not retried
+        [row] = store.delivery_status()
+        assert (row["status"], row["attempts"]) == ("pending", 1)  # it stays in the outbox
+    finally:
+        elsewhere.stop()
+    store.close()
+
+
+def test_a_trickled_answer_is_cut_at_the_deadline_of_the_whole_delivery(tmp_path, make_report):
+    """Before: ``timeout_s`` bounded one socket read; a head sent a byte every 0.2 s (each read well
+    inside the timeout) kept the delivery waiting for as long as the receiver liked, then counted it."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Padding: " + b"x" * 200 + b"\r\n\r\n"
+
+    def trickle(conn):
+        for i in range(len(head)):
+            conn.sendall(head[i : i + 1])
+            time.sleep(0.2)
+
+    with raw_server(trickle) as url:
+        hook = Webhook(name="ops", url=url + "/hook", timeout_s=1, retries=2, backoff_s=0.01)
+        config, store = config_for(hook), open_store(str(tmp_path / "h.sqlite"))
+        queue(store, config, make_report())
+        result = Notifier(config.webhooks).flush(store)
+    assert (result.sent, result.failed) == (0, 1)
+    assert "no answer within timeout_s=1 (the whole delivery)" in result.errors[0]
+    assert [d["status"] for d in store.delivery_status()] == ["pending"]
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "timeout_s", "waits", "error"),
+    [
+        ("20", 1, [], "HTTP 503; a retry in 20 s would pass timeout_s=1"),  # before: slept the 20 s
+        ("2", 100, [2.0], "gave up after 1 retries: HTTP 503"),  # a wait that fits is honoured
+        ("3600", 10_000, [30.0], "gave up after 1 retries: HTTP 503"),  # capped at RETRY_AFTER_CAP_S
+    ],
+)
+def test_retry_after_is_capped_and_never_waited_past_the_deadline(
+    retry_after, timeout_s, waits, error, tmp_path, httpserver, make_report, monkeypatch
+):
+    from ropewatch_validator.ops.alerts import delivery
+
+    slept: list[float] = []
+    monkeypatch.setattr(delivery.time, "sleep", slept.append)  # the waits asked for, not taken
+    httpserver.expect_request("/hook").respond_with_data(
+        "busy", status=503, headers={"Retry-After": retry_after}
+    )
+    hook = Webhook(name="ops", url=httpserver.url_for("/hook"), timeout_s=timeout_s, retries=1)
+    config, store = config_for(hook), open_store(str(tmp_path / "h.sqlite"))
+    queue(store, config, make_report())
+    assert Notifier(config.webhooks).flush(store).errors == (f"ops: {error}",)
+    assert slept == waits
+    store.close()
+
+
+def test_a_huge_answer_is_not_read(tmp_path, make_report):
+    """Before: the body was read whole (a 300 MiB answer raised RSS by 604 MiB). Now the status line
+    and headers decide; the receiver gets to write little more than the sockets' buffers."""
+    size, written = 300 * 2**20, []
+
+    def flood(conn):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        conn.sendall(f"Content-Length: {size}\r\n\r\n".encode())
+        chunk = b"0" * 2**16
+        total = 0
+        try:
+            while total < size:
+                conn.sendall(chunk)
+                total += len(chunk)
+        finally:
+            written.append(total)
+
+    with raw_server(flood) as url:
+        hook = Webhook(name="ops", url=url + "/hook", timeout_s=30)
+        config, store = config_for(hook), open_store(str(tmp_path / "h.sqlite"))
+        queue(store, config, make_report())
+        assert Notifier(config.webhooks).flush(store).sent == 1
+        deadline = time.monotonic() + 30
+        while not written and time.monotonic() < deadline:  # the server notices the closed socket
+            time.sleep(0.05)
+    assert written and written[0] < 32 * 2**20  # the loopback buffers, not the 300 MiB
+    store.close()

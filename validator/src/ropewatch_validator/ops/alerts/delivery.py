@@ -148,7 +148,6 @@ class _GuardedAdapter(HTTPAdapter):
 
 def webhook_session() -> requests.Session:
     session = requests.Session()
-    session.max_redirects = 0
     adapter = _GuardedAdapter()
     session.mount("http://", adapter)
     session.mount("https://", adapter)
