@@ -25,6 +25,7 @@ from pathlib import Path
 from _protocol import add_arguments, finish, start
 
 from ropewatch_validator.cli.main import main as ropewatch
+from ropewatch_validator.ops.alerts.rules import AlertConfig, Rule, evaluate
 from ropewatch_validator.ops.history import open_store
 from ropewatch_validator.render.model import Report
 from ropewatch_validator.sandbox import server as sandbox
@@ -35,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the su
 from support.webserver import serving
 
 HOST = "https://cvat.example.com"
+# an alert on every 50th run: a rule every report breaks
+ALWAYS = AlertConfig(rules=(Rule(name="flips-per-1000", metric="counts.references", op=">=", threshold=0),))
 
 
 def sample_reports(work: Path, n: int = 6) -> list[Report]:
@@ -71,12 +74,9 @@ def fill(db: Path, runs: int, versions: int, pool: list[Report]) -> float:
                 "job_updated_date": f"2026-{1 + i // 1000:02d}-01T00:00:{i % 60:02d}.{i:06d}Z",
             }
         )
-        fired = []
-        if i % 50 == 49:
-            fired = [{"key": f"bench-{i}", "rule": "flips-per-1000", "message": f"bench alert on run {i}"}]
-        store.record_run(
-            rep.model_copy(update={"source": source, "model_version": version}), fired, ["ops", "pager"]
-        )
+        run = rep.model_copy(update={"source": source, "model_version": version})
+        fired = evaluate(run, ALWAYS, {}) if i % 50 == 49 else []
+        store.record_run(run, fired, ["ops", "pager"])
     for d in store.pending():
         store.mark_delivery(d.alert_key, d.target, None if d.target == "ops" else "HTTP 503")
     store.close()

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from ropewatch_validator.ops.history import open_store
 from ropewatch_validator.web import queries
 from ropewatch_validator.web.app import create_app, read_only_engine
+from support.alerts import always_fires
 from support.webserver import serving
 
 
@@ -24,14 +25,11 @@ def filled(history_db, make_report):
     store.record_run(
         make_report(job=2, cm=((30, 10), (0, 60)), det=(90, 10, 10), model_version="v1", task=11)
     )
-    alert = {"key": "k-3", "rule": "flips", "message": "flips on job 3"}
-    run3, _ = store.record_run(
-        make_report(job=3, cm=((20, 20), (5, 55)), det=(80, 20, 20), model_version="v2", task=11),
-        [alert],
-        ["chat", "ops", "pager"],
-    )
-    store.mark_delivery("k-3", "ops", None)
-    store.mark_delivery("k-3", "pager", "HTTP 503")
+    job3 = make_report(job=3, cm=((20, 20), (5, 55)), det=(80, 20, 20), model_version="v2", task=11)
+    [alert] = always_fires(job3, "flips", "flips on job 3")
+    run3, _ = store.record_run(job3, [alert], ["chat", "ops", "pager"])
+    store.mark_delivery(alert.key, "ops", None)
+    store.mark_delivery(alert.key, "pager", "HTTP 503")
     store.close()
     return history_db, run3
 

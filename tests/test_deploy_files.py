@@ -20,7 +20,8 @@ from dockerfile_parse import DockerfileParser
 from packaging.specifiers import SpecifierSet
 
 from ropewatch_validator.cli.main import build_parser
-from ropewatch_validator.ops.alert import FORMATS, load_config
+from ropewatch_validator.ops.alerts.model import Format
+from ropewatch_validator.ops.alerts.rules import load_config
 from ropewatch_validator.ops.schedule import EXIT_ALERT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -257,7 +258,7 @@ def test_k8s_cronjob_uses_secret_pvc_and_valid_rules(tmp_path):
 
 def test_example_rules_file_loads():
     config = load_config(DEPLOY / "cron" / "rules.example.toml")
-    assert config.rules and config.webhooks and {h.format for h in config.webhooks} <= set(FORMATS)
+    assert config.rules and config.webhooks and {h.format for h in config.webhooks} <= set(Format)
     # an example never holds a secret inline: each signing secret comes from the env or a file
     assert all(h.secret_env or h.secret_file for h in config.webhooks if h.format == "generic")
 

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from ropewatch_validator.ops.history import HistoryError, JobState, open_store, runs
+from support.alerts import always_fires
 
 
 def run_count(store) -> int:
@@ -85,13 +86,13 @@ def test_exception_inside_transaction_leaves_no_half_run(history_db, make_report
             raise RuntimeError("disk gone")
 
     sa.event.listen(store.engine, "after_cursor_execute", boom)
-    fired = [{"key": "k1", "rule": "wrong-f1"}]
+    fired = always_fires(make_report())
     with pytest.raises(RuntimeError, match="disk gone"):
         store.record_run(make_report(), fired, targets=["ops"])
     assert run_count(store) == 0 and store.delivery_status() == []
     sa.event.remove(store.engine, "after_cursor_execute", boom)
     assert store.record_run(make_report(), fired, targets=["ops"])[1]
-    assert [d.alert_key for d in store.pending()] == ["k1"]
+    assert [d.alert_key for d in store.pending()] == [fired[0].key]
     store.close()
 
 
@@ -99,14 +100,17 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import json, os, signal, sys
     import sqlalchemy as sa
+    from ropewatch_validator.ops.alerts.rules import AlertConfig, Rule, evaluate
     from ropewatch_validator.ops.history import open_store
     from ropewatch_validator.render.model import Report
     store = open_store(sys.argv[1])
+    report = Report.model_validate_json(sys.argv[2])
+    rule = Rule(name="r", metric="counts.references", op=">=", threshold=0)
     def kill(conn, cursor, statement, *args):
         if statement.lstrip().upper().startswith("INSERT INTO ALERTS"):
             os.kill(os.getpid(), signal.SIGKILL)  # the run row is written, the commit is not
     sa.event.listen(store.engine, "after_cursor_execute", kill)
-    store.record_run(Report.model_validate_json(sys.argv[2]), [{"key": "k1", "rule": "r"}], ["ops"])
+    store.record_run(report, evaluate(report, AlertConfig(rules=(rule,)), {}), ["ops"])
     """
 )
 
@@ -122,7 +126,7 @@ def test_kill_mid_write_leaves_no_half_run(history_db, make_report):
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     store = open_store(history_db)
     assert run_count(store) == 0 and store.pending() == []
-    assert store.record_run(report, [{"key": "k1", "rule": "r"}], ["ops"])[1]
+    assert store.record_run(report, always_fires(report), ["ops"])[1]
     assert run_count(store) == 1 and len(store.pending()) == 1
     store.close()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from werkzeug.wrappers import Request, Response
 
-from ropewatch_validator.ops.alert import AlertConfig, Rule, Webhook
+from ropewatch_validator.ops.alerts.rules import AlertConfig, Rule, Webhook
 from ropewatch_validator.ops.history import open_store
 from ropewatch_validator.ops.schedule import JobRef, run_batch
 from ropewatch_validator.render.model import Report
@@ -166,7 +166,7 @@ KILL_BETWEEN_JOBS = textwrap.dedent(
     """
     import json, os, signal, sys
     from pathlib import Path
-    from ropewatch_validator.ops.alert import AlertConfig, Rule, Webhook
+    from ropewatch_validator.ops.alerts.rules import AlertConfig, Rule, Webhook
     from ropewatch_validator.ops.history import open_store
     from ropewatch_validator.ops.schedule import JobRef, run_batch
     from ropewatch_validator.render.model import Report

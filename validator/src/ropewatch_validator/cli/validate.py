@@ -319,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ropewatch_validator.cvat.fetch import FetchError, connect_from_args
     from ropewatch_validator.cvat.frames import job_frame_fetcher
-    from ropewatch_validator.ops.alert import AlertConfig, ConfigError, load_config
+    from ropewatch_validator.ops.alerts.rules import AlertConfig, ConfigError, load_config
     from ropewatch_validator.ops.history import HistoryError, model_version_of, open_store
     from ropewatch_validator.ops.schedule import run_batch
     from ropewatch_validator.render import report as rpt

@@ -25,10 +25,11 @@ import json
 import os
 import statistics
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ropewatch_core.errors import ServiceError
 from ropewatch_core.jsonio import utc_iso
+from ropewatch_validator.ops.alerts.model import Alert
 from ropewatch_validator.render.model import Report
 
 ENV_DB = "ROPEWATCH_DB"
@@ -124,6 +126,13 @@ deliveries = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("sent_at", sa.String(32)),
 )
+
+
+class DeliveryStatus(str, Enum):
+    """A delivery row: still in the outbox, or in the ledger of sent alerts."""
+
+    PENDING = "pending"
+    SENT = "sent"
 
 
 class HistoryError(ServiceError):
@@ -323,15 +332,14 @@ class HistoryStore:
     def record_run(
         self,
         report: Report,
-        fired: Sequence[Mapping[str, Any]] = (),
+        fired: Sequence[Alert] = (),
         targets: Sequence[str] = (),
     ) -> tuple[int, bool]:
         """Store a run with the alerts it fired, queued for every target, in one transaction.
 
         Returns (run id, created). A job state already stored is not stored again (created False) and
         its alerts are not queued again; an alert it did not fire before (a rule added since, checked
-        with ``--force``) is queued with that run. Each item of ``fired`` needs ``key`` and ``rule``; it
-        is stored as the alert's payload.
+        with ``--force``) is queued with that run. Each alert is stored as its JSON payload.
         """
         state = job_state(report)
         try:
@@ -347,25 +355,28 @@ class HistoryStore:
                     known = {
                         k
                         for (k,) in conn.execute(
-                            sa.select(alerts.c.key).where(alerts.c.key.in_([a["key"] for a in fired]))
+                            sa.select(alerts.c.key).where(alerts.c.key.in_([a.key for a in fired]))
                         )
                     }
-                    fired = [a for a in fired if a["key"] not in known]
+                    fired = [a for a in fired if a.key not in known]
                 now = utc_now()
                 for alert in fired:
                     conn.execute(
                         sa.insert(alerts).values(
-                            key=alert["key"],
+                            key=alert.key,
                             run_id=run_id,
-                            rule=alert["rule"],
+                            rule=alert.rule,
                             created_at=now,
-                            payload=dict(alert),
+                            payload=alert.model_dump(mode="json"),
                         )
                     )
                     for target in targets:
                         conn.execute(
                             sa.insert(deliveries).values(
-                                alert_key=alert["key"], target=target, status="pending", attempts=0
+                                alert_key=alert.key,
+                                target=target,
+                                status=DeliveryStatus.PENDING.value,
+                                attempts=0,
                             )
                         )
                 return int(run_id), existing is None
@@ -486,7 +497,7 @@ class HistoryStore:
         query = (
             sa.select(deliveries.c.alert_key, deliveries.c.target, deliveries.c.attempts, alerts.c.payload)
             .join(alerts, alerts.c.key == deliveries.c.alert_key)
-            .where(deliveries.c.status == "pending")
+            .where(deliveries.c.status == DeliveryStatus.PENDING.value)
             .order_by(alerts.c.created_at, deliveries.c.alert_key, deliveries.c.target)
         )
         with self._connect(write=False) as conn:
@@ -496,14 +507,14 @@ class HistoryStore:
         """Record one delivery attempt: sent when error is None, else still pending with the reason."""
         values: dict[str, Any] = {"attempts": deliveries.c.attempts + 1, "last_error": error}
         if error is None:
-            values.update(status="sent", sent_at=utc_now())
+            values.update(status=DeliveryStatus.SENT.value, sent_at=utc_now())
         with self._connect(write=True) as conn:
             conn.execute(
                 sa.update(deliveries)
                 .where(
                     deliveries.c.alert_key == alert_key,
                     deliveries.c.target == target,
-                    deliveries.c.status == "pending",
+                    deliveries.c.status == DeliveryStatus.PENDING.value,
                 )
                 .values(**values)
             )

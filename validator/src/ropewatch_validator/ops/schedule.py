@@ -32,13 +32,15 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
 import structlog
 from filelock import FileLock, Timeout
 
-from ropewatch_validator.ops.alert import AlertConfig, DeliveryResult, Notifier, record_and_queue
+from ropewatch_validator.ops.alerts.delivery import DeliveryResult, Notifier
+from ropewatch_validator.ops.alerts.rules import AlertConfig, record_and_queue
 from ropewatch_validator.ops.history import STATE_SEP, HistoryError, HistoryStore, make_state, parse_time
 from ropewatch_validator.render.model import Report
 
@@ -70,10 +72,21 @@ class Staged(Protocol):
     def finish(self) -> None: ...
 
 
+class JobStatus(str, Enum):
+    """What happened to one job of a batch."""
+
+    OK = "ok"
+    ALERT = "alert"
+    FAILED = "failed"
+    UNCHANGED = "unchanged"
+    LOCKED = "locked"
+    NOT_SINCE = "not-since"
+
+
 @dataclass
 class JobOutcome:
     job_id: int
-    status: str  # ok | alert | failed | unchanged | locked | not-since
+    status: JobStatus
     detail: str = ""
     alerts: list[str] = field(default_factory=list)
 
@@ -86,9 +99,9 @@ class BatchResult:
     @property
     def exit_code(self) -> int:
         statuses = {o.status for o in self.outcomes}
-        if statuses & {"failed", "locked"}:
+        if statuses & {JobStatus.FAILED, JobStatus.LOCKED}:
             return EXIT_FAILED
-        return EXIT_ALERT if "alert" in statuses else EXIT_OK
+        return EXIT_ALERT if JobStatus.ALERT in statuses else EXIT_OK
 
 
 def default_lock_dir() -> Path:
@@ -142,7 +155,7 @@ def _validate_and_store(
     stage: Callable[[Report], Staged] | None = None,
 ) -> JobOutcome:
     if _not_since(ref, since, store):
-        return JobOutcome(ref.job_id, "not-since", f"updated {ref.updated_date}")
+        return JobOutcome(ref.job_id, JobStatus.NOT_SINCE, f"updated {ref.updated_date}")
     if (
         ref.updated_date
         and ref.host
@@ -150,12 +163,12 @@ def _validate_and_store(
         and since != "last"  # "last" compared the newest stored state: a job restored to an older one is due
         and store.has_run(make_state(ref.host, ref.job_id, ref.updated_date, ref.state))
     ):
-        return JobOutcome(ref.job_id, "unchanged", f"already validated at {ref.updated_date}")
+        return JobOutcome(ref.job_id, JobStatus.UNCHANGED, f"already validated at {ref.updated_date}")
     try:
         report = validate_one(ref.job_id)
         staged = stage(report) if stage else None
     except Exception as exc:  # one job's failure must not stop the others
-        return JobOutcome(ref.job_id, "failed", f"could not validate: {type(exc).__name__}: {exc}")
+        return JobOutcome(ref.job_id, JobStatus.FAILED, f"could not validate: {type(exc).__name__}: {exc}")
     try:
         if staged:
             staged.publish()
@@ -163,14 +176,14 @@ def _validate_and_store(
     except Exception as exc:  # a broken store, a report without its job state...: this job only
         if staged:
             staged.undo()
-        return JobOutcome(ref.job_id, "failed", f"could not store: {type(exc).__name__}: {exc}")
+        return JobOutcome(ref.job_id, JobStatus.FAILED, f"could not store: {type(exc).__name__}: {exc}")
     if staged:
         staged.finish()
-    names = [a["rule"] for a in fired]
+    names = [a.rule for a in fired]
     detail = (
         "stored" if created else "this job state was stored before; alerts it fired then not queued again"
     )
-    return JobOutcome(ref.job_id, "alert" if fired else "ok", detail, names)
+    return JobOutcome(ref.job_id, JobStatus.ALERT if fired else JobStatus.OK, detail, names)
 
 
 def run_batch(
@@ -191,7 +204,7 @@ def run_batch(
     notifier = notifier or Notifier(rules.webhooks)
     lock_root = Path(lock_dir) if lock_dir else default_lock_dir()
     lock_root.mkdir(parents=True, exist_ok=True)
-    delivery = DeliveryResult()
+    steps: list[DeliveryResult] = []
 
     def flush() -> None:
         """Send the outbox; one sender at a time, so overlapping runs never POST an alert twice."""
@@ -204,15 +217,13 @@ def run_batch(
         except HistoryError as exc:
             log.error("outbox_unavailable", error=str(exc))
             return
-        delivery.sent += step.sent
-        delivery.failed += step.failed
-        delivery.errors += step.errors
+        steps.append(step)
 
     try:
         since_at = parse_since(since)
     except ValueError as exc:
         log.error("batch_failed", error=str(exc))
-        return BatchResult([JobOutcome(0, "failed", str(exc))], delivery)
+        return BatchResult([JobOutcome(0, JobStatus.FAILED, str(exc))], DeliveryResult())
     flush()  # what earlier runs could not deliver
     outcomes = []
     for item in jobs:
@@ -226,18 +237,23 @@ def run_batch(
         except Timeout:
             outcome = JobOutcome(
                 ref.job_id,
-                "locked",
+                JobStatus.LOCKED,
                 f"not validated: another run held this job's lock for over {lock_wait_s:g} s",
             )
         except (HistoryError, ValueError) as exc:  # the store, or an unparsable updated_date
-            outcome = JobOutcome(ref.job_id, "failed", str(exc))
+            outcome = JobOutcome(ref.job_id, JobStatus.FAILED, str(exc))
         outcomes.append(outcome)
-        level = "error" if outcome.status == "failed" else "info"
+        level = "error" if outcome.status is JobStatus.FAILED else "info"
         getattr(log, level)(
-            "job_done", job=ref.job_id, status=outcome.status, detail=outcome.detail, alerts=outcome.alerts
+            "job_done",
+            job=ref.job_id,
+            status=outcome.status.value,
+            detail=outcome.detail,
+            alerts=outcome.alerts,
         )
         if outcome.alerts:
             flush()
+    delivery = DeliveryResult.total(steps)
     result = BatchResult(outcomes, delivery)
     log.info(
         "batch_done",

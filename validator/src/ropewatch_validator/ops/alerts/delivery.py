@@ -1,0 +1,264 @@
+"""Webhook delivery of the history store's outbox, over ``requests``.
+
+Delivery is at least once: a fired alert is queued per webhook in the same transaction as its run
+and leaves the outbox only after a 2xx; receivers drop repeats by the ``Idempotency-Key`` header
+(derived from host, job, job_updated_date and rule, so one job state never yields two alerts).
+
+What a receiver cannot do (issue 18): make us follow a redirect (a 3xx is a failed delivery, so the
+signed body and its key never reach another host), hold validate-job past ``timeout_s`` (a deadline
+for the whole delivery: connecting, every read, the waits between retries, a trickled answer; a
+``Retry-After`` is capped and never waited past the deadline), or fill memory (the answer's body is
+never read: the status line and headers are all a delivery needs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+import structlog
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util.retry import Retry
+
+from ropewatch_validator.ops.alerts.messages import render_body
+from ropewatch_validator.ops.alerts.model import Alert
+from ropewatch_validator.ops.alerts.rules import ConfigError, Webhook
+from ropewatch_validator.ops.history import HistoryStore
+
+log = structlog.get_logger("ropewatch.alert")
+
+SIGNATURE_HEADER = "X-Ropewatch-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+RETRY_AFTER_CAP_S = 30.0  # the longest a receiver's Retry-After makes us wait (never past the deadline)
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    sent: int = 0
+    failed: int = 0
+    errors: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def total(cls, steps: Sequence[DeliveryResult]) -> DeliveryResult:
+        return cls(
+            sum(s.sent for s in steps),
+            sum(s.failed for s in steps),
+            tuple(e for s in steps for e in s.errors),
+        )
+
+
+def sign(body: bytes, secret: bytes) -> str:
+    """``sha256=<hex>`` HMAC over the exact body, as GitHub-style receivers verify it."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+class Deadline:
+    """The end of one delivery. Sockets opened while it is watched are shut down when it passes, so
+    a receiver that trickles its answer a byte at a time (each read within the socket timeout) still
+    cannot hold the delivery longer."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+        self._timers: list[threading.Timer] = []
+
+    def remaining(self) -> float:
+        return max(0.0, self.end - time.monotonic())
+
+    def passed(self) -> bool:
+        return self.remaining() <= 0.0
+
+    def guard(self, sock: socket.socket) -> None:
+        timer = threading.Timer(self.remaining(), _shut, (sock,))
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[None]:
+        token = _WATCHED.set(self)
+        try:
+            yield
+        finally:
+            _WATCHED.reset(token)
+            for timer in self._timers:
+                timer.cancel()
+            self._timers.clear()
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed: the delivery ended on its own
+        sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once; the request fails
+
+
+_WATCHED: ContextVar[Deadline | None] = ContextVar("ropewatch_delivery_deadline", default=None)
+
+
+class _Guarded:
+    """A urllib3 connection whose socket is guarded by the delivery's deadline once connected."""
+
+    sock: Any
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        deadline = _WATCHED.get()
+        if deadline is not None and self.sock is not None:
+            deadline.guard(self.sock)
+
+
+class _HTTPConnection(_Guarded, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Guarded, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _GuardedAdapter(HTTPAdapter):
+    """requests' adapter with the guarded connections and no retries of its own (``Notifier.post``
+    retries, within the deadline); redirects are urllib3's to refuse, and it is told not to follow."""
+
+    def __init__(self) -> None:
+        super().__init__(max_retries=Retry(total=0, redirect=False, raise_on_redirect=False))
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+def webhook_session() -> requests.Session:
+    session = requests.Session()
+    adapter = _GuardedAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def failure_reason(exc: requests.RequestException) -> str:
+    """Why a POST failed, by exception type only: ``str(exc)`` embeds the URL, and Slack/Teams URLs
+    carry a token."""
+    cause = exc.args[0] if exc.args else None
+    if isinstance(cause, urllib3.exceptions.MaxRetryError) and cause.reason is not None:
+        return type(cause.reason).__name__
+    return type(cause).__name__ if isinstance(cause, Exception) else type(exc).__name__
+
+
+def _wait_asked(value: str | None) -> float | None:
+    """A ``Retry-After`` in seconds (delta or HTTP date), None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return Retry().parse_retry_after(value)
+    except urllib3.exceptions.InvalidHeader:
+        return None
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    status: int | None = None
+    retry_after: float | None = None
+    error: str | None = None
+
+
+class Notifier:
+    """Sends the store's outbox to the configured webhooks, one ``requests`` session per webhook."""
+
+    def __init__(self, webhooks: Sequence[Webhook]):
+        self.webhooks = {h.name: h for h in webhooks}
+        self.sessions = {h.name: webhook_session() for h in webhooks}
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.webhooks)
+
+    def _attempt(self, hook: Webhook, body: bytes, headers: dict[str, str], deadline: Deadline) -> _Attempt:
+        timeout = max(deadline.remaining(), 0.001)
+        try:
+            with deadline.watch():
+                resp = self.sessions[hook.name].post(
+                    hook.url,
+                    data=body,
+                    headers=headers,
+                    timeout=(timeout, timeout),
+                    allow_redirects=False,
+                    stream=True,
+                )
+                resp.close()  # the body is never read: a status line and headers are the answer
+        except requests.RequestException as exc:
+            if deadline.passed():
+                return _Attempt(error=f"no answer within timeout_s={hook.timeout_s:g} (the whole delivery)")
+            return _Attempt(error=f"request failed: {failure_reason(exc)}")
+        return _Attempt(resp.status_code, _wait_asked(resp.headers.get("Retry-After")))
+
+    def post(self, hook: Webhook, alert: Alert) -> str | None:
+        """POST one alert, retrying timeouts, connection errors, 429 and 5xx with exponential backoff,
+        all within ``timeout_s``; None on a 2xx, else a reason without the URL."""
+        body = render_body(alert, hook.format)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "ropewatch",
+            IDEMPOTENCY_HEADER: alert.key,
+        }
+        try:
+            secret = hook.secret()
+        except ConfigError as exc:
+            return str(exc)
+        if secret:
+            headers[SIGNATURE_HEADER] = sign(body, secret)
+        deadline = Deadline(hook.timeout_s)
+        reason = ""
+        for attempt in range(hook.retries + 1):
+            got = self._attempt(hook, body, headers, deadline)
+            if got.status is not None and 200 <= got.status < 300:
+                return None
+            if got.status is not None and 300 <= got.status < 400:
+                return f"HTTP {got.status}: redirects are not followed (configure the final URL)"
+            if got.status is not None and got.status not in RETRY_STATUSES:
+                return f"HTTP {got.status}"
+            reason = got.error or f"HTTP {got.status}"
+            if attempt == hook.retries or deadline.passed():
+                break
+            wait = min(RETRY_AFTER_CAP_S, got.retry_after or hook.backoff_s * 2**attempt)
+            if wait >= deadline.remaining():
+                return f"{reason}; a retry in {wait:g} s would pass timeout_s={hook.timeout_s:g}"
+            time.sleep(wait)
+        return f"gave up after {attempt} retries: {reason}" if attempt else reason
+
+    def flush(self, store: HistoryStore) -> DeliveryResult:
+        """Try every pending delivery once (with its retries); undelivered ones stay pending."""
+        sent, errors = 0, []
+        for item in store.pending():
+            alert = Alert.model_validate(item.payload)
+            hook = self.webhooks.get(item.target)
+            error = (
+                f"webhook {item.target!r} is no longer configured" if hook is None else self.post(hook, alert)
+            )
+            store.mark_delivery(item.alert_key, item.target, error)
+            fields = {"target": item.target, "rule": alert.rule, "job": alert.job, "key": item.alert_key}
+            if error is None:
+                sent += 1
+                log.info("alert_delivered", **fields)
+            else:
+                errors.append(f"{item.target}: {error}")
+                log.warning("alert_undelivered", error=error, attempts=item.attempts + 1, **fields)
+        return DeliveryResult(sent, len(errors), tuple(errors))
