@@ -25,7 +25,7 @@ from ropewatch_validator.cvat import fetch
 from ropewatch_validator.evaluation.match import Settings, match, select
 from ropewatch_validator.ops.history import alembic_config, normalize_url, open_store
 from ropewatch_validator.render import report as rpt
-from ropewatch_validator.render.model import Report
+from ropewatch_validator.render.model import Report, Source
 from ropewatch_validator.sandbox import synthetic
 
 TABLES = ("runs", "run_classes", "baselines", "alerts", "deliveries", "alembic_version")
@@ -36,7 +36,7 @@ def one_report(n_frames: int, persons: float) -> Report:
     shapes, skipped, _ = fetch.shapes_table(job.annotations, fetch.parse_labels(job.labels), n_frames - 1)
     s = Settings()
     pred, ref = match(select(shapes, s, s.pred_sources), select(shapes, s, s.ref_sources), s.iou)
-    source = {"host": "http://cvat.bench", "job": 1, "task": 1, "project": 1, "job_updated_date": "x"}
+    source = Source(host="http://cvat.bench", job=1, task=1, project=1, job_updated_date="x")
     return rpt.build(
         source=source, settings=s, frames=fetch.frames_table(job.meta, 0), pred=pred, ref=ref, skipped=skipped
     )

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ropewatch_validator.cvat.fetch import connect
+from ropewatch_validator.cvat.fetch import ConnectionSettings, connect
 from ropewatch_validator.cvat.frames import cvat_frame_fetcher, frame_fingerprints
 from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.trace.logs import read_logs
@@ -157,7 +157,7 @@ def main() -> int:
     with sandbox.serve(state) as (base_url, _), tempfile.TemporaryDirectory() as tmp:
         numbers = list(frames)
         raw = server_throughput(base_url, job_id, numbers, args.workers)
-        fetch = cvat_frame_fetcher(connect(base_url, pool_size=args.workers), job_id)
+        fetch = cvat_frame_fetcher(connect(ConnectionSettings(base_url, pool_size=args.workers)), job_id)
         t = time.perf_counter()
         with ThreadPoolExecutor(args.workers) as pool:
             assert all(pool.map(fetch, numbers))

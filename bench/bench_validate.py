@@ -27,6 +27,7 @@ import numpy as np
 from ropewatch_validator.cvat import fetch
 from ropewatch_validator.evaluation.match import Settings, match, select
 from ropewatch_validator.render import report
+from ropewatch_validator.render.model import Source
 from ropewatch_validator.sandbox import synthetic
 
 
@@ -42,15 +43,15 @@ def ours(frames, shapes, skipped) -> str:
     s = Settings()
     pred, ref = match(select(shapes, s, s.pred_sources), select(shapes, s, s.ref_sources), s.iou)
     rep = report.build(
-        source={
-            "host": "bench",
-            "job": 0,
-            "task": 0,
-            "project": None,
-            "job_updated_date": "",
-            "reference_mode": "manual",
-            "reference_job": None,
-        },
+        source=Source(
+            host="bench",
+            job=0,
+            task=0,
+            project=None,
+            job_updated_date="",
+            reference_mode="manual",
+            reference_job=None,
+        ),
         settings=s,
         frames=frames,
         pred=pred,

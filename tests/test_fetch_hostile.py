@@ -67,7 +67,7 @@ def test_list_stops_once_count_items_are_read(httpserver, cvat_conn):
 
 def test_a_trickling_server_is_cut_at_the_request_deadline():
     with trickling_server(0.2) as url:
-        conn = fetch.connect(url, timeout=2.0, retries=1, deadline=1.5)
+        conn = fetch.connect(fetch.ConnectionSettings(url, timeout=2.0, retries=1, deadline=1.5))
         start = time.monotonic()
         with pytest.raises(fetch.FetchError) as err:
             fetch.fetch_job(conn, 1)
@@ -82,7 +82,7 @@ def test_a_trickling_server_is_cut_at_the_request_deadline():
 def test_a_body_that_stalls_past_the_read_timeout_is_one_line():
     """Head sent, then 3 s of silence: the body read times out (before: a raw ReadTimeoutError)."""
     with trickling_server(3.0) as url:
-        conn = fetch.connect(url, timeout=0.5, retries=0, deadline=60)
+        conn = fetch.connect(fetch.ConnectionSettings(url, timeout=0.5, retries=0, deadline=60))
         with pytest.raises(fetch.FetchError) as err:
             fetch.fetch_job(conn, 1)
     assert str(err.value) == f"job 1 on {url}: server not answering (read timed out; --timeout)"
@@ -90,7 +90,7 @@ def test_a_body_that_stalls_past_the_read_timeout_is_one_line():
 
 def test_the_job_deadline_bounds_every_request_of_the_job():
     with trickling_server(0.2) as url:
-        conn = fetch.connect(url, timeout=2.0, retries=0, deadline=60)
+        conn = fetch.connect(fetch.ConnectionSettings(url, timeout=2.0, retries=0, deadline=60))
         start = time.monotonic()
         with (
             conn.job_deadline(1.0),
@@ -109,7 +109,7 @@ def test_retry_after_is_capped(httpserver, monkeypatch):
         "busy", status=503, headers={"Retry-After": "20"}
     )
     httpserver.expect_ordered_request("/api/jobs/1").respond_with_json({"id": 1})
-    conn = fetch.connect(httpserver.url_for("").rstrip("/"), retries=1, timeout=5)
+    conn = fetch.connect(fetch.ConnectionSettings(httpserver.url_for("").rstrip("/"), retries=1, timeout=5))
     start = time.monotonic()
     assert fetch.get_json(conn, "job 1", conn.api_client.jobs_api.retrieve, 1) == {"id": 1}
     assert 0.25 < time.monotonic() - start < 3.0
@@ -142,7 +142,9 @@ def test_a_list_answer_without_results_is_one_line(httpserver, cvat_conn, body):
 
 
 def test_https_to_an_http_port_names_the_tls_failure(httpserver):
-    conn = fetch.connect(httpserver.url_for("").rstrip("/").replace("http://", "https://"), retries=0)
+    conn = fetch.connect(
+        fetch.ConnectionSettings(httpserver.url_for("").rstrip("/").replace("http://", "https://"), retries=0)
+    )
     with pytest.raises(
         fetch.FetchError, match=r"job 1 on https://localhost:\d+: TLS handshake failed, is it"
     ):
@@ -164,5 +166,5 @@ def test_credentials_in_the_host_url_are_basic_auth_and_never_the_host():
     state = sandbox.CvatState(basic=("alice", "s3cr:t"))
     state.add(synthetic.generate(4))
     with sandbox.serve(state) as (url, _):
-        conn = fetch.connect(url.replace("http://", "http://alice:s3cr%3At@"))
+        conn = fetch.connect(fetch.ConnectionSettings(url.replace("http://", "http://alice:s3cr%3At@")))
         assert conn.host == url and len(fetch.fetch_job(conn, 101).frames) == 4

@@ -17,6 +17,7 @@ from ropewatch_validator.cvat import fetch
 from ropewatch_validator.evaluation import measure, patterns
 from ropewatch_validator.evaluation.match import Settings, iou_matrix, match, select
 from ropewatch_validator.render import report
+from ropewatch_validator.render.model import Source
 from ropewatch_validator.sandbox import synthetic
 
 S = Settings()
@@ -165,15 +166,15 @@ def test_report_counts_and_breakdowns_are_consistent():
     job, pred, ref, skipped = generated()
     frames = fetch.frames_table(job.job, job.meta)
     rep = report.build(
-        source={
-            "host": "h",
-            "job": 1,
-            "task": 2,
-            "project": None,
-            "job_updated_date": "d",
-            "reference_mode": "manual",
-            "reference_job": None,
-        },
+        source=Source(
+            host="h",
+            job=1,
+            task=2,
+            project=None,
+            job_updated_date="d",
+            reference_mode="manual",
+            reference_job=None,
+        ),
         settings=S,
         frames=frames,
         pred=pred,

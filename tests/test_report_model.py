@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from ropewatch_validator.evaluation.match import Settings, match, select
 from ropewatch_validator.render import report as rpt
-from ropewatch_validator.render.model import SCHEMA_PATH, Report, check_metric, json_schema
+from ropewatch_validator.render.model import SCHEMA_PATH, Report, Source, check_metric, json_schema
 
 SOURCE = {
     "host": "http://cvat.local:8080",
@@ -46,7 +46,9 @@ def _two_frame_report(values=("wrong", "correct")):
     pred, ref = match(
         select(shapes, settings, settings.pred_sources), select(shapes, settings, settings.ref_sources)
     )
-    return rpt.build(source=SOURCE, settings=settings, frames=frames, pred=pred, ref=ref, skipped={})
+    return rpt.build(
+        source=Source(**SOURCE), settings=settings, frames=frames, pred=pred, ref=ref, skipped={}
+    )
 
 
 def test_built_report_validates_against_the_committed_schema_and_round_trips() -> None:

@@ -20,13 +20,9 @@ Answers that are not the JSON we asked for, and credentials in the host URL, nev
 
 from __future__ import annotations
 
-import argparse
-import getpass
 import hashlib
 import json
 import math
-import os
-import sys
 import threading
 import time
 from collections import Counter
@@ -130,7 +126,9 @@ class JobData:
     dropped: Counter = field(default_factory=Counter)  # shapes and attribute entries not read, by reason
     original_chunk_type: str = ""  # "imageset" or "video": decides whether frame bytes can change
     chunks_updated_date: str = ""  # version of the job's frame chunks (the frame cache's key)
-    state: str = ""  # digest of the deleted frames ("" without): part of the history key (see job_state)
+    deleted_digest: str = (
+        ""  # of the deleted frames ("" without): part of the history key (see deleted_digest)
+    )
 
 
 def _split(host: str) -> SplitResult:
@@ -217,56 +215,50 @@ def token_scheme(url: str, scheme: str, timeout: float) -> str:
     return "Bearer" if _version(version) >= PAT_SINCE else "Token"
 
 
-def _password(user: str, password: str) -> str:
-    """The password from USER:PASS, env PASS, or a prompt; never a traceback without a terminal (cron)."""
-    if password or os.environ.get("PASS"):
-        return password or os.environ["PASS"]
-    if not sys.stdin.isatty():
-        raise FetchError(f"no password for {user}: give --auth USER:PASS or env PASS (no terminal to prompt)")
-    try:
-        return getpass.getpass(f"password for {user}: ")
-    except (EOFError, KeyboardInterrupt):
-        raise FetchError(f"no password for {user}") from None
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """How to reach one CVAT server, built once by the CLI (``cli/validate.py:connection_settings``).
+
+    ``basic_auth`` is ``(user, password)`` already resolved (the CLI prompts, never this module);
+    credentials written into ``host`` (``http://user:pw@host``) are basic auth too, ``basic_auth`` wins.
+    ``token`` is sent as ``Authorization: <scheme> <token>`` with the scheme of ``token_type``
+    (``auto``, ``bearer``, ``token``; see :func:`token_scheme`). ``deadline`` bounds one request whole.
+    """
+
+    host: str
+    port: int | None = None
+    basic_auth: tuple[str, str] | None = None
+    token: str | None = None
+    token_type: str = "auto"
+    timeout: float = 60.0
+    retries: int = 5
+    pool_size: int = 16
+    deadline: float = 300.0
 
 
-def connect(
-    host: str,
-    port: int | None = None,
-    *,
-    auth: str | None = None,
-    token: str | None = None,
-    token_type: str = "auto",
-    timeout: float = 60.0,
-    retries: int = 5,
-    pool_size: int = 16,
-    deadline: float = 300.0,
-) -> Connection:
+def connect(settings: ConnectionSettings) -> Connection:
     """A cvat-sdk ApiClient with auth, timeouts and retries; secrets are kept out of every message.
 
-    Credentials written into ``host`` (``http://user:pw@host``) are basic auth, as if given by ``auth``
-    (which wins); they are taken out of the URL, so ``Connection.host`` never carries them. ``auth`` is
-    basic auth (every CVAT version); ``token`` is sent as ``Authorization: <scheme> <token>`` with the
-    scheme of ``token_type`` (``auto``, ``bearer``, ``token``; see :func:`token_scheme`).
+    Credentials in the host URL are taken out of it, so ``Connection.host`` never carries them.
     """
     from cvat_sdk.api_client import ApiClient, Configuration
 
-    url = server_url(host, port)
+    url = server_url(settings.host, settings.port)
+    timeout = settings.timeout
     config = Configuration(host=url)
-    in_url = url_credentials(host)
-    if not auth and in_url:
+    in_url = url_credentials(settings.host)
+    if settings.basic_auth:
+        config.username, config.password = settings.basic_auth
+    elif in_url:
         config.username, config.password = in_url
-    elif auth:
-        user, _, password = auth.partition(":")
-        config.username = user
-        config.password = _password(user, password)
-    elif token:
-        if token_scheme(url, token_type, min(10.0, timeout)) == "Bearer":
-            config.access_token = token
+    elif settings.token:
+        if token_scheme(url, settings.token_type, min(10.0, timeout)) == "Bearer":
+            config.access_token = settings.token
         else:
-            config.api_key = {"tokenAuth": token}
+            config.api_key = {"tokenAuth": settings.token}
             config.api_key_prefix = {"tokenAuth": "Token"}
     config.retries = _retry_class()(
-        total=retries,
+        total=settings.retries,
         backoff_factor=0.2,
         status_forcelist=RETRY_STATUSES,
         allowed_methods=None,
@@ -274,24 +266,13 @@ def connect(
         respect_retry_after_header=True,
         backoff_max=10,
     )
-    config.connection_pool_maxsize = pool_size
+    config.connection_pool_maxsize = settings.pool_size
     return Connection(
-        host=url, api_client=ApiClient(config), timeout=(min(10.0, timeout), timeout), deadline_s=deadline
+        host=url,
+        api_client=ApiClient(config),
+        timeout=(min(10.0, timeout), timeout),
+        deadline_s=settings.deadline,
     )
-
-
-def connect_from_args(args: argparse.Namespace) -> Connection:
-    return connect(
-        args.server_host,
-        args.server_port,
-        auth=args.auth,
-        token=None if args.auth else os.environ.get("CVAT_ACCESS_TOKEN"),
-        token_type=getattr(args, "token_type", "auto"),
-        timeout=args.timeout,
-        retries=args.retries,
-        pool_size=max(16, getattr(args, "frame_workers", 0)),
-        deadline=args.deadline,
-    )  # one connection per frame worker
 
 
 def _one_line(exc: BaseException) -> str:
@@ -709,13 +690,13 @@ def job_tables(host: str, job_id: int, job: Any, labels: list, meta: Any, annota
             dropped=dropped,
             original_chunk_type=str(job.get("data_original_chunk_type") or ""),
             chunks_updated_date=str(meta.get("chunks_updated_date") or ""),
-            state=job_state(meta),
+            deleted_digest=deleted_digest(meta),
         )
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
         raise FetchError(f"job {job_id} on {host}: unexpected answer from CVAT ({_one_line(exc)})") from None
 
 
-def job_state(meta: dict) -> str:
+def deleted_digest(meta: dict) -> str:
     """What changes a job's numbers without moving its ``updated_date``: on CVAT 2.23 deleting or
     restoring frames changes neither ``updated_date`` nor ``chunks_updated_date``. "" without deleted
     frames, else the first 16 hex of the sha256 of the sorted ``deleted_frames``."""
@@ -723,9 +704,9 @@ def job_state(meta: dict) -> str:
     return hashlib.sha256(json.dumps(deleted).encode()).hexdigest()[:16] if deleted else ""
 
 
-def fetch_job_state(conn: Connection, job_id: int) -> str:
-    """:func:`job_state` of a listed job, from its ``data/meta`` alone (one small request)."""
-    return job_state(
+def fetch_deleted_digest(conn: Connection, job_id: int) -> str:
+    """:func:`deleted_digest` of a listed job, from its ``data/meta`` alone (one small request)."""
+    return deleted_digest(
         get_json(conn, f"frame meta of job {job_id}", conn.api_client.jobs_api.retrieve_data_meta, job_id)
     )
 

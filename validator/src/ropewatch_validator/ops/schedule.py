@@ -29,8 +29,9 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
@@ -51,7 +52,7 @@ ENV_LOCK_DIR = "ROPEWATCH_LOCK_DIR"
 class JobRef:
     """A job to validate. With ``updated_date`` (and ``host``) known from a listing, an
     unchanged job is skipped before its annotations are fetched; ``state`` is the digest of its
-    deleted frames (``cvat.fetch.job_state``), the part of a job's state no date shows."""
+    deleted frames (``cvat.fetch.deleted_digest``), the part of a job's state no date shows."""
 
     job_id: int
     updated_date: str | datetime | None = None
@@ -69,25 +70,39 @@ class Staged(Protocol):
     def finish(self) -> None: ...
 
 
-@dataclass
+class JobStatus(str, Enum):
+    """What became of one job in a batch (a str, so logs and comparisons read the plain word)."""
+
+    OK = "ok"
+    ALERT = "alert"
+    FAILED = "failed"
+    UNCHANGED = "unchanged"
+    LOCKED = "locked"
+    NOT_SINCE = "not-since"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
 class JobOutcome:
     job_id: int
-    status: str  # ok | alert | failed | unchanged | locked | not-since
+    status: JobStatus
     detail: str = ""
-    alerts: list[str] = field(default_factory=list)
+    alerts: tuple[str, ...] = ()
 
 
-@dataclass
+@dataclass(frozen=True)
 class BatchResult:
-    outcomes: list[JobOutcome]
+    outcomes: tuple[JobOutcome, ...]
     delivery: DeliveryResult
 
     @property
     def exit_code(self) -> int:
         statuses = {o.status for o in self.outcomes}
-        if statuses & {"failed", "locked"}:
+        if statuses & {JobStatus.FAILED, JobStatus.LOCKED}:
             return EXIT_FAILED
-        return EXIT_ALERT if "alert" in statuses else EXIT_OK
+        return EXIT_ALERT if JobStatus.ALERT in statuses else EXIT_OK
 
 
 def default_lock_dir() -> Path:
@@ -132,19 +147,19 @@ def _validate_and_store(
 ) -> JobOutcome:
     after = _since_for(ref, since, store) if ref.updated_date else None
     if ref.updated_date and after is not None and parse_time(ref.updated_date) <= after:
-        return JobOutcome(ref.job_id, "not-since", f"updated {ref.updated_date}")
+        return JobOutcome(ref.job_id, JobStatus.NOT_SINCE, f"updated {ref.updated_date}")
     if (
         ref.updated_date
         and ref.host
         and not force
         and store.has_run(make_state(ref.host, ref.job_id, ref.updated_date, ref.state))
     ):
-        return JobOutcome(ref.job_id, "unchanged", f"already validated at {ref.updated_date}")
+        return JobOutcome(ref.job_id, JobStatus.UNCHANGED, f"already validated at {ref.updated_date}")
     try:
         report = validate_one(ref.job_id)
         staged = stage(report) if stage else None
     except Exception as exc:  # one job's failure must not stop the others
-        return JobOutcome(ref.job_id, "failed", f"could not validate: {type(exc).__name__}: {exc}")
+        return JobOutcome(ref.job_id, JobStatus.FAILED, f"could not validate: {type(exc).__name__}: {exc}")
     try:
         if staged:
             staged.publish()
@@ -152,14 +167,14 @@ def _validate_and_store(
     except Exception as exc:  # a broken store, a report without its job state...: this job only
         if staged:
             staged.undo()
-        return JobOutcome(ref.job_id, "failed", f"could not store: {type(exc).__name__}: {exc}")
+        return JobOutcome(ref.job_id, JobStatus.FAILED, f"could not store: {type(exc).__name__}: {exc}")
     if staged:
         staged.finish()
-    names = [a["rule"] for a in fired]
+    names = tuple(a["rule"] for a in fired)
     detail = (
         "stored" if created else "this job state was stored before; alerts it fired then not queued again"
     )
-    return JobOutcome(ref.job_id, "alert" if fired else "ok", detail, names)
+    return JobOutcome(ref.job_id, JobStatus.ALERT if fired else JobStatus.OK, detail, names)
 
 
 def run_batch(
@@ -201,7 +216,7 @@ def run_batch(
         since_at = parse_since(since)
     except ValueError as exc:
         log.error("batch_failed", error=str(exc))
-        return BatchResult([JobOutcome(0, "failed", str(exc))], delivery)
+        return BatchResult((JobOutcome(0, JobStatus.FAILED, str(exc)),), delivery)
     flush()  # what earlier runs could not deliver
     outcomes = []
     for item in jobs:
@@ -215,19 +230,23 @@ def run_batch(
         except Timeout:
             outcome = JobOutcome(
                 ref.job_id,
-                "locked",
+                JobStatus.LOCKED,
                 f"not validated: another run held this job's lock for over {lock_wait_s:g} s",
             )
         except (HistoryError, ValueError) as exc:  # the store, or an unparsable updated_date
-            outcome = JobOutcome(ref.job_id, "failed", str(exc))
+            outcome = JobOutcome(ref.job_id, JobStatus.FAILED, str(exc))
         outcomes.append(outcome)
-        level = "error" if outcome.status == "failed" else "info"
+        level = "error" if outcome.status is JobStatus.FAILED else "info"
         getattr(log, level)(
-            "job_done", job=ref.job_id, status=outcome.status, detail=outcome.detail, alerts=outcome.alerts
+            "job_done",
+            job=ref.job_id,
+            status=outcome.status.value,
+            detail=outcome.detail,
+            alerts=outcome.alerts,
         )
         if outcome.alerts:
             flush()
-    result = BatchResult(outcomes, delivery)
+    result = BatchResult(tuple(outcomes), delivery)
     log.info(
         "batch_done",
         exit_code=result.exit_code,

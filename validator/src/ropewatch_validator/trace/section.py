@@ -15,9 +15,11 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from ropewatch_core.errors import InputError
 from ropewatch_core.jsonio import plain
 from ropewatch_core.spec import ATTRIBUTE, ATTRIBUTE_VALUES, PERSON_LABEL
 
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
     from ropewatch_validator.cvat.fetch import Connection, JobData
     from ropewatch_validator.cvat.frames import FetchFrame
+    from ropewatch_validator.evaluation.match import Settings
     from ropewatch_validator.trace.logs import LogData
 
 OBJECT_COLUMNS = (
@@ -201,22 +204,29 @@ def trace_section(
     )
 
 
-def enrich_report(
-    report: dict,
+@dataclass(frozen=True)
+class TraceOptions:
+    """What ``validate-job --logs`` traces: the log files ('-' = stdin) and how to read them."""
+
+    logs: tuple[str | Path, ...]
+    annotated_before: str | None = None  # ISO time of the auto-annotation (default: job updated_date)
+    required_recall_wrong: float = 0.95
+    pixel_fingerprint: str = "auto"  # or "always" (see needs_pixels)
+    top_mistakes: int = TOP_MISTAKES
+
+
+def trace_job(
     job: JobData,
     conn: Connection,
-    log_paths: Sequence[str | Path],
+    options: TraceOptions,
+    settings: Settings,
     *,
     cache_dir: Path | None = None,
     workers: int = 8,
-    annotated_before: str | None = None,
-    required_recall_wrong: float = 0.95,
     stdin: IO[str] | None = None,
-    pixel_fingerprint: str = "auto",
     progress: Callable[[int], None] | None = None,
-    top_mistakes: int = TOP_MISTAKES,
 ) -> dict:
-    """Add ``report["trace"]`` (and ``model_version`` when the report had none and the logs name one).
+    """The ``trace`` section of one job: its frames fingerprinted, the logs read and joined.
 
     ``trace.mistakes`` holds the ``top_mistakes`` most confident attribute errors with a crop of
     their frame; only those frames are downloaded a second time, and kept in ``cache_dir``.
@@ -226,14 +236,13 @@ def enrich_report(
     from ropewatch_validator.cvat.frames import cvat_frame_fetcher, frame_fingerprints, job_frame_fetcher
     from ropewatch_validator.trace.logs import read_logs
 
-    settings = report.get("settings") or {}
     fetch = cvat_frame_fetcher(conn, job.job_id)
     cache_key: dict[str, Any] = {
         "host": str(job.host),
         "job_id": job.job_id,
         "chunks_updated_date": job.chunks_updated_date or "unknown",
     }
-    pixels = needs_pixels(job.original_chunk_type, pixel_fingerprint)
+    pixels = needs_pixels(job.original_chunk_type, options.pixel_fingerprint)
     fingerprints = frame_fingerprints(
         fetch,
         job.frames.loc[~job.frames["deleted"].astype(bool), "frame"],
@@ -244,38 +253,37 @@ def enrich_report(
         **cache_key,
     )
     keys = set(fingerprints["sha256"].dropna()) | set(fingerprints["pixel_sha256"].dropna())
-    logs = read_logs(log_paths, stdin=stdin, keys=keys)
-    when = annotated_before or job.job_updated_date
+    logs = read_logs(options.logs, stdin=stdin, keys=keys)
+    when = options.annotated_before or job.job_updated_date
     cutoff = pd.Timestamp(when) if when else None
     if cutoff is not None:  # a time without zone is taken as UTC, like the function's log timestamps
         cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
+    values = tuple(settings.values)
+    if len(values) != 2:
+        raise InputError(f"--logs traces the function's two classes: --values must name two, got {values}")
     section = trace_section(
         job,
         logs,
         fingerprints,
-        label=settings.get("label", PERSON_LABEL),
-        attribute=settings.get("attribute", ATTRIBUTE),
-        values=tuple(settings.get("values", ATTRIBUTE_VALUES)),
+        label=settings.label,
+        attribute=settings.attribute,
+        values=(values[0], values[1]),
         cutoff=cutoff,
-        required_recall_wrong=required_recall_wrong,
-        default=label_default(
-            job.labels, settings.get("label", PERSON_LABEL), settings.get("attribute", ATTRIBUTE)
-        ),
+        required_recall_wrong=options.required_recall_wrong,
+        default=label_default(job.labels, settings.label, settings.attribute),
     )
     crop_fetch = job_frame_fetcher(conn, job, cache_dir)
     section["mistakes"] = plain(
         mistake_panel(
-            confident_mistakes(pd.DataFrame(section["objects"]), top_mistakes, section["settings"]["values"]),
+            confident_mistakes(
+                pd.DataFrame(section["objects"]), options.top_mistakes, section["settings"]["values"]
+            ),
             crop_fetch,
             workers,
         )
     )
     section["frames"]["pixel_fingerprint"] = pixels
-    out = dict(report)
-    out["trace"] = section
-    if out.get("model_version") is None and len(section["model_versions"]) == 1:
-        out["model_version"] = section["model_versions"][0]
-    return out
+    return section
 
 
 # ------------------------------------------------------------------------------ most confident mistakes
