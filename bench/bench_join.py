@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ropewatch_validator.cvat.fetch import ConnectionSettings, connect
+from ropewatch_validator.cvat.client import ConnectionSettings, connect
 from ropewatch_validator.cvat.frames import cvat_frame_fetcher, frame_fingerprints
 from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.trace.logs import read_logs

@@ -24,7 +24,7 @@ import tracemalloc
 
 import numpy as np
 
-from ropewatch_validator.cvat import fetch
+from ropewatch_validator.cvat import parse
 from ropewatch_validator.evaluation.match import Settings, match, select
 from ropewatch_validator.render import report
 from ropewatch_validator.render.model import Source
@@ -35,8 +35,8 @@ def shapes_of(n_frames: int, persons: float):
     job = synthetic.generate(
         n_frames, persons_per_frame=persons, p_extra=0.8, real_scores=True, extras=False, seed=7
     )
-    shapes, skipped, _ = fetch.shapes_table(job.annotations, fetch.parse_labels(job.labels), n_frames - 1)
-    return fetch.frames_table(job.meta, 0), shapes, skipped
+    shapes, skipped, _ = parse.shapes_table(job.annotations, parse.parse_labels(job.labels), n_frames - 1)
+    return parse.frames_table(job.meta, 0), shapes, skipped
 
 
 def ours(frames, shapes, skipped) -> str:

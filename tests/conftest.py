@@ -232,7 +232,7 @@ def cvat_schema_errors(cvat_schema_path):
 @pytest.fixture
 def cvat_conn(httpserver):
     """A validator connection (cvat-sdk ApiClient, timeouts, retries) pointed at pytest-httpserver."""
-    from ropewatch_validator.cvat.fetch import ConnectionSettings, connect
+    from ropewatch_validator.cvat.client import ConnectionSettings, connect
 
     return connect(ConnectionSettings(httpserver.url_for("").rstrip("/"), timeout=5.0))
 

@@ -16,7 +16,7 @@ from PIL import Image
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from ropewatch_validator.cvat.fetch import ConnectionSettings, connect
+from ropewatch_validator.cvat.client import ConnectionSettings, connect
 from ropewatch_validator.cvat.frames import cvat_frame_fetcher, frame_fingerprints
 from ropewatch_validator.evaluation.match import Settings
 from ropewatch_validator.sandbox import server as sandbox

@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from ropewatch_core.errors import InputError, ServiceError
-from ropewatch_validator.cvat.fetch import ConnectionSettings, FetchError
+from ropewatch_validator.cvat.client import ConnectionSettings, FetchError
 from ropewatch_validator.evaluation.match import Settings
 from ropewatch_validator.ops.schedule import BatchResult, JobRef
 from ropewatch_validator.render.report import FORMATS
 from ropewatch_validator.trace.section import TraceOptions
 
 if TYPE_CHECKING:
-    from ropewatch_validator.cvat.fetch import Connection, JobData
+    from ropewatch_validator.cvat.client import Connection
+    from ropewatch_validator.cvat.fetch import JobData
     from ropewatch_validator.ops.history import HistoryStore
     from ropewatch_validator.render.model import Report
     from ropewatch_validator.render.thumbs import Thumbnail
@@ -312,7 +313,7 @@ def list_jobs(conn: Connection, jobs: JobSelection, deadline_s: float) -> list[J
 def run_validation(request: ValidateRequest, observer: Observer | None = None) -> BatchResult:
     """Connect, list the jobs, open the store and the rules, then validate every job in one batch
     (per-job locks and isolation, one exit code: ``ops.schedule.run_batch``)."""
-    from ropewatch_validator.cvat.fetch import connect
+    from ropewatch_validator.cvat.client import connect
     from ropewatch_validator.ops.alert import AlertConfig, load_config
     from ropewatch_validator.ops.history import open_store
     from ropewatch_validator.ops.schedule import run_batch

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from ropewatch_validator.app.validate import JobResult, ValidateRequest
-    from ropewatch_validator.cvat.fetch import Connection, ConnectionSettings
+    from ropewatch_validator.cvat.client import Connection, ConnectionSettings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -154,7 +154,7 @@ def check_connection_arguments(args: argparse.Namespace) -> str | None:
 def connection_settings(args: argparse.Namespace) -> ConnectionSettings:
     """The typed connection of the cvat-cli options; the password of ``--auth USER`` comes from
     USER:PASS, env PASS or a prompt (never a traceback without a terminal: cron)."""
-    from ropewatch_validator.cvat.fetch import ConnectionSettings
+    from ropewatch_validator.cvat.client import ConnectionSettings
 
     problem = check_connection_arguments(args)
     if problem:
@@ -178,7 +178,7 @@ def connection_settings(args: argparse.Namespace) -> ConnectionSettings:
 
 def connect_from_args(args: argparse.Namespace) -> Connection:
     """A connection to the server the cvat-cli options name (for every command that reads CVAT)."""
-    from ropewatch_validator.cvat.fetch import connect
+    from ropewatch_validator.cvat.client import connect
 
     return connect(connection_settings(args))
 

@@ -52,7 +52,7 @@ ENV_LOCK_DIR = "ROPEWATCH_LOCK_DIR"
 class JobRef:
     """A job to validate. With ``updated_date`` (and ``host``) known from a listing, an
     unchanged job is skipped before its annotations are fetched; ``state`` is the digest of its
-    deleted frames (``cvat.fetch.deleted_digest``), the part of a job's state no date shows."""
+    deleted frames (``cvat.parse.deleted_digest``), the part of a job's state no date shows."""
 
     job_id: int
     updated_date: str | datetime | None = None

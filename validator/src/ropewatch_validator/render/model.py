@@ -48,7 +48,7 @@ class Source(Part):
     project: int | None = None
     job_updated_date: str | None = None
     job_state: str | None = (
-        None  # digest of what changes the numbers besides updated_date (cvat.fetch.deleted_digest)
+        None  # digest of what changes the numbers besides updated_date (cvat.parse.deleted_digest)
     )
     reference_mode: Literal["manual", "gt-job", "reference-job"] = "manual"
     reference_job: int | None = None

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from ropewatch_validator.cvat.fetch import Connection, JobData
+    from ropewatch_validator.cvat.client import Connection
+    from ropewatch_validator.cvat.fetch import JobData
     from ropewatch_validator.cvat.frames import FetchFrame
     from ropewatch_validator.evaluation.match import Settings
     from ropewatch_validator.trace.logs import LogData
