@@ -222,7 +222,7 @@ def main() -> int:
         t_read = time.perf_counter() - t
         rss_read = peak_rss_mib()
         t = time.perf_counter()
-        trace = trace_section(job, logs, fps, cutoff=pd.Timestamp(CUTOFF))
+        trace = trace_section(job, logs, fps, cutoff=pd.Timestamp(CUTOFF)).model_dump()
         t_join = time.perf_counter() - t
         print(
             f"read logs {t_read:.1f}s ({args.lines / t_read:,.0f} lines/s; "

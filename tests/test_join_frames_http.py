@@ -214,7 +214,7 @@ def test_trace_job_end_to_end_over_http(httpserver: HTTPServer, cvat_conn, tmp_p
     )
     trace = trace_job(
         job, cvat_conn, TraceOptions((log,)), Settings(), cache_dir=tmp_path / "cache", workers=3
-    )
+    ).model_dump()
     counts = trace["lifecycle"]["counts"]
     assert counts == {k: expected[k] for k in counts}
     assert all(v > 0 for k, v in counts.items() if k != "attribute_unmapped"), counts

@@ -79,7 +79,7 @@ def test_handler_records_recover_every_auto_shape(
         chunks_updated_date="2026-11-23T08:00:00Z",
         labels={},  # no label defaults: no mapping check
     )
-    trace = trace_job(job, cvat_conn, TraceOptions((log,)), Settings(), workers=2)
+    trace = trace_job(job, cvat_conn, TraceOptions((log,)), Settings(), workers=2).model_dump()
 
     n_corrected = sum((s["frame"] + (s["shape_id"] - 1) % 2) % 3 == 0 for s in shapes)
     assert trace["lifecycle"]["counts"]["attribute_corrected"] == n_corrected
@@ -94,6 +94,6 @@ def test_handler_records_recover_every_auto_shape(
     # a cutoff before every record (a zone-less time is UTC): the earliest record is used and flagged
     early = trace_job(
         job, cvat_conn, TraceOptions((log,), annotated_before="2000-01-01T00:00:00"), Settings(), workers=2
-    )
+    ).model_dump()
     assert early["frames"]["after_cutoff"] == len(frames)
     assert early["lifecycle"]["counts"] == trace["lifecycle"]["counts"]

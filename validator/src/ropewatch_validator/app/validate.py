@@ -247,7 +247,7 @@ def validate_job(
     from ropewatch_validator.cvat.frames import job_frame_fetcher
     from ropewatch_validator.ops.history import model_version_of
     from ropewatch_validator.render.html import kpi_metrics
-    from ropewatch_validator.render.thumbs import worst_frame_thumbnails
+    from ropewatch_validator.render.thumbs import with_crops, worst_frame_thumbnails
     from ropewatch_validator.trace.section import trace_job
 
     observer = observer or Silent()
@@ -267,7 +267,12 @@ def validate_job(
                 progress=advance,
             )
             observer.frames_done(job_id)
-            versions = trace["model_versions"]
+            # only the mistakes' frames are downloaded a second time (through the frame cache)
+            fetch = job_frame_fetcher(conn, job, options.frame_cache)
+            trace = trace.model_copy(
+                update={"mistakes": with_crops(trace.mistakes, fetch, options.frame_workers)}
+            )
+            versions = trace.model_versions
             version = report.model_version or (versions[0] if len(versions) == 1 else None)
             report = report.with_trace(trace, version)
         thumbnails, baseline = None, None

@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ropewatch_validator.trace import section as trace
-
     p = subparsers.add_parser(
         "validate-job", help="validate the auto-annotation of CVAT jobs", description=__doc__.splitlines()[0]
     )
@@ -99,8 +97,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="report.html draws the worst frames' boxes without downloading the frames",
     )
     add_connection_arguments(p)
-    trace.add_arguments(p)
+    add_trace_arguments(p)
     p.set_defaults(func=run)
+
+
+def add_trace_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``--logs`` options of validate-job (``trace.section.TraceOptions``)."""
+    g = parser.add_argument_group("tracing predictions to requests")
+    g.add_argument(
+        "--logs", nargs="+", metavar="PATH|-", help="function log files ('-' = stdin); adds report.trace"
+    )
+    g.add_argument("--frame-workers", type=int, default=8, help="concurrent frame downloads (default 8)")
+    g.add_argument(
+        "--frame-cache",
+        type=Path,
+        default=Path(".ropewatch/frames"),
+        help="frame and fingerprint cache folder (--logs, report thumbnails)",
+    )
+    g.add_argument(
+        "--pixel-fingerprint",
+        choices=("auto", "always"),
+        default="auto",
+        help="decode frames for pixel_sha256: auto = unless the task's chunks are an imageset",
+    )
+    g.add_argument(
+        "--annotated-before",
+        default=None,
+        help="ISO time of the job's auto-annotation (default: the job's updated_date)",
+    )
+    g.add_argument("--required-recall-wrong", type=float, default=0.95)
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
