@@ -36,7 +36,7 @@ import pandas as pd
 from _protocol import add_arguments, finish, start
 from PIL import Image
 
-from ropewatch_validator.cvat.fetch import connect
+from ropewatch_validator.cvat.client import ConnectionSettings, connect
 from ropewatch_validator.cvat.frames import cvat_frame_fetcher, frame_fingerprints
 from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.trace.logs import read_logs
@@ -166,7 +166,7 @@ def main() -> int:
     with sandbox.serve(state) as (base_url, _), tempfile.TemporaryDirectory() as tmp:
         numbers = list(frames)
         raw = server_throughput(base_url, job_id, numbers, args.workers)
-        fetch = cvat_frame_fetcher(connect(base_url, pool_size=args.workers), job_id)
+        fetch = cvat_frame_fetcher(connect(ConnectionSettings(base_url, pool_size=args.workers)), job_id)
         t = time.perf_counter()
         with ThreadPoolExecutor(args.workers) as pool:
             assert all(pool.map(fetch, numbers))
@@ -231,7 +231,7 @@ def main() -> int:
         t_read = time.perf_counter() - t
         rss_read = peak_rss_mib()
         t = time.perf_counter()
-        trace = trace_section(job, logs, fps, cutoff=pd.Timestamp(CUTOFF))
+        trace = trace_section(job, logs, fps, cutoff=pd.Timestamp(CUTOFF)).model_dump()
         t_join = time.perf_counter() - t
         print(
             f"read logs {t_read:.1f}s ({args.lines / t_read:,.0f} lines/s; "

@@ -28,9 +28,10 @@ import tracemalloc
 import numpy as np
 from _protocol import add_arguments, finish, interleaved, start
 
-from ropewatch_validator.cvat import fetch
+from ropewatch_validator.cvat import parse
 from ropewatch_validator.evaluation.match import Settings, match, select
 from ropewatch_validator.render import report
+from ropewatch_validator.render.model import Source
 from ropewatch_validator.sandbox import synthetic
 
 
@@ -38,23 +39,23 @@ def shapes_of(n_frames: int, persons: float):
     job = synthetic.generate(
         n_frames, persons_per_frame=persons, p_extra=0.8, real_scores=True, extras=False, seed=7
     )
-    data = fetch.job_tables("bench", int(job.job["id"]), job.job, job.labels, job.meta, job.annotations)
-    return data.frames, data.shapes, data.skipped
+    shapes, skipped, _ = parse.shapes_table(job.annotations, parse.parse_labels(job.labels), n_frames - 1)
+    return parse.frames_table(job.meta, 0), shapes, skipped
 
 
 def ours(frames, shapes, skipped) -> str:
     s = Settings()
     pred, ref = match(select(shapes, s, s.pred_sources), select(shapes, s, s.ref_sources), s.iou)
     rep = report.build(
-        source={
-            "host": "bench",
-            "job": 0,
-            "task": 0,
-            "project": None,
-            "job_updated_date": "",
-            "reference_mode": "manual",
-            "reference_job": None,
-        },
+        source=Source(
+            host="bench",
+            job=0,
+            task=0,
+            project=None,
+            job_updated_date="",
+            reference_mode="manual",
+            reference_job=None,
+        ),
         settings=s,
         frames=frames,
         pred=pred,

@@ -232,9 +232,9 @@ def cvat_schema_errors(cvat_schema_path):
 @pytest.fixture
 def cvat_conn(httpserver):
     """A validator connection (cvat-sdk ApiClient, timeouts, retries) pointed at pytest-httpserver."""
-    from ropewatch_validator.cvat.fetch import connect
+    from ropewatch_validator.cvat.client import ConnectionSettings, connect
 
-    return connect(httpserver.url_for("").rstrip("/"), timeout=5.0)
+    return connect(ConnectionSettings(httpserver.url_for("").rstrip("/"), timeout=5.0))
 
 
 # --- the function under Nuclio's real wrapper (../shared/nuclio/processor.py) --------------------

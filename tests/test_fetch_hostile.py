@@ -9,14 +9,14 @@ import time
 import pytest
 from werkzeug.wrappers import Response
 
-from ropewatch_validator.cvat import fetch
+from ropewatch_validator.cvat import client, fetch
 from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.sandbox import synthetic
 from support.hostile import trickling_server
 
 
 def _labels(conn):
-    return fetch.list_all(conn, "labels of job 1", conn.api_client.labels_api.list, job_id=1)
+    return client.list_all(conn, "labels of job 1", conn.api_client.labels_api.list, job_id=1)
 
 
 def test_next_pointing_at_itself_stops_on_the_second_page(httpserver, cvat_conn):
@@ -29,7 +29,7 @@ def test_next_pointing_at_itself_stops_on_the_second_page(httpserver, cvat_conn)
         return Response(json.dumps(body), content_type="application/json")
 
     httpserver.expect_request("/api/labels").respond_with_handler(same_page)
-    with pytest.raises(fetch.FetchError, match=r"labels of job 1 on http://localhost:\d+: paging does not"):
+    with pytest.raises(client.FetchError, match=r"labels of job 1 on http://localhost:\d+: paging does not"):
         _labels(cvat_conn)
     assert seen == ["1", "2"]  # the repeated `next` is caught on page 2, not after thousands
 
@@ -49,7 +49,7 @@ def test_pages_are_capped_by_count(httpserver, cvat_conn):
         )
 
     httpserver.expect_request("/api/labels").respond_with_handler(moving)
-    with pytest.raises(fetch.FetchError, match="page 2 of 2 by count 4"):
+    with pytest.raises(client.FetchError, match="page 2 of 2 by count 4"):
         _labels(cvat_conn)
     assert seen == [1, 2]
 
@@ -67,9 +67,9 @@ def test_list_stops_once_count_items_are_read(httpserver, cvat_conn):
 
 def test_a_trickling_server_is_cut_at_the_request_deadline():
     with trickling_server(0.2) as url:
-        conn = fetch.connect(url, timeout=2.0, retries=1, deadline=1.5)
+        conn = client.connect(client.ConnectionSettings(url, timeout=2.0, retries=1, deadline=1.5))
         start = time.monotonic()
-        with pytest.raises(fetch.FetchError) as err:
+        with pytest.raises(client.FetchError) as err:
             fetch.fetch_job(conn, 1)
         took = time.monotonic() - start
     # each read gets a byte within 0.2 s < --timeout 2, so only the 1.5 s total deadline can end it
@@ -82,36 +82,36 @@ def test_a_trickling_server_is_cut_at_the_request_deadline():
 def test_a_body_that_stalls_past_the_read_timeout_is_one_line():
     """Head sent, then 3 s of silence: the body read times out (before: a raw ReadTimeoutError)."""
     with trickling_server(3.0) as url:
-        conn = fetch.connect(url, timeout=0.5, retries=0, deadline=60)
-        with pytest.raises(fetch.FetchError) as err:
+        conn = client.connect(client.ConnectionSettings(url, timeout=0.5, retries=0, deadline=60))
+        with pytest.raises(client.FetchError) as err:
             fetch.fetch_job(conn, 1)
     assert str(err.value) == f"job 1 on {url}: server not answering (read timed out; --timeout)"
 
 
 def test_the_job_deadline_bounds_every_request_of_the_job():
     with trickling_server(0.2) as url:
-        conn = fetch.connect(url, timeout=2.0, retries=0, deadline=60)
+        conn = client.connect(client.ConnectionSettings(url, timeout=2.0, retries=0, deadline=60))
         start = time.monotonic()
         with (
             conn.job_deadline(1.0),
-            pytest.raises(fetch.FetchError, match="no complete answer before the job's deadline"),
+            pytest.raises(client.FetchError, match="no complete answer before the job's deadline"),
         ):
             fetch.fetch_job(conn, 1)
         assert time.monotonic() - start < 2.5
-        with conn.job_deadline(0.0), pytest.raises(fetch.FetchError, match="the job's deadline has passed"):
+        with conn.job_deadline(0.0), pytest.raises(client.FetchError, match="the job's deadline has passed"):
             fetch.fetch_job(conn, 1)
 
 
 def test_retry_after_is_capped(httpserver, monkeypatch):
     """Retry-After: 20 is waited at most RETRY_AFTER_CAP_S (0.3 s here); the retry then succeeds."""
-    monkeypatch.setattr(fetch, "RETRY_AFTER_CAP_S", 0.3)
+    monkeypatch.setattr(client, "RETRY_AFTER_CAP_S", 0.3)
     httpserver.expect_ordered_request("/api/jobs/1").respond_with_data(
         "busy", status=503, headers={"Retry-After": "20"}
     )
     httpserver.expect_ordered_request("/api/jobs/1").respond_with_json({"id": 1})
-    conn = fetch.connect(httpserver.url_for("").rstrip("/"), retries=1, timeout=5)
+    conn = client.connect(client.ConnectionSettings(httpserver.url_for("").rstrip("/"), retries=1, timeout=5))
     start = time.monotonic()
-    assert fetch.get_json(conn, "job 1", conn.api_client.jobs_api.retrieve, 1) == {"id": 1}
+    assert client.get_json(conn, "job 1", conn.api_client.jobs_api.retrieve, 1) == {"id": 1}
     assert 0.25 < time.monotonic() - start < 3.0
 
 
@@ -127,8 +127,8 @@ def test_non_json_answers_name_host_endpoint_and_what_came_back(
     httpserver, cvat_conn, body, content_type, came_back
 ):
     httpserver.expect_request("/api/jobs/1").respond_with_data(body, content_type=content_type)
-    with pytest.raises(fetch.FetchError) as err:
-        fetch.get_json(cvat_conn, "job 1", cvat_conn.api_client.jobs_api.retrieve, 1)
+    with pytest.raises(client.FetchError) as err:
+        client.get_json(cvat_conn, "job 1", cvat_conn.api_client.jobs_api.retrieve, 1)
     line = str(err.value)
     assert line.startswith(f"job 1 on {cvat_conn.host} (/api/jobs/1): expected JSON, got {came_back}")
     assert "\n" not in line
@@ -137,32 +137,38 @@ def test_non_json_answers_name_host_endpoint_and_what_came_back(
 @pytest.mark.parametrize("body", [[{"id": 1}], {"count": 1}, "text", {"results": {"id": 1}}])
 def test_a_list_answer_without_results_is_one_line(httpserver, cvat_conn, body):
     httpserver.expect_request("/api/labels").respond_with_json(body)
-    with pytest.raises(fetch.FetchError, match=r"labels of job 1 on .*: expected a page with 'results', got"):
+    with pytest.raises(
+        client.FetchError, match=r"labels of job 1 on .*: expected a page with 'results', got"
+    ):
         _labels(cvat_conn)
 
 
 def test_https_to_an_http_port_names_the_tls_failure(httpserver):
-    conn = fetch.connect(httpserver.url_for("").rstrip("/").replace("http://", "https://"), retries=0)
+    conn = client.connect(
+        client.ConnectionSettings(
+            httpserver.url_for("").rstrip("/").replace("http://", "https://"), retries=0
+        )
+    )
     with pytest.raises(
-        fetch.FetchError, match=r"job 1 on https://localhost:\d+: TLS handshake failed, is it"
+        client.FetchError, match=r"job 1 on https://localhost:\d+: TLS handshake failed, is it"
     ):
-        fetch.get_json(conn, "job 1", conn.api_client.jobs_api.retrieve, 1)
+        client.get_json(conn, "job 1", conn.api_client.jobs_api.retrieve, 1)
 
 
 def test_server_url_keeps_a_path_after_the_port_and_drops_credentials():
-    assert fetch.server_url("http://cvat.example.com/cvat", None) == "http://cvat.example.com:8080/cvat"
-    assert fetch.server_url("cvat.example.com/cvat/", 9000) == "http://cvat.example.com:9000/cvat"
-    assert fetch.server_url("https://u:p@cvat.example.com/cvat", None) == "https://cvat.example.com/cvat"
-    assert fetch.server_url("http://u:p@h:81", None) == "http://h:81"
-    assert fetch.redact_url("http://alice:s3cr%40t@h:81/x") == "http://***@h:81/x"
+    assert client.server_url("http://cvat.example.com/cvat", None) == "http://cvat.example.com:8080/cvat"
+    assert client.server_url("cvat.example.com/cvat/", 9000) == "http://cvat.example.com:9000/cvat"
+    assert client.server_url("https://u:p@cvat.example.com/cvat", None) == "https://cvat.example.com/cvat"
+    assert client.server_url("http://u:p@h:81", None) == "http://h:81"
+    assert client.redact_url("http://alice:s3cr%40t@h:81/x") == "http://***@h:81/x"
     for bad in ("http://h:port", "ftp://h", "http://"):
-        with pytest.raises(fetch.FetchError, match="--server-host"):
-            fetch.server_url(bad, None)
+        with pytest.raises(client.FetchError, match="--server-host"):
+            client.server_url(bad, None)
 
 
 def test_credentials_in_the_host_url_are_basic_auth_and_never_the_host():
     state = sandbox.CvatState(basic=("alice", "s3cr:t"))
     state.add(synthetic.generate(4))
     with sandbox.serve(state) as (url, _):
-        conn = fetch.connect(url.replace("http://", "http://alice:s3cr%3At@"))
+        conn = client.connect(client.ConnectionSettings(url.replace("http://", "http://alice:s3cr%3At@")))
         assert conn.host == url and len(fetch.fetch_job(conn, 101).frames) == 4

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from ropewatch_validator.cvat import fetch
+from ropewatch_validator.cvat import client, fetch, parse
 from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.sandbox import synthetic
 
@@ -47,7 +47,7 @@ def test_every_sandbox_body_is_valid_under_cvat_schema(cvat, cvat_schema_errors)
 def test_reads_every_real_dumped_job(cvat, cvat_assets):
     url, state = cvat
     dumped = json.loads((cvat_assets / "annotations.json").read_text())["job"]
-    conn = fetch.connect(url)
+    conn = client.connect(client.ConnectionSettings(url))
     for jid, body in dumped.items():
         job = fetch.fetch_job(conn, int(jid))
         rects = sum(s["type"] == "rectangle" for s in body["shapes"])
@@ -59,7 +59,7 @@ def test_reads_every_real_dumped_job(cvat, cvat_assets):
 
 def test_generated_job_tables(cvat):
     url, _ = cvat
-    job = fetch.fetch_job(fetch.connect(url), 101)
+    job = fetch.fetch_job(client.connect(client.ConnectionSettings(url)), 101)
     assert job.task_id == 11 and job.job_updated_date == synthetic.UPDATED and job.has_score
     assert bool(job.frames.set_index("frame").loc[3, "deleted"]) and 3 not in set(job.shapes["frame"])
     assert job.skipped["polygon"] == 1
@@ -84,7 +84,7 @@ def test_expand_track_hand_case():
             },
         ]
     }
-    rows = fetch.expand_track(track, stop_frame=7)
+    rows = parse.expand_track(track, stop_frame=7)
     assert [r["frame"] for r in rows] == [0, 1, 2, 3, 6, 7]
     # frame 1 is 1/4 of the way to the outside keyframe 4: x1 = 0 + (4 - 0) * 1/4 = 1, x2 = 10 + 4/4 = 11
     assert rows[1]["points"] == [1.0, 0.0, 11.0, 10.0] and rows[1]["attributes"] == [
@@ -105,14 +105,14 @@ def test_expand_track_rotation_takes_the_short_way():
             {"frame": 2, "points": [0, 0, 4, 4], "rotation": 10, "outside": True},
         ]
     }
-    rows = fetch.expand_track(track, stop_frame=5)
+    rows = parse.expand_track(track, stop_frame=5)
     # diff = ((10 - 350 + 180) % 360) - 180 = 20; frame 1: (350 + 20 * 1/2 + 360) % 360 = 0
     assert [(r["frame"], r["rotation"]) for r in rows] == [(0, 350.0), (1, 0.0)]
 
 
 def test_old_server_without_score(cvat):
     url, _ = cvat
-    job = fetch.fetch_job(fetch.connect(url), 102)
+    job = fetch.fetch_job(client.connect(client.ConnectionSettings(url)), 102)
     assert not job.has_score and job.shapes["score"].map(math.isnan).all()
 
 
@@ -120,7 +120,7 @@ def test_retries_5xx_then_succeeds(cvat):
     url, state = cvat
     state.fail(503, count=2, path_contains="/annotations")
     state.fail(429, count=1, path_contains="/data/meta")
-    job = fetch.fetch_job(fetch.connect(url), 101)
+    job = fetch.fetch_job(client.connect(client.ConnectionSettings(url)), 101)
     assert len(job.shapes) > 0
     assert sum("/api/jobs/101/annotations" in p for p in state.requests) == 3
 
@@ -128,46 +128,56 @@ def test_retries_5xx_then_succeeds(cvat):
 def test_5xx_beyond_retries_is_a_one_line_error(cvat):
     url, state = cvat
     state.fail(500, count=10, path_contains="/annotations")
-    with pytest.raises(fetch.FetchError, match=r"annotations of job 101 on .*: HTTP 500"):
-        fetch.fetch_job(fetch.connect(url, retries=2), 101)
+    with pytest.raises(client.FetchError, match=r"annotations of job 101 on .*: HTTP 500"):
+        fetch.fetch_job(client.connect(client.ConnectionSettings(url, retries=2)), 101)
 
 
 def test_auth_errors_name_the_problem_and_hide_the_secret(cvat):
     url, state = cvat
     state.token = "t0ps3cret"
-    with pytest.raises(fetch.FetchError) as exc:
-        fetch.fetch_job(fetch.connect(url, token="wrong-token"), 101)
+    with pytest.raises(client.FetchError) as exc:
+        fetch.fetch_job(client.connect(client.ConnectionSettings(url, token="wrong-token")), 101)
     assert "authentication failed" in str(exc.value) and "wrong-token" not in str(exc.value)
-    assert len(fetch.fetch_job(fetch.connect(url, token="t0ps3cret"), 101).shapes) > 0
+    assert (
+        len(fetch.fetch_job(client.connect(client.ConnectionSettings(url, token="t0ps3cret")), 101).shapes)
+        > 0
+    )
     state.token, state.basic = None, ("alice", "pw")
-    assert len(fetch.fetch_job(fetch.connect(url, auth="alice:pw"), 101).shapes) > 0
+    assert (
+        len(
+            fetch.fetch_job(
+                client.connect(client.ConnectionSettings(url, basic_auth=("alice", "pw"))), 101
+            ).shapes
+        )
+        > 0
+    )
 
 
 def test_not_found_names_what(cvat):
     url, _ = cvat
-    with pytest.raises(fetch.FetchError, match="job 424242 on .*: not found"):
-        fetch.fetch_job(fetch.connect(url), 424242)
+    with pytest.raises(client.FetchError, match="job 424242 on .*: not found"):
+        fetch.fetch_job(client.connect(client.ConnectionSettings(url)), 424242)
 
 
 def test_timeout_and_unreachable_are_clear_errors(cvat):
     url, state = cvat
     state.fail(0, count=5, path_contains="/api/jobs/101", delay_s=1.5)
-    with pytest.raises(fetch.FetchError, match="not answering"):
-        fetch.fetch_job(fetch.connect(url, timeout=0.3, retries=0), 101)
-    with pytest.raises(fetch.FetchError, match="unreachable"):
-        fetch.fetch_job(fetch.connect("http://127.0.0.1:9", retries=1), 101)
+    with pytest.raises(client.FetchError, match="not answering"):
+        fetch.fetch_job(client.connect(client.ConnectionSettings(url, timeout=0.3, retries=0)), 101)
+    with pytest.raises(client.FetchError, match="unreachable"):
+        fetch.fetch_job(client.connect(client.ConnectionSettings("http://127.0.0.1:9", retries=1)), 101)
 
 
 def test_paging_reads_every_page(cvat):
     url, state = cvat
-    jobs = fetch.find_jobs(fetch.connect(url))
+    jobs = fetch.find_jobs(client.connect(client.ConnectionSettings(url)))
     assert sorted(j["id"] for j in jobs) == sorted(state.jobs)
     assert len(jobs) > 10  # more than one default page
 
 
 def test_server_url_rules():
-    assert fetch.server_url("cvat.example", None) == "http://cvat.example:8080"
-    assert fetch.server_url("https://cvat.example", None) == "https://cvat.example"
-    assert fetch.server_url("http://h", 9000) == "http://h:9000"
-    with pytest.raises(fetch.FetchError):
-        fetch.server_url("http://h:1", 2)
+    assert client.server_url("cvat.example", None) == "http://cvat.example:8080"
+    assert client.server_url("https://cvat.example", None) == "https://cvat.example"
+    assert client.server_url("http://h", 9000) == "http://h:9000"
+    with pytest.raises(client.FetchError):
+        client.server_url("http://h:1", 2)

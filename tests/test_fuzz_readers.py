@@ -13,7 +13,7 @@ import pandas as pd
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ropewatch_validator.cvat import fetch
+from ropewatch_validator.cvat import client, fetch
 from ropewatch_validator.trace.logs import read_logs
 
 HOST = "http://cvat.test:8080"
@@ -90,7 +90,7 @@ job = body(
 def read_or_refuse(*bodies):
     try:
         data = fetch.job_tables(HOST, 1, *bodies)
-    except fetch.FetchError as exc:
+    except client.FetchError as exc:
         message = str(exc)
         assert message.startswith(f"job 1 on {HOST}: ") and "\n" not in message
         return None
@@ -155,7 +155,7 @@ page = body(
 @FUZZ
 @given(st.lists(page | json_values, min_size=1, max_size=6))
 def test_paging_always_ends_with_the_items_or_one_line(pages):
-    conn = fetch.Connection(host=HOST, api_client=None, deadline_s=5.0)
+    conn = client.Connection(host=HOST, api_client=None, deadline_s=5.0)
     calls = []
     method = fake_endpoint(pages)
 
@@ -164,8 +164,8 @@ def test_paging_always_ends_with_the_items_or_one_line(pages):
         return method(**kwargs)
 
     try:
-        items = fetch.list_all(conn, "labels", counted)
-    except fetch.FetchError as exc:
+        items = client.list_all(conn, "labels", counted)
+    except client.FetchError as exc:
         assert str(exc).startswith(f"labels on {HOST}") and "\n" not in str(exc)
         return
     assert isinstance(items, list) and calls == list(range(1, len(calls) + 1))

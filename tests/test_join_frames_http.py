@@ -16,10 +16,11 @@ from PIL import Image
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from ropewatch_validator.cvat.fetch import connect
+from ropewatch_validator.cvat.client import ConnectionSettings, connect
 from ropewatch_validator.cvat.frames import cvat_frame_fetcher, frame_fingerprints
+from ropewatch_validator.evaluation.match import Settings
 from ropewatch_validator.sandbox import server as sandbox
-from ropewatch_validator.trace.section import enrich_report
+from ropewatch_validator.trace.section import TraceOptions, trace_job
 from support.tracegen import records_for_job
 
 
@@ -130,7 +131,7 @@ def test_a_stalled_frame_times_out_alone(tmp_path) -> None:
     state = sandbox.CvatState(frames={(5, n): data for n, data in frames.items()})
     state.fail(0, count=1, path_contains="number=3&", delay_s=4.0)
     with sandbox.serve(state) as (url, _):
-        fetch = cvat_frame_fetcher(connect(url, timeout=0.5, retries=0), 5)
+        fetch = cvat_frame_fetcher(connect(ConnectionSettings(url, timeout=0.5, retries=0)), 5)
         started = time.perf_counter()
         out = frame_fingerprints(
             fetch,
@@ -151,7 +152,7 @@ def test_a_stalled_frame_times_out_alone(tmp_path) -> None:
     }
 
 
-def test_enrich_report_end_to_end_over_http(httpserver: HTTPServer, cvat_conn, tmp_path) -> None:
+def test_trace_job_end_to_end_over_http(httpserver: HTTPServer, cvat_conn, tmp_path) -> None:
     """Logs written for known frames; the validator downloads the frames and recovers every object."""
     rng = np.random.default_rng(4)
     frames = {n: _png(100 + n) for n in range(12)}
@@ -211,9 +212,9 @@ def test_enrich_report_end_to_end_over_http(httpserver: HTTPServer, cvat_conn, t
         chunks_updated_date="2026-11-23T08:00:00Z",
         labels={},  # no label defaults: no mapping check
     )
-    report = {"schema_version": "1.0", "model_version": None, "settings": {"label": "person"}}
-    out = enrich_report(report, job, cvat_conn, [log], cache_dir=tmp_path / "cache", workers=3)
-    trace = out["trace"]
+    trace = trace_job(
+        job, cvat_conn, TraceOptions((log,)), Settings(), cache_dir=tmp_path / "cache", workers=3
+    ).model_dump()
     counts = trace["lifecycle"]["counts"]
     assert counts == {k: expected[k] for k in counts}
     assert all(v > 0 for k, v in counts.items() if k != "attribute_unmapped"), counts
@@ -221,7 +222,7 @@ def test_enrich_report_end_to_end_over_http(httpserver: HTTPServer, cvat_conn, t
     assert trace["frames"]["by_pixel_sha256"] == expected["by_pixel_sha256"] > 0
     assert trace["frames"]["pixel_fingerprint"] is True
     assert trace["frames"]["reruns"] == expected["reruns"] > 0 and trace["frames"]["unjoined_frames"] == [11]
-    assert trace["logs"]["skipped"] == 1 and out["model_version"] == "test-v1" and report.get("trace") is None
+    assert trace["logs"]["skipped"] == 1 and trace["model_versions"] == ["test-v1"]
     for o in trace["objects"]:
         if o["request_id"] is not None:
             box = next(r for r in records if r["request_id"] == o["request_id"])["detections"][

@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ropewatch_validator.trace.section import confident_mistakes, crop_png, mistake_panel
+from ropewatch_validator.render.thumbs import crop_png, with_crops
+from ropewatch_validator.trace.model import Mistake
+from ropewatch_validator.trace.section import confident_mistakes
 
 
 def _decode(b64: str) -> np.ndarray:
@@ -64,28 +66,24 @@ def test_a_frame_that_cannot_be_downloaded_leaves_a_note_not_a_failure() -> None
         asked.append(n)
         return frames[n]
 
-    mistakes = pd.DataFrame(
-        {
-            "frame": [1, 9, 1],
-            "shape_id": [1, 2, 3],
-            "state": "attribute_corrected",
-            "final_value": "wrong",
-            "logged_value": "correct",
-            "p_correct": [0.9, 0.8, 0.7],
-            "confidence": [0.9, 0.8, 0.7],
-            "thr": 0.5,
-            "x1": 5.0,
-            "y1": 5.0,
-            "x2": 20.0,
-            "y2": 30.0,
-        }
-    )
-    rows = mistake_panel(mistakes, fetch, workers=2)
+    mistakes = [
+        Mistake(
+            frame=frame,
+            shape_id=shape,
+            state="attribute_corrected",
+            final_value="wrong",
+            logged_value="correct",
+            p_correct=p,
+            confidence=p,
+            thr=0.5,
+            x1=5.0,
+            y1=5.0,
+            x2=20.0,
+            y2=30.0,
+        )
+        for frame, shape, p in [(1, 1, 0.9), (9, 2, 0.8), (1, 3, 0.7)]
+    ]
+    rows = with_crops(mistakes, fetch, workers=2)
     assert sorted(asked) == [1, 9]  # one download per frame
-    assert [r["shape_id"] for r in rows] == [1, 2, 3]
-    assert (
-        rows[0]["crop"]
-        and rows[2]["crop"]
-        and rows[1]["crop"] is None
-        and "KeyError" in rows[1]["crop_error"]
-    )
+    assert [r.shape_id for r in rows] == [1, 2, 3]
+    assert rows[0].crop and rows[2].crop and rows[1].crop is None and "KeyError" in (rows[1].crop_error or "")

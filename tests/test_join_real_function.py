@@ -14,7 +14,8 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from ropewatch_validator.cli.demo import call_handler, init_function, load_function_module
-from ropewatch_validator.trace.section import enrich_report
+from ropewatch_validator.evaluation.match import Settings
+from ropewatch_validator.trace.section import TraceOptions, trace_job
 
 
 def _jpeg(seed: int) -> bytes:
@@ -78,7 +79,7 @@ def test_handler_records_recover_every_auto_shape(
         chunks_updated_date="2026-11-23T08:00:00Z",
         labels={},  # no label defaults: no mapping check
     )
-    trace = enrich_report({"settings": {}}, job, cvat_conn, [log], workers=2)["trace"]
+    trace = trace_job(job, cvat_conn, TraceOptions((log,)), Settings(), workers=2).model_dump()
 
     n_corrected = sum((s["frame"] + (s["shape_id"] - 1) % 2) % 3 == 0 for s in shapes)
     assert trace["lifecycle"]["counts"]["attribute_corrected"] == n_corrected
@@ -91,8 +92,8 @@ def test_handler_records_recover_every_auto_shape(
         assert obj["logit"] == det["logit"] and obj["p_correct"] == det["p_correct"]
         assert obj["logged_value"] == det["safety_rope_use"] and obj["model_version"] == "tiny-v1"
     # a cutoff before every record (a zone-less time is UTC): the earliest record is used and flagged
-    early = enrich_report(
-        {"settings": {}}, job, cvat_conn, [log], workers=2, annotated_before="2000-01-01T00:00:00"
-    )
-    assert early["trace"]["frames"]["after_cutoff"] == len(frames)
-    assert early["trace"]["lifecycle"]["counts"] == trace["lifecycle"]["counts"]
+    early = trace_job(
+        job, cvat_conn, TraceOptions((log,), annotated_before="2000-01-01T00:00:00"), Settings(), workers=2
+    ).model_dump()
+    assert early["frames"]["after_cutoff"] == len(frames)
+    assert early["lifecycle"]["counts"] == trace["lifecycle"]["counts"]

@@ -84,7 +84,7 @@ def test_trace_section_counts_every_state_exactly(tmp_path) -> None:
         for src, key in (("auto", "unjoined_auto"), ("semi-auto", "unjoined_semi_auto")):
             n = int((failed_frame["source"] == src).sum())
             expected[key] += n
-    trace = trace_section(job, read_logs([log]), fps, cutoff=pd.Timestamp(CUTOFF))
+    trace = trace_section(job, read_logs([log]), fps, cutoff=pd.Timestamp(CUTOFF)).model_dump()
     json.dumps(trace, allow_nan=False)  # strict JSON
 
     counts = trace["lifecycle"]["counts"]

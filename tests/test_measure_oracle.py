@@ -13,10 +13,11 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from ropewatch_validator.cvat import fetch
+from ropewatch_validator.cvat import parse
 from ropewatch_validator.evaluation import measure, patterns
 from ropewatch_validator.evaluation.match import Settings, iou_matrix, match, select
 from ropewatch_validator.render import report
+from ropewatch_validator.render.model import Source
 from ropewatch_validator.sandbox import synthetic
 
 S = Settings()
@@ -43,7 +44,7 @@ def matched(pred_rows, ref_rows, pred_source="auto", iou=0.5):
 
 def generated(n=120, **kw):
     job = synthetic.generate(n, **kw)
-    shapes, skipped, _ = fetch.shapes_table(job.annotations, fetch.parse_labels(job.labels), n - 1)
+    shapes, skipped, _ = parse.shapes_table(job.annotations, parse.parse_labels(job.labels), n - 1)
     pred, ref = match(select(shapes, S, S.pred_sources), select(shapes, S, S.ref_sources), S.iou)
     return job, pred, ref, skipped
 
@@ -163,17 +164,17 @@ def test_no_ap_without_real_scores():
 
 def test_report_counts_and_breakdowns_are_consistent():
     job, pred, ref, skipped = generated()
-    frames = fetch.frames_table(job.job, job.meta)
+    frames = parse.frames_table(job.job, job.meta)
     rep = report.build(
-        source={
-            "host": "h",
-            "job": 1,
-            "task": 2,
-            "project": None,
-            "job_updated_date": "d",
-            "reference_mode": "manual",
-            "reference_job": None,
-        },
+        source=Source(
+            host="h",
+            job=1,
+            task=2,
+            project=None,
+            job_updated_date="d",
+            reference_mode="manual",
+            reference_job=None,
+        ),
         settings=S,
         frames=frames,
         pred=pred,

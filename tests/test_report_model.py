@@ -11,7 +11,9 @@ from pydantic import ValidationError
 
 from ropewatch_validator.evaluation.match import Settings, match, select
 from ropewatch_validator.render import report as rpt
-from ropewatch_validator.render.model import SCHEMA_PATH, Report, check_metric, json_schema
+from ropewatch_validator.render.model import SCHEMA_PATH, Report, Source, check_metric, json_schema
+from ropewatch_validator.trace.model import Trace
+from support.reports import TRACE_FRAMES, TRACE_SETTINGS
 
 SOURCE = {
     "host": "http://cvat.local:8080",
@@ -46,7 +48,9 @@ def _two_frame_report(values=("wrong", "correct")):
     pred, ref = match(
         select(shapes, settings, settings.pred_sources), select(shapes, settings, settings.ref_sources)
     )
-    return rpt.build(source=SOURCE, settings=settings, frames=frames, pred=pred, ref=ref, skipped={})
+    return rpt.build(
+        source=Source(**SOURCE), settings=settings, frames=frames, pred=pred, ref=ref, skipped={}
+    )
 
 
 def test_built_report_validates_against_the_committed_schema_and_round_trips() -> None:
@@ -122,8 +126,8 @@ def test_metric_paths_are_checked_against_the_model(path, problem) -> None:
 def test_summary_empties_every_per_object_table_and_stays_a_report(make_report) -> None:
     trace = {
         "logs": {},
-        "frames": {},
-        "settings": {},
+        "frames": TRACE_FRAMES,
+        "settings": TRACE_SETTINGS,
         "model_versions": ["v1"],
         "lifecycle": {
             "counts": {"accepted": 1},
@@ -141,9 +145,9 @@ def test_summary_empties_every_per_object_table_and_stays_a_report(make_report) 
         "calibration": None,
         "scores": {"logit": [0.5], "p_correct": [0.62], "y": [1]},
         "objects": [{"frame": 0, "state": "accepted"}],
-        "mistakes": [{"frame": 0, "crop": "iVBORw0KGgo="}],
+        "mistakes": [{"frame": 0, "state": "attribute_corrected", "crop": "iVBORw0KGgo="}],
     }
-    report = make_report().with_trace(trace, "v1")
+    report = make_report().with_trace(Trace.model_validate(trace), "v1")
     summary = Report.model_validate(report.summary())
     assert summary.objects.rows == [] and summary.objects.columns == report.objects.columns
     assert summary.trace.objects == [] and summary.trace.mistakes == [] and summary.trace.scores.logit == []

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ropewatch_validator.render.model import Report
+from ropewatch_validator.trace.model import Trace
 
 
 def build_report(
@@ -109,13 +110,36 @@ def build_report(
     )
 
 
+# the trace blocks a report made with --logs always has, for traced reports built by hand
+TRACE_FRAMES = {
+    "frames": 1,
+    "joined": 1,
+    "by_sha256": 1,
+    "by_pixel_sha256": 0,
+    "unjoined": 0,
+    "unjoined_frames": [],
+    "reruns": 0,
+    "after_cutoff": 0,
+    "cutoff": None,
+    "rule": "latest record at or before cutoff, else earliest after it (flagged)",
+}
+TRACE_SETTINGS = {
+    "box_tolerance_px": 0.5,
+    "edited_iou": 0.5,
+    "label": "person",
+    "attribute": "safety_rope_use",
+    "values": ["wrong", "correct"],
+    "ece": "top-label, 15 equal-width bins",
+}
+
+
 def traced_report(z: np.ndarray, y: np.ndarray, versions: Sequence[str] = ("v1",)) -> Report:
     """A report traced with ``--logs`` whose ``trace.scores`` are logits ``z`` and final values ``y``."""
     n = int(np.size(y))
     trace = {
         "logs": {},
-        "frames": {},
-        "settings": {},
+        "frames": TRACE_FRAMES,
+        "settings": TRACE_SETTINGS,
         "model_versions": list(versions),
         "lifecycle": {
             "counts": {"accepted": n},
@@ -139,5 +163,5 @@ def traced_report(z: np.ndarray, y: np.ndarray, versions: Sequence[str] = ("v1",
         "objects": [],
     }
     return build_report(job=7, task=3, host="http://cvat").with_trace(
-        trace, versions[0] if versions else None
+        Trace.model_validate(trace), versions[0] if versions else None
     )

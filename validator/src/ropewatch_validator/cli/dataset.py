@@ -130,8 +130,8 @@ def run(args: argparse.Namespace) -> int:
     from ropewatch_core.model.checkpoint import CheckpointError, read_checkpoint
     from ropewatch_core.model.fast_filter import DEFAULT_EXPAND
     from ropewatch_validator.cli.filter_data import write_manifest
-    from ropewatch_validator.cli.validate import check_connection_arguments
-    from ropewatch_validator.cvat.fetch import FetchError, connect_from_args, find_jobs
+    from ropewatch_validator.cli.validate import check_connection_arguments, connect_from_args
+    from ropewatch_validator.cvat.fetch import FetchError, find_jobs
 
     def fail(problem: str) -> int:
         print(f"ropewatch dataset build: {problem}", file=sys.stderr)

@@ -8,6 +8,7 @@ locked by another run after waiting --job-deadline seconds was not validated: ex
 from __future__ import annotations
 
 import argparse
+import getpass
 import math
 import os
 import sys
@@ -18,15 +19,15 @@ from ropewatch_core.errors import InputError
 from ropewatch_core.spec import ATTRIBUTE, ATTRIBUTE_VALUES, PERSON_LABEL
 
 if TYPE_CHECKING:
-    from ropewatch_validator.cvat.fetch import Connection, JobData
-    from ropewatch_validator.evaluation.match import Settings
-    from ropewatch_validator.ops.schedule import JobRef
-    from ropewatch_validator.render.model import Report
+    from collections.abc import Callable
+
+    from rich.progress import Progress, TaskID
+
+    from ropewatch_validator.app.validate import JobResult, ValidateRequest
+    from ropewatch_validator.cvat.client import Connection, ConnectionSettings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ropewatch_validator.trace import section as trace
-
     p = subparsers.add_parser(
         "validate-job", help="validate the auto-annotation of CVAT jobs", description=__doc__.splitlines()[0]
     )
@@ -96,12 +97,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="report.html draws the worst frames' boxes without downloading the frames",
     )
     add_connection_arguments(p)
-    trace.add_arguments(p)
+    add_trace_arguments(p)
     p.set_defaults(func=run)
 
 
+def add_trace_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``--logs`` options of validate-job (``trace.section.TraceOptions``)."""
+    g = parser.add_argument_group("tracing predictions to requests")
+    g.add_argument(
+        "--logs", nargs="+", metavar="PATH|-", help="function log files ('-' = stdin); adds report.trace"
+    )
+    g.add_argument("--frame-workers", type=int, default=8, help="concurrent frame downloads (default 8)")
+    g.add_argument(
+        "--frame-cache",
+        type=Path,
+        default=Path(".ropewatch/frames"),
+        help="frame and fingerprint cache folder (--logs, report thumbnails)",
+    )
+    g.add_argument(
+        "--pixel-fingerprint",
+        choices=("auto", "always"),
+        default="auto",
+        help="decode frames for pixel_sha256: auto = unless the task's chunks are an imageset",
+    )
+    g.add_argument(
+        "--annotated-before",
+        default=None,
+        help="ISO time of the job's auto-annotation (default: the job's updated_date)",
+    )
+    g.add_argument("--required-recall-wrong", type=float, default=0.95)
+
+
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    """cvat-cli's connection options (read by ``ropewatch_validator.cvat.fetch.connect_from_args``)."""
+    """cvat-cli's connection options (read by :func:`connection_settings`)."""
     parser.add_argument(
         "--server-host",
         default=os.environ.get("CVAT_SERVER_HOST", "localhost"),
@@ -148,10 +176,55 @@ def check_connection_arguments(args: argparse.Namespace) -> str | None:
     return None
 
 
+def connection_settings(args: argparse.Namespace) -> ConnectionSettings:
+    """The typed connection of the cvat-cli options; the password of ``--auth USER`` comes from
+    USER:PASS, env PASS or a prompt (never a traceback without a terminal: cron)."""
+    from ropewatch_validator.cvat.client import ConnectionSettings
+
+    problem = check_connection_arguments(args)
+    if problem:
+        raise InputError(problem)
+    basic = None
+    if args.auth:
+        user, _, password = args.auth.partition(":")
+        basic = (user, password or os.environ.get("PASS") or _prompt_password(user))
+    return ConnectionSettings(
+        host=args.server_host,
+        port=args.server_port,
+        basic_auth=basic,
+        token=None if args.auth else os.environ.get("CVAT_ACCESS_TOKEN"),
+        token_type=args.token_type,
+        timeout=args.timeout,
+        retries=args.retries,
+        pool_size=max(16, getattr(args, "frame_workers", 0)),  # one connection per frame worker
+        deadline=args.deadline,
+    )
+
+
+def connect_from_args(args: argparse.Namespace) -> Connection:
+    """A connection to the server the cvat-cli options name (for every command that reads CVAT)."""
+    from ropewatch_validator.cvat.client import connect
+
+    return connect(connection_settings(args))
+
+
+def _prompt_password(user: str) -> str:
+    if not sys.stdin.isatty():
+        raise InputError(f"no password for {user}: give --auth USER:PASS or env PASS (no terminal to prompt)")
+    try:
+        return getpass.getpass(f"password for {user}: ")
+    except (EOFError, KeyboardInterrupt):
+        raise InputError(f"no password for {user}") from None
+
+
 def check_arguments(args: argparse.Namespace) -> str | None:
     """The first unusable option of validate-job in one line (nothing is fetched or stored), or None."""
     from ropewatch_validator.ops.schedule import parse_since
+    from ropewatch_validator.render.report import FORMATS
 
+    formats = [f for f in args.format.split(",") if f]
+    if not set(formats) <= set(FORMATS):
+        return f"--format takes {','.join(FORMATS)}, got {args.format}"
     if not (0.0 < args.iou <= 1.0):  # NaN fails both comparisons
         return f"--iou must be in (0, 1], got {args.iou}"
     if not (0.0 <= args.low_iou <= 1.0):
@@ -176,14 +249,16 @@ def check_arguments(args: argparse.Namespace) -> str | None:
     return check_connection_arguments(args)
 
 
-class BadReference(InputError):
-    """The reference asked for cannot be a reference of this job (itself, or not its task's GT job)."""
-
-
-def settings_from_args(args: argparse.Namespace) -> Settings:
+def request_from_args(args: argparse.Namespace) -> ValidateRequest:
+    """The typed request of one validate-job run; an InputError names the first unusable option."""
+    from ropewatch_validator.app.validate import JobSelection, ValidateOptions, ValidateRequest
     from ropewatch_validator.evaluation.match import Settings
+    from ropewatch_validator.trace.section import TraceOptions
 
-    return Settings(
+    problem = check_arguments(args)
+    if problem:
+        raise InputError(problem)
+    settings = Settings(
         iou=args.iou,
         low_iou=args.low_iou,
         label=args.label,
@@ -193,250 +268,89 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ref_sources=tuple(args.ref_sources.split(",")),
         matching=args.matching,
     )
-
-
-def evaluate(
-    conn: Connection,
-    job_id: int,
-    settings: Settings,
-    *,
-    gt_job: str | None = None,
-    reference_job: int | None = None,
-    model_version: str | None = None,
-) -> tuple[Report, JobData]:
-    """Report dict and the fetched job (``--logs`` needs it) for one job against its reference."""
-    from ropewatch_validator.cvat.fetch import FetchError, fetch_honeypots, fetch_job, find_jobs, get_json
-    from ropewatch_validator.evaluation.drops import unknown_sources, value_drops
-    from ropewatch_validator.evaluation.match import match, onto_job_frames, other_labels, pair_frames, select
-    from ropewatch_validator.render import report as rpt
-
-    if reference_job is not None and reference_job == job_id:
-        raise BadReference(f"--reference-job {reference_job} is the job itself")
-    job = fetch_job(conn, job_id)
-    frames, mode, other = job.frames, "manual", None
-    if gt_job is not None or reference_job is not None:
-        if reference_job is not None:
-            mode, other = "reference-job", reference_job
-        elif gt_job == "auto":
-            found = find_jobs(conn, task_id=job.task_id, job_type="ground_truth")
-            if not found:
-                raise FetchError(f"task {job.task_id} on {conn.host} has no Ground Truth job")
-            mode, other = "gt-job", found[0]["id"]
-        else:
-            mode, other = "gt-job", int(str(gt_job))
-        if mode == "gt-job":
-            task = get_json(conn, f"task {job.task_id}", conn.api_client.tasks_api.retrieve, job.task_id)
-            if task.get("validation_mode") == "gt_pool":  # honeypots show validation frames (CVAT >= 2.22)
-                honeypots = fetch_honeypots(conn, job_id)
-                job.frames["real_frame"] = [honeypots.get(int(f), int(f)) for f in job.frames["frame"]]
-        if other == job_id:
-            raise BadReference(f"--{mode} {other} is the job itself")
-        ref_job = fetch_job(conn, other)
-        if mode == "gt-job" and (ref_job.job_type != "ground_truth" or ref_job.task_id != job.task_id):
-            raise BadReference(
-                f"--gt-job {other} is not a Ground Truth job of task {job.task_id} "
-                f"(it is a {ref_job.job_type} job of task {ref_job.task_id})"
-            )
-        pairs = pair_frames(job.frames, ref_job.frames, by_real_frame=mode == "gt-job")
-        frames = job.frames[job.frames["frame"].isin(pairs["frame"])].reset_index(drop=True)
-        live = pairs["frame"].to_numpy()
-        pred = select(job.shapes, settings, settings.pred_sources, live)
-        ref = onto_job_frames(
-            select(ref_job.shapes, settings, tuple(ref_job.shapes["source"].unique())), pairs
+    trace = (
+        TraceOptions(
+            logs=tuple(args.logs),
+            annotated_before=args.annotated_before,
+            required_recall_wrong=args.required_recall_wrong,
+            pixel_fingerprint=args.pixel_fingerprint,
         )
-        skipped = (
-            job.skipped
-            + ref_job.skipped
-            + other_labels(job.shapes, settings, live)
-            + other_labels(ref_job.shapes, settings, pairs["ref_frame"].to_numpy())
-        )
-        dropped = job.dropped + ref_job.dropped
-    else:
-        pred = select(job.shapes, settings, settings.pred_sources)
-        ref = select(job.shapes, settings, settings.ref_sources)
-        skipped = job.skipped + other_labels(job.shapes, settings)
-        dropped = job.dropped
-    sizes = {
-        int(f): (int(w), int(h)) for f, w, h in frames[["frame", "width", "height"]].itertuples(index=False)
-    }
-    pred, ref = match(pred, ref, settings.iou, rule=settings.matching, sizes=sizes)
-    source = {
-        "host": conn.host,
-        "job": job_id,
-        "task": job.task_id,
-        "project": job.project_id,
-        "job_updated_date": job.job_updated_date,
-        "job_state": job.state,
-        "reference_mode": mode,
-        "reference_job": other,
-        "server_has_score": job.has_score,
-    }
-    report = rpt.build(
-        source=source,
-        settings=settings,
-        frames=frames,
-        pred=pred,
-        ref=ref,
-        skipped=skipped,
-        dropped=dropped
-        + unknown_sources(job.shapes, settings)
-        + value_drops(pred, settings, "prediction")
-        + value_drops(ref, settings, "reference"),
-        model_version=model_version,
+        if args.logs
+        else None
     )
-    return report, job
+    options = ValidateOptions(
+        settings=settings,
+        gt_job=None if args.gt_job is None else "auto" if args.gt_job == "auto" else int(args.gt_job),
+        reference_job=args.reference_job,
+        model_version=args.model_version,
+        out=args.out,
+        formats=tuple(f for f in args.format.split(",") if f),
+        frame_cache=args.frame_cache,
+        frame_workers=args.frame_workers,
+        thumbnails=not args.no_thumbnails,
+        trace=trace,
+        job_deadline_s=args.job_deadline,
+        since=args.since,
+        force=args.force,
+    )
+    return ValidateRequest(
+        connection=connection_settings(args),
+        jobs=JobSelection(tuple(args.job_ids), args.task, args.project),
+        options=options,
+        db=args.db,
+        rules=args.rules,
+    )
 
 
-def _job_refs(conn: Connection, args: argparse.Namespace) -> list[JobRef]:
-    from ropewatch_validator.cvat.fetch import fetch_job_state, find_jobs
-    from ropewatch_validator.ops.schedule import JobRef
+class TerminalObserver:
+    """Progress bars on stderr; per job its warnings (always) and its summary (unless --quiet)."""
 
-    refs = [JobRef(j, None, conn.host) for j in args.job_ids]  # locks are per (host, job)
-    for scope in (
-        {"task_id": args.task} if args.task else None,
-        {"project_id": args.project} if args.project else None,
-    ):
-        if scope:
-            # the deleted frames are part of a job's state (no date moves when they change): one meta
-            # request per listed job, so an unchanged job is still skipped before its annotations are read
-            refs += [
-                JobRef(j["id"], j.get("updated_date"), conn.host, fetch_job_state(conn, j["id"]))
-                for j in find_jobs(conn, job_type="annotation", **scope)
-            ]
-    return refs
+    def __init__(self, progress: Progress, jobs: TaskID, quiet: bool) -> None:
+        self.progress, self.jobs, self.quiet = progress, jobs, quiet
+        self.frames_bar: TaskID | None = None
+
+    def listed(self, jobs: int) -> None:
+        self.progress.update(self.jobs, total=jobs)
+
+    def phase(self, job_id: int, what: str) -> None:
+        self.progress.update(self.jobs, description=f"job {job_id}: {what}")
+
+    def frames(self, job_id: int, total: int) -> Callable[[int], None]:
+        bar = self.frames_bar = self.progress.add_task(f"job {job_id}: frames", total=total)
+        return lambda n: self.progress.advance(bar, n)
+
+    def frames_done(self, job_id: int) -> None:
+        if self.frames_bar is not None:
+            self.progress.remove_task(self.frames_bar)
+            self.frames_bar = None
+
+    def validated(self, result: JobResult) -> None:
+        from ropewatch_validator.render.report import print_summary
+
+        report = result.report
+        self.progress.advance(self.jobs)
+        for warning in report.warnings:  # loud even with --quiet: a metric may be null for want of data
+            print(f"validate-job: job {report.source.job}: warning: {warning}", file=sys.stderr)
+        if not self.quiet:
+            print_summary(report)
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from ropewatch_validator.app.validate import run_validation
+    from ropewatch_validator.cli.progress import progress_bar
+    from ropewatch_validator.ops.schedule import JobStatus
 
-    from ropewatch_validator.cvat.fetch import FetchError, connect_from_args
-    from ropewatch_validator.cvat.frames import job_frame_fetcher
-    from ropewatch_validator.ops.alerts.rules import AlertConfig, ConfigError, load_config
-    from ropewatch_validator.ops.history import HistoryError, model_version_of, open_store
-    from ropewatch_validator.ops.schedule import run_batch
-    from ropewatch_validator.render import report as rpt
-    from ropewatch_validator.render.html import kpi_metrics
-    from ropewatch_validator.render.thumbs import worst_frame_thumbnails
-
-    formats = tuple(f for f in args.format.split(",") if f)
-    if not set(formats) <= set(rpt.FORMATS):
-        print(f"validate-job: --format takes {','.join(rpt.FORMATS)}, got {args.format}", file=sys.stderr)
-        return 2
-    problem = check_arguments(args)
-    if problem:
-        print(f"validate-job: {problem}", file=sys.stderr)
-        return 2
-    try:
-        conn = connect_from_args(args)
-        with conn.job_deadline(args.job_deadline):
-            refs = _job_refs(conn, args)
-        if not refs:
-            print("validate-job: no jobs given (JOB_ID, --task or --project)", file=sys.stderr)
-            return 2
-        store = open_store(args.db)
-        rules = load_config(args.rules) if args.rules else AlertConfig()
-    except (FetchError, HistoryError, ConfigError, OSError) as exc:
-        print(f"validate-job: {exc}", file=sys.stderr)
-        return 2
-    settings = settings_from_args(args)
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=args.quiet or not sys.stderr.isatty(),
-    )
-    jobs_bar = progress.add_task("jobs", total=len(refs))
-
-    html_extras: dict[int, tuple] = {}  # job -> (thumbnails, baseline) for its report.html, see stage()
-
-    def one(job_id: int) -> Report:
-        progress.update(jobs_bar, description=f"job {job_id}: pulling and matching")
-        with conn.job_deadline(args.job_deadline):
-            report, job = evaluate(
-                conn,
-                job_id,
-                settings,
-                gt_job=args.gt_job,
-                reference_job=args.reference_job,
-                model_version=args.model_version,
-            )
-            if args.logs:
-                from ropewatch_validator.trace.section import enrich_report
-
-                frames_bar = progress.add_task(
-                    f"job {job_id}: frames", total=int((~job.frames["deleted"]).sum())
-                )
-                traced = enrich_report(
-                    {"settings": report.settings.model_dump(), "model_version": report.model_version},
-                    job,
-                    conn,
-                    args.logs,
-                    cache_dir=args.frame_cache,
-                    workers=args.frame_workers,
-                    annotated_before=args.annotated_before,
-                    required_recall_wrong=args.required_recall_wrong,
-                    pixel_fingerprint=args.pixel_fingerprint,
-                    progress=lambda n: progress.advance(frames_bar, n),
-                )
-                report = report.with_trace(traced["trace"], traced["model_version"], traced["warnings"])
-                progress.remove_task(frames_bar)
-            if "html" in formats:
-                baseline = store.baseline(model_version_of(report), kpi_metrics(report))
-                thumbnails = None
-                if not args.no_thumbnails:
-                    sizes = {
-                        int(f): (int(w), int(h))
-                        for f, w, h in job.frames[["frame", "width", "height"]].to_numpy()
-                    }
-                    thumbnails = worst_frame_thumbnails(
-                        report.worst_frames,
-                        job_frame_fetcher(conn, job, args.frame_cache),
-                        sizes,
-                        args.frame_workers,
-                    )
-                html_extras[job_id] = (thumbnails, baseline)
-        progress.advance(jobs_bar)
-        for warning in report.warnings:  # loud even with --quiet: a metric may be null for want of data
-            print(f"validate-job: job {job_id}: warning: {warning}", file=sys.stderr)
-        if not args.quiet:
-            rpt.print_summary(report)
-        return report
-
-    def stage(report: Report) -> rpt.StagedReports:
-        thumbnails, baseline = html_extras.pop(report.source.job, (None, None))
-        return rpt.stage(
-            report, args.out / f"job-{report.source.job}", formats, thumbnails=thumbnails, baseline=baseline
-        )
-
+    request = request_from_args(args)
+    progress = progress_bar(quiet=args.quiet, spinner=True)
+    observer = TerminalObserver(progress, progress.add_task("jobs", total=None), args.quiet)
     with progress:
-        result = run_batch(
-            refs,
-            one,
-            store,
-            rules,
-            since=args.since,
-            force=args.force,
-            lock_wait_s=args.job_deadline,
-            stage=stage,
-        )
+        result = run_validation(request, observer)
     for outcome in result.outcomes:
-        if outcome.status in ("failed", "locked"):
+        if outcome.status in (JobStatus.FAILED, JobStatus.LOCKED):
             print(f"validate-job: job {outcome.job_id}: {outcome.detail}", file=sys.stderr)
-        elif outcome.status in ("ok", "alert") and not args.quiet:
+        elif outcome.status in (JobStatus.OK, JobStatus.ALERT) and not args.quiet:
             folder = args.out / f"job-{outcome.job_id}"
-            print("reports: " + ", ".join(str(folder / f"report.{fmt}") for fmt in formats))
+            print("reports: " + ", ".join(str(folder / f"report.{fmt}") for fmt in request.options.formats))
         if outcome.alerts:
             print(
                 f"validate-job: job {outcome.job_id}: alert rules fired: {', '.join(outcome.alerts)}",

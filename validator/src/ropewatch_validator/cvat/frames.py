@@ -32,7 +32,8 @@ from pathlib import Path
 import pandas as pd
 
 from ropewatch_core.files import atomic_write
-from ropewatch_validator.cvat.fetch import Connection, JobData, request_bytes
+from ropewatch_validator.cvat.client import Connection, request_bytes
+from ropewatch_validator.cvat.fetch import JobData
 
 FetchFrame = Callable[[int], bytes]
 COLUMNS = ("frame", "sha256", "pixel_sha256", "width", "height", "bytes", "error")

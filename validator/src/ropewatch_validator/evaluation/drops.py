@@ -1,6 +1,6 @@
 """What a validation leaves out, counted by reason, so nothing is dropped without a word.
 
-Reasons (keys of report.json ``counts.dropped``; the CVAT side is counted in ``cvat.fetch``):
+Reasons (keys of report.json ``counts.dropped``; the CVAT side is counted in ``cvat.parse``):
 ``unknown_source`` (a box of the label under test whose ``source`` is neither a prediction nor a
 reference source), ``prediction_without_value`` / ``reference_without_value`` (no attribute value),
 ``prediction_unknown_value`` / ``reference_unknown_value`` (a value outside the vocabulary). Such

@@ -204,7 +204,7 @@ STATE_SEP = "~"  # job_updated_date~<digest of deleted frames>: a job state no d
 def make_state(host: str, job_id: int, updated: str | datetime, frames: str = "") -> JobState:
     """One spelling per job state (trailing '/', 'Z' vs '+00:00', str vs datetime), so a job listed
     by cvat-sdk and the same job in a stored report compare equal. ``frames`` is the digest of the
-    job's deleted frames (``cvat.fetch.job_state``; CVAT moves no date when frames are deleted), kept
+    job's deleted frames (``cvat.parse.deleted_digest``; CVAT moves no date when frames are deleted), kept
     after ``~`` so a job without deleted frames has the key it always had."""
     stamp = utc_iso(parse_time(updated))
     return JobState(str(host).rstrip("/"), int(job_id), f"{stamp}{STATE_SEP}{frames}" if frames else stamp)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -54,7 +54,7 @@ ENV_LOCK_DIR = "ROPEWATCH_LOCK_DIR"
 class JobRef:
     """A job to validate. With ``updated_date`` (and ``host``) known from a listing, an
     unchanged job is skipped before its annotations are fetched; ``state`` is the digest of its
-    deleted frames (``cvat.fetch.job_state``), the part of a job's state no date shows."""
+    deleted frames (``cvat.parse.deleted_digest``), the part of a job's state no date shows."""
 
     job_id: int
     updated_date: str | datetime | None = None
@@ -73,7 +73,7 @@ class Staged(Protocol):
 
 
 class JobStatus(str, Enum):
-    """What happened to one job of a batch."""
+    """What became of one job in a batch (a str, so logs and comparisons read the plain word)."""
 
     OK = "ok"
     ALERT = "alert"
@@ -82,18 +82,21 @@ class JobStatus(str, Enum):
     LOCKED = "locked"
     NOT_SINCE = "not-since"
 
+    def __str__(self) -> str:
+        return self.value
 
-@dataclass
+
+@dataclass(frozen=True)
 class JobOutcome:
     job_id: int
     status: JobStatus
     detail: str = ""
-    alerts: list[str] = field(default_factory=list)
+    alerts: tuple[str, ...] = ()
 
 
-@dataclass
+@dataclass(frozen=True)
 class BatchResult:
-    outcomes: list[JobOutcome]
+    outcomes: tuple[JobOutcome, ...]
     delivery: DeliveryResult
 
     @property
@@ -179,7 +182,7 @@ def _validate_and_store(
         return JobOutcome(ref.job_id, JobStatus.FAILED, f"could not store: {type(exc).__name__}: {exc}")
     if staged:
         staged.finish()
-    names = [a.rule for a in fired]
+    names = tuple(a.rule for a in fired)
     detail = (
         "stored" if created else "this job state was stored before; alerts it fired then not queued again"
     )
@@ -223,7 +226,7 @@ def run_batch(
         since_at = parse_since(since)
     except ValueError as exc:
         log.error("batch_failed", error=str(exc))
-        return BatchResult([JobOutcome(0, JobStatus.FAILED, str(exc))], DeliveryResult())
+        return BatchResult((JobOutcome(0, JobStatus.FAILED, str(exc)),), DeliveryResult())
     flush()  # what earlier runs could not deliver
     outcomes = []
     for item in jobs:
@@ -254,7 +257,7 @@ def run_batch(
         if outcome.alerts:
             flush()
     delivery = DeliveryResult.total(steps)
-    result = BatchResult(outcomes, delivery)
+    result = BatchResult(tuple(outcomes), delivery)
     log.info(
         "batch_done",
         exit_code=result.exit_code,

@@ -123,9 +123,9 @@ def _p_correct(report: Report) -> dict[tuple[int, int], float]:
     """P(correct) of each traced shape, by (frame, shape id), when the report has ``--logs``."""
     objects = report.trace.objects if report.trace else []
     return {
-        (int(o["frame"]), int(o["shape_id"])): float(o["p_correct"])
+        (o.frame, o.shape_id): o.p_correct
         for o in objects
-        if o.get("shape_id") is not None and o.get("p_correct") is not None
+        if o.shape_id is not None and o.p_correct is not None
     }
 
 

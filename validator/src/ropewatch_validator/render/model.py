@@ -15,31 +15,18 @@ import json
 import math
 import re
 import types
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ropewatch_validator.trace.model import Part, Ratio, Trace
 
 SCHEMA_VERSION = "1.1"
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 FLIP = re.compile(r"^flip_(?P<ref>.+)_to_(?P<pred>.+)$")
 # Per-object tables: everything in a report that grows with the number of boxes.
 PER_OBJECT = ("objects", "trace.objects", "trace.scores", "trace.mistakes")
-
-
-def _finite(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-Ratio = Annotated[float | None, BeforeValidator(_finite)]
-
-
-class Part(BaseModel):
-    """A fixed block of report.json: unknown keys are an error, so the schema says exactly what is there;
-    assignments are validated too, so a NaN set later still becomes None."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class Source(Part):
@@ -49,7 +36,7 @@ class Source(Part):
     project: int | None = None
     job_updated_date: str | None = None
     job_state: str | None = (
-        None  # digest of what changes the numbers besides updated_date (cvat.fetch.job_state)
+        None  # digest of what changes the numbers besides updated_date (cvat.parse.deleted_digest)
     )
     reference_mode: Literal["manual", "gt-job", "reference-job"] = "manual"
     reference_job: int | None = None
@@ -207,53 +194,6 @@ class PRCurve(Part):
     score: list[float]
 
 
-class LifecycleConfusion(Part):
-    labels: list[str]
-    rows: str
-    columns: str
-    matrix: list[list[int]]
-    unusable_values: int
-
-
-class UnjoinedShape(Part):
-    frame: int
-    shape_id: int | None
-    source: str
-
-
-class Lifecycle(Part):
-    counts: dict[str, int]
-    # "failed": the function's attribute never reached CVAT (every auto shape holds the label default)
-    attribute_mapping: Literal["ok", "failed"] = "ok"
-    final_objects: int
-    work_saved_share: Ratio
-    original_confusion: LifecycleConfusion
-    unjoined_shapes: list[UnjoinedShape]
-
-
-class Scores(Part):
-    """Traced objects with a final value: the function's logit z, P(values[1]) and y (1 = values[1])."""
-
-    logit: list[float]
-    p_correct: list[float]
-    y: list[int]
-
-
-class Trace(Part):
-    """``validate-job --logs``: the function's records joined to this job (see the README)."""
-
-    logs: dict[str, Any]
-    frames: dict[str, Any]
-    settings: dict[str, Any]
-    model_versions: list[str]
-    lifecycle: Lifecycle
-    calibration: dict[str, Any] | None
-    scores: Scores
-    objects: list[dict[str, Any]]
-    mistakes: list[dict[str, Any]] = Field(default_factory=list)
-    stages: dict[str, Any] | None = None  # the fast-filter cascade per stage (trace.stages); None without one
-
-
 class Report(Part):
     """report.json."""
 
@@ -293,16 +233,14 @@ class Report(Part):
             return None
         return float(value) if math.isfinite(value) else None
 
-    def with_trace(
-        self, trace: dict[str, Any], model_version: str | None, warnings: Sequence[str] = ()
-    ) -> Report:
-        """This report with the ``--logs`` section (``trace.section.enrich_report``) attached, and the
-        warnings the join raised (records that join no frame) added to the loud ones."""
+    def with_trace(self, trace: Trace, model_version: str | None) -> Report:
+        """This report with the ``--logs`` section (``trace.section.trace_job``) attached; what the join
+        found wrong (records that join no frame) joins the loud warnings."""
         return self.model_copy(
             update={
-                "trace": Trace.model_validate(trace),
+                "trace": trace,
                 "model_version": model_version,
-                "warnings": [*self.warnings, *warnings],
+                "warnings": [*self.warnings, *trace.warnings],
             }
         )
 

@@ -21,7 +21,7 @@ from ropewatch_core.jsonio import utc_iso
 from ropewatch_validator.evaluation import measure, patterns
 from ropewatch_validator.evaluation.match import Settings
 from ropewatch_validator.render import html, trace_html
-from ropewatch_validator.render.model import SCHEMA_VERSION, ObjectRows, Report
+from ropewatch_validator.render.model import SCHEMA_VERSION, ObjectRows, Report, Source
 from ropewatch_validator.render.thumbs import Thumbnail
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def objects_frame(report: Report) -> pd.DataFrame:
 
 def build(
     *,
-    source: dict,
+    source: Source,
     settings: Settings,
     frames: pd.DataFrame,
     pred: pd.DataFrame,

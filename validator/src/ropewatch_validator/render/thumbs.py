@@ -1,4 +1,7 @@
-"""Thumbnails of the worst frames: the region around a frame's erroneous boxes, cut from the frame.
+"""Pictures cut from frames for report.html: thumbnails of the worst frames, crops of the confident
+mistakes (``trace.mistakes``).
+
+Thumbnails of the worst frames: the region around a frame's erroneous boxes, cut from the frame.
 
 The boxes themselves are not burnt into the picture: report.html draws them as SVG over it
 (reference and prediction in two styles, the error named on each), so a page without thumbnails
@@ -11,11 +14,17 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ropewatch_validator.render.model import WorstFrame
+from ropewatch_validator.trace.model import Mistake
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_SIDE = 360
 ASPECT = 340 / 240  # width / height of a worst-frame picture on the page
@@ -101,3 +110,55 @@ def worst_frame_thumbnails(
         return {}
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(worst_frames)))) as pool:
         return dict(pool.map(one, worst_frames))
+
+
+# ------------------------------------------------------------------------ confident mistakes' crops
+def crop_png(rgb: np.ndarray, box: Sequence[float], *, margin: float = 0.5, max_side: int = 160) -> str:
+    """Base64 PNG of the frame around ``box`` (``margin`` of its size on each side), the box drawn in red."""
+    from PIL import Image, ImageDraw
+
+    h, w = rgb.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    mx, my = margin * max(x2 - x1, 1.0), margin * max(y2 - y1, 1.0)
+    left, top = min(max(0, math.floor(x1 - mx)), w - 1), min(max(0, math.floor(y1 - my)), h - 1)
+    right, bottom = max(min(w, math.ceil(x2 + mx)), left + 1), max(min(h, math.ceil(y2 + my)), top + 1)
+    im = Image.fromarray(rgb[top:bottom, left:right])
+    ImageDraw.Draw(im).rectangle([x1 - left, y1 - top, x2 - left, y2 - top], outline=(255, 0, 0), width=2)
+    im.thumbnail((max_side, max_side))
+    out = io.BytesIO()
+    im.save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def _box(m: Mistake) -> list[float]:
+    box = [m.x1, m.y1, m.x2, m.y2]
+    if any(v is None for v in box):
+        raise ValueError(f"shape {m.shape_id} has no box")
+    return [float(v or 0.0) for v in box]
+
+
+def with_crops(mistakes: Sequence[Mistake], fetch: Callable[[int], bytes], workers: int = 8) -> list[Mistake]:
+    """``trace.mistakes`` each with ``crop`` (base64 PNG), or None and ``crop_error`` when its frame
+    could not be had. Only the mistakes' frames are fetched, at most ``workers`` at a time."""
+    from ropewatch_core.image import load_frame
+
+    by_frame: dict[int, list[int]] = {}
+    for i, m in enumerate(mistakes):
+        by_frame.setdefault(int(m.frame), []).append(i)
+
+    def crops(frame: int) -> dict[int, tuple[str | None, str | None]]:
+        try:
+            rgb = load_frame(fetch(frame)).rgb
+            return {i: (crop_png(rgb, _box(mistakes[i])), None) for i in by_frame[frame]}
+        except (
+            Exception
+        ) as exc:  # a frame that cannot be had (any reason) is a note on the page, not a failure
+            return {i: (None, f"{type(exc).__name__}: {exc}"[:300]) for i in by_frame[frame]}
+
+    found: dict[int, tuple[str | None, str | None]] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(by_frame) or 1))) as pool:
+        for done in pool.map(crops, by_frame):
+            found.update(done)
+    return [
+        m.model_copy(update={"crop": found[i][0], "crop_error": found[i][1]}) for i, m in enumerate(mistakes)
+    ]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
@@ -25,6 +25,7 @@ import pandas as pd
 
 from ropewatch_core.records import FAILED, INFERENCE, MalformedLine, RecordReader, check_inference, reencoded
 from ropewatch_core.spec import ATTRIBUTE
+from ropewatch_validator.trace.model import LogStats
 
 BOX = ("x1", "y1", "x2", "y2")
 REQUEST_COLUMNS = (
@@ -66,27 +67,6 @@ DETECTION_COLUMNS = (
     "p_filter",
     "shadow_value",
 )
-
-
-@dataclass
-class LogStats:
-    """What happened to every line read; ``skipped`` lines were not JSON records."""
-
-    lines: int = 0
-    records: int = 0
-    skipped: int = 0
-    parts_joined: int = 0  # records that arrived as record_part lines (longer than PIPE_BUF)
-    parts_incomplete: int = 0  # records of which some parts never came
-    inference: int = 0
-    failed: int = 0
-    other_events: int = 0
-    other_frames: int = 0  # inference records of images not in the job (when filtering by keys)
-    reencoded_other: int = 0  # of those, records keyed by pixels only (cvat-sdk runs): see trace.section
-    malformed: int = 0  # inference records missing a field we need
-    malformed_examples: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 @dataclass

@@ -4,95 +4,44 @@ Pipeline: read the log lines (``trace.logs``) → fingerprint every frame of the
 manager sent it (``cvat.frames``) → pick one request per frame and match every shape to its logged
 detection (``trace.join``) → lifecycle counts and the confusion against the original predictions
 (``trace.lifecycle``) → ranking, calibration and threshold analysis on the recovered logits
-(``trace.calibration``) → the most confident mistakes, with crops of the few frames they are on
-(report.html shows them). ``trace.scores`` is what ``ropewatch checkpoint recalibrate`` refits
-from. numpy/pandas/scipy are imported inside the
-functions so that ``add_arguments`` keeps ``ropewatch --help`` fast.
+(``trace.calibration``) → the most confident mistakes (``render.crops`` adds the crops report.html
+shows). The result is the typed :class:`ropewatch_validator.trace.model.Trace`. ``trace.scores`` is
+what ``ropewatch checkpoint recalibrate`` refits from. numpy/pandas/scipy are imported inside the
+functions so that importing this module keeps ``ropewatch --help`` fast.
 """
 
 from __future__ import annotations
 
-import argparse
-import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from ropewatch_core.errors import InputError
 from ropewatch_core.jsonio import plain
 from ropewatch_core.spec import ATTRIBUTE, ATTRIBUTE_VALUES, PERSON_LABEL
+from ropewatch_validator.trace.model import (
+    Calibration,
+    DownloadFailure,
+    FrameStats,
+    Lifecycle,
+    Mistake,
+    Scores,
+    Stages,
+    Trace,
+    TraceObject,
+    TraceSettings,
+)
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
-    from ropewatch_validator.cvat.fetch import Connection, JobData
-    from ropewatch_validator.cvat.frames import FetchFrame
+    from ropewatch_validator.cvat.client import Connection
+    from ropewatch_validator.cvat.fetch import JobData
+    from ropewatch_validator.evaluation.match import Settings
     from ropewatch_validator.trace.logs import LogData
 
-OBJECT_COLUMNS = (
-    "frame",
-    "shape_id",
-    "source",
-    "state",
-    "request_id",
-    "det_index",
-    "model_version",
-    "logged_value",
-    "final_value",
-    "p_correct",
-    "logit",
-    "detector_score",
-    "thr",
-    "temperature",
-    "x1",
-    "y1",
-    "x2",
-    "y2",
-)
 TOP_MISTAKES = 8
-MISTAKE_FIELDS = (
-    "frame",
-    "shape_id",
-    "state",
-    "request_id",
-    "model_version",
-    "final_value",
-    "logged_value",
-    "p_correct",
-    "confidence",
-    "thr",
-    "x1",
-    "y1",
-    "x2",
-    "y2",
-)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--logs`` options of validate-job."""
-    g = parser.add_argument_group("tracing predictions to requests")
-    g.add_argument(
-        "--logs", nargs="+", metavar="PATH|-", help="function log files ('-' = stdin); adds report.trace"
-    )
-    g.add_argument("--frame-workers", type=int, default=8, help="concurrent frame downloads (default 8)")
-    g.add_argument(
-        "--frame-cache",
-        type=Path,
-        default=Path(".ropewatch/frames"),
-        help="frame and fingerprint cache folder (--logs, report thumbnails)",
-    )
-    g.add_argument(
-        "--pixel-fingerprint",
-        choices=("auto", "always"),
-        default="auto",
-        help="decode frames for pixel_sha256: auto = unless the task's chunks are an imageset",
-    )
-    g.add_argument(
-        "--annotated-before",
-        default=None,
-        help="ISO time of the job's auto-annotation (default: the job's updated_date)",
-    )
-    g.add_argument("--required-recall-wrong", type=float, default=0.95)
 
 
 def needs_pixels(original_chunk_type: str, mode: str = "auto") -> bool:
@@ -128,10 +77,12 @@ def trace_section(
     required_recall_wrong: float = 0.95,
     values: tuple[str, str] = ATTRIBUTE_VALUES,
     default: str | None = None,
-) -> dict:
+    top_mistakes: int = TOP_MISTAKES,
+) -> Trace:
     """The ``trace`` block from already-read logs and frame fingerprints (pure; no I/O). ``values``:
     the job's two attribute values standing for the function's ``wrong`` and ``correct``; ``default``:
-    the label's default value of ``attribute`` (see ``lifecycle`` ``attribute_unmapped``)."""
+    the label's default value of ``attribute`` (see ``lifecycle`` ``attribute_unmapped``); the
+    ``top_mistakes`` most confident attribute errors are ``mistakes`` (without crops: ``render.crops``)."""
     from ropewatch_validator.trace import calibration as cal
     from ropewatch_validator.trace.join import join_frames, match_shapes
     from ropewatch_validator.trace.lifecycle import classify, scored, summarize
@@ -157,82 +108,87 @@ def trace_section(
     temperature = _mode(sc["temperature"], 1.0)
     versions = sorted(set(rows["model_version"].dropna().astype(str))) if "model_version" in rows else []
     chosen = logs.detections[logs.detections["request_id"].isin(fj.frames["request_id"].dropna())]
-    objects = rows.reindex(columns=list(OBJECT_COLUMNS)).astype({"shape_id": "Int64", "det_index": "Int64"})
+    columns = list(TraceObject.model_fields)
+    objects = rows.reindex(columns=columns).astype({"shape_id": "Int64", "det_index": "Int64"})
+    objects = objects.astype(object).where(objects.notna(), None)
     failed = fingerprints[fingerprints["error"].notna()]
-    return plain(
-        {
-            "logs": logs.stats.as_dict(),
-            "frames": {
-                **fj.stats,
-                "download_failed": [
-                    {"frame": int(f), "error": e}
-                    for f, e in failed[["frame", "error"]].itertuples(index=False)
-                ],
-            },
-            "settings": {
-                "box_tolerance_px": tol,
-                "edited_iou": edited_iou,
-                "label": label,
-                "attribute": attribute,
-                "values": list(values),
-                "ece": "top-label, 15 equal-width bins",
-            },
-            "model_versions": versions,
-            "lifecycle": summarize(rows, attribute, values),
-            "stages": stage_summary(rows, chosen, attribute),
-            "calibration": cal.analyse(
-                sc["logit"].to_numpy(),
-                sc["y"].to_numpy(),
-                temperature,
-                thr,
-                required_recall_wrong,
-                values=values,
-            )
-            if len(sc)
-            else None,
-            "scores": {
-                "logit": sc["logit"].tolist(),
-                "p_correct": sc["p_correct"].tolist(),
-                "y": sc["y"].tolist(),
-            },
-            "objects": objects.astype(object).where(objects.notna(), None).to_dict(orient="records"),
-        }
+    mistakes = confident_mistakes(objects, top_mistakes, values)
+    calibration = (
+        cal.analyse(
+            sc["logit"].to_numpy(), sc["y"].to_numpy(), temperature, thr, required_recall_wrong, values=values
+        )
+        if len(sc)
+        else None
+    )
+    stages = stage_summary(rows, chosen, attribute)
+    return Trace(
+        logs=logs.stats,
+        frames=FrameStats(
+            **fj.stats,
+            download_failed=[
+                DownloadFailure(frame=int(f), error=str(e))
+                for f, e in failed[["frame", "error"]].itertuples(index=False)
+            ],
+        ),
+        settings=TraceSettings(
+            box_tolerance_px=tol,
+            edited_iou=edited_iou,
+            label=label,
+            attribute=attribute,
+            values=list(values),
+            ece="top-label, 15 equal-width bins",
+        ),
+        model_versions=versions,
+        lifecycle=Lifecycle.model_validate(plain(summarize(rows, attribute, values))),
+        stages=None if stages is None else Stages.model_validate(plain(stages)),
+        calibration=None if calibration is None else Calibration.model_validate(plain(calibration)),
+        scores=Scores(
+            logit=sc["logit"].tolist(), p_correct=sc["p_correct"].tolist(), y=sc["y"].astype(int).tolist()
+        ),
+        objects=[TraceObject.model_validate(o) for o in plain(objects.to_dict(orient="records"))],
+        mistakes=[
+            Mistake.model_validate({k: v for k, v in m.items() if k in Mistake.model_fields})
+            for m in plain(mistakes.to_dict(orient="records"))
+        ],
     )
 
 
-def enrich_report(
-    report: dict,
+@dataclass(frozen=True)
+class TraceOptions:
+    """What ``validate-job --logs`` traces: the log files ('-' = stdin) and how to read them."""
+
+    logs: tuple[str | Path, ...]
+    annotated_before: str | None = None  # ISO time of the auto-annotation (default: job updated_date)
+    required_recall_wrong: float = 0.95
+    pixel_fingerprint: str = "auto"  # or "always" (see needs_pixels)
+    top_mistakes: int = TOP_MISTAKES  # how many confident mistakes report.html shows
+
+
+def trace_job(
     job: JobData,
     conn: Connection,
-    log_paths: Sequence[str | Path],
+    options: TraceOptions,
+    settings: Settings,
     *,
     cache_dir: Path | None = None,
     workers: int = 8,
-    annotated_before: str | None = None,
-    required_recall_wrong: float = 0.95,
     stdin: IO[str] | None = None,
-    pixel_fingerprint: str = "auto",
     progress: Callable[[int], None] | None = None,
-    top_mistakes: int = TOP_MISTAKES,
-) -> dict:
-    """Add ``report["trace"]`` (and ``model_version`` when the report had none and the logs name one).
-
-    ``trace.mistakes`` holds the ``top_mistakes`` most confident attribute errors with a crop of
-    their frame; only those frames are downloaded a second time, and kept in ``cache_dir``.
-    """
+) -> Trace:
+    """The ``trace`` section of one job: its live frames fingerprinted (through ``cache_dir``), the
+    logs read and joined (see :func:`trace_section`)."""
     import pandas as pd
 
-    from ropewatch_validator.cvat.frames import cvat_frame_fetcher, frame_fingerprints, job_frame_fetcher
+    from ropewatch_validator.cvat.frames import cvat_frame_fetcher, frame_fingerprints
     from ropewatch_validator.trace.logs import read_logs
 
-    settings = report.get("settings") or {}
     fetch = cvat_frame_fetcher(conn, job.job_id)
     cache_key: dict[str, Any] = {
         "host": str(job.host),
         "job_id": job.job_id,
         "chunks_updated_date": job.chunks_updated_date or "unknown",
     }
-    pixels = needs_pixels(job.original_chunk_type, pixel_fingerprint)
+    pixels = needs_pixels(job.original_chunk_type, options.pixel_fingerprint)
     fingerprints = frame_fingerprints(
         fetch,
         job.frames.loc[~job.frames["deleted"].astype(bool), "frame"],
@@ -243,11 +199,11 @@ def enrich_report(
         **cache_key,
     )
     keys = set(fingerprints["sha256"].dropna()) | set(fingerprints["pixel_sha256"].dropna())
-    logs = read_logs(log_paths, stdin=stdin, keys=keys)
+    logs = read_logs(options.logs, stdin=stdin, keys=keys)
     warnings: list[str] = []
     if logs.stats.reencoded_other and not pixels:
         # records of cvat-sdk runs hash re-encoded frames: only the pixel hash can join them
-        if "-" in map(str, log_paths):
+        if "-" in map(str, options.logs):
             warnings.append(
                 f"{logs.stats.reencoded_other} log records identify frames by pixels only (cvat-cli runs) "
                 "and logs came on stdin, which cannot be read twice: re-run with --pixel-fingerprint always"
@@ -264,45 +220,38 @@ def enrich_report(
                 **cache_key,
             )
             keys = set(fingerprints["sha256"].dropna()) | set(fingerprints["pixel_sha256"].dropna())
-            logs = read_logs(log_paths, stdin=stdin, keys=keys)
-    when = annotated_before or job.job_updated_date
+            logs = read_logs(options.logs, stdin=stdin, keys=keys)
+    when = options.annotated_before or job.job_updated_date
     cutoff = pd.Timestamp(when) if when else None
     if cutoff is not None:  # a time without zone is taken as UTC, like the function's log timestamps
         cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
+    values = tuple(settings.values)
+    if len(values) != 2:
+        raise InputError(f"--logs traces the function's two classes: --values must name two, got {values}")
     section = trace_section(
         job,
         logs,
         fingerprints,
-        label=settings.get("label", PERSON_LABEL),
-        attribute=settings.get("attribute", ATTRIBUTE),
-        values=tuple(settings.get("values", ATTRIBUTE_VALUES)),
+        label=settings.label,
+        attribute=settings.attribute,
+        values=(values[0], values[1]),
         cutoff=cutoff,
-        required_recall_wrong=required_recall_wrong,
-        default=label_default(
-            job.labels, settings.get("label", PERSON_LABEL), settings.get("attribute", ATTRIBUTE)
-        ),
+        required_recall_wrong=options.required_recall_wrong,
+        default=label_default(job.labels, settings.label, settings.attribute),
+        top_mistakes=options.top_mistakes,
     )
-    crop_fetch = job_frame_fetcher(conn, job, cache_dir)
-    section["mistakes"] = plain(
-        mistake_panel(
-            confident_mistakes(pd.DataFrame(section["objects"]), top_mistakes, section["settings"]["values"]),
-            crop_fetch,
-            workers,
-        )
-    )
-    section["frames"]["pixel_fingerprint"] = pixels
     records = logs.stats.inference + logs.stats.other_frames
-    if records and not section["frames"]["joined"]:
+    if records and not section.frames.joined:
         warnings.append(
             f"--logs: {records} inference records read, but none joins a frame of job {job.job_id} "
             "(another job's logs, or frames changed since the run)"
         )
-    out = dict(report)
-    out["trace"] = section
-    out["warnings"] = [*out.get("warnings", []), *warnings]
-    if out.get("model_version") is None and len(section["model_versions"]) == 1:
-        out["model_version"] = section["model_versions"][0]
-    return out
+    return section.model_copy(
+        update={
+            "frames": section.frames.model_copy(update={"pixel_fingerprint": pixels}),
+            "warnings": warnings,
+        }
+    )
 
 
 # ------------------------------------------------------------------------------ most confident mistakes
@@ -331,54 +280,3 @@ def confident_mistakes(
     p = bad["p_correct"].astype(float)
     bad = bad.assign(confidence=np.where(bad["logged_value"] == values[1], p, 1.0 - p))
     return bad.sort_values(["confidence", "frame"], ascending=[False, True], kind="mergesort").head(k)
-
-
-def crop_png(rgb: np.ndarray, box: Sequence[float], *, margin: float = 0.5, max_side: int = 160) -> str:
-    """Base64 PNG of the frame around ``box`` (``margin`` of its size on each side), the box drawn in red."""
-    import base64
-    import io
-
-    from PIL import Image, ImageDraw
-
-    h, w = rgb.shape[:2]
-    x1, y1, x2, y2 = (float(v) for v in box)
-    mx, my = margin * max(x2 - x1, 1.0), margin * max(y2 - y1, 1.0)
-    left, top = min(max(0, math.floor(x1 - mx)), w - 1), min(max(0, math.floor(y1 - my)), h - 1)
-    right, bottom = max(min(w, math.ceil(x2 + mx)), left + 1), max(min(h, math.ceil(y2 + my)), top + 1)
-    im = Image.fromarray(rgb[top:bottom, left:right])
-    ImageDraw.Draw(im).rectangle([x1 - left, y1 - top, x2 - left, y2 - top], outline=(255, 0, 0), width=2)
-    im.thumbnail((max_side, max_side))
-    out = io.BytesIO()
-    im.save(out, format="PNG")
-    return base64.b64encode(out.getvalue()).decode("ascii")
-
-
-def mistake_panel(mistakes: pd.DataFrame, fetch: FetchFrame, workers: int = 8) -> list[dict]:
-    """Panel rows (truth, prediction, P(correct), thr, box) each with ``crop`` (base64 PNG, or None and
-    ``crop_error`` when the frame could not be downloaded). Only the mistakes' frames are fetched,
-    through the same endpoint as the fingerprints, at most ``workers`` at a time."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ropewatch_core.image import load_frame
-    from ropewatch_validator.trace.logs import BOX
-
-    rows = mistakes.to_dict(orient="records")
-    by_frame: dict[int, list[int]] = {}
-    for i, r in enumerate(rows):
-        by_frame.setdefault(int(r["frame"]), []).append(i)
-
-    def crops(frame: int) -> dict[int, tuple[str | None, str | None]]:
-        try:
-            rgb = load_frame(fetch(frame)).rgb
-            return {i: (crop_png(rgb, [rows[i][c] for c in BOX]), None) for i in by_frame[frame]}
-        except Exception as exc:
-            return {i: (None, f"{type(exc).__name__}: {exc}"[:300]) for i in by_frame[frame]}
-
-    found: dict[int, tuple[str | None, str | None]] = {}
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(by_frame)))) as pool:
-        for done in pool.map(crops, by_frame):
-            found.update(done)
-    return [
-        {**{k: r.get(k) for k in MISTAKE_FIELDS}, "crop": found[i][0], "crop_error": found[i][1]}
-        for i, r in enumerate(rows)
-    ]
