@@ -125,6 +125,24 @@ deliveries = sa.Table(
     sa.Column("sent_at", sa.String(32)),
 )
 
+# The CVAT loop (issue 19; migration 0004): the review issues ropewatch opened in CVAT, and the jobs
+# CVAT's webhooks asked to validate. Their queries live in ops/loop_store.py.
+review_issues = sa.Table(
+    "review_issues",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("host", sa.String(512), nullable=False),
+    sa.Column("job_id", sa.Integer, nullable=False),
+    sa.Column("object_key", sa.String(128), nullable=False),  # shape:<id> | track:<id>@<frame>
+    sa.Column("disagreement", sa.String(256), nullable=False),  # flip_wrong_to_correct, missed_wrong...
+    sa.Column("issue_id", sa.Integer, nullable=False),  # CVAT's issue id
+    sa.Column("frame", sa.Integer, nullable=False),
+    sa.Column("opened_at", sa.String(32), nullable=False),
+    sa.Column("resolved_at", sa.String(32)),  # null while the disagreement stands
+    sa.UniqueConstraint("host", "issue_id", name="uq_review_issues_issue"),
+)
+sa.Index("ix_review_issues_job", review_issues.c.host, review_issues.c.job_id)
+
 
 class HistoryError(ServiceError):
     """The history store cannot be used; the message says which store and what to do."""
