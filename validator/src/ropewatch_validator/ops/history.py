@@ -126,7 +126,7 @@ deliveries = sa.Table(
 )
 
 # The CVAT loop (issue 19; migration 0004): the review issues ropewatch opened in CVAT, and the jobs
-# CVAT's webhooks asked to validate. Their queries live in ops/loop_store.py.
+# the attribute values ``annotate fill`` wrote. Their queries live in ops/loop_store.py.
 review_issues = sa.Table(
     "review_issues",
     metadata,
@@ -142,6 +142,19 @@ review_issues = sa.Table(
     sa.UniqueConstraint("host", "issue_id", name="uq_review_issues_issue"),
 )
 sa.Index("ix_review_issues_job", review_issues.c.host, review_issues.c.job_id)
+
+filled_shapes = sa.Table(  # ropewatch annotate fill: the value it wrote on each shape
+    "filled_shapes",
+    metadata,
+    sa.Column("host", sa.String(512), primary_key=True),
+    sa.Column("job_id", sa.Integer, primary_key=True),
+    sa.Column("shape_id", sa.Integer, primary_key=True),
+    sa.Column("frame", sa.Integer, nullable=False),
+    sa.Column("value", sa.String(256), nullable=False),
+    sa.Column("model_version", sa.String(256)),
+    sa.Column("request_id", sa.String(128)),
+    sa.Column("filled_at", sa.String(32), nullable=False),
+)
 
 
 class HistoryError(ServiceError):

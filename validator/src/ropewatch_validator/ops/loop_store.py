@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from ropewatch_validator.ops.history import HistoryStore, review_issues, utc_now
+from ropewatch_validator.ops.history import HistoryStore, filled_shapes, review_issues, utc_now
 
 
 @dataclass(frozen=True)
@@ -59,3 +59,48 @@ def mark_resolved(store: HistoryStore, host: str, issue_id: int) -> None:
             .where(t.c.host == host.rstrip("/"), t.c.issue_id == issue_id, t.c.resolved_at.is_(None))
             .values(resolved_at=utc_now())
         )
+
+
+@dataclass(frozen=True)
+class Filled:
+    shape_id: int
+    frame: int
+    value: str
+    model_version: str | None
+    request_id: str | None
+
+
+def filled_values(store: HistoryStore, host: str, job_id: int) -> dict[int, str]:
+    """shape id -> the value ``annotate fill`` last wrote on it."""
+    t = filled_shapes
+    query = sa.select(t.c.shape_id, t.c.value).where(t.c.host == host.rstrip("/"), t.c.job_id == job_id)
+    with store._connect(write=False) as conn:
+        return {int(r.shape_id): r.value for r in conn.execute(query)}
+
+
+def remember_filled(store: HistoryStore, host: str, job_id: int, rows: list[Filled]) -> None:
+    """Record one frame's writes in one transaction (a shape filled again replaces its row)."""
+    t = filled_shapes
+    now = utc_now()
+    with store._connect(write=True) as conn:
+        ids = [r.shape_id for r in rows]
+        conn.execute(
+            sa.delete(t).where(t.c.host == host.rstrip("/"), t.c.job_id == job_id, t.c.shape_id.in_(ids))
+        )
+        if rows:
+            conn.execute(
+                sa.insert(t),
+                [
+                    {
+                        "host": host.rstrip("/"),
+                        "job_id": job_id,
+                        "shape_id": r.shape_id,
+                        "frame": r.frame,
+                        "value": r.value,
+                        "model_version": r.model_version,
+                        "request_id": r.request_id,
+                        "filled_at": now,
+                    }
+                    for r in rows
+                ],
+            )
