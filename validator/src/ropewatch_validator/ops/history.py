@@ -127,6 +127,37 @@ deliveries = sa.Table(
     sa.Column("sent_at", sa.String(32)),
 )
 
+# The CVAT loop (issue 19; migration 0004): the review issues ropewatch opened in CVAT, and the jobs
+# the attribute values ``annotate fill`` wrote. Their queries live in ops/loop_store.py.
+review_issues = sa.Table(
+    "review_issues",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("host", sa.String(512), nullable=False),
+    sa.Column("job_id", sa.Integer, nullable=False),
+    sa.Column("object_key", sa.String(128), nullable=False),  # shape:<id> | track:<id>@<frame>
+    sa.Column("disagreement", sa.String(256), nullable=False),  # flip_wrong_to_correct, missed_wrong...
+    sa.Column("issue_id", sa.Integer, nullable=False),  # CVAT's issue id
+    sa.Column("frame", sa.Integer, nullable=False),
+    sa.Column("opened_at", sa.String(32), nullable=False),
+    sa.Column("resolved_at", sa.String(32)),  # null while the disagreement stands
+    sa.UniqueConstraint("host", "issue_id", name="uq_review_issues_issue"),
+)
+sa.Index("ix_review_issues_job", review_issues.c.host, review_issues.c.job_id)
+
+filled_shapes = sa.Table(  # ropewatch annotate fill: the value it wrote on each shape
+    "filled_shapes",
+    metadata,
+    sa.Column("host", sa.String(512), primary_key=True),
+    sa.Column("job_id", sa.Integer, primary_key=True),
+    sa.Column("shape_id", sa.Integer, primary_key=True),
+    sa.Column("frame", sa.Integer, nullable=False),
+    sa.Column("value", sa.String(256), nullable=False),
+    sa.Column("model_version", sa.String(256)),
+    sa.Column("request_id", sa.String(128)),
+    sa.Column("filled_at", sa.String(32), nullable=False),
+)
+
 
 class DeliveryStatus(str, Enum):
     """A delivery row: still in the outbox, or in the ledger of sent alerts."""

@@ -1,0 +1,109 @@
+"""`ropewatch review`: open a CVAT issue for each disagreement of a validated job (see app/review.py)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ropewatch_core.errors import InputError, ServiceError
+from ropewatch_validator.cli.validate import add_connection_arguments, check_connection_arguments
+
+if TYPE_CHECKING:
+    from ropewatch_validator.app.review import Result
+
+
+class IssuesNotOpened(ServiceError):
+    """Some issues could not be opened or resolved; the others were (counted in the summary)."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "review",
+        help="open CVAT issues where the model and the people disagree",
+        description=__doc__.splitlines()[0],
+    )
+    p.add_argument(
+        "--report", type=Path, required=True, help="report.json of the job (validate-job --out DIR/job-N)"
+    )
+    p.add_argument(
+        "--types",
+        help="comma-separated disagreements: flip_<label>_to_<model>, missed_<value> (default: the unsafe "
+        "value's flips and its missed persons, i.e. flip_wrong_to_correct,missed_wrong)",
+    )
+    p.add_argument("--max", type=int, dest="max_new", help="open at most N new issues (most confident first)")
+    p.add_argument("--assignee", help="CVAT username (or user id) to assign the issues to")
+    p.add_argument(
+        "--confident",
+        type=float,
+        default=0.9,
+        help="P of the model's value from which the message says 'model confident: check the label' "
+        "(default 0.9; needs a report traced with --logs)",
+    )
+    p.add_argument("--report-url", help="link to the report put in each message (default: its file path)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be opened and resolved; no CVAT")
+    p.add_argument("--db", help="history store (default $ROPEWATCH_DB or ~/.local/share/ropewatch/...)")
+    add_connection_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ropewatch_validator.app import review as app
+    from ropewatch_validator.cvat.fetch import connect_from_args
+    from ropewatch_validator.ops.history import open_store
+
+    problem = check_connection_arguments(args)
+    if args.max_new is not None and args.max_new < 0:
+        problem = f"--max must be 0 or more, got {args.max_new}"
+    if not (math.isfinite(args.confident) and 0.5 <= args.confident <= 1.0):
+        problem = f"--confident must be in [0.5, 1], got {args.confident}"
+    if problem:
+        raise InputError(problem)
+    report = app.load_report(args.report)
+    options = app.Options(
+        types=tuple(t for t in args.types.split(",") if t) if args.types else None,
+        max_new=args.max_new,
+        assignee=args.assignee,
+        confident=args.confident,
+        report_url=args.report_url or str(args.report.resolve()),
+        dry_run=args.dry_run,
+    )
+    store = open_store(args.db)
+    try:
+        conn = None if args.dry_run else connect_from_args(args)
+        result = app.review(report, store, conn, options)
+    finally:
+        store.close()
+    _print(result, report.source.job, args.dry_run)
+    problems = len(result.failed) + len(result.resolve_failed)
+    if problems:
+        first = (result.failed or result.resolve_failed)[0][1]
+        raise IssuesNotOpened(
+            f"job {report.source.job}: {len(result.failed)} issue(s) not opened, "
+            f"{len(result.resolve_failed)} not resolved (first: {first})"
+        )
+    return 0
+
+
+def _print(result: Result, job: int, dry_run: bool) -> None:
+    plan = result.plan
+    verb = "would open" if dry_run else "opened"
+    ids = {(d.object_key, d.kind): i for d, i in result.opened}
+    for d in plan.to_open:
+        issue = ids.get((d.object_key, d.kind))
+        where = f"issue {issue}" if issue is not None else ("-" if dry_run else "FAILED")
+        p = "" if d.p_model is None else f" P={d.p_model:.3f}"
+        print(f"{verb:10} {where:>12}  frame {d.frame:>5}  {d.object_key:<20} {d.kind}{p}")
+    for i in plan.to_resolve:
+        print(
+            f"{'would resolve' if dry_run else 'resolve':10} {'issue ' + str(i.issue_id):>12}  frame "
+            f"{i.frame:>5}  {i.object_key:<20} {i.disagreement} (gone)"
+        )
+    opened = len(plan.to_open) if dry_run else len(result.opened)
+    resolved = len(plan.to_resolve) if dry_run else len(result.resolved)
+    print(
+        f"job {job}: {verb} {opened}, failed {len(result.failed)}, "
+        f"{'would resolve' if dry_run else 'resolved'} {resolved}, already open {len(plan.kept)}, "
+        f"left by --max {plan.over_max}"
+    )

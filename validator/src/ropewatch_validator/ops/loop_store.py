@@ -1,0 +1,106 @@
+"""The history store's part of the CVAT loop: which review issues ropewatch opened in CVAT and for what.
+
+An issue is remembered by (host, job, object, disagreement) the moment CVAT returns its id, each in its
+own transaction, so a run cut short forgets nothing it opened. An open issue (``resolved_at`` null) is
+what a re-run compares the report's disagreements against: the same disagreement on the same object
+opens nothing; one that is gone is resolved in CVAT and then here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from ropewatch_validator.ops.history import HistoryStore, filled_shapes, review_issues, utc_now
+
+
+@dataclass(frozen=True)
+class OpenIssue:
+    issue_id: int
+    object_key: str
+    disagreement: str
+    frame: int
+
+
+def open_issues(store: HistoryStore, host: str, job_id: int) -> list[OpenIssue]:
+    """The issues ropewatch opened on this job and has not resolved, oldest first."""
+    t = review_issues
+    query = (
+        sa.select(t.c.issue_id, t.c.object_key, t.c.disagreement, t.c.frame)
+        .where(t.c.host == host.rstrip("/"), t.c.job_id == job_id, t.c.resolved_at.is_(None))
+        .order_by(t.c.id)
+    )
+    with store._connect(write=False) as conn:
+        rows = conn.execute(query)
+        return [OpenIssue(int(r.issue_id), r.object_key, r.disagreement, int(r.frame)) for r in rows]
+
+
+def remember_issue(store: HistoryStore, host: str, job_id: int, issue: OpenIssue) -> None:
+    with store._connect(write=True) as conn:
+        conn.execute(
+            sa.insert(review_issues).values(
+                host=host.rstrip("/"),
+                job_id=job_id,
+                object_key=issue.object_key,
+                disagreement=issue.disagreement,
+                issue_id=issue.issue_id,
+                frame=issue.frame,
+                opened_at=utc_now(),
+            )
+        )
+
+
+def mark_resolved(store: HistoryStore, host: str, issue_id: int) -> None:
+    t = review_issues
+    with store._connect(write=True) as conn:
+        conn.execute(
+            sa.update(t)
+            .where(t.c.host == host.rstrip("/"), t.c.issue_id == issue_id, t.c.resolved_at.is_(None))
+            .values(resolved_at=utc_now())
+        )
+
+
+@dataclass(frozen=True)
+class Filled:
+    shape_id: int
+    frame: int
+    value: str
+    model_version: str | None
+    request_id: str | None
+
+
+def filled_values(store: HistoryStore, host: str, job_id: int) -> dict[int, str]:
+    """shape id -> the value ``annotate fill`` last wrote on it."""
+    t = filled_shapes
+    query = sa.select(t.c.shape_id, t.c.value).where(t.c.host == host.rstrip("/"), t.c.job_id == job_id)
+    with store._connect(write=False) as conn:
+        return {int(r.shape_id): r.value for r in conn.execute(query)}
+
+
+def remember_filled(store: HistoryStore, host: str, job_id: int, rows: list[Filled]) -> None:
+    """Record one frame's writes in one transaction (a shape filled again replaces its row)."""
+    t = filled_shapes
+    now = utc_now()
+    with store._connect(write=True) as conn:
+        ids = [r.shape_id for r in rows]
+        conn.execute(
+            sa.delete(t).where(t.c.host == host.rstrip("/"), t.c.job_id == job_id, t.c.shape_id.in_(ids))
+        )
+        if rows:
+            conn.execute(
+                sa.insert(t),
+                [
+                    {
+                        "host": host.rstrip("/"),
+                        "job_id": job_id,
+                        "shape_id": r.shape_id,
+                        "frame": r.frame,
+                        "value": r.value,
+                        "model_version": r.model_version,
+                        "request_id": r.request_id,
+                        "filled_at": now,
+                    }
+                    for r in rows
+                ],
+            )

@@ -1,0 +1,51 @@
+"""The CVAT loop (issue 19): ``review_issues`` remembers each review issue ropewatch opened in CVAT,
+for which (host, job, object, disagreement), and whether it resolved it since; ``filled_shapes`` the
+attribute value ``ropewatch annotate fill`` wrote on each shape (what makes a re-run skip it).
+
+Revision ID: 0004
+Revises: 0002 (the lead re-chains it after 0003 at merge time)
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "review_issues",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("host", sa.String(512), nullable=False),
+        sa.Column("job_id", sa.Integer, nullable=False),
+        sa.Column("object_key", sa.String(128), nullable=False),
+        sa.Column("disagreement", sa.String(256), nullable=False),
+        sa.Column("issue_id", sa.Integer, nullable=False),
+        sa.Column("frame", sa.Integer, nullable=False),
+        sa.Column("opened_at", sa.String(32), nullable=False),
+        sa.Column("resolved_at", sa.String(32)),
+        sa.UniqueConstraint("host", "issue_id", name="uq_review_issues_issue"),
+    )
+    op.create_index("ix_review_issues_job", "review_issues", ["host", "job_id"])
+    op.create_table(
+        "filled_shapes",
+        sa.Column("host", sa.String(512), primary_key=True),
+        sa.Column("job_id", sa.Integer, primary_key=True),
+        sa.Column("shape_id", sa.Integer, primary_key=True),
+        sa.Column("frame", sa.Integer, nullable=False),
+        sa.Column("value", sa.String(256), nullable=False),
+        sa.Column("model_version", sa.String(256)),
+        sa.Column("request_id", sa.String(128)),
+        sa.Column("filled_at", sa.String(32), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("filled_shapes")
+    op.drop_index("ix_review_issues_job", table_name="review_issues")
+    op.drop_table("review_issues")
