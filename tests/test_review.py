@@ -24,6 +24,7 @@ from ropewatch_validator.cli.main import main
 from ropewatch_validator.ops.history import alembic_config, metadata, normalize_url, open_store
 from ropewatch_validator.ops.loop_store import OpenIssue, open_issues, remember_issue
 from ropewatch_validator.render.model import ObjectRows
+from support.reports import TRACE_FRAMES, TRACE_SETTINGS
 
 COLUMNS = ["role", "frame", "shape_id", "track_id", "x1", "y1", "x2", "y2", "error", "safety_rope_use"]
 ROWS = [
@@ -50,8 +51,8 @@ def _report(make_report, host="http://cvat.local:8080", job=5, trace=None):
 def _trace(objects):
     return {
         "logs": {},
-        "frames": {},
-        "settings": {},
+        "frames": TRACE_FRAMES,
+        "settings": TRACE_SETTINGS,
         "model_versions": ["v9"],
         "lifecycle": {
             "counts": {},
@@ -68,7 +69,7 @@ def _trace(objects):
         },
         "calibration": None,
         "scores": {"logit": [], "p_correct": [], "y": []},
-        "objects": objects,
+        "objects": [{"state": "accepted", **o} for o in objects],
     }
 
 

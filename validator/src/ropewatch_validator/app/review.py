@@ -109,9 +109,9 @@ def disagreements(report: Report, types: Sequence[str]) -> list[Disagreement]:
     cols = report.objects.columns
     rows = [dict(zip(cols, r)) for r in report.objects.rows]
     traced = {
-        (int(o["frame"]), int(o["shape_id"])): o
+        (o.frame, o.shape_id): o
         for o in (report.trace.objects if report.trace else [])
-        if o.get("shape_id") is not None
+        if o.shape_id is not None
     }
     out = []
     for kind in types:
@@ -126,7 +126,7 @@ def disagreements(report: Report, types: Sequence[str]) -> list[Disagreement]:
             missed = kind.startswith("missed_")
             t = traced.get((int(r["frame"]), int(r["shape_id"]))) if r.get("shape_id") is not None else None
             t = None if missed else t
-            p_second = _num(t.get("p_correct")) if t else None
+            p_second = _num(t.p_correct) if t else None
             model_value = None if missed else r[attr]
             p_model = None
             if p_second is not None and model_value in values[:2]:
@@ -141,9 +141,9 @@ def disagreements(report: Report, types: Sequence[str]) -> list[Disagreement]:
                     label_value=label,
                     model_value=model_value,
                     p_model=p_model,
-                    thr=_num(t.get("thr")) if t else None,
-                    model_version=(t.get("model_version") if t else None) or report.model_version,
-                    request_id=t.get("request_id") if t else None,
+                    thr=_num(t.thr) if t else None,
+                    model_version=(t.model_version if t else None) or report.model_version,
+                    request_id=t.request_id if t else None,
                 )
             )
     return sorted(out, key=lambda d: (d.p_model is None, -(d.p_model or 0.0), d.frame, d.object_key, d.kind))

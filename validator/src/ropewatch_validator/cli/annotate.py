@@ -8,7 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from ropewatch_core.errors import InputError, ServiceError
-from ropewatch_validator.cli.validate import add_connection_arguments, check_connection_arguments
+from ropewatch_validator.cli.validate import (
+    add_connection_arguments,
+    check_connection_arguments,
+    connect_from_args,
+)
 
 if TYPE_CHECKING:
     from ropewatch_validator.app.fill import Classify
@@ -55,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from ropewatch_validator.app import fill as app
-    from ropewatch_validator.cvat.fetch import connect_from_args
     from ropewatch_validator.ops.history import open_store
 
     problem = check_connection_arguments(args)
