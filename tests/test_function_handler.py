@@ -296,24 +296,27 @@ def test_internal_failures_are_500_json_without_traceback(deploy, tiny_checkpoin
 
 
 def test_threshold_temperature_and_extra_label_rule_through_the_handler(deploy, fixed_logit_checkpoint):
-    # head always outputs unknown=9, correct=0.3, wrong=0.1 → z = 0.2 whatever the frame
-    three = dict(labels=("unknown", "correct", "wrong"), bias=(9.0, 0.3, 0.1))
+    # head always outputs unknown=-2, correct=0.3, wrong=0.1: P(correct) is the softmax of `correct`
+    # (ropewatch_core.decision), 0.5211 at T=1, 0.4502 at T=2, 0.5951 at T=0.5
+    bias = (-2.0, 0.3, 0.1)
+    three = dict(labels=("unknown", "correct", "wrong"), bias=bias)
     boxes = [[10, 10, 60, 90], [70, 20, 150, 110]]
     for thr, temperature, expected in [
-        (0.53, 1.0, "correct"),
-        (0.55, 1.0, "wrong"),
-        (0.53, 2.0, "wrong"),
-        (0.56, 0.5, "correct"),
+        (0.52, 1.0, "correct"),
+        (0.53, 1.0, "wrong"),
+        (0.45, 2.0, "correct"),
+        (0.46, 2.0, "wrong"),
+        (0.59, 0.5, "correct"),
     ]:
         fn = deploy(fixed_logit_checkpoint(thr=thr, temperature=temperature, **three))
         wire, (record,) = fn.call(body_of(jpeg(), boxes=boxes))
-        p = 1 / (1 + math.exp(-0.2 / temperature))
+        e = [math.exp(b / temperature) for b in bias]
+        p = e[1] / sum(e)
         assert [i["attributes"][0]["value"] for i in json.loads(wire["body"])] == [expected, expected]
         assert record["thr"] == thr and record["temperature"] == temperature
         for det in record["detections"]:
-            assert math.isclose(det["logit"], 0.2, abs_tol=1e-5) and math.isclose(
-                det["p_correct"], p, abs_tol=1e-5
-            )
+            assert math.isclose(det["p_correct"], p, abs_tol=1e-5)
+            assert math.isclose(det["logit"], temperature * math.log(p / (1 - p)), abs_tol=1e-5)
 
 
 def test_hot_swap_good_then_broken_then_good(deploy, fixed_logit_checkpoint):

@@ -28,14 +28,26 @@ def test_prepare_scales_boxes_to_model_size():
     np.testing.assert_allclose(boxes.numpy(), [[5, 10, 25, 30]])
 
 
-def test_decision_uses_only_named_logits_with_temperature():
-    labels = ["unknown", "correct", "wrong"]
-    z, p, values = decide(np.array([[9.0, 0.3, 0.1], [9.0, -1.0, 1.0]]), labels, thr=0.5, temperature=2.0)
-    np.testing.assert_allclose(z, [0.2, -2.0])
+def test_decision_two_labels_sigmoid_of_the_logit_difference():
+    z, p, values = decide(np.array([[0.1, 0.3], [1.0, -1.0]]), ["wrong", "correct"], thr=0.5, temperature=2.0)
+    np.testing.assert_array_equal(z, [0.3 - 0.1, -2.0])
     np.testing.assert_allclose(p, [1 / (1 + math.exp(-0.1)), 1 / (1 + math.exp(1.0))])
-    assert values == ["correct", "wrong"]  # `unknown` is largest but never the value
+    assert values == ["correct", "wrong"]
     assert decide(np.array([[0.0, 0.0]]), ["wrong", "correct"], thr=0.5)[2] == ["correct"]  # P >= thr
     assert decide(np.array([[0.0, 0.0]]), ["correct", "wrong"], thr=0.51)[2] == ["wrong"]
+
+
+def test_decision_three_labels_is_the_softmax_of_correct_and_unknown_counts_against_it():
+    labels = ["unknown", "correct", "wrong"]
+    logits = np.array([[9.0, 0.3, 0.1], [-5.0, 2.0, 1.0], [0.0, 0.0, 0.0]])
+    for temperature in (1.0, 2.0, 0.5):
+        z, p, values = decide(logits, labels, thr=0.5, temperature=temperature)
+        e = np.exp(logits / temperature)
+        np.testing.assert_allclose(p, e[:, 1] / e.sum(1), rtol=1e-12)  # the oracle: softmax by hand
+        np.testing.assert_allclose(1 / (1 + np.exp(-z / temperature)), p, rtol=1e-12)  # p = σ(z / T)
+        # `unknown` is largest in row 0 but never the value: there it is `wrong` (P(correct) small)
+        assert values[0] == "wrong" and values[2] == "wrong"  # 1/3 < 0.5
+    assert decide(logits, labels, thr=0.5)[2][1] == "correct"  # e^2 / (e^-5 + e^2 + e) > 0.5
 
 
 def test_real_dinov3_small_one_backbone_pass_for_all_persons():

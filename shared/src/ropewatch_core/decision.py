@@ -1,8 +1,13 @@
 """The rope decision, one implementation for the function, calibration and the tests' generators.
 
-z = logit(correct) − logit(wrong); P(correct) = σ(z / T); a person is ``correct`` iff P(correct) ≥ thr.
-Only the two named logits count, so extra labels in a checkpoint (e.g. ``unknown``) never become the
-attribute value. numpy only: the validator uses it without torch.
+P(correct) is the softmax probability of ``correct`` over all the head's labels at temperature T, and a
+person is ``correct`` iff P(correct) ≥ thr, else ``wrong``. With the two labels ``wrong``/``correct`` this
+is σ(z / T) with z = logit(correct) − logit(wrong), as always. With more labels (the team's 3-class head
+``["unknown", "correct", "wrong"]``) the mass of the extra labels counts against ``correct``: a person the
+model calls ``unknown`` is not certified as wearing the rope correctly, it is flagged ``wrong`` (the safe
+side), and an extra label never becomes the attribute value. ``z`` (the logged logit) is then
+T·logit(P(correct)) = logit(correct) − T·logsumexp(other logits / T), so P(correct) = σ(z / T) holds for
+every head. numpy only: the validator uses it without torch.
 """
 
 from __future__ import annotations
@@ -32,6 +37,15 @@ def decide(
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """From a head's logits (rows of ``len(labels)``): z, P(correct) and the attribute value per row."""
     logits = np.asarray(logits, dtype=np.float64).reshape(-1, len(labels))
-    z = logits[:, list(labels).index(CORRECT)] - logits[:, list(labels).index(WRONG)]
+    names = list(labels)
+    if WRONG not in names:
+        raise ValueError(f"labels {names} lack {WRONG!r}")
+    others = [i for i, name in enumerate(names) if name != CORRECT]
+    t = float(temperature)
+    if len(others) == 1:  # two labels: exactly logit(correct) - logit(wrong), as the function always did
+        rest = logits[:, others[0]]
+    else:
+        rest = t * np.logaddexp.reduce(logits[:, others] / t, axis=1)
+    z = logits[:, names.index(CORRECT)] - rest
     p = p_correct(z, temperature)
     return z, p, values(p, thr)

@@ -5,10 +5,19 @@ Keys: ``state_dict``, ``labels`` (order as trained, must contain ``wrong`` and `
 ``version``, ``metrics``, ``untrained``, ``calibration``. Past releases broke on a missing ``thr`` and on
 three labels, so every such case fails here rather than in the handler.
 
+The team's trainer writes ``labels``, ``thr`` and ``version`` inside ``config``, beside its training
+metadata: each of those three may sit at the top level or in ``config`` (both with different values is
+refused), and the keys of TRAINING_KEYS are kept as ``Checkpoint.training`` (shown by ``inspect``, printed
+by the card) without changing what is served. Any other ``config`` key that is no ModelConfig field is
+refused by name, so a typo never silently falls back to a default.
+
 Loading ends with one dry forward pass at the real input size (``config.img_size``) whose logits must be
 finite: a file that passes every key check but cannot serve (a size the patch does not divide, NaN
 weights) is refused here, where hot-swap keeps the previous model, rather than failing every request.
 Every failure, whatever raised it, is one ``CheckpointError`` line.
+
+Serving always needs ``thr``. Judging an old version that stored none (``backtest``, ``card``) passes
+``require_thr=False`` or a ``thr`` of its own; ``Checkpoint.thr_source`` says where the threshold came from.
 """
 
 from __future__ import annotations
@@ -31,6 +40,28 @@ from ropewatch_core.records import one_line
 from ropewatch_core.spec import ATTRIBUTE_VALUES
 
 REQUIRED_KEYS = ("state_dict", "labels", "thr", "config")
+PROMOTED_KEYS = ("labels", "thr", "version")  # may sit at the top level or inside ``config``
+# training metadata the team's trainer writes into ``config`` (the model card's Config block): kept, shown,
+# never used to build or serve the model
+TRAINING_KEYS = frozenset(
+    {
+        "arch",
+        "params_M",
+        "jitter",
+        "class_weights",
+        "best_val_AP",
+        "best_epoch",
+        "epochs_run",
+        "total_train_time_s",
+        "test_metrics",
+        "val_metrics",
+        "hyperparams",
+        "history",
+        "seed",
+        "dataset",
+        "notes",
+    }
+)
 MAX_SIDE = 4096  # config.img_size bound: a 1280x720 model is the design point; 4096 px is ~16x its tokens
 
 
@@ -50,6 +81,8 @@ class Checkpoint:
     version: str
     metrics: dict = field(default_factory=dict)
     untrained: bool = False
+    training: dict = field(default_factory=dict)  # TRAINING_KEYS found in ``config``, as stored
+    thr_source: str = "checkpoint"  # or "--thr" (given by the caller) or "none" (no thr: not servable)
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
@@ -63,14 +96,12 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _config(raw: object, fail: Callable[[str], NoReturn]) -> ModelConfig:
-    if not isinstance(raw, dict):
-        fail("'config' must be a dict")
+def _config(raw: dict, fail: Callable[[str], NoReturn]) -> ModelConfig:
     known = set(ModelConfig.__dataclass_fields__)
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(set(raw) - known - TRAINING_KEYS - set(PROMOTED_KEYS))
     if unknown:
-        fail(f"unknown config keys {unknown}")
-    cfg = dict(raw)
+        fail(f"unknown config keys {unknown} (neither ModelConfig fields nor known training metadata)")
+    cfg = {k: v for k, v in raw.items() if k in known}
     if "img_size" in cfg:
         size = cfg["img_size"]
         if not (
@@ -97,14 +128,58 @@ def _config(raw: object, fail: Callable[[str], NoReturn]) -> ModelConfig:
     return config
 
 
-def validate(raw: object, path: str, device: str = "cpu") -> tuple[ModelConfig, RopeClassifier]:
+_MISSING = object()
+
+
+def flatten(raw: object, path: str) -> dict:
+    """``raw`` with ``labels``/``thr``/``version`` taken from ``config`` where the top level lacks them;
+    the same key in both places with different values is one CheckpointError line."""
+
+    if not isinstance(raw, dict):
+        _fail(path, f"expected a dict saved with torch.save, got {type(raw).__name__}")
+    config = raw.get("config")
+    if config is None:
+        return dict(raw)
+    if not isinstance(config, dict):
+        _fail(path, "'config' must be a dict")
+    flat = dict(raw)
+    for key in PROMOTED_KEYS:
+        top, inner = raw.get(key, _MISSING), config.get(key, _MISSING)
+        if inner is _MISSING:
+            continue
+        if top is not _MISSING and not _same(top, inner):
+            _fail(
+                path,
+                f"{key!r} is {str(top)[:60]} at the top level but {str(inner)[:60]} in config: "
+                "remove one or make them equal",
+            )
+        flat[key] = inner
+    return flat
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return bool(a == b) and isinstance(a, bool) == isinstance(b, bool)
+
+
+def training_of(raw: dict) -> dict:
+    """The training metadata kept from ``config`` (TRAINING_KEYS, as stored)."""
+    config = raw.get("config")
+    return {k: v for k, v in config.items() if k in TRAINING_KEYS} if isinstance(config, dict) else {}
+
+
+def validate(
+    raw: object, path: str, device: str = "cpu", *, require_thr: bool = True
+) -> tuple[ModelConfig, RopeClassifier]:
     """Check a loaded dict against the contract, build the model, load its weights strictly and run the
-    dry forward pass on ``device``; any failure, of whatever type, is one CheckpointError naming ``path``."""
+    dry forward pass on ``device``; any failure, of whatever type, is one CheckpointError naming ``path``.
+    ``require_thr=False`` accepts a file without ``thr`` (to be judged with a threshold of its own)."""
     try:
-        config, model = _validate(raw, path)
+        flat = flatten(raw, path)
+        config, model = _validate(flat, path, require_thr)
         model = model.to(device)
-        labels = raw["labels"] if isinstance(raw, dict) else []
-        _dry_run(model, config, len(labels), lambda problem: _fail(path, problem))
+        _dry_run(model, config, len(flat["labels"]), lambda problem: _fail(path, problem))
     except CheckpointError:
         raise
     except Exception as exc:  # every way a file can break is one line for the operator
@@ -144,13 +219,11 @@ def _finite(value: object) -> bool:
         return False
 
 
-def _validate(raw: object, path: str) -> tuple[ModelConfig, RopeClassifier]:
+def _validate(raw: dict, path: str, require_thr: bool) -> tuple[ModelConfig, RopeClassifier]:
     def fail(problem: str) -> NoReturn:
         _fail(path, problem)
 
-    if not isinstance(raw, dict):
-        fail(f"expected a dict saved with torch.save, got {type(raw).__name__}")
-    missing = [k for k in REQUIRED_KEYS if k not in raw]
+    missing = [k for k in REQUIRED_KEYS if k not in raw and (require_thr or k != "thr")]
     if missing:
         fail(f"missing {', '.join(repr(k) for k in missing)}")
     labels = raw["labels"]
@@ -161,7 +234,7 @@ def _validate(raw: object, path: str) -> tuple[ModelConfig, RopeClassifier]:
     absent = [name for name in ATTRIBUTE_VALUES if name not in labels]
     if absent:
         fail(f"'labels' {list(labels)} lacks {', '.join(repr(a) for a in absent)}")
-    thr = raw["thr"]
+    thr = raw.get("thr", 0.5)
     if not (_finite(thr) and 0.0 <= thr <= 1.0):
         fail(f"'thr' must be a number in [0, 1], got {str(thr)[:40]}")
     temperature = raw.get("temperature", 1.0)
@@ -225,29 +298,54 @@ def version_of(raw: dict, sha256: str) -> str:
     return str(raw.get("version") or f"sha256:{sha256[:12]}")
 
 
-def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Checkpoint:
-    """Load, validate, dry-run on ``device``; any problem is one CheckpointError line naming ``path``."""
+def load_checkpoint(
+    path: str | os.PathLike, device: str = "cpu", *, thr: float | None = None, require_thr: bool = True
+) -> Checkpoint:
+    """Load, validate, dry-run on ``device``; any problem is one CheckpointError line naming ``path``.
+
+    The function calls it as is: a file without ``thr`` is refused. A backtest passes ``thr`` (used in
+    place of the file's, ``thr_source`` "--thr") or ``require_thr=False`` (a file without one loads with
+    ``thr`` NaN and ``thr_source`` "none"; its caller picks one)."""
     path = str(path)
+    if thr is not None and not (_finite(thr) and 0.0 <= thr <= 1.0):
+        raise CheckpointError(f"checkpoint {path}: the threshold given must be in [0, 1], got {thr}")
     raw, sha = read_checkpoint(path)
-    config, model = validate(raw, path, device)
+    config, model = validate(raw, path, device, require_thr=require_thr and thr is None)
     try:
-        return _checkpoint(path, sha, raw, config, model)
+        return _checkpoint(path, sha, flatten(raw, path), config, model, thr, training_of(raw))
     except Exception as exc:  # e.g. metrics that is no mapping
         raise CheckpointError(f"checkpoint {path}: {one_line(exc)}") from None
 
 
-def _checkpoint(path: str, sha: str, raw: dict, config: ModelConfig, model: RopeClassifier) -> Checkpoint:
+def _checkpoint(
+    path: str,
+    sha: str,
+    raw: dict,
+    config: ModelConfig,
+    model: RopeClassifier,
+    thr: float | None,
+    training: dict,
+) -> Checkpoint:
+    stored = raw.get("thr")
+    if thr is not None:
+        value, source = float(thr), "--thr"
+    elif stored is not None:
+        value, source = float(stored), "checkpoint"
+    else:
+        value, source = math.nan, "none"
     return Checkpoint(
         path=path,
         sha256=sha,
         labels=list(raw["labels"]),
-        thr=float(raw["thr"]),
+        thr=value,
         temperature=float(raw.get("temperature") or 1.0),
         config=config,
         model=model,
         version=version_of(raw, sha),
         metrics=dict(raw.get("metrics") or {}),
         untrained=bool(raw.get("untrained", False)),
+        training=training,
+        thr_source=source,
     )
 
 
@@ -294,4 +392,5 @@ def describe(ckpt: Checkpoint) -> dict:
         "config": ckpt.config.to_dict(),
         "parameters": ckpt.n_parameters(),
         "metrics": ckpt.metrics,
+        "training": ckpt.training,
     }

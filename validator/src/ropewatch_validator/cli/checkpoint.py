@@ -1,4 +1,4 @@
-"""`ropewatch checkpoint demo|inspect` (and whatever CHECKPOINT_SUBCOMMANDS adds, e.g. recalibrate)."""
+"""`ropewatch checkpoint demo|inspect|import` (and whatever CHECKPOINT_SUBCOMMANDS adds, e.g. recalibrate)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inspect.add_argument("file", type=Path)
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
     inspect.set_defaults(func=run_inspect)
+    imp = sub.add_parser(
+        "import",
+        help="convert a foreign state dict into the checkpoint contract (validated, dry-run, atomic)",
+        description="SRC: a raw state dict or a dict with model/state_dict/model_state_dict (and optional "
+        "config, labels, thr, version). The result is validated as the function validates it.",
+    )
+    imp.add_argument("src", type=Path, metavar="SRC")
+    imp.add_argument("out", type=Path, metavar="OUT.pt")
+    imp.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="rename weights whose name starts with OLD (repeatable; first match wins; NEW may be empty)",
+    )
+    imp.add_argument("--labels", nargs="+", default=None, help="label order of the head (default: SRC's)")
+    imp.add_argument("--thr", type=float, default=None, help="threshold on P(correct) (default: SRC's)")
+    imp.add_argument("--version", default=None, help="version name (default: SRC's)")
+    imp.set_defaults(func=run_import)
     for name in CHECKPOINT_SUBCOMMANDS:
         importlib.import_module(name).register(sub)
 
@@ -97,4 +116,24 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(f"{'config.' + key:22} {value}")
     if info["metrics"]:
         print(f"{'metrics':22} {json.dumps(info['metrics'])}")
+    for key, value in info["training"].items():
+        print(f"{'training.' + key:22} {json.dumps(value, ensure_ascii=False)}")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from ropewatch_validator.learn.checkpoint_import import import_checkpoint, parse_maps
+
+    done = import_checkpoint(
+        args.src, args.out, parse_maps(args.map), labels=args.labels, thr=args.thr, version=args.version
+    )
+    thr = (
+        f"thr {done.thr}"
+        if done.thr is not None
+        else "no thr: the function refuses it; judge it with `backtest --thr` or `--thr-from-split`"
+    )
+    print(
+        f"{done.path}: imported {done.n_weights} weights ({done.renamed} renamed), version "
+        f"{done.version or '(none)'}, labels {list(done.labels)}, {thr}"
+    )
     return 0
