@@ -23,6 +23,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "ropewatch_validator.cli.demo",
     "ropewatch_validator.cli.checkpoint",
     "ropewatch_validator.cli.validate",
+    "ropewatch_validator.cli.queue",
     "ropewatch_validator.cli.history",
     "ropewatch_validator.cli.serve",
     "ropewatch_validator.cli.train",

@@ -34,6 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "job_ids", nargs="*", type=int, metavar="JOB_ID", help="job ids (or use --task / --project)"
     )
+    add_validate_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_validate_arguments(p: argparse.ArgumentParser) -> None:
+    """Every option of validate-job but its job ids: ``ropewatch worker`` takes the same ones."""
     p.add_argument("--task", type=int, help="validate every annotation job of this task")
     p.add_argument("--project", type=int, help="validate every annotation job of this project")
     ref = p.add_mutually_exclusive_group()
@@ -98,7 +104,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_connection_arguments(p)
     add_trace_arguments(p)
-    p.set_defaults(func=run)
 
 
 def add_trace_arguments(parser: argparse.ArgumentParser) -> None:

@@ -158,6 +158,16 @@ filled_shapes = sa.Table(  # ropewatch annotate fill: the value it wrote on each
     sa.Column("filled_at", sa.String(32), nullable=False),
 )
 
+queue_failures = sa.Table(  # team mode: a job the queue gave up on, with its one-line reason
+    "queue_failures",
+    metadata,
+    sa.Column("host", sa.String(512), primary_key=True),
+    sa.Column("job_id", sa.Integer, primary_key=True),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("reason", sa.String(1024), nullable=False),
+    sa.Column("failed_at", sa.String(32), nullable=False),
+)
+
 
 class DeliveryStatus(str, Enum):
     """A delivery row: still in the outbox, or in the ledger of sent alerts."""
