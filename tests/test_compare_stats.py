@@ -27,6 +27,7 @@ from ropewatch_validator.evaluation.compare import (
     percentile_ci,
     resample_frames,
     resampled_metrics,
+    verdict,
 )
 
 VALUES = ["wrong", "correct"]
@@ -69,10 +70,16 @@ def test_bad_input_is_one_clear_error():
         binary_metrics(["wrong"], np.array([0.1]), 0.5).metric("f1")
 
 
-def test_good_direction():
+def test_good_direction_and_the_verdict_of_a_difference():
     assert good_direction("flips_per_1000") == -1 and good_direction("fp") == -1
     assert good_direction("per_class.wrong.f1") == 1 and good_direction("ap") == 1
     assert good_direction("thr") is None and good_direction("per_class.wrong.support") is None
+    assert (
+        verdict("flips_per_1000", 2.0, 9.0) == "worse" and verdict("flips_per_1000", -9.0, -2.0) == "better"
+    )
+    assert verdict("accuracy", 0.01, 0.02) == "better" and verdict("accuracy", -0.02, -0.01) == "worse"
+    assert verdict("accuracy", -0.01, 0.02) == verdict("ap", None, None) == "no significant difference"
+    assert verdict("thr", 0.1, 0.2) == "no significant difference"
 
 
 @pytest.mark.parametrize("seed", range(12))

@@ -44,6 +44,21 @@ def good_direction(path: str) -> int | None:
     return -1 if leaf in ("fp", "fn") or leaf.startswith("flips") else 1
 
 
+BETTER, WORSE, UNCLEAR = "better", "worse", "no significant difference"
+
+
+def verdict(path: str, low: float | None, high: float | None) -> str:
+    """What the CI [low, high] of a difference (candidate − baseline) of metric ``path`` says: better or
+    worse only when it excludes 0 on that side of the metric's good direction, else no significant
+    difference (also without a CI, or for a metric with no good direction)."""
+    good = good_direction(path)
+    if good is None or low is None or high is None:
+        return UNCLEAR
+    if low > 0 or high < 0:
+        return BETTER if (low > 0) == (good > 0) else WORSE
+    return UNCLEAR
+
+
 @dataclass(frozen=True)
 class ClassStats:
     precision: float | None
