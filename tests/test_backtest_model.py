@@ -21,6 +21,7 @@ from ropewatch_validator.render.backtest_model import (
     VersionSpec,
     assemble,
     json_schema,
+    paired,
 )
 
 
@@ -97,3 +98,17 @@ def test_bad_files_are_refused_with_the_reason(change, message):
     change(data)
     with pytest.raises(ValidationError, match=message):
         BacktestResult.model_validate(data)
+
+
+def test_paired_turns_a_stored_pair_round_and_computes_a_missing_one_from_the_persons():
+    r = result(n=60, n_boot=100)
+    stored = r.pair("v1", "v2")
+    turned = paired(r, "v2", "v1")
+    assert (turned.a, turned.b, turned.mcnemar_p) == ("v2", "v1", stored.mcnemar_p)
+    assert turned.n_discordant.a_right_b_wrong == stored.n_discordant.a_wrong_b_right
+    for key, d in stored.diffs.items():
+        t = turned.diffs[key]
+        assert (t.estimate, t.low, t.high) == pytest.approx((-d.estimate, -d.high, -d.low))
+    without = r.model_copy(update={"pairs": []})
+    assert paired(without, "v1", "v2") == stored  # same persons, resamples and seed
+    assert paired(without.model_copy(update={"persons": []}), "v1", "v2") is None

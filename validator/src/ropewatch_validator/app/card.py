@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import ValidationError
 
 from ropewatch_core.decision import CORRECT, WRONG
 from ropewatch_core.errors import InputError
@@ -61,23 +60,6 @@ class CardFiles:
     version: str
     baseline: str | None
     pictures: str  # why pictures are missing, "" when shown
-
-
-def invalid(path: Path, exc: ValidationError) -> InputError:
-    """One line for a file that does not match its model: the first problem and where it is."""
-    e = exc.errors()[0]
-    where = ".".join(str(x) for x in e["loc"]) or "the top level"
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return InputError(f"{path}: {where}: {e['msg']}{more}")
-
-
-def load_backtest(path: Path) -> BacktestResult:
-    try:
-        return BacktestResult.model_validate_json(path.read_bytes())
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except ValidationError as exc:
-        raise invalid(path, exc) from None
 
 
 def _box(text: str, row: int) -> list[float] | None:
@@ -199,7 +181,7 @@ def make_card(req: CardRequest) -> CardFiles:
     else:
         if req.thr is not None:
             raise InputError("--thr is for a scores CSV; a backtest result carries each version's thr")
-        result = load_backtest(req.source)
+        result = BacktestResult.load(req.source)
         if req.config is not None:
             chosen = result.version(req.version or result.names()[-1])
             versions = [

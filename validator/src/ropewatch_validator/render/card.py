@@ -24,10 +24,11 @@ import numpy as np
 from ropewatch_core.decision import CORRECT, WRONG
 from ropewatch_core.errors import InputError
 from ropewatch_validator.evaluation.compare import BETTER, UNCLEAR, WORSE, good_direction, verdict
-from ropewatch_validator.render.backtest_model import BacktestResult, Person, Version
+from ropewatch_validator.render.backtest_model import BacktestResult, Pair, Person, Version, paired
 from ropewatch_validator.render.html import render
 from ropewatch_validator.render.thumbs import Thumbnail, region
 
+PRF = ("precision", "recall", "f1")
 N_SAMPLES, N_AUDIT = 4, 8  # sample inferences per class; most confident mistakes
 TRUTH_COLOUR = {WRONG: "#c0392b", CORRECT: "#1e8449"}
 # the side-by-side table and the chosen version's headline figures: (metric path, what it is)
@@ -87,34 +88,22 @@ class Figure:
         return better_word(self.path)
 
 
-Span = tuple[float | None, float | None, float | None]
-
-
-def difference(result: BacktestResult, baseline: str, candidate: str, path: str) -> Span | None:
-    """(estimate, low, high) of candidate − baseline for ``path`` from the backtest's paired result,
-    whichever way round the pair was stored; None without that pair or metric."""
-    pair = result.pair(baseline, candidate)
-    if pair is not None and path in pair.diffs:
-        d = pair.diffs[path]
-        return d.estimate, d.low, d.high
-    pair = result.pair(candidate, baseline)
-    if pair is not None and path in pair.diffs:
-        d = pair.diffs[path]
-        est, low, high = (None if x is None else -x for x in (d.estimate, d.high, d.low))
-        return est, low, high
-    return None
-
-
-def figure(result: BacktestResult, v: Version, path: str, title: str, baseline: str | None) -> Figure:
+def figure(v: Version, path: str, title: str, pair: Pair | None) -> Figure:
+    """``v``'s figure ``path``, and its difference from the baseline of ``pair`` (b = ``v``) if any."""
     value = v.metrics.metric(path)
     ci = v.ci.get(path)
     f = Figure(path, title, fmt(path, value), fmt_ci(path, ci.low, ci.high) if ci else "")
-    diff = difference(result, baseline, v.version, path) if baseline else None
-    if diff is None:
+    d = pair.diffs.get(path) if pair else None
+    if d is None:
         return f
-    est, low, high = diff
     return Figure(
-        path, title, f.value, f.ci, signed(path, est), fmt_ci(path, low, high), verdict(path, low, high)
+        path,
+        title,
+        f.value,
+        f.ci,
+        signed(path, d.estimate),
+        fmt_ci(path, d.low, d.high),
+        verdict(path, d.low, d.high),
     )
 
 
@@ -217,14 +206,12 @@ def card_view(
     else:
         result.version(baseline)  # a clear error when it is not in the backtest
     m, thumbs = chosen.metrics, thumbnails or {}
-    headline = [figure(result, chosen, path, title, baseline) for path, title in HEADLINE]
+    against = paired(result, baseline, chosen.version) if baseline else None
+    headline = [figure(chosen, path, title, against) for path, title in HEADLINE]
     per_class = [
         {
             "value": v,
-            "figures": [
-                figure(result, chosen, f"per_class.{v}.{k}", k, baseline)
-                for k in ("precision", "recall", "f1")
-            ],
+            "figures": [figure(chosen, f"per_class.{v}.{k}", k, against) for k in PRF],
             "support": m.per_class[v].support,
         }
         for v in m.values
@@ -238,17 +225,11 @@ def card_view(
         "column_totals": [sum(c) for c in zip(*cm)],
         "total": sum(map(sum, cm)),
     }
-    versions = [
-        {
-            "v": v,
-            "figures": [
-                figure(result, v, path, title, names[i - 1] if i else None)
-                for path, title in HEADLINE
-                if path in SIDE_BY_SIDE
-            ],
-        }
-        for i, v in enumerate(result.versions)
-    ]
+    versions = []
+    for i, v in enumerate(result.versions):
+        left = paired(result, names[i - 1], v.version) if i else None
+        figures = [figure(v, path, title, left) for path, title in HEADLINE if path in SIDE_BY_SIDE]
+        versions.append({"v": v, "figures": figures})
     pairs = [
         {
             "pair": pair,
