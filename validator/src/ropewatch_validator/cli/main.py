@@ -30,6 +30,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "ropewatch_validator.cli.dataset",
     "ropewatch_validator.cli.cascade",
     "ropewatch_validator.cli.card",
+    "ropewatch_validator.cli.gate",
 )
 
 
