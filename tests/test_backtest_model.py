@@ -20,6 +20,7 @@ from ropewatch_validator.render.backtest_model import (
     Person,
     VersionSpec,
     assemble,
+    clusters,
     json_schema,
     paired,
 )
@@ -112,3 +113,19 @@ def test_paired_turns_a_stored_pair_round_and_computes_a_missing_one_from_the_pe
     without = r.model_copy(update={"pairs": []})
     assert paired(without, "v1", "v2") == stored  # same persons, resamples and seed
     assert paired(without.model_copy(update={"persons": []}), "v1", "v2") is None
+
+
+def test_frames_of_different_jobs_are_different_clusters():
+    persons = [
+        Person(frame=f, truth="wrong", p_correct={"v": 0.1}, job_id=j)
+        for j, f in ((1, 0), (1, 0), (2, 0), (None, 0))
+    ]
+    assert clusters(persons).tolist() == [1, 1, 2, 0]
+    r = assemble(
+        created=utc_iso(),
+        source=DataSource(kind="cvat", host="http://cvat", jobs=[1, 2]),
+        specs=[VersionSpec(version="v", thr=0.5, thr_source="checkpoint")],
+        persons=persons,
+        n_boot=10,
+    )
+    assert (r.data.n_persons, r.data.n_frames) == (4, 3)

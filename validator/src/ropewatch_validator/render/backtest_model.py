@@ -206,7 +206,8 @@ class Detector(Part):
 
 
 class Person(Part):
-    """One scored reference person: frame (the bootstrap's cluster), box, truth, P(correct) per version."""
+    """One scored reference person: frame (with job_id: the bootstrap's cluster), box, truth and
+    P(correct) per version."""
 
     frame: int
     frame_name: str | None = None
@@ -291,6 +292,15 @@ class BacktestResult(Part):
             raise InputError(f"{path}: {where}: {e['msg']}{more}") from None
 
 
+def clusters(persons: list[Person]) -> np.ndarray:
+    """The bootstrap's cluster of each person: its frame within its job (frame numbers of two jobs
+    are different frames)."""
+    if not persons:
+        return np.zeros(0, dtype=np.int64)
+    keys = np.array([(-1 if q.job_id is None else q.job_id, q.frame) for q in persons], dtype=np.int64)
+    return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1)
+
+
 def _pair(a: str, b: str, c: PairComparison) -> Pair:
     return Pair(
         a=a,
@@ -319,7 +329,7 @@ def paired(result: BacktestResult, a: str, b: str) -> Pair | None:
     if not result.persons:
         return None
     truth = [q.truth for q in result.persons]
-    frames = np.array([q.frame for q in result.persons])
+    frames = clusters(result.persons)
     pa, pb = (np.array([q.p_correct[v.version] for q in result.persons]) for v in (va, vb))
     return _pair(a, b, compare_pair(truth, frames, pa, va.thr, pb, vb.thr, result.n_boot, result.seed))
 
@@ -345,7 +355,7 @@ def assemble(
     """The backtest result of ``specs`` on ``persons``: metrics and CIs per version, and one pair per
     two versions in the order given (the earlier is the baseline ``a``, the later the candidate ``b``)."""
     truth = [p.truth for p in persons]
-    frames = np.array([p.frame for p in persons], dtype=np.int64)
+    frames = clusters(persons)
     scores = {s.version: np.array([p.p_correct[s.version] for p in persons]) for s in specs}
     versions = []
     for s in specs:
