@@ -16,6 +16,7 @@ from sklearn.metrics import (
 from statsmodels.stats.contingency_tables import mcnemar
 
 from ropewatch_core.errors import InputError
+from ropewatch_validator.evaluation import compare
 from ropewatch_validator.evaluation.compare import (
     CI_METRICS,
     binary_metrics,
@@ -189,3 +190,13 @@ def test_clustered_ci_covers_the_true_value_at_least_90_percent_of_200_data_sets
         for k, value in true.items():
             covered[k] += ci[k].low <= value <= ci[k].high
     assert covered["accuracy"] >= 180 and covered["flips_per_1000"] >= 180, covered
+
+
+def test_the_bootstrap_in_blocks_equals_it_in_one(monkeypatch):
+    truth, frames, p = scored(6, 90, 30)
+    draws = resample_frames(len(np.unique(frames)), 50, seed=1)
+    whole = resampled_metrics(truth, frames, p, 0.5, draws)
+    monkeypatch.setattr(compare, "CHUNK", 200)  # 2 resamples per block
+    blocks = resampled_metrics(truth, frames, p, 0.5, draws)
+    for key in CI_METRICS:
+        assert np.array_equal(whole[key], blocks[key], equal_nan=True), key
