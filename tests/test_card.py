@@ -255,3 +255,18 @@ def test_unknown_version_and_thr_with_a_backtest_are_refused(tmp_path, capsys):
         rc, _, err = run(["card", str(path), "--out", str(tmp_path / "c"), *extra], capsys)
         assert rc == 2 and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "c").exists()
+
+
+def test_a_backtest_without_per_person_scores_still_gets_its_card_and_says_what_is_missing(tmp_path, capsys):
+    path = two_versions(tmp_path)
+    data = json.loads(path.read_text())
+    data["persons"] = []
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps(data))
+    rc, out, err = run(["card", str(bare), "--out", str(tmp_path / "c")], capsys)
+    assert (rc, err) == (0, "")
+    assert "pictures not shown: the backtest holds no per-person scores" in out
+    html = Tables((tmp_path / "c" / "card.html").read_text(encoding="utf-8"))
+    assert html.tables["test-metrics"][1][-1] == "{tp}/{fp}/{fn}/{tn}".format(
+        **data["versions"][1]["metrics"]
+    )
