@@ -170,6 +170,7 @@ def test_card_from_a_backtest_compares_versions_with_colours_that_follow_the_goo
     figures = re.findall(r'<figure data-truth="(\w+)">.*?stroke="(#\w+)"', text, re.S)
     assert len(figures) == 16 and all(colours[t] == c for t, c in figures)
     assert "Pictures not shown" not in text
+    assert not re.search(r'(src|href)="(https?:)?//', text) and "<script" not in text  # offline page
     md = (tmp_path / "c" / "card.md").read_text(encoding="utf-8")
     assert "### v2 vs v1" in md and "| flips_per_1000 (lower is better) |" in md and "| worse |" in md
 
