@@ -32,6 +32,8 @@ SUBCOMMANDS: tuple[str, ...] = (
     "ropewatch_validator.cli.cascade",
     "ropewatch_validator.cli.review",
     "ropewatch_validator.cli.annotate",
+    "ropewatch_validator.cli.card",
+    "ropewatch_validator.cli.gate",
 )
 
 
