@@ -25,10 +25,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "ropewatch_validator.cli.validate",
     "ropewatch_validator.cli.history",
     "ropewatch_validator.cli.serve",
-    "ropewatch_validator.cli.train",
-    "ropewatch_validator.cli.filter_eval",
-    "ropewatch_validator.cli.dataset",
-    "ropewatch_validator.cli.cascade",
+    "ropewatch_validator.cli.fast_filter",
 )
 
 

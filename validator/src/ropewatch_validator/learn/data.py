@@ -1,4 +1,4 @@
-"""What the fast-filter commands share: the crop manifests, the torch dataset, scoring and the metrics.
+"""What the fast-filter tools share: the crop manifests, the torch dataset, scoring and the metrics.
 
 A data directory (``ropewatch dataset build`` writes one) holds ``train_manifest.csv`` and
 ``val_manifest.csv``: one row per person crop with at least ``crop`` (a path relative to the directory)
