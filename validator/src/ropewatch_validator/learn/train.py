@@ -60,7 +60,7 @@ class TrainOptions:
 
 @dataclass(frozen=True)
 class Best:
-    """The best epoch so far (by validation AUC) and its validation figures."""
+    """The run's best epoch (by validation AUC), its AUC and the filter checkpoint saved for it."""
 
     epoch: int
     auc: float
@@ -115,7 +115,8 @@ def read_history(path: Path, upto: int) -> list[dict[str, Any]]:
 
 
 def train(args: TrainOptions) -> Best | None:
-    """The training loop; returns the best epoch (None when resuming a finished run)."""
+    """The training loop over ``args`` (a TrainOptions, never an argparse namespace); returns the best
+    epoch, None when resuming a finished run. Refuses a manifest with one class before building the model."""
     import torch
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
