@@ -111,7 +111,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     with _file_errors():
         done = calibrate(args.filter, args.data_dir, args.output, args.plot)
-    print(done.line())
+    c = done.calibration
+    print(
+        f"{done.output}: temperature {done.temperature:.4f} (was {done.previous_temperature:g}); "
+        f"ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}; "
+        f"NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f} on {c['n']} validation crops; diagram {done.plot}"
+    )
     for warning in done.warnings:
         print(f"ropewatch calibrate: warning: {warning}", file=sys.stderr)
     return 0
@@ -122,8 +127,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     with _file_errors():
         done = evaluate(args.filter, args.data_dir, args.split, args.output_dir)
-    print(done.line())
+    m = done.metrics
+    print(
+        f"{done.output_dir / 'evaluation.json'}: AUC {_f(m['auc'])}, accuracy {m['accuracy']:.4f}, "
+        f"F1 wrong {_f(m['f1_wrong'])}, F1 correct {_f(m['f1_correct'])}, ECE {m['ece']:.4f} "
+        f"on {m['n']} {done.split} crops (T = {done.temperature:.4f})"
+    )
     return 0
+
+
+def _f(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
 
 
 def _register_dataset(subparsers: argparse._SubParsersAction) -> None:
@@ -167,7 +181,12 @@ def run_dataset(args: argparse.Namespace) -> int:
     )
     with _file_errors():
         summary = build_dataset(connect_from_args(args), opts)
-    print(summary.line())
+    c, t, jobs = summary.info["counts"], summary.info["tasks"], summary.info["jobs"]
+    print(
+        f"{summary.output_dir}: {c['train']['crops']} train crops ({len(t['train'])} tasks), "
+        f"{c['val']['crops']} val crops ({len(t['val'])} tasks) from {len(jobs)} jobs; "
+        f"skipped {summary.skipped or 'none'}"
+    )
     return 0
 
 

@@ -58,14 +58,6 @@ class DatasetSummary:
     info: dict[str, Any]
     skipped: dict[str, int] = field(default_factory=dict)
 
-    def line(self) -> str:
-        c, t = self.info["counts"], self.info["tasks"]
-        return (
-            f"{self.output_dir}: {c['train']['crops']} train crops ({len(t['train'])} tasks), "
-            f"{c['val']['crops']} val crops ({len(t['val'])} tasks) from {len(self.info['jobs'])} jobs; "
-            f"skipped {self.skipped or 'none'}"
-        )
-
 
 def split_tasks(tasks: list[int], val_share: float, host: str) -> set[int]:
     """The val tasks: the first ``val_share`` (at least one, never all) in sha256(host:task) order."""

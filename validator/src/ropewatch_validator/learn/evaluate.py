@@ -37,32 +37,15 @@ class Calibrated:
     plot: Path
     warnings: tuple[str, ...] = ()
 
-    def line(self) -> str:
-        c = self.calibration
-        return (
-            f"{self.output}: temperature {self.temperature:.4f} (was {self.previous_temperature:g}); "
-            f"ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}; "
-            f"NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f} on {c['n']} validation crops; "
-            f"diagram {self.plot}"
-        )
-
 
 @dataclass(frozen=True)
 class Evaluated:
-    """An evaluation written to ``output_dir``: evaluation.json's content."""
+    """An evaluation written to ``output_dir``: the split, the temperature and evaluation.json's metrics."""
 
     output_dir: Path
     split: str
     temperature: float
     metrics: dict[str, Any]
-
-    def line(self) -> str:
-        m = self.metrics
-        return (
-            f"{self.output_dir / 'evaluation.json'}: AUC {_f(m['auc'])}, accuracy {m['accuracy']:.4f}, "
-            f"F1 wrong {_f(m['f1_wrong'])}, F1 correct {_f(m['f1_correct'])}, ECE {m['ece']:.4f} "
-            f"on {m['n']} {self.split} crops (T = {self.temperature:.4f})"
-        )
 
 
 def _scores(filter_path: Path, data_dir: Path, split: str) -> tuple[dict, Any, np.ndarray, np.ndarray]:
@@ -225,7 +208,3 @@ def evaluate(filter_path: Path, data_dir: Path, split: str, output_dir: Path) ->
         out / "evaluation.html", render("filter_evaluation.html", result=result, images=images, nav=False)
     )
     return Evaluated(out, split, filt.temperature, result["metrics"])
-
-
-def _f(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.4f}"
