@@ -168,8 +168,7 @@ def run_dataset(args: argparse.Namespace) -> int:
 
     problem = check_connection_arguments(args)
     if problem:
-        print(f"ropewatch dataset build: {problem}", file=sys.stderr)
-        return 2
+        raise InputError(problem)
     opts = DatasetOptions(
         output_dir=args.output_dir,
         job_ids=tuple(args.job_ids),
