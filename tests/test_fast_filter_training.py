@@ -274,8 +274,7 @@ def test_calibrate_refuses_a_temperature_that_does_not_lower_the_nll(trained, tm
 
 
 def test_a_temperature_that_worsens_the_ece_is_stored_with_a_warning():
-    from ropewatch_validator.learn.evaluate import judge_temperature
-    from ropewatch_validator.trace.calibration import fit_temperature
+    from ropewatch_validator.trace.calibration import fit_temperature, judge_temperature
 
     # 12 crops where the NLL-optimal T (about 2.2) spreads the probabilities into worse-calibrated bins
     z = np.array([0.0, 1.3, -0.2, -2.7, 1.9, 0.1, -2.0, -3.4, 0.4, 0.7, 2.6, -0.8])

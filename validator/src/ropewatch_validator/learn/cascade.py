@@ -1,9 +1,9 @@
-"""Choosing the fast filter's band [lo, hi] on validation data and storing it (`ropewatch cascade tune`).
+"""`ropewatch cascade tune`: choose the fast filter's band [lo, hi] on validation data and store it.
 
 For every validation person (``val_manifest.csv`` of ``dataset build``) the filter's calibrated P and
 the expert's decision are computed on the kept frame, as the function computes them (one expert pass
 per frame over that frame's persons). ropewatch_core.cascade.tune_band then picks the band with the
-largest share of frames that skip the expert, subject to agreement with the expert >= ``target`` and
+largest share of frames that skip the expert, subject to agreement with the expert >= ``--target`` and
 a recall of ``wrong`` (against the reference) no lower than the expert's. The band and its figures are
 written into the filter checkpoint (validated, atomically: the function's hot-swap picks it up).
 """
@@ -11,12 +11,9 @@ written into the filter checkpoint (validated, atomically: the function's hot-sw
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from ropewatch_core.cascade import BandChoice, tune_band
 from ropewatch_core.errors import InputError
-
-if TYPE_CHECKING:
-    from ropewatch_core.cascade import BandChoice
 
 
 def person_scores(filter_path: Path, expert_path: Path, data_dir: Path) -> dict:
@@ -51,7 +48,6 @@ def tune(
     filter_path: Path, expert_path: Path, data_dir: Path, target: float = 0.99, output: Path | None = None
 ) -> BandChoice:
     """Tune the band on the validation persons and store it (in place without ``output``)."""
-    from ropewatch_core.cascade import tune_band
     from ropewatch_core.model.checkpoint import read_checkpoint, save_checkpoint
     from ropewatch_core.model.fast_filter import validate
 

@@ -1,13 +1,13 @@
-"""Person crops and train/val manifests for the fast filter, from CVAT (`ropewatch dataset build`).
+"""`ropewatch dataset build`: person crops and train/val manifests for the fast filter, from CVAT.
 
 Jobs (ids, ``--task`` or ``--project``) are read through the validator's client (cvat/fetch); the
 reference persons are the rectangles of the validated sources (``manual``, ``file``, ``consensus``;
 evaluation.match.Settings.ref_sources) whose ``safety_rope_use`` is set. Each is cut with the fast
-filter's crop rule (``filter`` takes ``expand`` from a filter checkpoint; default the expert's) from
+filter's crop rule (``--filter`` takes ``expand`` from a filter checkpoint; default the expert's) from
 the frame as CVAT sends it to the function, and written as PNG; the frame itself is kept under
 ``frames/`` so ``cascade tune`` can run the expert on it. Frames come through the frame cache
-(``frame_cache``, shared with validate-job). The split is by task, never by frame: every task is in
-train or in val, never both (a stable hash orders the tasks; ``val_share`` of them, at least one,
+(``--frame-cache``, shared with validate-job). The split is by task, never by frame: every task is in
+train or in val, never both (a stable hash orders the tasks; ``--val-share`` of them, at least one,
 go to val). A rerun reuses every frame already written and every crop made from the same frame bytes
 and pixel box (the crop's file name is keyed by both: a rebuild with another rule cuts new crops), all
 writes atomic, and rewrites the manifests. Persons that cannot be cut are skipped and counted by reason
@@ -22,7 +22,6 @@ import io
 import json
 import math
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ropewatch_core.errors import InputError
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 
 @dataclass(frozen=True)
@@ -74,25 +73,6 @@ def _png(rgb: Any) -> bytes:
     return out.getvalue()
 
 
-def box_problems(boxes: np.ndarray, width: int, height: int) -> list[str | None]:
-    """Why each reference box (x1 y1 x2 y2) cannot be cut from a ``width`` x ``height`` frame, or None:
-    ``box_empty`` (no area, or not finite), ``box_outside_frame`` (no pixel of it inside the frame).
-    Clipping either would make a 1-pixel or edge crop with the person's label: a wrong example."""
-    import numpy as np
-
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    empty = ~np.isfinite(b).all(axis=1) | (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])
-    outside = (b[:, 2] <= 0) | (b[:, 3] <= 0) | (b[:, 0] >= width) | (b[:, 1] >= height)
-    return ["box_empty" if e else "box_outside_frame" if o else None for e, o in zip(empty, outside)]
-
-
-def crop_name(job_id: int, frame: int, person: str, frame_bytes: bytes, box: Sequence[int]) -> str:
-    """A crop's file name, keyed by what made it: the frame's bytes and the pixel box cut from them (the
-    crop rule is in the box), so a rebuild with another rule or frame never reuses a stale crop."""
-    key = hashlib.sha256(frame_bytes + ",".join(str(int(v)) for v in box).encode()).hexdigest()[:16]
-    return f"crops/job{job_id}/{frame}_{person}_{key}.png"
-
-
 def job_rows(
     conn: Any, job_id: int, out: Path, expand: dict, cache: Path | None, skipped: Counter
 ) -> list[dict]:
@@ -108,6 +88,7 @@ def job_rows(
     from ropewatch_validator.cvat.fetch import fetch_job
     from ropewatch_validator.cvat.frames import job_frame_fetcher
     from ropewatch_validator.evaluation.match import Settings, select
+    from ropewatch_validator.learn.data import box_problems, crop_name
 
     job = fetch_job(conn, job_id)
     refs = select(job.shapes, Settings(), Settings().ref_sources)

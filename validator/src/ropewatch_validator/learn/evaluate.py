@@ -1,4 +1,4 @@
-"""Temperature scaling and the report of a fast filter (`ropewatch calibrate`, `ropewatch evaluate`).
+"""`ropewatch calibrate` and `ropewatch evaluate`: temperature scaling and the report of a fast filter.
 
 calibrate: scores the validation crops, fits T by minimizing the NLL of σ(z/T) (scipy, the validator's
 ``trace.calibration.fit_temperature``), stores T and a ``calibration`` block in the filter checkpoint
@@ -21,9 +21,6 @@ from typing import Any
 import numpy as np
 
 from ropewatch_core.errors import InputError, Rejected
-
-T_BOUNDS = (0.05, 20.0)  # the temperature search range (log-scale); a fit at an end is warned about
-NLL_GAIN = 1e-9  # the least NLL improvement a new temperature must bring to be stored
 
 
 @dataclass(frozen=True)
@@ -78,35 +75,6 @@ def reliability_png(curves: list[tuple[str, dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def judge_temperature(
-    z: np.ndarray, y: np.ndarray, t_old: float, t_new: float
-) -> tuple[dict[str, float], tuple[str, ...]]:
-    """ECE and NLL before and after, and the warnings a person must read (ECE worse, T at the search
-    bound). A T that does not lower the NLL is Rejected: fitting found nothing to store."""
-    from ropewatch_validator.trace import calibration as cal
-
-    figures = {
-        "ece_before": cal.ece(cal.probability(z, t_old), y),
-        "ece_after": cal.ece(cal.probability(z, t_new), y),
-        "nll_before": cal.nll(z, y, t_old),
-        "nll_after": cal.nll(z, y, t_new),
-    }
-    if not figures["nll_after"] < figures["nll_before"] - NLL_GAIN:
-        raise Rejected(
-            f"the fitted temperature {t_new:.4f} does not lower the NLL ({figures['nll_before']:.6f} -> "
-            f"{figures['nll_after']:.6f}) on {y.size} validation crops; nothing written (T stays {t_old:g})"
-        )
-    warnings = []
-    if figures["ece_after"] > figures["ece_before"]:
-        warnings.append(
-            f"ECE gets worse ({figures['ece_before']:.4f} -> {figures['ece_after']:.4f}) although the NLL "
-            f"is lower: {y.size} validation crops may be too few for 15 ECE bins"
-        )
-    if not T_BOUNDS[0] * 1.001 < t_new < T_BOUNDS[1] / 1.001:
-        warnings.append(f"temperature {t_new:.4f} is at the search bound {T_BOUNDS}: the logits barely rank")
-    return figures, tuple(warnings)
-
-
 def calibrate(
     filter_path: Path, data_dir: Path, output: Path | None = None, plot: Path | None = None
 ) -> Calibrated:
@@ -126,8 +94,8 @@ def calibrate(
             "can calibrate it; nothing written"
         )
     t_old = filt.temperature
-    t_new = cal.fit_temperature(z, y, T_BOUNDS)
-    figures, warnings = judge_temperature(z, y, t_old, t_new)
+    t_new = cal.fit_temperature(z, y)
+    figures, warnings = cal.judge_temperature(z, y, t_old, t_new)
     new = dict(raw)
     new["temperature"] = t_new
     new["version"] = f"{filt.version}+cal{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
