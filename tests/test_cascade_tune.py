@@ -7,14 +7,15 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from ropewatch_core.cascade import evaluate_band, tune_band
+from ropewatch_core.cascade import NoFeasibleBand, evaluate_band, tune_band
 from ropewatch_core.model.checkpoint import read_checkpoint, save_checkpoint
 from ropewatch_core.model.fast_filter import load_filter
 from ropewatch_core.model.pipeline import Predictor
-from ropewatch_validator.cli.filter_data import read_manifest
 from ropewatch_validator.cli.main import main as ropewatch
+from ropewatch_validator.learn.data import read_manifest
 from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.sandbox import synthetic
 
@@ -78,7 +79,8 @@ def noise_png(seed: int) -> bytes:
     return out.getvalue()
 
 
-def test_cascade_tune_end_to_end(tmp_path, tiny_checkpoint, tiny_filter_dict, capsys):
+def built_dataset(tmp_path):
+    """A `dataset build` directory (frames kept) of two sandbox jobs in two tasks."""
     state = sandbox.CvatState()
     for job, task in ((101, 11), (102, 12)):
         gen = synthetic.generate(3, job_id=job, task_id=task, width=320, height=240, seed=job, extras=False)
@@ -90,6 +92,43 @@ def test_cascade_tune_end_to_end(tmp_path, tiny_checkpoint, tiny_filter_dict, ca
             ropewatch(["dataset", "build", "101", "102", "--server-host", url, "--output-dir", str(data)])
             == 0
         )
+    return data
+
+
+def test_no_feasible_band_is_refused_with_its_figures():
+    # the filter says P = 1 for everyone, the expert says wrong for everyone: even [0, 1] calls all
+    # persons correct, agreement 0 and recall(wrong) 0 against the expert's 1
+    p, expert, y, frame = np.ones(4), np.zeros(4, bool), np.zeros(4, int), np.array(["A", "A", "B", "C"])
+    with pytest.raises(NoFeasibleBand) as err:
+        tune_band(p, expert, y, frame, target=0.99)
+    assert err.value.exit_code == 1
+    assert "even [0, 1] gives agreement 0.00% and recall(wrong) 0.0000" in str(err.value)
+
+
+def test_cascade_tune_writes_nothing_and_exits_1_without_a_feasible_band(
+    tmp_path, fixed_logit_checkpoint, tiny_filter_dict, capsys
+):
+    data = built_dataset(tmp_path)
+    always_wrong = tmp_path / "expert.pt"
+    save_checkpoint(fixed_logit_checkpoint(bias=(6.0, -6.0)), always_wrong)
+    sure = dict(tiny_filter_dict)
+    sure["state_dict"] = dict(sure["state_dict"])
+    sure["state_dict"]["fc.weight"] = torch.zeros_like(sure["state_dict"]["fc.weight"])
+    sure["state_dict"]["fc.bias"] = torch.full_like(sure["state_dict"]["fc.bias"], 50.0)  # P = 1
+    path = tmp_path / "filter.pt"
+    save_checkpoint(sure, path)
+    before = path.read_bytes()
+    capsys.readouterr()
+    argv = ["cascade", "tune", str(path), "--expert", str(always_wrong), "--data-dir", str(data)]
+    assert ropewatch(argv) == 1
+    assert ropewatch([*argv, "-o", str(tmp_path / "new.pt")]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 2 and "no band meets the targets" in err
+    assert path.read_bytes() == before and not (tmp_path / "new.pt").exists()
+
+
+def test_cascade_tune_end_to_end(tmp_path, tiny_checkpoint, tiny_filter_dict, capsys):
+    data = built_dataset(tmp_path)
     path = tmp_path / "filter.pt"
     save_checkpoint(tiny_filter_dict, path)
     assert (

@@ -109,3 +109,66 @@ def test_one_task_cannot_be_split(cvat, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "needs at least two" in err
+
+
+def manual_valued(state, job):
+    return [
+        s
+        for s in state.annotations[job]["shapes"]
+        if s["source"] == "manual" and s["type"] == "rectangle" and s["attributes"][0]["value"]
+    ]
+
+
+def test_boxes_that_cannot_be_cut_are_skipped_and_counted_by_reason(cvat, tmp_path, capsys):
+    url, state = cvat
+    far, empty = manual_valued(state, 101)[:2]
+    far["points"] = [5000.0, 5000.0, 5100.0, 5100.0]  # in a 320x240 frame
+    empty["points"] = [50.0, 60.0, 50.0, 90.0]  # zero width
+    small = io.BytesIO()
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(small, format="PNG")
+    state.frames[(102, 1)] = small.getvalue()  # served at 64x48 while the meta says 320x240
+    on_small = [s for s in manual_valued(state, 102) if s["frame"] == 1]
+    assert on_small
+    out = tmp_path / "ds"
+    assert (
+        ropewatch(["dataset", "build", *map(str, TASKS), "--server-host", url, "--output-dir", str(out)]) == 0
+    )
+    skipped = json.loads((out / "dataset.json").read_text())["skipped"]
+    assert skipped["box_outside_frame"] == 1 and skipped["box_empty"] == 1
+    assert skipped["frame_size_mismatch"] == len(on_small)
+    rows = manifest(out / "train_manifest.csv") + manifest(out / "val_manifest.csv")
+    kept = {(int(r["job"]), int(r["shape_id"])) for r in rows}
+    gone = {(101, far["id"]), (101, empty["id"])} | {(102, s["id"]) for s in on_small}
+    assert not kept & gone
+    every = {(job, s["id"]) for job in TASKS for s in manual_valued(state, job)}
+    assert kept == every - gone  # the others are all there
+    printed = capsys.readouterr().out
+    assert "'box_outside_frame': 1" in printed and f"'frame_size_mismatch': {len(on_small)}" in printed
+
+
+def test_a_rebuild_with_another_crop_rule_cuts_new_crops(cvat, tmp_path, tiny_filter_dict):
+    from ropewatch_core.model.checkpoint import save_checkpoint
+
+    url, _ = cvat
+    out = tmp_path / "ds"
+    args = ["dataset", "build", *map(str, TASKS), "--server-host", url, "--output-dir", str(out)]
+    assert ropewatch(args) == 0
+    narrow = tmp_path / "narrow.pt"
+    save_checkpoint({**tiny_filter_dict, "expand": {"x": 0.1, "y_top": 0.05, "y_bot": 0.3}}, narrow)
+    assert ropewatch([*args, "--filter", str(narrow)]) == 0
+    assert json.loads((out / "dataset.json").read_text())["expand"] == {"x": 0.1, "y_top": 0.05, "y_bot": 0.3}
+    rows = manifest(out / "train_manifest.csv") + manifest(out / "val_manifest.csv")
+    assert rows
+    for r in rows:  # every crop is the frame's pixels in the row's (new) crop box
+        x1, y1, x2, y2 = (float(r[k]) for k in ("x1", "y1", "x2", "y2"))
+        w, h = x2 - x1, y2 - y1
+        box = [
+            max(0, math.floor(x1 - 0.1 * w / 2)),
+            max(0, math.floor(y1 - 0.05 * h)),
+            min(320, math.ceil(x2 + 0.1 * w / 2)),
+            min(240, math.ceil(y2 + 0.3 * h)),
+        ]
+        assert [int(r[k]) for k in ("cx1", "cy1", "cx2", "cy2")] == box
+        frame_rgb = np.asarray(Image.open(io.BytesIO((out / r["frame_file"]).read_bytes())).convert("RGB"))
+        crop = np.asarray(Image.open(out / r["crop"]))
+        assert np.array_equal(crop, frame_rgb[box[1] : box[3], box[0] : box[2]])

@@ -10,6 +10,7 @@ import csv
 import json
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +19,8 @@ from sklearn.metrics import roc_auc_score
 
 from ropewatch_core.model.checkpoint import read_checkpoint, save_checkpoint
 from ropewatch_core.model.fast_filter import load_filter
-from ropewatch_validator.cli import filter_data as fd
 from ropewatch_validator.cli.main import main as ropewatch
+from ropewatch_validator.learn import data as fd
 from support.crops import write_dataset
 
 TRAIN = ["--model-name", "test_resnet", "--img-size", "48", "--batch-size", "32", "--lr", "3e-3"]
@@ -82,12 +83,12 @@ def test_resume_continues_from_the_saved_epoch(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         ropewatch([*args, "--output-dir", str(split)])
     monkeypatch.setattr(fd, "metrics", real_metrics)
-    assert torch.load(split / "last.pt", weights_only=False)["epoch"] == 2
+    assert torch.load(split / "last.pt", weights_only=True)["epoch"] == 2  # loadable the safe way
     assert ropewatch([*args, "--output-dir", str(split), "--resume"]) == 0
     epochs = [json.loads(line)["epoch"] for line in (split / "history.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3]  # epochs 1-2 not trained again
-    a = torch.load(whole / "last.pt", weights_only=False)
-    b = torch.load(split / "last.pt", weights_only=False)
+    a = torch.load(whole / "last.pt", weights_only=True)
+    b = torch.load(split / "last.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 3
     # model, optimizer, schedule and both RNG streams (shuffle, augmentation) restored: identical weights
     for key, value in a["model"].items():
@@ -168,3 +169,139 @@ def test_training_refuses_bad_input_in_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "train_manifest.csv: no such manifest" in err
     assert ropewatch(["calibrate", str(tmp_path / "none.pt"), "--data-dir", str(tmp_path)]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+class _RunsACommand:
+    """Unpickled unsafely, this writes a marker file: what a crafted last.pt could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path(self.marker).write_text, ("ran",))
+
+
+def test_resume_loads_last_pt_safely_and_refuses_a_bad_one_in_one_line(tmp_path, capsys):
+    data, out = tmp_path / "data", tmp_path / "out"
+    write_dataset(data, 16, 8, seed=2)
+    out.mkdir()
+    args = ["train", "fast-filter", "--data-dir", str(data), *TRAIN, "--img-size", "24", "--epochs", "1"]
+    marker = tmp_path / "marker"
+    torch.save({"model": _RunsACommand(marker)}, out / "last.pt")
+    capsys.readouterr()
+    assert ropewatch([*args, "--output-dir", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert not marker.exists() and err.count("\n") == 1 and "last.pt" in err and "Traceback" not in err
+    torch.save({"epoch": 1, "model": {}}, out / "last.pt")  # readable, but not a training state
+    assert ropewatch([*args, "--output-dir", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a training state to resume from (missing best, img_size" in err
+    assert not (out / "history.jsonl").exists()
+
+
+def test_one_class_is_refused_before_anything_is_trained(tmp_path, capsys):
+    data, out = tmp_path / "data", tmp_path / "out"
+    write_dataset(data, 16, 8, seed=3)
+    rows = list(csv.DictReader((data / "val_manifest.csv").open()))
+    fd.write_manifest(data / "val_manifest.csv", [{**r, "y": "1"} for r in rows])
+    args = ["train", "fast-filter", "--data-dir", str(data), *TRAIN, "--output-dir", str(out)]
+    assert ropewatch(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "all 8 crops are correct; training needs both classes" in err
+    assert not out.exists()
+
+
+def test_a_kill_between_history_and_checkpoint_never_repeats_an_epoch(tmp_path, monkeypatch):
+    import ropewatch_core.files
+
+    data = tmp_path / "data"
+    write_dataset(data, 32, 16, seed=4)
+    args = ["train", "fast-filter", "--data-dir", str(data), *TRAIN, "--img-size", "24"]
+    out = tmp_path / "out"
+
+    def epochs() -> list[int]:
+        return [json.loads(line)["epoch"] for line in (out / "history.jsonl").read_text().splitlines()]
+
+    # the history one epoch ahead of last.pt (a kill after the history row, before the checkpoint)
+    assert ropewatch([*args, "--epochs", "1", "--output-dir", str(out)]) == 0
+    shutil.copy(out / "last.pt", tmp_path / "last-epoch1.pt")
+    assert ropewatch([*args, "--epochs", "2", "--output-dir", str(out), "--resume"]) == 0
+    shutil.copy(tmp_path / "last-epoch1.pt", out / "last.pt")
+    assert ropewatch([*args, "--epochs", "2", "--output-dir", str(out), "--resume"]) == 0
+    assert epochs() == [1, 2]
+    # last.pt one epoch ahead of the history (a kill after the checkpoint, before the history row)
+    real, writes = ropewatch_core.files.atomic_write, []
+
+    def killed_writing_history(path, *a, **k):
+        writes.append(Path(path).name)
+        if writes.count("history.jsonl") == 2:  # the first is the resume's rewrite, the second epoch 3's
+            raise KeyboardInterrupt
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(ropewatch_core.files, "atomic_write", killed_writing_history)
+    with pytest.raises(KeyboardInterrupt):
+        ropewatch([*args, "--epochs", "3", "--output-dir", str(out), "--resume"])
+    monkeypatch.setattr(ropewatch_core.files, "atomic_write", real)
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 3 and epochs() == [1, 2]
+    assert ropewatch([*args, "--epochs", "3", "--output-dir", str(out), "--resume"]) == 0  # nothing to train
+    assert epochs() == [1, 2, 3]  # epoch 3's row restored from last.pt
+    assert ropewatch([*args, "--epochs", "4", "--output-dir", str(out), "--resume"]) == 0
+    assert epochs() == [1, 2, 3, 4]
+
+
+def test_calibrate_refuses_a_temperature_that_does_not_lower_the_nll(trained, tmp_path, capsys):
+    data, out, _ = trained
+    noisy = tmp_path / "noisy"
+    _noisy_copy(data, noisy, flip_every=10)
+    once, twice = tmp_path / "once.pt", tmp_path / "twice.pt"
+    assert ropewatch(["calibrate", str(out / "best.pt"), "--data-dir", str(noisy), "-o", str(once)]) == 0
+    capsys.readouterr()
+    # calibrated already on these crops: the refit finds no lower NLL
+    assert ropewatch(["calibrate", str(once), "--data-dir", str(noisy), "-o", str(twice)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not lower the NLL" in err and "nothing written" in err
+    assert not twice.exists() and not twice.with_suffix(".reliability.png").exists()
+    # constant logits (a dead head): no temperature means anything, the file is left as it was
+    raw, _ = read_checkpoint(out / "best.pt")
+    raw["state_dict"]["fc.weight"] = torch.zeros_like(raw["state_dict"]["fc.weight"])
+    raw["state_dict"]["fc.bias"] = torch.zeros_like(raw["state_dict"]["fc.bias"])
+    dead = tmp_path / "dead.pt"
+    save_checkpoint(raw, dead)
+    before = dead.read_bytes()
+    assert ropewatch(["calibrate", str(dead), "--data-dir", str(noisy)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the same logit" in err and dead.read_bytes() == before
+
+
+def test_a_temperature_that_worsens_the_ece_is_stored_with_a_warning():
+    from ropewatch_validator.trace.calibration import fit_temperature, judge_temperature
+
+    # 12 crops where the NLL-optimal T (about 2.2) spreads the probabilities into worse-calibrated bins
+    z = np.array([0.0, 1.3, -0.2, -2.7, 1.9, 0.1, -2.0, -3.4, 0.4, 0.7, 2.6, -0.8])
+    y = np.array([1, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 1])
+    t = fit_temperature(z, y)
+    figures, warnings = judge_temperature(z, y, 1.0, t)
+
+    def nll(temp):  # oracle: mean log(1 + e^-(±z/T)), written out
+        return float(np.mean(np.logaddexp(0.0, -np.where(y == 1, z, -z) / temp)))
+
+    def ece(temp):  # oracle: top-label ECE over 15 equal bins of the confidence, by loops
+        p = 1 / (1 + np.exp(-z / temp))
+        conf, hit = np.maximum(p, 1 - p), (p >= 0.5) == (y == 1)
+        total = 0.0
+        for k in range(15):
+            lo, hi = k / 15, (k + 1) / 15
+            inside = (conf > lo) & (conf <= hi)
+            if inside.any():
+                total += inside.sum() / len(z) * abs(conf[inside].mean() - hit[inside].mean())
+        return total
+
+    assert figures["nll_after"] == pytest.approx(nll(t)) and figures["nll_before"] == pytest.approx(nll(1.0))
+    assert figures["nll_after"] < figures["nll_before"]
+    assert figures["ece_after"] == pytest.approx(ece(t)) and figures["ece_before"] == pytest.approx(ece(1.0))
+    assert figures["ece_after"] > figures["ece_before"]
+    assert len(warnings) == 1 and warnings[0].startswith("ECE gets worse")
+    from ropewatch_core.errors import Rejected
+
+    with pytest.raises(Rejected, match="does not lower the NLL"):
+        judge_temperature(z, y, t, t)

@@ -387,3 +387,28 @@ def test_cascade_record_names_the_stage_and_the_filter(deploy, tiny_checkpoint, 
     for det in record["detections"]:
         assert det["stage"] == "filter" and det["safety_rope_use"] == "correct" and det["shadow"] is None
         assert det["p_filter"] == det["p_correct"] and 0 < det["p_filter"] < 1
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("SHADOW_RATE", "abc", "SHADOW_RATE must be a number in [0, 1], got 'abc'"),
+        ("SHADOW_RATE", "1.5", "SHADOW_RATE must be a number in [0, 1], got '1.5'"),
+        ("DETECTOR_THRESHOLD", "nan", "DETECTOR_THRESHOLD must be a number in [0, 1], got 'nan'"),
+        ("MAX_PIXELS", "lots", "MAX_PIXELS must be an integer >= 1, got 'lots'"),
+        ("NUM_WORKERS", "two", "NUM_WORKERS must be an integer >= 1, got 'two'"),
+        ("TORCH_THREADS", "-3", "TORCH_THREADS must be an integer >= 1, got '-3'"),
+    ],
+)
+def test_a_bad_number_in_the_env_is_named_in_the_init_failed_record(
+    name, value, expected, monkeypatch, tiny_checkpoint, capsys
+):
+    monkeypatch.setenv("MODEL_PATH", str(tiny_checkpoint))
+    monkeypatch.delenv("DETECTOR_PATH", raising=False)
+    monkeypatch.setenv(name, value)
+    context = nuclio_sdk.Context(logger=nuclio_sdk.Logger(20, "t"), worker_id="w-0")
+    capsys.readouterr()
+    with pytest.raises(ValueError, match=name):
+        MAIN.init_context(context)
+    (rec,) = [r for r in parse_records(capsys.readouterr().out) if r["event"] == "init_failed"]
+    assert (rec["error"], rec["message"]) == ("bad_config", f"ValueError: {expected}")

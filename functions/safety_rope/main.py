@@ -78,12 +78,36 @@ def usable_cpus() -> int:
     return min(cpus, quota) if quota else cpus
 
 
+def env_number(
+    env: dict | os._Environ,
+    name: str,
+    default: float,
+    low: float,
+    high: float = math.inf,
+    integer: bool = False,
+) -> float:
+    """The number in env variable ``name`` (``default`` when unset or empty), within [low, high]; anything
+    else is a ValueError naming the variable, so the init_failed record says which setting is wrong."""
+    text = env.get(name) or ""
+    if not text.strip():
+        return default
+    try:
+        value = float(int(text)) if integer else float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and low <= value <= high):
+        kind = "an integer" if integer else "a number"
+        span = f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
+        raise ValueError(f"{name} must be {kind} {span}, got {text[:40]!r}")
+    return value
+
+
 def torch_threads(env: dict | os._Environ, cpus: int) -> int:
     """TORCH_THREADS, else the usable cores shared out over the NUM_WORKERS workers (at least 1): every
     worker is a process, and torch's default (all cores each) oversubscribes the CPU."""
     if env.get("TORCH_THREADS"):
-        return max(1, int(env["TORCH_THREADS"]))
-    return max(1, cpus // max(1, int(env.get("NUM_WORKERS") or 1)))
+        return int(env_number(env, "TORCH_THREADS", 1, 1, integer=True))
+    return max(1, cpus // int(env_number(env, "NUM_WORKERS", 1, 1, integer=True)))
 
 
 def detector_sizes(
@@ -117,7 +141,10 @@ def _init(context, log) -> None:
     from ropewatch_core.model.pipeline import Predictor, filter_fields
 
     env = os.environ
-    threads = torch_threads(env, usable_cpus())
+    threads = torch_threads(env, usable_cpus())  # every number read (and named when bad) before loading
+    detector_threshold = env_number(env, "DETECTOR_THRESHOLD", 0.5, 0.0, 1.0)
+    max_pixels = int(env_number(env, "MAX_PIXELS", MAX_PIXELS, 1, integer=True))
+    shadow_rate = env_number(env, "SHADOW_RATE", 0.0, 0.0, 1.0)
     torch.set_num_threads(threads)
     device = env.get("DEVICE", "cpu")
     arch = env.get("DETECTOR_ARCH", DEFAULT_ARCH)
@@ -141,11 +168,11 @@ def _init(context, log) -> None:
         env["MODEL_PATH"],
         detector,
         device=device,
-        detector_threshold=float(env.get("DETECTOR_THRESHOLD", 0.5)),
-        max_pixels=int(env.get("MAX_PIXELS", MAX_PIXELS)),
+        detector_threshold=detector_threshold,
+        max_pixels=max_pixels,
         on_reload_error=reload_failed,
         filter_path=env.get("FILTER_PATH") or None,
-        shadow_rate=float(env.get("SHADOW_RATE") or 0.0),
+        shadow_rate=shadow_rate,
     )
     context.user_data.predictor = predictor
     context.user_data.log = log

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from ropewatch_validator.cli.filter_data import write_manifest
+from ropewatch_validator.learn.data import write_manifest
 
 W, H = 40, 64
 

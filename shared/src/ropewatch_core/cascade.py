@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ropewatch_core.decision import CORRECT, WRONG
+from ropewatch_core.errors import Rejected
 
 FILTER, EXPERT = "filter", "expert"  # the ``stage`` a log record names for each person
 
@@ -38,6 +39,10 @@ def cascade_correct(p: np.ndarray, expert_correct: np.ndarray, band: tuple[float
     """Final decision (True = correct) given the filter's P and the expert's decision for every person."""
     p = np.asarray(p, dtype=np.float64)
     return np.where(p >= band[1], True, np.where(p <= band[0], False, np.asarray(expert_correct, bool)))
+
+
+class NoFeasibleBand(Rejected):
+    """No band meets the agreement and recall targets on the validation persons: nothing may be stored."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,9 @@ def tune_band(
     """The band with the largest frame-skip share meeting both constraints (ties: the most persons
     decided by the filter, then the widest band). Candidate edges are 0, 1 and every distinct p (exact:
     any other edge decides like the nearest data value), or ``n_candidates`` quantiles of p when there
-    are more; the band (0, 1) — the filter decides only P of exactly 0 or 1 — is the fallback."""
+    are more. When none qualifies (not even (0, 1), where the filter decides only P of exactly 0 or 1),
+    NoFeasibleBand says by how much the widest band misses: a band that fails its targets is never
+    returned."""
     p = np.asarray(p, np.float64)
     edges = np.unique(np.r_[0.0, 1.0, p])
     if len(edges) > n_candidates:
@@ -110,6 +117,11 @@ def tune_band(
             key = (c.frame_skip, c.person_filter_share, c.hi - c.lo)
             if best is None or key > (best.frame_skip, best.person_filter_share, best.hi - best.lo):
                 best = c
-    if best is None:  # (0, 1) defers every 0 < p < 1; only exact 0/1 could break it
-        best = evaluate_band(p, expert_correct, y, frame, (0.0, 1.0))
+    if best is None:  # (0, 1) was a candidate: it defers every 0 < p < 1, and still fails
+        w = evaluate_band(p, expert_correct, y, frame, (0.0, 1.0))
+        raise NoFeasibleBand(
+            f"no band meets the targets (agreement with the expert >= {target:.2%}, recall(wrong) >= the "
+            f"expert's {w.expert_recall_wrong:.4f}); even [0, 1] gives agreement {w.agreement:.2%} and "
+            f"recall(wrong) {w.recall_wrong:.4f}: nothing written"
+        )
     return best

@@ -67,9 +67,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from ropewatch_core.model.checkpoint import CheckpointError, demo_checkpoint, save_checkpoint, validate
-    from ropewatch_core.model.classifier import ModelConfig
     from ropewatch_core.records import one_line
+    from ropewatch_validator.learn.model import (
+        CheckpointError,
+        ModelConfig,
+        demo_checkpoint,
+        save_checkpoint,
+        validate,
+    )
 
     overrides: dict[str, Any] = {}
     if args.img_size:
@@ -100,7 +105,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from ropewatch_core.model.checkpoint import CheckpointError, describe, load_checkpoint
+    from ropewatch_validator.learn.model import CheckpointError, describe, load_checkpoint
 
     try:
         info = describe(load_checkpoint(args.file))

@@ -131,14 +131,11 @@ def function_env(values: dict[str, str]) -> Iterator[None]:
 
 def run_function_demo(workdir: Path) -> dict:
     """Write demo model files to ``workdir``, answer one CVAT request; returns response + log records."""
-    from ropewatch_core.model.checkpoint import demo_checkpoint, save_checkpoint
-    from ropewatch_core.model.detector import write_demo_weights
+    from ropewatch_validator.learn.demo import write_demo_filter, write_demo_models
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    model_path, detector_path = workdir / "rope-demo.pt", workdir / "person-demo.pth"
-    save_checkpoint(demo_checkpoint(), model_path)
-    write_demo_weights(detector_path)
+    model_path, detector_path = write_demo_models(workdir)
     frame = sample_frame_jpeg()
     (workdir / "frame.jpg").write_bytes(frame)
     module = load_function_module()
@@ -149,7 +146,7 @@ def run_function_demo(workdir: Path) -> dict:
     )
     response, records = call_handler(module, context, body.encode(), {"X-Request-Id": "demo-request-1"})
     filter_path = workdir / "filter-demo.pt"
-    write_demo_filter(filter_path, frame)
+    write_demo_filter(filter_path, frame, DEMO_BOXES)
     env = {
         "MODEL_PATH": str(model_path),
         "DETECTOR_PATH": str(detector_path),
@@ -171,26 +168,6 @@ def run_function_demo(workdir: Path) -> dict:
         "filter_path": str(filter_path),
         "cascade_log": cascade_records,
     }
-
-
-def write_demo_filter(path: Path, frame: bytes) -> None:
-    """An untrained fast filter (the plan's mobilenetv4_hybrid_medium at 256 px) whose band is set from
-    its own P on the two demo persons, so that one is decided by the filter and the other deferred to
-    the expert: the demo shows both stages. A real band comes from `ropewatch cascade tune`."""
-    import numpy as np
-    import torch
-
-    from ropewatch_core.image import load_frame
-    from ropewatch_core.model.checkpoint import save_checkpoint
-    from ropewatch_core.model.fast_filter import build_model, load_filter, new_checkpoint
-
-    torch.manual_seed(0)
-    name = "mobilenetv4_hybrid_medium"
-    save_checkpoint(new_checkpoint(build_model(name), name, 256, version="filter-demo-untrained"), path)
-    _, p = load_filter(path).p_correct(load_frame(frame).rgb, np.array(DEMO_BOXES))
-    ckpt = torch.load(path, weights_only=True)
-    ckpt["band"] = [0.0, float(max(p))]  # the higher P is decided `correct`, the lower one deferred
-    save_checkpoint(ckpt, path)
 
 
 # The dashboard's demo history: two model versions validated on generated jobs; the newer one flips

@@ -181,7 +181,7 @@ def register(checkpoint_sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load (validated by ropewatch_core.model.checkpoint), refit, validate the result, write atomically."""
-    from ropewatch_core.model.checkpoint import (
+    from ropewatch_validator.learn.model import (
         CheckpointError,
         read_checkpoint,
         save_checkpoint,

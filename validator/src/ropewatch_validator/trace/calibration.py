@@ -23,11 +23,14 @@ from scipy.special import expit, log_expit, logit
 from scipy.stats import rankdata
 
 from ropewatch_core.decision import p_correct
+from ropewatch_core.errors import Rejected
 from ropewatch_core.spec import ATTRIBUTE_VALUES
 from ropewatch_validator.evaluation.metrics import confusion_matrix, f1, pr_curve
 
 CLASSES = ATTRIBUTE_VALUES  # confusion-matrix order: index 0 = wrong, 1 = correct
 N_BINS = 15
+TEMPERATURE_BOUNDS = (0.05, 20.0)  # the search range of fit_temperature (on log T)
+NLL_GAIN = 1e-9  # the least NLL improvement a new temperature must bring to be stored
 
 
 def _as_arrays(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +101,7 @@ def nll(z: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
     return float(-np.mean(log_expit(signed)))
 
 
-def fit_temperature(z: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+def fit_temperature(z: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = TEMPERATURE_BOUNDS) -> float:
     """Temperature minimizing the NLL, searched on log T so the scale is symmetric."""
     s, t = _as_arrays(z, y)
     if s.size == 0 or t.min() == t.max():
@@ -110,6 +113,35 @@ def fit_temperature(z: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = 
         options={"xatol": 1e-6},
     )
     return float(np.exp(res.x))
+
+
+def judge_temperature(
+    z: np.ndarray, y: np.ndarray, t_old: float, t_new: float
+) -> tuple[dict[str, float], tuple[str, ...]]:
+    """ECE and NLL before and after, and the warnings a person must read (ECE worse, T at the search
+    bound). A T that does not lower the NLL is Rejected: fitting found nothing to store."""
+    z, y = _as_arrays(z, y)
+    figures = {
+        "ece_before": ece(probability(z, t_old), y),
+        "ece_after": ece(probability(z, t_new), y),
+        "nll_before": nll(z, y, t_old),
+        "nll_after": nll(z, y, t_new),
+    }
+    if not figures["nll_after"] < figures["nll_before"] - NLL_GAIN:
+        raise Rejected(
+            f"the fitted temperature {t_new:.4f} does not lower the NLL ({figures['nll_before']:.6f} -> "
+            f"{figures['nll_after']:.6f}) on {y.size} validation scores; nothing written (T stays {t_old:g})"
+        )
+    warnings = []
+    if figures["ece_after"] > figures["ece_before"]:
+        warnings.append(
+            f"ECE gets worse ({figures['ece_before']:.4f} -> {figures['ece_after']:.4f}) although the NLL "
+            f"is lower: {y.size} validation scores may be too few for {N_BINS} ECE bins"
+        )
+    lo, hi = TEMPERATURE_BOUNDS
+    if not lo * 1.001 < t_new < hi / 1.001:
+        warnings.append(f"temperature {t_new:.4f} is at the search bound [{lo:g}, {hi:g}]: check the AUC")
+    return figures, tuple(warnings)
 
 
 # ------------------------------------------------------------------------------------------- ranking

@@ -1,46 +1,70 @@
-"""`ropewatch train fast-filter`: train the cascade's fast filter on the crops of a data directory.
+"""Training the cascade's fast filter on the crops of a data directory (`ropewatch train fast-filter`).
 
 ``timm.create_model(name, num_classes=1, pretrained=False)`` (weights from a local file with
-``--weights``, never from a hub), BCEWithLogitsLoss, AdamW and CosineAnnealingLR over the epochs;
+``weights``, never from a hub), BCEWithLogitsLoss, AdamW and CosineAnnealingLR over the epochs;
 training crops are augmented (RandomHorizontalFlip, ColorJitter, RandomAffine, GaussianBlur, then
 Normalize), validation crops only normalized. After every epoch it logs train/val loss, accuracy, AUC
 and F1 (one JSON line per epoch in ``history.jsonl``), saves ``last.pt`` (model, optimizer, scheduler,
-epoch: ``--resume`` continues from it) and, when the validation AUC improves, ``best.pt``, a filter
-checkpoint ``ropewatch calibrate`` and the function read. Exit codes: 0 trained, 2 could not run.
+epoch: ``resume`` continues from it) and, when the validation AUC improves, ``best.pt``, a filter
+checkpoint ``ropewatch calibrate`` and the function read.
+
+Resuming reads ``last.pt`` the checkpoint contract's way (``weights_only=True``: a crafted pickle runs
+nothing). ``last.pt`` carries the history rows of the epochs it holds, and ``history.jsonl`` is rewritten
+from them (atomically) after each save and on resume: a kill between the two writes can neither repeat
+nor lose an epoch's row.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from ropewatch_core.errors import InputError
 
 DEFAULT_MODEL = "mobilenetv4_hybrid_medium"  # the plan's mobilenetv4_hybrid_medium.ix_e550_r256_in1k
+LAST_KEYS = frozenset(
+    {"model", "optimizer", "scheduler", "rng", "shuffle_rng", "epoch", "best", "model_name", "img_size"}
+)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    train = subparsers.add_parser("train", help="train a model (fast-filter)")
-    sub = train.add_subparsers(dest="train_command", required=True, metavar="MODEL")
-    p = sub.add_parser("fast-filter", help="train the cascade's fast filter on person crops")
-    p.add_argument(
-        "--data-dir", type=Path, required=True, help="holds train_manifest.csv and val_manifest.csv"
-    )
-    p.add_argument("--model-name", default=DEFAULT_MODEL, help=f"timm model name (default {DEFAULT_MODEL})")
-    p.add_argument("--weights", type=Path, default=None, help="local pretrained state dict (no hub access)")
-    p.add_argument("--img-size", type=int, default=256, help="square crop side fed to the model")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--output-dir", type=Path, required=True)
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+@dataclass(frozen=True)
+class TrainOptions:
+    """What one training run is asked to do; checked when made (an InputError names the option)."""
+
+    data_dir: Path
+    output_dir: Path
+    model_name: str = DEFAULT_MODEL
+    weights: Path | None = None
+    img_size: int = 256
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    resume: bool = False
+    seed: int = 0
+    workers: int = 0
+    threads: int | None = None
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "img_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be >= 1")
+        if not self.lr > 0:
+            raise InputError("--lr must be > 0")
+
+
+@dataclass(frozen=True)
+class Best:
+    """The run's best epoch (by validation AUC), its AUC and the filter checkpoint saved for it."""
+
+    epoch: int
+    auc: float
+    path: Path
 
 
 def _expand(data_dir: Path) -> dict:
@@ -53,43 +77,61 @@ def _expand(data_dir: Path) -> dict:
     return dict(DEFAULT_EXPAND)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ropewatch_validator.cli.filter_data import DataError
-
-    for name in ("epochs", "batch_size", "img_size"):
-        if getattr(args, name) < 1:
-            print(f"ropewatch train fast-filter: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
-            return 2
-    if not args.lr > 0:
-        print("ropewatch train fast-filter: --lr must be > 0", file=sys.stderr)
-        return 2
-    try:
-        best = train(args)
-    except (DataError, OSError, ValueError, RuntimeError) as exc:
-        text = " ".join(str(exc).split())[:300]
-        print(f"ropewatch train fast-filter: {text}", file=sys.stderr)
-        return 2
-    if best is None:
-        print("ropewatch train fast-filter: nothing to do (all epochs done; raise --epochs)", file=sys.stderr)
-        return 0
-    print(f"best val AUC {best['auc']:.4f} (epoch {best['epoch']}): {args.output_dir / 'best.pt'}")
-    return 0
+def _both_classes(data_dir: Path, split: str, rows: list[dict[str, str]]) -> None:
+    """A filter trained or judged on one class learns nothing (its AUC does not exist): refuse it."""
+    n_correct = sum(r["y"] == "1" for r in rows)
+    if n_correct in (0, len(rows)):
+        raise InputError(
+            f"{data_dir / f'{split}_manifest.csv'}: all {len(rows)} crops are "
+            f"{'correct' if n_correct else 'wrong'}; training needs both classes in train and val"
+        )
 
 
-def train(args: argparse.Namespace) -> dict | None:
-    """The training loop; returns the best epoch's metrics (None when resuming a finished run)."""
+def read_last(path: Path) -> dict[str, Any]:
+    """``last.pt`` loaded safely (weights only, as every checkpoint is) with the keys resume needs."""
+    from ropewatch_core.model.checkpoint import read_checkpoint
+
+    state, _ = read_checkpoint(path)
+    missing = sorted(LAST_KEYS - set(state)) if isinstance(state, dict) else sorted(LAST_KEYS)
+    if missing:
+        raise InputError(f"{path}: not a training state to resume from (missing {', '.join(missing)})")
+    return state
+
+
+def read_history(path: Path, upto: int) -> list[dict[str, Any]]:
+    """The rows of ``history.jsonl`` for epochs 1..``upto`` (those the resumed checkpoint holds)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            row = json.loads(line)
+            epoch = int(row["epoch"])
+        except (ValueError, KeyError, TypeError):
+            raise InputError(f"{path}:{i}: not a history row") from None
+        if epoch <= upto:
+            rows.append(row)
+    return rows
+
+
+def train(args: TrainOptions) -> Best | None:
+    """The training loop over ``args`` (a TrainOptions, never an argparse namespace); returns the best
+    epoch, None when resuming a finished run. Refuses a manifest with one class before building the model."""
     import torch
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ropewatch_core.files import atomic_write
     from ropewatch_core.model.checkpoint import save_checkpoint
     from ropewatch_core.model.fast_filter import build_model, new_checkpoint
-    from ropewatch_validator.cli import filter_data as fd
+    from ropewatch_validator.learn import data as fd
 
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     train_rows, val_rows = fd.read_manifest(args.data_dir, "train"), fd.read_manifest(args.data_dir, "val")
+    _both_classes(args.data_dir, "train", train_rows)
+    _both_classes(args.data_dir, "val", val_rows)
     y_val = fd.labels(val_rows)
     model = build_model(args.model_name, args.weights)
     mean, std = fd.model_stats(model)
@@ -107,10 +149,11 @@ def train(args: argparse.Namespace) -> dict | None:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     start, best = 0, None
+    history: list[dict[str, Any]] = []
     if args.resume and (out / "last.pt").is_file():
-        state = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+        state = read_last(out / "last.pt")
         if (state["model_name"], state["img_size"]) != (args.model_name, args.img_size):
-            raise ValueError(
+            raise InputError(
                 f"{out / 'last.pt'} is {state['model_name']} at {state['img_size']} px, "
                 f"not {args.model_name} at {args.img_size} px"
             )
@@ -120,6 +163,9 @@ def train(args: argparse.Namespace) -> dict | None:
         torch.set_rng_state(state["rng"])  # augmentations draw from torch's global generator
         shuffle.set_state(state["shuffle_rng"])
         start, best = int(state["epoch"]), state["best"]
+        # the checkpoint's own rows (older files: history.jsonl's, cut at its epoch), written back now
+        history = list(state["history"]) if "history" in state else read_history(out / "history.jsonl", start)
+        atomic_write(out / "history.jsonl", _jsonl(history))
     if start >= args.epochs:
         return None
     progress = Progress(
@@ -159,15 +205,13 @@ def train(args: argparse.Namespace) -> dict | None:
                 "lr": scheduler.get_last_lr()[0],
                 "seconds": round(time.perf_counter() - t0, 3),
             }
-            with (out / "history.jsonl").open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(row) + "\n")
             progress.console.print(
                 f"epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {m['loss']:.4f}, "
                 f"acc {m['accuracy']:.4f}, AUC {_num(m['auc'])}, F1 wrong {_num(m['f1_wrong'])} "
                 f"correct {_num(m['f1_correct'])}",
                 soft_wrap=True,
             )
-            auc = m["auc"] if m["auc"] is not None else float("-inf")
+            auc = float(m["auc"])  # both classes are in val (checked up front): the AUC exists
             if best is None or auc > best["auc"]:
                 best = {"epoch": epoch, "auc": auc, **{k: row[k] for k in row if k.startswith("val_")}}
                 ckpt = new_checkpoint(
@@ -180,8 +224,10 @@ def train(args: argparse.Namespace) -> dict | None:
                     epoch=epoch,
                 )
                 save_checkpoint(ckpt, out / "best.pt")
+            history.append(row)
             save_checkpoint(
                 {
+                    "history": history,  # the rows travel with the state they describe: one unit
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
@@ -194,7 +240,12 @@ def train(args: argparse.Namespace) -> dict | None:
                 },
                 out / "last.pt",
             )
-    return best
+            atomic_write(out / "history.jsonl", _jsonl(history))  # a copy of what last.pt holds
+    return None if best is None else Best(int(best["epoch"]), float(best["auc"]), out / "best.pt")
+
+
+def _jsonl(rows: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
 
 
 def _num(v: float | None) -> str:

@@ -3,47 +3,53 @@
 calibrate: scores the validation crops, fits T by minimizing the NLL of σ(z/T) (scipy, the validator's
 ``trace.calibration.fit_temperature``), stores T and a ``calibration`` block in the filter checkpoint
 (atomically; the function's hot-swap picks it up) and draws the reliability diagram before and after.
+A T that does not lower the NLL (constant logits, an already calibrated filter) is refused, nothing
+written; a stored T whose ECE is worse, or that sits at the search bound, comes with a warning.
 
 evaluate: AUC, F1, accuracy, the confusion matrix and ECE of the (calibrated) filter on a split, a ROC
 curve and the reliability diagram as PNG, and one ``evaluation.json`` plus one ``evaluation.html``.
-Exit codes: 0 done, 2 could not run.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import numpy as np
+import numpy as np
+
+from ropewatch_core.errors import InputError, Rejected
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    cal = subparsers.add_parser("calibrate", help="fit the fast filter's temperature on validation crops")
-    cal.add_argument("filter", type=Path, metavar="FILTER.pt")
-    cal.add_argument("--data-dir", type=Path, required=True)
-    cal.add_argument("-o", "--output", type=Path, default=None, help="new checkpoint (default: in place)")
-    cal.add_argument("--plot", type=Path, default=None, help="reliability PNG (default: beside the output)")
-    cal.set_defaults(func=run_calibrate)
-    ev = subparsers.add_parser(
-        "evaluate", help="AUC/F1/accuracy/confusion/ECE, ROC and reliability of a filter"
-    )
-    ev.add_argument("filter", type=Path, metavar="FILTER.pt")
-    ev.add_argument("--data-dir", type=Path, required=True)
-    ev.add_argument("--split", choices=("train", "val"), default="val")
-    ev.add_argument("--output-dir", type=Path, required=True)
-    ev.set_defaults(func=run_evaluate)
+@dataclass(frozen=True)
+class Calibrated:
+    """A calibration that was stored: the new checkpoint, its calibration block and the diagram."""
+
+    output: Path
+    temperature: float
+    previous_temperature: float
+    calibration: dict[str, Any]
+    plot: Path
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """An evaluation written to ``output_dir``: the split, the temperature and evaluation.json's metrics."""
+
+    output_dir: Path
+    split: str
+    temperature: float
+    metrics: dict[str, Any]
 
 
 def _scores(filter_path: Path, data_dir: Path, split: str) -> tuple[dict, Any, np.ndarray, np.ndarray]:
     """The raw checkpoint dict, the loaded filter, logits and labels of ``split``."""
     from ropewatch_core.model.checkpoint import read_checkpoint
     from ropewatch_core.model.fast_filter import load_filter
-    from ropewatch_validator.cli import filter_data as fd
+    from ropewatch_validator.learn import data as fd
 
     filt = load_filter(filter_path)
     raw, _ = read_checkpoint(filter_path)
@@ -69,51 +75,50 @@ def reliability_png(curves: list[tuple[str, dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def run_calibrate(args: argparse.Namespace) -> int:
-    from ropewatch_core.model.checkpoint import CheckpointError, save_checkpoint
+def calibrate(
+    filter_path: Path, data_dir: Path, output: Path | None = None, plot: Path | None = None
+) -> Calibrated:
+    """Fit T on the validation crops and store it (in place without ``output``) with a diagram.
+    Rejected (nothing written) when all logits are equal or the fitted T does not lower the NLL."""
+    from ropewatch_core.model.checkpoint import save_checkpoint
     from ropewatch_core.model.fast_filter import validate
-    from ropewatch_validator.cli.filter_data import DataError
     from ropewatch_validator.trace import calibration as cal
 
-    output = args.output or args.filter
-    try:
-        raw, filt, z, y = _scores(args.filter, args.data_dir, "val")
-        t_old = filt.temperature
-        t_new = cal.fit_temperature(z, y)
-        p_old, p_new = cal.probability(z, t_old), cal.probability(z, t_new)
-        new = dict(raw)
-        new["temperature"] = t_new
-        new["version"] = f"{filt.version}+cal{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
-        new["calibration"] = {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "data": str(args.data_dir),
-            "n": int(y.size),
-            "previous_temperature": t_old,
-            "ece_before": cal.ece(p_old, y),
-            "ece_after": cal.ece(p_new, y),
-            "nll_before": cal.nll(z, y, t_old),
-            "nll_after": cal.nll(z, y, t_new),
-        }
-        validate(new, str(output))  # never write a file the function would refuse
-    except (CheckpointError, DataError, OSError, ValueError) as exc:
-        print(f"ropewatch calibrate: {exc}", file=sys.stderr)
-        return 2
+    output = output or filter_path
+    raw, filt, z, y = _scores(filter_path, data_dir, "val")
+    if y.min() == y.max():
+        raise InputError(f"{data_dir}/val_manifest.csv: one class only; temperature scaling needs both")
+    if np.ptp(z) == 0:
+        raise Rejected(
+            f"the filter gives all {z.size} validation crops the same logit {z[0]:.4g}: no temperature "
+            "can calibrate it; nothing written"
+        )
+    t_old = filt.temperature
+    t_new = cal.fit_temperature(z, y)
+    figures, warnings = cal.judge_temperature(z, y, t_old, t_new)
+    new = dict(raw)
+    new["temperature"] = t_new
+    new["version"] = f"{filt.version}+cal{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    new["calibration"] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": str(data_dir),
+        "n": int(y.size),
+        "previous_temperature": t_old,
+        **figures,
+        "warnings": list(warnings),
+    }
+    validate(new, str(output))  # never write a file the function would refuse
     save_checkpoint(new, output)
-    plot = args.plot or Path(output).with_suffix(".reliability.png")
+    plot = plot or Path(output).with_suffix(".reliability.png")
+    c = new["calibration"]
     reliability_png(
         [
-            (f"T = {t_old:.3f}, ECE {new['calibration']['ece_before']:.4f}", cal.reliability(p_old, y)),
-            (f"T = {t_new:.3f}, ECE {new['calibration']['ece_after']:.4f}", cal.reliability(p_new, y)),
+            (f"T = {t_old:.3f}, ECE {c['ece_before']:.4f}", cal.reliability(cal.probability(z, t_old), y)),
+            (f"T = {t_new:.3f}, ECE {c['ece_after']:.4f}", cal.reliability(cal.probability(z, t_new), y)),
         ],
         plot,
     )
-    c = new["calibration"]
-    print(
-        f"{output}: temperature {t_new:.4f} (was {t_old:g}); "
-        f"ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}; "
-        f"NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f} on {c['n']} validation crops; diagram {plot}"
-    )
-    return 0
+    return Calibrated(Path(output), t_new, t_old, c, plot, warnings)
 
 
 def roc_png(fpr: np.ndarray, tpr: np.ndarray, auc: float | None, path: Path) -> None:
@@ -132,25 +137,21 @@ def roc_png(fpr: np.ndarray, tpr: np.ndarray, auc: float | None, path: Path) -> 
     plt.close(fig)
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
+def evaluate(filter_path: Path, data_dir: Path, split: str, output_dir: Path) -> Evaluated:
+    """The (calibrated) filter's figures on ``split``: evaluation.json, evaluation.html and two PNGs."""
     import base64
 
     from ropewatch_core.files import atomic_write
     from ropewatch_core.jsonio import plain
-    from ropewatch_core.model.checkpoint import CheckpointError
     from ropewatch_core.model.fast_filter import describe
-    from ropewatch_validator.cli import filter_data as fd
     from ropewatch_validator.evaluation.metrics import roc_curve
+    from ropewatch_validator.learn import data as fd
     from ropewatch_validator.render.html import render
     from ropewatch_validator.trace import calibration as cal
 
-    try:
-        _, filt, z, y = _scores(args.filter, args.data_dir, args.split)
-        out = Path(args.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-    except (CheckpointError, fd.DataError, OSError, ValueError) as exc:
-        print(f"ropewatch evaluate: {exc}", file=sys.stderr)
-        return 2
+    _, filt, z, y = _scores(filter_path, data_dir, split)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
     m = fd.metrics(z, y, filt.temperature)
     p = cal.probability(z, filt.temperature)
     roc = roc_curve(p, y)
@@ -160,7 +161,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     info = {k: v for k, v in describe(filt).items() if k != "metrics"}
     result = {
         "filter": info,
-        "data": {"dir": str(args.data_dir), "split": args.split},
+        "data": {"dir": str(data_dir), "split": split},
         "metrics": m,
         "roc": {k: v.tolist() for k, v in roc.items()},
         "reliability": {k: v.tolist() for k, v in rel.items()},
@@ -174,13 +175,4 @@ def run_evaluate(args: argparse.Namespace) -> int:
     atomic_write(
         out / "evaluation.html", render("filter_evaluation.html", result=result, images=images, nav=False)
     )
-    print(
-        f"{out / 'evaluation.json'}: AUC {_f(m['auc'])}, accuracy {m['accuracy']:.4f}, "
-        f"F1 wrong {_f(m['f1_wrong'])}, F1 correct {_f(m['f1_correct'])}, ECE {m['ece']:.4f} "
-        f"on {m['n']} {args.split} crops (T = {filt.temperature:.4f})"
-    )
-    return 0
-
-
-def _f(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.4f}"
+    return Evaluated(out, split, filt.temperature, result["metrics"])

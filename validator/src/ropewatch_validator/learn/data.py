@@ -1,4 +1,4 @@
-"""What the fast-filter commands share: the crop manifests, the torch dataset, scoring and the metrics.
+"""What the fast-filter tools share: the crop manifests, the torch dataset, scoring and the metrics.
 
 A data directory (``ropewatch dataset build`` writes one) holds ``train_manifest.csv`` and
 ``val_manifest.csv``: one row per person crop with at least ``crop`` (a path relative to the directory)
@@ -82,6 +82,27 @@ def write_manifest(path: Path, rows: list[dict[str, Any]]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write(path, out.getvalue())
+
+
+def crop_name(job_id: int, frame: int, person: str, frame_bytes: bytes, box: Sequence[int]) -> str:
+    """A crop's file name, keyed by what made it: the frame's bytes and the pixel box cut from them (the
+    crop rule is in the box), so a rebuild with another rule or frame never reuses a stale crop."""
+    import hashlib
+
+    key = hashlib.sha256(frame_bytes + ",".join(str(int(v)) for v in box).encode()).hexdigest()[:16]
+    return f"crops/job{job_id}/{frame}_{person}_{key}.png"
+
+
+def box_problems(boxes: np.ndarray, width: int, height: int) -> list[str | None]:
+    """Why each reference box (x1 y1 x2 y2) cannot be cut from a ``width`` x ``height`` frame, or None:
+    ``box_empty`` (no area, or not finite), ``box_outside_frame`` (no pixel of it inside the frame).
+    Clipping either would make a 1-pixel or edge crop with the person's label: a wrong example."""
+    import numpy as np
+
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    empty = ~np.isfinite(b).all(axis=1) | (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])
+    outside = (b[:, 2] <= 0) | (b[:, 3] <= 0) | (b[:, 0] >= width) | (b[:, 1] >= height)
+    return ["box_empty" if e else "box_outside_frame" if o else None for e, o in zip(empty, outside)]
 
 
 def labels(rows: list[dict[str, str]]) -> np.ndarray:
