@@ -284,3 +284,30 @@ def test_dockerfile():
     assert "-c /tmp/constraints.txt" in install  # the pinned set, copied in from deploy/constraints.txt
     extras = set(validator.metadata.get_all("Provides-Extra") or [])
     assert "postgres" in extras and "[postgres]" in install  # the image can use a PostgreSQL history
+
+
+def worker_args(argv: list[str]) -> argparse.Namespace:
+    """A worker command line, parsed by the real CLI: scans a scope, applies alert rules, skips what was
+    validated (``--since last`` is the worker's default)."""
+    assert Path(argv[0]).name == "ropewatch" or argv[0] == "worker", argv
+    args = build_parser().parse_args(argv[1:] if Path(argv[0]).name == "ropewatch" else argv)
+    assert args.command == "worker" and args.since == "last" and args.rules and (args.project or args.task)
+    assert args.concurrency >= 1
+    return args
+
+
+def test_worker_unit_and_deployment_run_the_same_worker():
+    """The systemd unit and the k8s Deployment start the same `ropewatch worker` command, which the real
+    parser accepts, against the team's PostgreSQL from the environment (ROPEWATCH_DB)."""
+    service = read_unit("ropewatch-worker.service")["Service"]
+    assert service["Type"] == "simple" and service["User"] != "root" and service["KillSignal"] == "SIGTERM"
+    unit_args = worker_args(service["ExecStart"].split())
+    (deployment,) = yaml.safe_load_all((DEPLOY / "k8s" / "worker.yaml").read_text())
+    assert deployment["kind"] == "Deployment" and deployment["spec"]["replicas"] >= 2
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] >= 60  # SIGTERM lets the job in flight finish
+    (container,) = pod["containers"]
+    pod_args = worker_args(container["args"])
+    assert (unit_args.project, unit_args.concurrency) == (pod_args.project, pod_args.concurrency)
+    db = next(e for e in container["env"] if e["name"] == "ROPEWATCH_DB")
+    assert "optional" not in db["valueFrom"]["secretKeyRef"]  # a worker without the team's store is no worker

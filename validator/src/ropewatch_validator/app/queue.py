@@ -18,6 +18,7 @@ row and alert outbox as a cron run of ``validate-job``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 from collections.abc import Iterable
@@ -35,6 +36,7 @@ log = structlog.get_logger("ropewatch.queue")
 
 QUEUE = "validate"
 TASK = "ropewatch.validate_job"
+RECOVER = "ropewatch.recover_now"  # a worker's first job: hand back what dead workers left doing
 MAX_ATTEMPTS = 5
 BACKOFF_S = 4  # waits 16, 64, 256, 1024 s: a CVAT restart is ridden out, a dead server ends failed
 STALLED_AFTER_S = 60.0  # a worker heartbeats every 10 s; this long without one, its jobs are handed back
@@ -52,6 +54,16 @@ class WorkerConfig:
     request: ValidateRequest
     scopes: tuple[JobSelection, ...] = ()
     scan_cron: str = "*/15 * * * *"
+    max_attempts: int = MAX_ATTEMPTS
+    backoff_s: float = BACKOFF_S
+    stalled_after_s: float = STALLED_AFTER_S
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or not self.backoff_s >= 0 or not self.stalled_after_s > 0:
+            raise InputError(
+                "the queue needs attempts >= 1, a backoff >= 0 s and a stalled-after > 0 s, got "
+                f"{self.max_attempts}, {self.backoff_s}, {self.stalled_after_s}"
+            )
 
 
 def conninfo_of(db: str) -> str:
@@ -75,7 +87,16 @@ def build_app(conninfo: str, worker: WorkerConfig | None = None) -> Any:
     import procrastinate
 
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo))
-    retry = procrastinate.RetryStrategy(max_attempts=MAX_ATTEMPTS, exponential_wait=BACKOFF_S)
+    tries = worker.max_attempts if worker else MAX_ATTEMPTS
+    # procrastinate's max_attempts counts retries after the first run (it stops once a job has failed
+    # that many times before): ours counts every run
+    retry = (
+        procrastinate.RetryStrategy(
+            max_attempts=tries - 1, exponential_wait=int(worker.backoff_s if worker else BACKOFF_S)
+        )
+        if tries > 1
+        else False  # one try: procrastinate's 0 would mean "retry for ever"
+    )
 
     @app.task(name=TASK, queue=QUEUE, retry=retry, pass_context=True)
     def validate_job(context: Any, host: str, job_id: int) -> str:
@@ -92,10 +113,14 @@ def build_app(conninfo: str, worker: WorkerConfig | None = None) -> Any:
     def scan(timestamp: int) -> int:
         return defer_jobs(app, _listed(config)).queued
 
+    @app.task(name=RECOVER, queue=QUEUE, queueing_lock=RECOVER)
+    async def recover_now() -> int:
+        return await recover(app, config.stalled_after_s)
+
     @app.periodic(cron="* * * * *", periodic_id="recover")
-    @app.task(name="ropewatch.recover_stalled", queue=QUEUE, queueing_lock="ropewatch.recover")
+    @app.task(name="ropewatch.recover_stalled", queue=QUEUE, queueing_lock="ropewatch.recover_stalled")
     async def recover_stalled(timestamp: int) -> int:
-        return await recover(app)
+        return await recover(app, config.stalled_after_s)
 
     return app
 
@@ -122,10 +147,10 @@ def _validate(config: WorkerConfig, context: Any, host: str, job_id: int) -> str
     request = dataclasses.replace(config.request, jobs=JobSelection(job_ids=(int(job_id),)))
     result = run_validation(request)
     (outcome,) = result.outcomes
-    attempt = int(context.job.attempts) + 1
+    attempt = int(context.job.attempts) + 1  # procrastinate counts the runs before this one
     store = open_store(config.request.db)
     if outcome.status in (JobStatus.FAILED, JobStatus.LOCKED):
-        if attempt >= MAX_ATTEMPTS:
+        if attempt >= config.max_attempts:
             record_failure(store, host, job_id, attempt, outcome.detail)
         raise JobFailed(f"job {job_id}: {outcome.detail}")
     clear_failure(store, host, job_id)
@@ -155,6 +180,14 @@ def defer_jobs(app: Any, jobs: Iterable[tuple[str, int]]) -> Deferred:
             already += 1
     log.info("jobs_deferred", queued=queued, already_queued=already)
     return Deferred(queued, already)
+
+
+def defer_recovery(app: Any) -> None:
+    """Queue one recovery of stalled jobs (a starting worker's first job), unless one waits already."""
+    from procrastinate.exceptions import AlreadyEnqueued
+
+    with contextlib.suppress(AlreadyEnqueued):
+        app.tasks[RECOVER].defer()
 
 
 async def recover(app: Any, stalled_after_s: float = STALLED_AFTER_S) -> int:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from ropewatch_core.errors import InputError
 from ropewatch_validator.cli.validate import add_connection_arguments, add_validate_arguments
+from ropewatch_validator.ops.history import default_db_url
 
 if TYPE_CHECKING:
     from ropewatch_validator.app.queue import WorkerConfig
@@ -30,6 +31,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     w.add_argument(
         "--scan-cron", default="*/15 * * * *", help="when to queue the scopes' jobs (default every 15 min)"
     )
+    w.add_argument("--attempts", type=int, default=5, help="tries of a failing job before it ends failed")
+    w.add_argument(
+        "--retry-backoff", type=float, default=4.0, metavar="S", help="waits S, S^2, S^3... s (default 4)"
+    )
+    w.add_argument(
+        "--stalled-after",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="a worker silent this long is dead: its jobs go back to the queue (default 60)",
+    )
     w.set_defaults(func=run_worker, since="last")
 
     q = subparsers.add_parser("queue", help="the validation queue (team mode): add jobs, show its status")
@@ -38,11 +50,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("job_ids", nargs="*", type=int, metavar="JOB_ID")
     add.add_argument("--task", type=int, help="every annotation job of this task")
     add.add_argument("--project", type=int, help="every annotation job of this project")
-    add.add_argument("--db", required=True, help="the team's PostgreSQL URL (the queue and the history)")
+    add.add_argument(
+        "--db", help="the team's PostgreSQL URL (the queue and the history; default $ROPEWATCH_DB)"
+    )
     add_connection_arguments(add)
     add.set_defaults(func=run_add)
     st = qs.add_parser("status", help="queued, running, succeeded, failed and retried jobs")
-    st.add_argument("--db", required=True, help="the team's PostgreSQL URL")
+    st.add_argument("--db", help="the team's PostgreSQL URL (default $ROPEWATCH_DB)")
     st.add_argument("--json", action="store_true", help="print JSON instead of text")
     st.set_defaults(func=run_status)
 
@@ -59,7 +73,9 @@ def _config(args: argparse.Namespace) -> WorkerConfig:
         for t, p in ((args.task, None), (None, args.project))
         if t is not None or p is not None
     )
-    return WorkerConfig(request, scopes, args.scan_cron)
+    return WorkerConfig(
+        request, scopes, args.scan_cron, args.attempts, args.retry_backoff, args.stalled_after
+    )
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -67,10 +83,12 @@ def run_worker(args: argparse.Namespace) -> int:
 
     if args.concurrency < 1:
         raise InputError(f"--concurrency must be 1 or more, got {args.concurrency}")
-    conninfo = queue.conninfo_of(args.db or "")
+    conninfo = queue.conninfo_of(args.db or default_db_url())
     app = queue.build_app(conninfo, _config(args))
     queue.apply_schema(app, conninfo)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
+    with app.open():
+        queue.defer_recovery(app)
     app.run_worker(
         queues=[queue.QUEUE],
         concurrency=args.concurrency,
@@ -89,7 +107,7 @@ def run_add(args: argparse.Namespace) -> int:
     problem = check_connection_arguments(args)
     if problem:
         raise InputError(problem)
-    conninfo = queue.conninfo_of(args.db)
+    conninfo = queue.conninfo_of(args.db or default_db_url())
     conn = connect(connection_settings(args))
     refs = list_jobs(conn, JobSelection(tuple(args.job_ids), args.task, args.project), 1800.0)
     if not refs:
@@ -105,11 +123,12 @@ def run_add(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     from ropewatch_validator.app import queue
 
-    conninfo = queue.conninfo_of(args.db)
+    db = args.db or default_db_url()
+    conninfo = queue.conninfo_of(db)
     app = queue.build_app(conninfo)
     queue.apply_schema(app, conninfo)
     with app.open():
-        st = queue.status(app, args.db)
+        st = queue.status(app, db)
     if args.json:
         print(json.dumps(asdict(st), sort_keys=True))
         return 0

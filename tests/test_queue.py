@@ -1,0 +1,200 @@
+"""Team mode (issue 20) on a real PostgreSQL: ``ropewatch worker`` processes as the hosts, the sandbox CVAT
+as the server. Every job is validated exactly once however many workers and requests there are; a worker
+killed mid-job loses nothing; a CVAT that fails for a while is retried; one that keeps failing ends
+failed with its reason in ``ropewatch queue status``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from ropewatch_validator.cli.main import main
+from ropewatch_validator.ops.history import normalize_url
+from ropewatch_validator.sandbox import server as sandbox
+from ropewatch_validator.sandbox import synthetic
+from support.webserver import serving
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg_db(postgres_server):
+    name = "q_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"{postgres_server}/{name}"
+    with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def _cvat(n_jobs: int, frames: int = 3) -> sandbox.CvatState:
+    state = sandbox.CvatState()
+    for i in range(n_jobs):
+        state.add(synthetic.generate(frames, job_id=1000 + i, seed=i, extras=False))
+    return state
+
+
+def _worker(url: str, db: str, tmp_path, *extra: str) -> subprocess.Popen:
+    log = open(tmp_path / f"worker-{uuid.uuid4().hex[:6]}.log", "w")  # noqa: SIM115 - lives with the process
+    return subprocess.Popen(
+        [sys.executable, "-m", "ropewatch_validator", "worker", "--server-host", url, "--db", db]
+        + ["--out", str(tmp_path / "out"), "--format", "json", "--no-thumbnails", "--job-deadline", "60"]
+        + ["--retry-backoff", "1", "--stalled-after", "3", *extra],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "ROPEWATCH_LOCK_DIR": str(tmp_path / "locks")},
+    )
+
+
+def _jobs(db: str) -> Counter:
+    with psycopg.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT status::text, count(*) FROM procrastinate_jobs "
+            "WHERE task_name = 'ropewatch.validate_job' GROUP BY status"
+        ).fetchall()
+    return Counter({status: n for status, n in rows})
+
+
+def _wait_until_done(db: str, total: int, timeout: float) -> Counter:
+    deadline = time.monotonic() + timeout
+    counts = _jobs(db)
+    while time.monotonic() < deadline:
+        counts = _jobs(db)
+        if counts["succeeded"] + counts["failed"] >= total and not counts["todo"] and not counts["doing"]:
+            return counts
+        time.sleep(0.5)
+    raise AssertionError(f"queue not drained in {timeout} s: {dict(counts)}")
+
+
+def _stop(workers: list[subprocess.Popen]) -> list[int]:
+    for w in workers:
+        w.send_signal(signal.SIGTERM)
+    return [w.wait(timeout=60) for w in workers]
+
+
+def _runs(db: str) -> Counter:
+    engine = sa.create_engine(normalize_url(db))
+    with engine.connect() as conn:
+        return Counter(r.job_id for r in conn.execute(sa.text("SELECT job_id FROM runs")))
+
+
+def _queue(url: str, db: str, *jobs: str) -> None:
+    assert main(["queue", "add", *jobs, "--server-host", url, "--db", db]) == 0
+
+
+RULES = """
+[[rule]]
+name = "every-job"
+metric = "counts.references"
+op = ">="
+threshold = 0
+
+[[webhook]]
+name = "ops"
+url = "{url}"
+timeout_s = 5
+retries = 1
+"""
+
+
+@contextmanager
+def receiver() -> Iterator[tuple[str, Counter]]:
+    """A webhook receiver that counts deliveries by Idempotency-Key."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    keys: Counter = Counter()
+
+    async def hook(request):
+        keys[request.headers.get("idempotency-key")] += 1
+        return PlainTextResponse("ok")
+
+    with serving(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as base:
+        yield f"{base}/hook", keys
+
+
+def test_three_workers_validate_every_job_exactly_once(pg_db, tmp_path, capsys):
+    n = 300
+    with sandbox.serve(_cvat(n, frames=2)) as (url, _), receiver() as (hook, keys):
+        rules = tmp_path / "rules.toml"
+        rules.write_text(RULES.format(url=hook))
+        _queue(url, pg_db, "--task", "11")
+        first = capsys.readouterr().out
+        _queue(url, pg_db, "--task", "11")  # asked twice while waiting: queued once
+        second = capsys.readouterr().out
+        assert first.strip() == f"queued {n} job(s); 0 already waiting"
+        assert second.strip() == f"queued 0 job(s); {n} already waiting"
+        workers = [_worker(url, pg_db, tmp_path, "--rules", str(rules)) for _ in range(3)]
+        try:
+            counts = _wait_until_done(pg_db, n, timeout=900)
+        finally:
+            codes = _stop(workers)
+    assert codes == [0, 0, 0]  # SIGTERM: each finished its job in flight and stopped cleanly
+    assert counts == Counter({"succeeded": n})
+    runs = _runs(pg_db)
+    assert sorted(runs) == [1000 + i for i in range(n)] and set(runs.values()) == {1}
+    assert len(list((tmp_path / "out").glob("job-*/report.json"))) == n
+    assert len(keys) == n and set(keys.values()) == {1}  # one alert per job, each delivered once
+    assert main(["queue", "status", "--db", pg_db, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["counts"] == {"succeeded": n} and status["failed"] == []
+
+
+def test_a_worker_killed_mid_job_loses_nothing(pg_db, tmp_path):
+    """kill -9 while the job's annotations are stalled: the job stays ``doing`` with a dead worker; a
+    worker started later hands it back (stalled: no heartbeat for --stalled-after) and validates it once."""
+    state = _cvat(1)
+    state.fail(0, path_contains="/api/jobs/1000/annotations", delay_s=30.0)  # the first read hangs
+    with sandbox.serve(state) as (url, st):
+        _queue(url, pg_db, "1000")
+        first = _worker(url, pg_db, tmp_path)
+        deadline = time.monotonic() + 120
+        while not any("/api/jobs/1000/annotations" in r for r in st.requests) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _jobs(pg_db)["doing"] == 1
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+        time.sleep(4)  # longer than --stalled-after 3: its heartbeat is stale
+        second = _worker(url, pg_db, tmp_path)
+        try:
+            counts = _wait_until_done(pg_db, 1, timeout=300)
+        finally:
+            _stop([second])
+    assert counts == Counter({"succeeded": 1})
+    assert _runs(pg_db) == Counter({1000: 1})
+
+
+def test_cvat_down_for_a_while_is_retried_then_one_that_stays_down_ends_failed(pg_db, tmp_path, capsys):
+    state = _cvat(2)
+    # job 1000: its annotations fail long enough to fail two attempts, then answer
+    state.fail(503, count=8, path_contains="/api/jobs/1000/annotations")
+    # job 1001: never answers
+    state.fail(503, count=10_000, path_contains="/api/jobs/1001/annotations")
+    with sandbox.serve(state) as (url, _):
+        _queue(url, pg_db, "1000", "1001")
+        worker = _worker(url, pg_db, tmp_path, "--attempts", "3", "--deadline", "5")
+        try:
+            counts = _wait_until_done(pg_db, 2, timeout=600)
+        finally:
+            _stop([worker])
+    assert counts == Counter({"succeeded": 1, "failed": 1})
+    assert _runs(pg_db) == Counter({1000: 1})
+    capsys.readouterr()
+    assert main(["queue", "status", "--db", pg_db]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "validation queue: failed 1, succeeded 1; retried and not failed: 1"
+    (failed,) = lines[1:]
+    assert failed.startswith(f"failed: {url} job 1001 after 3 attempts: could not validate: FetchError: ")
