@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ropewatch_core.errors import InputError, ServiceError
 from ropewatch_validator.cvat.client import ConnectionSettings, FetchError
@@ -103,6 +103,10 @@ class Observer(Protocol):
 
     def listed(self, jobs: int) -> None: ...
 
+    def scanning(self, jobs: int) -> Callable[[int], None]:
+        """Listed jobs whose frame meta is about to be read; returns the callback that advances by n."""
+        ...
+
     def phase(self, job_id: int, what: str) -> None: ...
 
     def frames(self, job_id: int, total: int) -> Callable[[int], None]:
@@ -119,6 +123,9 @@ class Silent:
 
     def listed(self, jobs: int) -> None:
         pass
+
+    def scanning(self, jobs: int) -> Callable[[int], None]:
+        return lambda n: None
 
     def phase(self, job_id: int, what: str) -> None:
         pass
@@ -294,24 +301,43 @@ def validate_job(
     return result
 
 
-def list_jobs(conn: Connection, jobs: JobSelection, deadline_s: float) -> list[JobRef]:
+def list_jobs(
+    conn: Connection,
+    jobs: JobSelection,
+    deadline_s: float,
+    *,
+    workers: int = 8,
+    scanning: Callable[[int], Callable[[int], None]] | None = None,
+) -> list[JobRef]:
     """The jobs to validate; listed ones carry their ``updated_date`` and deleted-frames digest, so an
-    unchanged job is skipped before its annotations are read."""
+    unchanged job is skipped before its annotations are read. The digests need one ``data/meta``
+    request per listed job: at most ``workers`` in flight (a project of 500 jobs is seconds, not
+    minutes), in the listed order; ``scanning(n)`` gives the callback advanced by one per answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from ropewatch_validator.cvat.fetch import fetch_deleted_digest, find_jobs
 
     refs = [JobRef(j, None, conn.host) for j in jobs.job_ids]  # locks are per (host, job)
     with conn.job_deadline(deadline_s):
-        for scope in (
-            {"task_id": jobs.task} if jobs.task else None,
-            {"project_id": jobs.project} if jobs.project else None,
-        ):
-            if scope:
-                # the deleted frames are part of a job's state (no date moves when they change): one meta
-                # request per listed job, so an unchanged job is still skipped before its annotations
-                refs += [
-                    JobRef(j["id"], j.get("updated_date"), conn.host, fetch_deleted_digest(conn, j["id"]))
-                    for j in find_jobs(conn, job_type="annotation", **scope)
-                ]
+        listed = [
+            job
+            for scope in (
+                {"task_id": jobs.task} if jobs.task else None,
+                {"project_id": jobs.project} if jobs.project else None,
+            )
+            if scope
+            for job in find_jobs(conn, job_type="annotation", **scope)
+        ]
+        advance = scanning(len(listed)) if scanning is not None and listed else None
+
+        def digest(job: Mapping[str, Any]) -> JobRef:
+            ref = JobRef(job["id"], job.get("updated_date"), conn.host, fetch_deleted_digest(conn, job["id"]))
+            if advance is not None:
+                advance(1)
+            return ref
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            refs += list(pool.map(digest, listed))
     return refs
 
 
@@ -326,7 +352,13 @@ def run_validation(request: ValidateRequest, observer: Observer | None = None) -
 
     options = request.options
     conn = connect(request.connection)
-    refs = list_jobs(conn, request.jobs, options.job_deadline_s)
+    refs = list_jobs(
+        conn,
+        request.jobs,
+        options.job_deadline_s,
+        workers=options.frame_workers,
+        scanning=observer.scanning if observer is not None else None,
+    )
     if not refs:
         raise InputError("no jobs given (JOB_ID, --task or --project)")
     if observer is not None:

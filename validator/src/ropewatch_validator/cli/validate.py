@@ -317,6 +317,10 @@ class TerminalObserver:
     def listed(self, jobs: int) -> None:
         self.progress.update(self.jobs, total=jobs)
 
+    def scanning(self, jobs: int) -> Callable[[int], None]:
+        bar = self.progress.add_task("listed jobs: frame meta", total=jobs)
+        return lambda n: self.progress.advance(bar, n)
+
     def phase(self, job_id: int, what: str) -> None:
         self.progress.update(self.jobs, description=f"job {job_id}: {what}")
 
