@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from ropewatch_core.errors import InputError, ServiceError
+from ropewatch_core.errors import InputError
 from ropewatch_validator.cvat.client import ConnectionSettings, FetchError
 from ropewatch_validator.evaluation.match import Settings
 from ropewatch_validator.ops.schedule import BatchResult, JobRef
@@ -331,11 +331,8 @@ def run_validation(request: ValidateRequest, observer: Observer | None = None) -
         raise InputError("no jobs given (JOB_ID, --task or --project)")
     if observer is not None:
         observer.listed(len(refs))
-    try:
-        store = open_store(request.db)
-        rules = load_config(request.rules) if request.rules else AlertConfig()
-    except OSError as exc:  # a store or rules file that cannot be opened: the run cannot start
-        raise ServiceError(str(exc)) from None
+    store = open_store(request.db)
+    rules = load_config(request.rules) if request.rules else AlertConfig()
     extras: dict[int, JobResult] = {}  # job -> its result, until stage() writes its report folder
 
     def one(job_id: int) -> Report:

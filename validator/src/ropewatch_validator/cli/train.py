@@ -79,12 +79,11 @@ def run(args: argparse.Namespace) -> int:
 def train(args: argparse.Namespace) -> dict | None:
     """The training loop; returns the best epoch's metrics (None when resuming a finished run)."""
     import torch
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ropewatch_core.model.checkpoint import save_checkpoint
     from ropewatch_core.model.fast_filter import build_model, new_checkpoint
     from ropewatch_validator.cli import filter_data as fd
+    from ropewatch_validator.cli.progress import progress_bar
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -122,15 +121,7 @@ def train(args: argparse.Namespace) -> dict | None:
         start, best = int(state["epoch"]), state["best"]
     if start >= args.epochs:
         return None
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=args.quiet or not sys.stderr.isatty(),
-    )
+    progress = progress_bar(quiet=args.quiet)
     expand = _expand(args.data_dir)
     with progress:
         for epoch in range(start + 1, args.epochs + 1):

@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
-from ropewatch_core.errors import ServiceError
+from ropewatch_core.errors import InputError, ServiceError
 from ropewatch_core.jsonio import utc_iso
 from ropewatch_validator.render.model import Report
 
@@ -210,11 +210,11 @@ def job_state(report: Report) -> JobState:
     source = report.source
     if source.job_updated_date in (None, "") or not source.host:
         missing = [k for k in ("host", "job_updated_date") if getattr(source, k) in (None, "")]
-        raise ValueError(f"report.json source lacks {', '.join(missing)}: cannot key the run")
+        raise InputError(f"report.json source lacks {', '.join(missing)}: cannot key the run")
     try:
         return make_state(source.host, source.job, source.job_updated_date, source.job_state or "")
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"report.json source has an unusable job or job_updated_date: {exc}") from None
+        raise InputError(f"report.json source has an unusable job or job_updated_date: {exc}") from None
 
 
 def model_version_of(report: Report) -> str:
@@ -461,7 +461,7 @@ class HistoryStore:
             )
             unknown = sorted(set(run_ids) - found)
             if unknown or not run_ids:
-                raise ValueError(
+                raise InputError(
                     f"runs {unknown or '(none given)'} are not runs of model version {model_version!r}"
                 )
             conn.execute(sa.delete(baselines).where(baselines.c.model_version == model_version))
