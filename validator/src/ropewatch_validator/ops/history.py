@@ -230,11 +230,10 @@ def default_db_url() -> str:
 
 
 def normalize_url(db: str) -> str:
-    """A plain path means SQLite; postgres URLs use psycopg 3 (the driver we ship)."""
+    """A plain path means SQLite; postgres URLs use psycopg 3 (the driver we ship). Pure: the folder
+    of a new SQLite file is made by :func:`open_store`, the writer, not by readers of the URL."""
     if "://" not in db:
-        path = Path(db).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
+        return f"sqlite:///{Path(db).expanduser()}"
     for prefix in ("postgres://", "postgresql://"):
         if db.startswith(prefix):
             return "postgresql+psycopg://" + db[len(prefix) :]
@@ -623,6 +622,8 @@ def open_store(db: str | None = None, *, sqlite_timeout_s: float = 30.0) -> Hist
     except (sa_exc.ArgumentError, ImportError) as exc:
         raise HistoryError(f"history store URL not usable ({type(exc).__name__}: {exc})") from None
     if engine.dialect.name == "sqlite":
+        if engine.url.database and engine.url.database != ":memory:":
+            Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
         problem = sqlite_header_problem(engine.url.database)
         if problem:
             raise HistoryError(
