@@ -240,9 +240,7 @@ def handler(context, event):
         return _fail(context, log, rid, 500, "detector_unavailable", str(exc))
     except ModelOutputError as exc:
         return _fail(context, log, rid, 500, "model_output_invalid", str(exc))
-    except (
-        Exception
-    ) as exc:  # the handler is the boundary: a client gets one line and a 500, never a traceback
+    except Exception as exc:  # the handler is the boundary: one line and a 500, never a traceback
         log.error("request_failed", error="internal_error", message=one_line(exc))
         return _json(
             context,

@@ -151,9 +151,7 @@ def with_crops(mistakes: Sequence[Mistake], fetch: Callable[[int], bytes], worke
         try:
             rgb = load_frame(fetch(frame)).rgb
             return {i: (crop_png(rgb, _box(mistakes[i])), None) for i in by_frame[frame]}
-        except (
-            Exception
-        ) as exc:  # a frame that cannot be had (any reason) is a note on the page, not a failure
+        except Exception as exc:  # a frame that cannot be had is a note on the page, not a failure
             return {i: (None, one_line(exc)) for i in by_frame[frame]}
 
     found: dict[int, tuple[str | None, str | None]] = {}
