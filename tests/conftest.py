@@ -14,6 +14,21 @@ REPO = Path(__file__).resolve().parents[1]
 CVAT_DATA = Path(__file__).parent / "data" / "cvat"  # vendored CVAT schema + dumps (see its README)
 
 
+REALCVAT = Path(__file__).parent / "realcvat"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks by what a test needs (declared in pyproject.toml): the real-CVAT tier by its folder, the
+    browser and PostgreSQL tests by the fixture that starts them (``history_db`` marks its own param)."""
+    for item in items:
+        if REALCVAT in item.path.parents:
+            item.add_marker(pytest.mark.realcvat)
+        if "browser" in item.fixturenames:
+            item.add_marker(pytest.mark.browser)
+        if "postgres_server" in item.fixturenames:
+            item.add_marker(pytest.mark.postgres)
+
+
 @pytest.fixture(autouse=True)
 def _private_lock_dir(tmp_path, monkeypatch):
     """validate-job's per-job locks live in a per-test folder, never the user's."""
@@ -99,7 +114,7 @@ def postgres_server():
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def history_db(request, tmp_path):
     """A fresh, empty history database URL on each backend."""
     if request.param == "sqlite":

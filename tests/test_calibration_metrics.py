@@ -96,12 +96,12 @@ def test_threshold_reexpression_keeps_decisions() -> None:
 
 def test_analyse_block(scored) -> None:
     z, y = scored
-    out = cal.analyse(z, y, temperature=1.0, thr=0.5, required_recall_wrong=0.9)
+    out = cal.analyse(z, y, temperature=1.0, thr=0.5, required_recall_wrong=0.9).model_dump()
     assert out["n"] == 400 and out["ece_kind"] == "top-label"
     assert out["roc_auc"] == pytest.approx(roc_auc_score(y, z))
     assert out["fitted"]["nll"] <= out["nll"]
     assert set(out["fitted"]["operating_points"]) == {"max_macro_f1", "recall_wrong", "current"}
-    one_class = cal.analyse(z[y == 1], y[y == 1])
+    one_class = cal.analyse(z[y == 1], y[y == 1]).model_dump()
     assert one_class["fitted"] is None and one_class["roc_auc"] is None
     with pytest.raises(ValueError, match="both classes"):
         cal.fit_temperature(z[y == 1], y[y == 1])
@@ -111,7 +111,7 @@ def test_report_curves_are_thinned_but_metrics_use_all_points() -> None:
     rng = np.random.default_rng(2)
     y = rng.integers(0, 2, 5000)
     z = rng.normal(0, 1, 5000) + (2 * y - 1)
-    out = cal.analyse(z, y)
+    out = cal.analyse(z, y).model_dump()
     assert len(out["fitted"]["sweep"]["cut"]) == 501 and len(out["pr"]["correct"]["precision"]) == 501
     assert out["pr"]["correct"]["ap"] == pytest.approx(average_precision_score(y, cal.probability(z)))
     best = out["fitted"]["operating_points"]["max_macro_f1"]

@@ -82,7 +82,9 @@ def test_stage_summary_by_hand():
             "shadow_value": ["correct", None, "wrong", None, None, None],
         }
     )
-    s = stage_summary(rows, detections, "safety_rope_use")
+    stages = stage_summary(rows, detections, "safety_rope_use")
+    assert stages is not None
+    s = stages.model_dump()
     # filter: 3 objects, kept 2 (the corrected one not) → 2/3; expert: 2 objects, kept 1 → 1/2
     assert s["stages"]["filter"] == {"n": 3, "kept": 2, "accuracy": pytest.approx(2 / 3)}
     assert s["stages"]["expert"] == {"n": 2, "kept": 1, "accuracy": 0.5}

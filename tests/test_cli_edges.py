@@ -13,7 +13,7 @@ from ropewatch_core.model.checkpoint import file_sha256, save_checkpoint
 from ropewatch_validator.cli.main import main
 from ropewatch_validator.cli.recalibrate import RecalibrationError, recalibrate
 from ropewatch_validator.ops.history import HistoryError, open_store
-from support.output import one_line
+from support.output import stderr_line
 from support.reports import traced_report
 
 
@@ -23,7 +23,7 @@ def test_recalibrate_from_a_file_that_is_not_a_report_names_it(tiny_checkpoint, 
         main(["checkpoint", "recalibrate", str(tiny_checkpoint), "--from", "/etc/passwd", "-o", str(out)])
         == 2
     )
-    assert one_line(capsys) == (
+    assert stderr_line(capsys) == (
         "ropewatch checkpoint recalibrate: --from /etc/passwd: not a JSON report.json "
         "(Expecting value: line 1 column 1 (char 0))"
     )
@@ -32,12 +32,12 @@ def test_recalibrate_from_a_file_that_is_not_a_report_names_it(tiny_checkpoint, 
     assert (
         main(["checkpoint", "recalibrate", str(tiny_checkpoint), "--from", str(listed), "-o", str(out)]) == 2
     )
-    assert one_line(capsys).endswith(f"--from {listed}: not a report.json (a JSON list)")
+    assert stderr_line(capsys).endswith(f"--from {listed}: not a report.json (a JSON list)")
     assert (
         main(["checkpoint", "recalibrate", str(tiny_checkpoint), "--from", str(tmp_path), "-o", str(out)])
         == 2
     )
-    assert one_line(capsys).endswith(f"--from {tmp_path}: cannot read (Is a directory)")
+    assert stderr_line(capsys).endswith(f"--from {tmp_path}: cannot read (Is a directory)")
     assert not out.exists()
 
 
@@ -52,7 +52,7 @@ def test_an_unwritable_output_is_one_line(tiny_checkpoint, tmp_path, capsys, com
         report.write_text(traced_report(z, y, ["tiny-v1"]).to_json())
         argv = ["checkpoint", "recalibrate", str(tiny_checkpoint), "--from", str(report), "-o", "/proc/x.pt"]
     assert main(argv) == 2
-    line = one_line(capsys)
+    line = stderr_line(capsys)
     assert line.startswith(f"ropewatch checkpoint {command}: cannot write /proc/x.pt: ")
 
 
@@ -71,7 +71,7 @@ def test_recalibrate_checks_the_version_of_an_unversioned_checkpoint(tiny_checkp
     report, out = tmp_path / "r.json", tmp_path / "new.pt"
     report.write_text(_traced(["some-other-model"]).to_json())
     assert main(["checkpoint", "recalibrate", str(path), "--from", str(report), "-o", str(out)]) == 2
-    assert one_line(capsys) == (
+    assert stderr_line(capsys) == (
         "ropewatch checkpoint recalibrate: report traces model version(s) ['some-other-model'], "
         f"checkpoint is '{logged}' (pass --allow-other-version to use it anyway)"
     )
@@ -118,7 +118,7 @@ def test_a_damaged_history_db_with_a_valid_header_is_named_damaged(tmp_path, cap
     data[18] = 3  # the header's write-format version: SQLite would open the file read-only
     db.write_bytes(bytes(data))
     assert main(["history", "--db", str(db)]) == 2
-    assert one_line(capsys) == (
+    assert stderr_line(capsys) == (
         f"ropewatch history: history store sqlite:///{db}: damaged SQLite header (file format versions 3/1, "
         "expected 1 or 2) (the file is damaged: move it aside (or restore a backup) and run again)"
     )
@@ -136,4 +136,4 @@ def test_https_to_an_http_port_is_named_on_the_command_line(httpserver, tmp_path
     code = main(["validate-job", "1", "--server-host", host, "--retries", "0", "--out", str(tmp_path),
                  "--db", str(tmp_path / "h.sqlite")])  # fmt: skip
     assert code == 2
-    assert f"job 1 on {host}: TLS handshake failed, is it an http:// server?" in one_line(capsys)
+    assert f"job 1 on {host}: TLS handshake failed, is it an http:// server?" in stderr_line(capsys)

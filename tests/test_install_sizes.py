@@ -17,6 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # builds wheels and installs each deployable into a fresh venv
+
 REPO = Path(__file__).resolve().parents[1]
 CONSTRAINTS = REPO / "deploy" / "constraints.txt"
 VALIDATOR_STACK = {"pandas", "scipy", "matplotlib", "sqlalchemy", "cvat-sdk", "rich"}

@@ -173,7 +173,7 @@ def test_join_and_lifecycle_every_state(tmp_path, values) -> None:
         6: "accepted",
         -1: "deleted",
     }
-    summary = summarize(rows, values=values)
+    summary = summarize(rows, values=values).model_dump()
     assert summary["counts"] == {
         "accepted": 2,
         "attribute_corrected": 1,

@@ -96,14 +96,17 @@ def test_key_filter_counts_other_frames(tmp_path) -> None:
     [
         (
             lambda r: r.update(timestamp="2026-11-23 10:00:00 +0000 UTC"),
-            "ValueError: timestamp '2026-11-23 10",
+            "RecordError: timestamp must be ISO 8601, got '2026-11-23 10",
         ),
         (
             lambda r: r["image"].update(sha256=["ab", "cd"]),
-            "TypeError: image.sha256 must be a string, not list",
+            "RecordError: image.sha256 must be a non-empty string, got list",
         ),
-        (lambda r: r["image"].update(width=1e400), "OverflowError"),  # JSON's 1e400 reads as inf
-        (lambda r: r["detections"][0].update(safety_rope_use={"v": 1}), "TypeError: safety_rope_use must be"),
+        (lambda r: r["image"].update(width=1e400), "RecordError: image.width must be a finite"),  # 1e400: inf
+        (
+            lambda r: r["detections"][0].update(safety_rope_use={"v": 1}),
+            "RecordError: detections[0].safety_rope_use must be",
+        ),
     ],
 )
 def test_one_bad_record_is_rejected_alone(tmp_path, damage, reason) -> None:

@@ -21,7 +21,7 @@ from ropewatch_validator.ops import history
 from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.sandbox import synthetic
 from support.hostile import trickling_server
-from support.output import one_line
+from support.output import stderr_line
 
 SECRET = "pw-Zq9-s3cret"
 
@@ -101,7 +101,7 @@ def leftovers(out) -> list[str]:
 def test_bad_options_exit_2_with_one_line_and_store_nothing(cvat, tmp_path, capsys, args, line):
     url, state = cvat
     assert run(url, tmp_path, "101", *args) == 2
-    assert one_line(capsys) == line
+    assert stderr_line(capsys) == line
     assert not (tmp_path / "h.sqlite").exists() and not (tmp_path / "out").exists()
     assert state.requests == []  # refused before anything was fetched
 
@@ -125,7 +125,7 @@ def test_bad_options_exit_2_with_one_line_and_store_nothing(cvat, tmp_path, caps
 def test_a_reference_that_is_not_one_fails_the_job(cvat, tmp_path, capsys, job, args, reason):
     url, _ = cvat
     assert run(url, tmp_path, job, *args) == 2
-    assert one_line(capsys) == f"validate-job: job {job}: could not validate: BadReference: {reason}"
+    assert stderr_line(capsys) == f"validate-job: job {job}: could not validate: BadReference: {reason}"
     assert stored_runs(tmp_path / "h.sqlite") == 0 and not (tmp_path / "out").exists()
 
 
@@ -178,7 +178,7 @@ def test_a_job_locked_by_another_run_is_not_reported_as_validated(cvat, tmp_path
         assert run(url, tmp_path, "101", "--job-deadline", "0.3") == 2  # a second run, meanwhile
     finally:
         first.join()
-    assert one_line(capsys) == (
+    assert stderr_line(capsys) == (
         "validate-job: job 101: not validated: another run held this job's lock for over 0.3 s"
     )
     assert not (tmp_path / "out").exists() and stored_runs(tmp_path / "h.sqlite") == 0
@@ -193,7 +193,7 @@ def test_a_job_that_never_ends_is_cut_at_its_deadline(tmp_path, capsys):
         )  # fmt: skip
         took = time.monotonic() - start
     assert code == 2 and took < 4
-    assert one_line(capsys).startswith(
+    assert stderr_line(capsys).startswith(
         f"validate-job: job 1: could not validate: FetchError: job 1 on {url}: "
         "no complete answer before the job's deadline"
     )
@@ -252,7 +252,7 @@ def test_read_only_database_keeps_the_previous_reports(cvat, tmp_path, capsys):
     before = (out / "job-101" / "report.json").read_text()
     _bump(state, 101)  # a new job state: this run must store a row, and cannot
     assert run(url, tmp_path, "101", "--quiet", db=f"sqlite:///file:{db}?mode=ro&uri=true") == 2
-    line = one_line(capsys)
+    line = stderr_line(capsys)
     assert line.startswith("validate-job: job 101: could not store: HistoryError: history store ")
     assert "readonly database" in line
     assert (out / "job-101" / "report.json").read_text() == before and leftovers(out) == []
@@ -278,7 +278,7 @@ def test_full_database_leaves_no_report(cvat, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(history, "open_store", full_store)
     assert run(url, tmp_path, "101", "--quiet") == 2
-    assert "database or disk is full" in one_line(capsys)
+    assert "database or disk is full" in stderr_line(capsys)
     assert not (tmp_path / "out" / "job-101").exists() and leftovers(tmp_path / "out") == []
 
 
@@ -291,7 +291,7 @@ def test_full_disk_while_writing_reports_leaves_no_temp_file(cvat, tmp_path, cap
 
     monkeypatch.setattr(files.os, "fsync", no_space)
     assert run(url, tmp_path, "101", "--quiet") == 2
-    assert "No space left on device" in one_line(capsys)
+    assert "No space left on device" in stderr_line(capsys)
     assert list((tmp_path / "out").iterdir()) == [] and stored_runs(tmp_path / "h.sqlite") == 0
 
 

@@ -22,12 +22,17 @@ import os
 import re
 import uuid
 
+from ropewatch_core.errors import InputError, RopewatchError
+from ropewatch_core.jsonio import finite_number
+
 MAX_BOXES = 1000
 MAX_COORD = 1e6  # beyond any frame; keeps expanded boxes finite so the response stays valid JSON
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
-class BadRequest(ValueError):
+class InvalidRequest(InputError):
+    """A request body the function refuses (HTTP 400); ``code`` is the record's ``error`` field."""
+
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
@@ -51,12 +56,21 @@ def init_failure(exc: BaseException) -> dict:
     file; a missing env var is named; anything else is ``Type: text`` cut short."""
     from ropewatch_core.records import one_line
 
-    ours = {"CheckpointError": "bad_checkpoint", "DetectorError": "bad_detector"}.get(type(exc).__name__)
-    if ours:
-        return {"error": ours, "message": " ".join(str(exc).split())[:500]}
+    if isinstance(exc, RopewatchError):
+        return {"error": _init_error_code(exc), "message": str(exc)[:500]}
     if isinstance(exc, KeyError):
         return {"error": "bad_config", "message": f"{exc.args[0]} is not set"}
     return {"error": "bad_config" if isinstance(exc, ValueError) else "init_error", "message": one_line(exc)}
+
+
+def _init_error_code(exc: RopewatchError) -> str:
+    # an error of the model package means it is imported already: importing its classes loads nothing
+    from ropewatch_core.model.checkpoint import CheckpointError
+    from ropewatch_core.model.detector import DetectorError
+
+    if isinstance(exc, CheckpointError):
+        return "bad_checkpoint"
+    return "bad_detector" if isinstance(exc, DetectorError) else "bad_config"
 
 
 def cpu_quota(cpu_max: str) -> int | None:
@@ -210,24 +224,14 @@ def parse_body(body: object) -> dict:
         try:
             body = json.loads(body)
         except RecursionError:
-            raise BadRequest("body_not_json", "request body is not JSON: nested too deeply") from None
+            raise InvalidRequest("body_not_json", "request body is not JSON: nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest("body_not_json", f"request body is not JSON: {str(exc)[:200]}") from None
+            raise InvalidRequest("body_not_json", f"request body is not JSON: {str(exc)[:200]}") from None
     if not isinstance(body, dict):
-        raise BadRequest(
+        raise InvalidRequest(
             "body_not_object", 'request body must be a JSON object {"image": ..., "threshold": ...}'
         )
     return body
-
-
-def _number(value: object) -> bool:
-    """A JSON number that is finite as a float (a 400-digit integer is not: float() overflows)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:
-        return False
 
 
 def _echo(value: object) -> str:
@@ -239,8 +243,8 @@ def _echo(value: object) -> str:
 def parse_threshold(value: object) -> float | None:
     if value is None:
         return None
-    if not _number(value) or not 0.0 <= value <= 1.0:
-        raise BadRequest("bad_threshold", f"'threshold' must be a number in [0, 1], got {_echo(value)}")
+    if not finite_number(value) or not 0.0 <= value <= 1.0:
+        raise InvalidRequest("bad_threshold", f"'threshold' must be a number in [0, 1], got {_echo(value)}")
     return float(value)
 
 
@@ -248,17 +252,17 @@ def parse_boxes(value: object) -> list[list[float]] | None:
     if value is None:
         return None
     if not isinstance(value, list) or len(value) > MAX_BOXES:
-        raise BadRequest("bad_boxes", f"'boxes' must be a list of at most {MAX_BOXES} [x1, y1, x2, y2]")
+        raise InvalidRequest("bad_boxes", f"'boxes' must be a list of at most {MAX_BOXES} [x1, y1, x2, y2]")
     for i, box in enumerate(value):
         if not (
             isinstance(box, list)
             and len(box) == 4
-            and all(_number(v) for v in box)
+            and all(finite_number(v) for v in box)
             and all(abs(v) <= MAX_COORD for v in box)
             and box[2] > box[0]
             and box[3] > box[1]
         ):
-            raise BadRequest(
+            raise InvalidRequest(
                 "bad_boxes",
                 f"boxes[{i}] must be [x1, y1, x2, y2] numbers with x2 > x1 and y2 > y1, got {_echo(box)}",
             )
@@ -287,13 +291,13 @@ def handler(context, event):
         boxes = parse_boxes(body.get("boxes"))
         data = decode_base64(body.get("image"))
         result = context.user_data.predictor.run(data, boxes=boxes, threshold=threshold)
-    except (BadRequest, ImageError, BoxError) as exc:
+    except (InvalidRequest, ImageError, BoxError) as exc:
         return _fail(context, log, rid, 400, exc.code, str(exc))
     except DetectorUnavailable as exc:
         return _fail(context, log, rid, 500, "detector_unavailable", str(exc))
     except ModelOutputError as exc:
         return _fail(context, log, rid, 500, "model_output_invalid", str(exc))
-    except Exception as exc:
+    except Exception as exc:  # the handler is the boundary: one line and a 500, never a traceback
         log.error("request_failed", error="internal_error", message=one_line(exc))
         return _json(
             context,

@@ -14,22 +14,19 @@ CVAT's lambda manager calls the dashboard at its NUCLIO setting (``start.sh --nu
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-import requests
 import torch
 
 from ropewatch_core.model.detector import build_architecture
-from ropewatch_validator.trace.logs import read_logs
+from ropewatch_validator.trace.logs import LogData, read_logs
 from support.cvat_rest import LABELS, jpeg
+from support.nuclio import FUNCTION_DIR, NuclioDashboard, NuclioFunction
 
-REPO = Path(__file__).resolve().parents[2]
-KIT = Path(os.environ.get("ROPEWATCH_NUCLIO_KIT", REPO.parent / "shared" / "nuclio"))
 ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
 
 
@@ -48,27 +45,10 @@ def person_weights(path: Path) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"exited {proc.returncode}: {log.read_text()[-3000:]}"
-        try:
-            if requests.get(url, timeout=2).status_code < 500:
-                return
-        except requests.ConnectionError:
-            time.sleep(0.3)
-    raise AssertionError(f"{url} not up after {timeout} s: {log.read_text()[-3000:]}")
-
-
 @pytest.fixture
-def function_behind_dashboard(tmp_path):
-    """The function under the processor stand-in (1 worker) and the dashboard stand-in CVAT calls."""
+def function_behind_dashboard(tmp_path, nuclio):
+    """The function under the processor stand-in (1 worker) and the dashboard stand-in CVAT calls
+    (both from the one harness, ``support.nuclio``); yields the processor, whose log is the container's."""
     model = tmp_path / "rope.pt"
     subprocess.run(
         [
@@ -86,66 +66,33 @@ def function_behind_dashboard(tmp_path):
         capture_output=True,
         timeout=300,
     )
-    port, dash_port = free_port(), int(os.environ.get("ROPEWATCH_NUCLIO_DASHBOARD_PORT", "8070"))
-    container_log = tmp_path / "container.log"
-    procs = []
-    with container_log.open("wb") as out:
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    str(KIT / "processor.py"),
-                    "--function-dir",
-                    str(REPO / "functions" / "safety_rope"),
-                    "--handler",
-                    "main:handler",
-                    "--port",
-                    str(port),
-                    "--workers",
-                    "1",
-                    "--event-timeout",
-                    "120",
-                    "--python",
-                    sys.executable,
-                    "--env",
-                    f"MODEL_PATH={model}",
-                    "--env",
-                    f"DETECTOR_PATH={person_weights(tmp_path / 'person.pth')}",
-                    "--env",
-                    f"DETECTOR_ARCH={ARCH}",
-                    "--env",
-                    "TORCH_THREADS=1",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        )
+    env = {
+        "MODEL_PATH": model,
+        "DETECTOR_PATH": person_weights(tmp_path / "person.pth"),
+        "DETECTOR_ARCH": ARCH,
+        "TORCH_THREADS": 1,
+    }
+    fn = nuclio(env, workers=1, extra_args=("--handler", "main:handler", "--event-timeout", "120"))
+    fn.wait_ready(180)
+    dash_port = int(os.environ.get("ROPEWATCH_NUCLIO_DASHBOARD_PORT", "8070"))
+    dashboard = NuclioDashboard({FUNCTION_DIR / "function.yaml": fn.url}, port=dash_port)
     try:
-        wait_http(f"http://127.0.0.1:{port}/__internal/health", procs[0], container_log)
-        dash_log = tmp_path / "dashboard.log"
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    str(KIT / "dashboard.py"),
-                    "--port",
-                    str(dash_port),
-                    "--function",
-                    f"{REPO / 'functions' / 'safety_rope' / 'function.yaml'}=http://127.0.0.1:{port}",
-                ],
-                stdout=dash_log.open("wb"),
-                stderr=subprocess.STDOUT,
-            )
-        )
-        wait_http(f"http://127.0.0.1:{dash_port}/api/functions", procs[1], dash_log)
-        yield container_log
+        dashboard.wait_ready(180)
+        yield fn
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        dashboard.stop()
+
+
+def container_log(fn: NuclioFunction, path: Path, requests_expected: int, timeout: float = 30.0) -> LogData:
+    """The processor's log written to ``path`` (what ``--logs`` reads), once it holds the expected inference
+    records: the pipe is read by a thread, so the last lines may land a moment after CVAT's answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        path.write_text(fn.log(), encoding="utf-8")
+        logs = read_logs([path])  # the project's reader of the container log
+        if len(logs.requests) >= requests_expected or time.monotonic() > deadline:
+            return logs
+        time.sleep(0.2)
 
 
 def test_lambda_manager_loop_joins_every_frame(real_cvat, validate, function_behind_dashboard, tmp_path):
@@ -168,7 +115,8 @@ def test_lambda_manager_loop_joins_every_frame(real_cvat, validate, function_beh
         time.sleep(1)
     assert status["status"] == "finished", status
     shapes = rest.get(f"/api/jobs/{job}/annotations")["shapes"]
-    logs = read_logs([function_behind_dashboard])  # the project's reader of the container log
+    log_file = tmp_path / "container.log"
+    logs = container_log(function_behind_dashboard, log_file, requests_expected=3)
     logged, detections = len(logs.requests), len(logs.detections)
     # CVAT sent each of the 3 frames once and stored every returned person as an auto shape with the attribute
     assert logged == 3 and len(shapes) == detections > 0
@@ -205,9 +153,7 @@ def test_lambda_manager_loop_joins_every_frame(real_cvat, validate, function_beh
         json={"version": 0, "tags": [], "tracks": [], "shapes": [added]},
     )
 
-    code, rep = validate(
-        job, "--logs", str(function_behind_dashboard), "--frame-cache", str(tmp_path / "cache")
-    )
+    code, rep = validate(job, "--logs", str(log_file), "--frame-cache", str(tmp_path / "cache"))
     assert code == 0
     frames = rep["trace"]["frames"]
     assert (frames["joined"], frames["unjoined_frames"]) == (3, [])  # 100 % of frames, by sha256

@@ -4,6 +4,7 @@
 waits until ``/__internal/health`` answers (the port opens only after every worker ran init_context), and
 collects the container log (stdout + stderr) through a **pipe**, as Docker's log driver does: writes to a
 regular file are serialised by the kernel and would hide interleaving that a pipe shows.
+``NuclioDashboard`` is the dashboard stand-in CVAT's lambda manager talks to, in front of processors.
 """
 
 from __future__ import annotations
@@ -43,7 +44,60 @@ def png_b64(width: int, height: int, seed: int = 0) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-class NuclioFunction:
+class PipedProcess:
+    """A stand-in process of this project's interpreter whose stdout + stderr are collected through a pipe."""
+
+    def __init__(self, args: list[str]) -> None:
+        self._chunks: list[bytes] = []
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
+        self._pump = threading.Thread(target=self._read, daemon=True)
+        self._pump.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := self.proc.stdout.read1(1 << 16):
+            self._chunks.append(chunk)
+
+    def _wait_http(self, url: str, timeout: float) -> None:
+        """Poll ``url`` until it answers 200; raise with the log's tail if the process exits or never does."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{self.log()[-3000:]}")
+            try:
+                if requests.get(url, timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready after {timeout} s:\n{self.log()[-3000:]}")
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        rc = self.proc.wait(timeout)
+        self._pump.join(10)
+        return rc
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM (the processor gives workers workerTerminationTimeout), SIGKILL if it hangs."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.wait_exit()
+
+    def log(self) -> str:
+        return b"".join(self._chunks).decode("utf-8", errors="replace")
+
+    def log_lines(self) -> list[str]:
+        return self.log().splitlines()
+
+
+class NuclioFunction(PipedProcess):
     """One processor stand-in (``workers`` wrapper processes) serving the function until ``stop``."""
 
     def __init__(self, env: dict[str, str], workers: int = 2, extra_args: tuple[str, ...] = ()) -> None:
@@ -68,49 +122,12 @@ class NuclioFunction:
         ]
         for key, value in env.items():
             args += ["--env", f"{key}={value}"]
-        self._chunks: list[bytes] = []
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
-        self._pump = threading.Thread(target=self._read, daemon=True)
-        self._pump.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while chunk := self.proc.stdout.read1(1 << 16):
-            self._chunks.append(chunk)
+        super().__init__(args)
 
     def wait_ready(self, timeout: float = 120.0) -> NuclioFunction:
-        """Poll the health endpoint; raise with the log's tail when the processor exits or never opens."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"processor exited {self.proc.returncode}:\n{self.log()[-3000:]}")
-            try:
-                if requests.get(self.url + "/__internal/health", timeout=1).status_code == 200:
-                    return self
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise RuntimeError(f"processor not ready after {timeout} s:\n{self.log()[-3000:]}")
-
-    def wait_exit(self, timeout: float = 60.0) -> int:
-        rc = self.proc.wait(timeout)
-        self._pump.join(10)
-        return rc
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM (the processor gives workers workerTerminationTimeout), SIGKILL if it hangs."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.wait_exit()
-
-    def log(self) -> str:
-        return b"".join(self._chunks).decode("utf-8", errors="replace")
-
-    def log_lines(self) -> list[str]:
-        return self.log().splitlines()
+        """Wait for ``/__internal/health`` (the port opens only after every worker ran init_context)."""
+        self._wait_http(self.url + "/__internal/health", timeout)
+        return self
 
     def post(
         self,
@@ -124,3 +141,20 @@ class NuclioFunction:
         if request_id:
             headers["X-Request-Id"] = request_id
         return (session or requests).post(self.url, data=data, headers=headers, timeout=timeout)
+
+
+class NuclioDashboard(PipedProcess):
+    """The dashboard stand-in (../shared/nuclio/dashboard.py) CVAT's lambda manager calls, listing each
+    ``function.yaml`` as deployed at its processor's URL."""
+
+    def __init__(self, functions: dict[Path, str], port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [sys.executable, str(KIT / "dashboard.py"), "--port", str(self.port)]
+        for yaml, url in functions.items():
+            args += ["--function", f"{yaml}={url}"]
+        super().__init__(args)
+
+    def wait_ready(self, timeout: float = 120.0) -> NuclioDashboard:
+        self._wait_http(self.url + "/api/functions", timeout)
+        return self

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-def one_line(capsys) -> str:
+def stderr_line(capsys) -> str:
     """The one human line on stderr (no traceback); the JSON log events beside it are for collectors."""
     err = capsys.readouterr().err
     human = [line for line in err.strip().splitlines() if not line.startswith('{"')]

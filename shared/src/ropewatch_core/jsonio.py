@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -22,6 +22,17 @@ def utc_iso(when: datetime | None = None) -> str:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return when.astimezone(timezone.utc).strftime(UTC_FORMAT)
+
+
+def finite_number(value: object) -> TypeGuard[int | float]:
+    """A JSON number (not a bool) that is finite as a float: NaN, infinities and a 400-digit integer
+    (``float()`` overflows) are not; the one check for every number read from a request or a file."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def plain(value: Any) -> Any:

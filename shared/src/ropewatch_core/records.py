@@ -354,7 +354,7 @@ def _check(rec: dict) -> dict:
         "temperature": _finite(rec.get("temperature", 1.0), "temperature", 1e-12),
         "worker_id": rec.get("worker_id"),
         "boxes_given": rec.get("boxes_given") is True,
-        "detector_threshold": rec.get("detector_threshold"),
+        "detector_threshold": _optional(rec.get("detector_threshold"), "detector_threshold"),
         "detections": [_detection(d, i) for i, d in enumerate(dets)],
     }
     return out
@@ -370,15 +370,29 @@ def _detection(d: object, i: int) -> dict:
     value = d.get(ATTRIBUTE)
     if value not in ATTRIBUTE_VALUES:
         raise RecordError(f"detections[{i}].{ATTRIBUTE} must be one of {list(ATTRIBUTE_VALUES)}")
-    score = d.get("detector_score")
+    score, label, shadow = d.get("detector_score"), d.get("label"), d.get("shadow")
+    if label is not None and not isinstance(label, str):
+        raise RecordError(f"detections[{i}].label must be a string, got {type(label).__name__}")
+    if shadow is not None and not isinstance(shadow, dict):
+        raise RecordError(f"detections[{i}].shadow must be an object")
     return {
         "x1": x1,
         "y1": y1,
         "x2": x2,
         "y2": y2,
-        "label": d.get("label"),
+        "label": label,
         ATTRIBUTE: value,
         "p_correct": _finite(d.get("p_correct"), f"detections[{i}].p_correct", 0.0, 1.0),
         "logit": _finite(d.get("logit"), f"detections[{i}].logit"),
         "detector_score": None if score is None else _finite(score, f"detections[{i}].detector_score", 0, 1),
+        # the cascade (records from before it: the expert decided, no filter, no shadow answer)
+        "stage": _text(d.get("stage", "expert"), f"detections[{i}].stage"),
+        "p_filter": _optional(d.get("p_filter"), f"detections[{i}].p_filter", 0.0, 1.0),
+        "shadow_value": None
+        if shadow is None
+        else _text(shadow.get("value"), f"detections[{i}].shadow.value"),
     }
+
+
+def _optional(value: object, name: str, low: float = -math.inf, high: float = math.inf) -> float | None:
+    return None if value is None else _finite(value, name, low, high)

@@ -35,6 +35,7 @@ from torch import nn
 
 from ropewatch_core.errors import InputError
 from ropewatch_core.files import atomic_write_with
+from ropewatch_core.jsonio import finite_number as _finite
 from ropewatch_core.model.classifier import ModelConfig, RopeClassifier
 from ropewatch_core.records import one_line
 from ropewatch_core.spec import ATTRIBUTE_VALUES
@@ -207,16 +208,6 @@ def _dry_run(
         fail(f"dry forward pass gave logits of shape {tuple(logits.shape)}, not (1, {n_labels})")
     if not bool(torch.isfinite(logits).all()):
         fail("dry forward pass gave non-finite logits (NaN or infinite weights?)")
-
-
-def _finite(value: object) -> bool:
-    """A real number (not a bool) that is finite as a float; a 400-digit int is not."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:
-        return False
 
 
 def _validate(raw: dict, path: str, require_thr: bool) -> tuple[ModelConfig, RopeClassifier]:

@@ -67,7 +67,7 @@ class TorchvisionPersonDetector:
         try:
             state = torch.load(weights_path, map_location="cpu", weights_only=True)
             model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-        except Exception as exc:
+        except Exception as exc:  # torch.load/load_state_dict fail in many types: one line for the operator
             raise DetectorError(
                 f"detector weights {weights_path}: cannot load as {arch} ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0][:300]})"

@@ -16,7 +16,6 @@ dataset building, training and serving share.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 from ropewatch_core.decision import p_correct
+from ropewatch_core.jsonio import finite_number
 from ropewatch_core.model.checkpoint import CheckpointError, load_weights, read_checkpoint
 from ropewatch_core.model.classifier import expand_boxes
 
@@ -122,15 +122,6 @@ def batch(rgb: np.ndarray, boxes: np.ndarray, expand: dict, size: int) -> torch.
     return torch.stack([to_input(rgb[y1:y2, x1:x2], size) for x1, y1, x2, y2 in px])
 
 
-def _number(value: object) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:
-        return False
-
-
 def _check(raw: object, fail: Callable[[str], NoReturn]) -> dict:
     """The checkpoint dict once every key is of the right kind (the weights are checked by the caller)."""
     if not isinstance(raw, dict):
@@ -147,17 +138,17 @@ def _check(raw: object, fail: Callable[[str], NoReturn]) -> dict:
     if not (
         isinstance(expand, dict)
         and set(expand) <= {"x", "y_top", "y_bot"}
-        and all(_number(v) and v >= 0 for v in expand.values())
+        and all(finite_number(v) and v >= 0 for v in expand.values())
     ):
         fail(f"'expand' must be {{x, y_top, y_bot}} non-negative numbers, got {str(expand)[:80]}")
     t = raw["temperature"]
-    if not (_number(t) and t > 0):
+    if not (finite_number(t) and t > 0):
         fail(f"'temperature' must be a positive number, got {str(t)[:40]}")
     band = raw["band"]
     if not (
         isinstance(band, (list, tuple))
         and len(band) == 2
-        and all(_number(v) for v in band)
+        and all(finite_number(v) for v in band)
         and 0.0 <= band[0] <= band[1] <= 1.0
     ):
         fail(f"'band' must be [lo, hi] with 0 <= lo <= hi <= 1, got {str(band)[:80]}")

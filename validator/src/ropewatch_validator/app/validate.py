@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from ropewatch_core.errors import InputError, ServiceError
+from ropewatch_core.errors import InputError
 from ropewatch_validator.cvat.client import ConnectionSettings, FetchError
 from ropewatch_validator.evaluation.match import Settings
 from ropewatch_validator.ops.schedule import BatchResult, JobRef
@@ -22,6 +22,10 @@ from ropewatch_validator.render.report import FORMATS
 from ropewatch_validator.trace.section import TraceOptions
 
 if TYPE_CHECKING:
+    from collections import Counter
+
+    import pandas as pd
+
     from ropewatch_validator.cvat.client import Connection
     from ropewatch_validator.cvat.fetch import JobData
     from ropewatch_validator.ops.history import HistoryStore
@@ -183,35 +187,11 @@ def compare(
 ) -> Report:
     """The report of ``job`` against ``reference`` (pure: nothing fetched, nothing changed in place)."""
     from ropewatch_validator.evaluation.drops import unknown_sources, value_drops
-    from ropewatch_validator.evaluation.match import match, onto_job_frames, other_labels, pair_frames, select
+    from ropewatch_validator.evaluation.match import match
     from ropewatch_validator.render import report as rpt
     from ropewatch_validator.render.model import Source
 
-    ref_job = reference.job
-    frames = job.frames
-    if ref_job is None:
-        pred = select(job.shapes, settings, settings.pred_sources)
-        ref = select(job.shapes, settings, settings.ref_sources)
-        skipped = job.skipped + other_labels(job.shapes, settings)
-        dropped = job.dropped
-    else:
-        if reference.honeypots:
-            real = [reference.honeypots.get(int(f), int(f)) for f in frames["frame"]]
-            frames = frames.assign(real_frame=real)
-        pairs = pair_frames(frames, ref_job.frames, by_real_frame=reference.mode == "gt-job")
-        frames = frames[frames["frame"].isin(pairs["frame"])].reset_index(drop=True)
-        live = pairs["frame"].to_numpy()
-        pred = select(job.shapes, settings, settings.pred_sources, live)
-        ref = onto_job_frames(
-            select(ref_job.shapes, settings, tuple(ref_job.shapes["source"].unique())), pairs
-        )
-        skipped = (
-            job.skipped
-            + ref_job.skipped
-            + other_labels(job.shapes, settings, live)
-            + other_labels(ref_job.shapes, settings, pairs["ref_frame"].to_numpy())
-        )
-        dropped = job.dropped + ref_job.dropped
+    frames, pred, ref, skipped, dropped = _sides(job, reference, settings)
     sizes = {
         int(f): (int(w), int(h)) for f, w, h in frames[["frame", "width", "height"]].itertuples(index=False)
     }
@@ -240,6 +220,34 @@ def compare(
         + value_drops(ref, settings, "reference"),
         model_version=model_version,
     )
+
+
+def _sides(
+    job: JobData, reference: Reference, settings: Settings
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Counter, Counter]:
+    """The frames compared, the predictions and the reference on them, and what was skipped and dropped."""
+    from ropewatch_validator.evaluation.match import onto_job_frames, other_labels, pair_frames, select
+
+    ref_job = reference.job
+    if ref_job is None:
+        pred = select(job.shapes, settings, settings.pred_sources)
+        ref = select(job.shapes, settings, settings.ref_sources)
+        return job.frames, pred, ref, job.skipped + other_labels(job.shapes, settings), job.dropped
+    frames = job.frames
+    if reference.honeypots:
+        frames = frames.assign(real_frame=[reference.honeypots.get(int(f), int(f)) for f in frames["frame"]])
+    pairs = pair_frames(frames, ref_job.frames, by_real_frame=reference.mode == "gt-job")
+    frames = frames[frames["frame"].isin(pairs["frame"])].reset_index(drop=True)
+    live = pairs["frame"].to_numpy()
+    pred = select(job.shapes, settings, settings.pred_sources, live)
+    ref = onto_job_frames(select(ref_job.shapes, settings, tuple(ref_job.shapes["source"].unique())), pairs)
+    skipped = (
+        job.skipped
+        + ref_job.skipped
+        + other_labels(job.shapes, settings, live)
+        + other_labels(ref_job.shapes, settings, pairs["ref_frame"].to_numpy())
+    )
+    return frames, pred, ref, skipped, job.dropped + ref_job.dropped
 
 
 def validate_job(
@@ -363,11 +371,8 @@ def run_validation(request: ValidateRequest, observer: Observer | None = None) -
         raise InputError("no jobs given (JOB_ID, --task or --project)")
     if observer is not None:
         observer.listed(len(refs))
-    try:
-        store = open_store(request.db)
-        rules = load_config(request.rules) if request.rules else AlertConfig()
-    except OSError as exc:  # a store or rules file that cannot be opened: the run cannot start
-        raise ServiceError(str(exc)) from None
+    store = open_store(request.db)
+    rules = load_config(request.rules) if request.rules else AlertConfig()
     extras: dict[int, JobResult] = {}  # job -> its result, until stage() writes its report folder
 
     def one(job_id: int) -> Report:

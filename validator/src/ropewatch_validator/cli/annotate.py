@@ -56,10 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
-
     from ropewatch_validator.app import fill as app
     from ropewatch_validator.ops.history import open_store
+    from ropewatch_validator.render.progress import progress_bar
 
     problem = check_connection_arguments(args)
     if problem:
@@ -74,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         writes_records = args.model and not args.dry_run
         with records.open("a", encoding="utf-8") if writes_records else nullcontext(None) as stream:
             classify = None if args.dry_run else _classifier(args, stream)
-            with Progress(disable=args.quiet, transient=True) as bar:
+            with progress_bar(quiet=args.quiet) as bar:
                 task = bar.add_task(f"job {args.job_id}: frames", total=None)
                 result = app.fill(
                     conn,

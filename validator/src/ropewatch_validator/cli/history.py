@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -104,19 +103,13 @@ def history_main(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ropewatch_validator.ops.history import HistoryError
-
     console = Console()
-    try:
-        store = _open(args)
-        rows = store.trend(job=args.job, project=args.project, model_version=args.model_version)
-        columns = trend_columns(rows)
-        baseline = None
-        if args.model_version:
-            baseline = store.baseline(args.model_version, [c.metric for c in columns], args.baseline_runs)
-    except HistoryError as exc:
-        print(f"ropewatch history: {exc}", file=sys.stderr)
-        return 2
+    store = _open(args)
+    rows = store.trend(job=args.job, project=args.project, model_version=args.model_version)
+    columns = trend_columns(rows)
+    baseline = None
+    if args.model_version:
+        baseline = store.baseline(args.model_version, [c.metric for c in columns], args.baseline_runs)
     if not rows:
         console.print("no stored runs match")
         return 0
@@ -192,26 +185,20 @@ def plot_trend(
 def baseline_main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ropewatch_validator.ops.history import HistoryError
-
     console = Console()
-    try:
-        store = _open(args)
-        if args.action == "set":
-            run_ids = args.runs or store.baseline_runs(args.model_version, args.first)[0]
-            store.pin_baseline(args.model_version, run_ids, args.note)
-            console.print(f"baseline of {args.model_version} pinned to runs {sorted(run_ids)}")
-            return 0
-        if args.action == "clear":
-            done = store.unpin_baseline(args.model_version)
-            console.print(f"baseline of {args.model_version} {'unpinned' if done else 'was not pinned'}")
-            return 0
-        run_ids, pinned = store.baseline_runs(args.model_version, args.first)
-        columns = trend_columns(store.trend(model_version=args.model_version))
-        values = store.baseline(args.model_version, [c.metric for c in columns], args.first)
-    except (HistoryError, ValueError) as exc:
-        print(f"ropewatch baseline: {exc}", file=sys.stderr)
-        return 2
+    store = _open(args)
+    if args.action == "set":
+        run_ids = args.runs or store.baseline_runs(args.model_version, args.first)[0]
+        store.pin_baseline(args.model_version, run_ids, args.note)
+        console.print(f"baseline of {args.model_version} pinned to runs {sorted(run_ids)}")
+        return 0
+    if args.action == "clear":
+        done = store.unpin_baseline(args.model_version)
+        console.print(f"baseline of {args.model_version} {'unpinned' if done else 'was not pinned'}")
+        return 0
+    run_ids, pinned = store.baseline_runs(args.model_version, args.first)
+    columns = trend_columns(store.trend(model_version=args.model_version))
+    values = store.baseline(args.model_version, [c.metric for c in columns], args.first)
     if not run_ids:
         console.print(f"no runs of model version {args.model_version} yet")
         return 0

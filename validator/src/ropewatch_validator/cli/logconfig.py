@@ -31,7 +31,7 @@ class _StderrHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             sys.stderr.write(self.format(record) + "\n")
-        except Exception:
+        except Exception:  # logging.Handler's contract: emit never raises, handleError reports it
             self.handleError(record)
 
 

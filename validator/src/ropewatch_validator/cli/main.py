@@ -5,7 +5,8 @@ parser(s); ``func(args) -> int`` returns the process exit code. Subcommand modul
 imports (torch, cvat-sdk) inside ``func`` so ``ropewatch --help`` stays fast.
 
 Errors are mapped here, in one place: a ``RopewatchError`` raised below the CLI becomes one line on
-stderr, prefixed with the command, and its own exit code (see ``ropewatch_core.errors``).
+stderr, prefixed with the command, and its own exit code (see ``ropewatch_core.errors``); an
+``OSError`` (a file or socket the command could not use) is exit 2 the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from ropewatch_core.errors import RopewatchError
+from ropewatch_core.errors import EXIT_ERROR, RopewatchError
 from ropewatch_validator.cli.logconfig import configure_logging
 
 SUBCOMMANDS: tuple[str, ...] = (
@@ -58,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RopewatchError as exc:
         print(f"{_command(args)}: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a file, folder or socket the command could not use: never a traceback
+        print(f"{_command(args)}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def _command(args: argparse.Namespace) -> str:

@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from ropewatch_core.errors import InputError
+
 ENV_TOKEN = "ROPEWATCH_SERVE_TOKEN"
 
 
@@ -71,7 +73,7 @@ def read_token(token_file: Path | None) -> str | None:
     if token_file is not None:
         token = token_file.read_text(encoding="utf-8").strip()
         if not token:
-            raise ValueError(f"token file {token_file} is empty")
+            raise InputError(f"token file {token_file} is empty")
         return token
     return os.environ.get(ENV_TOKEN) or None
 
@@ -82,12 +84,8 @@ def run(args: argparse.Namespace) -> int:
     from ropewatch_validator.ops.history import default_db_url
     from ropewatch_validator.web.app import connection_label, create_app, read_only_engine
 
-    try:
-        token = read_token(args.token_file)
-        engine = read_only_engine(args.db or default_db_url())
-    except (OSError, ValueError) as exc:
-        print(f"ropewatch serve: {exc}", file=sys.stderr)
-        return 2
+    token = read_token(args.token_file)
+    engine = read_only_engine(args.db or default_db_url())  # a missing store is an OSError: cli/main
     if not is_loopback(args.host) and token is None and not args.behind_proxy:
         print(
             f"ropewatch serve: --host {args.host} is reachable from other machines: set {ENV_TOKEN} or "

@@ -49,29 +49,7 @@ def add_validate_arguments(p: argparse.ArgumentParser) -> None:
         help="reference = the task's Ground Truth job (its frames only); 'auto' finds it",
     )
     ref.add_argument("--reference-job", type=int, metavar="ID", help="reference = all boxes of another job")
-    p.add_argument("--iou", type=float, default=0.5, help="IoU for a match (default 0.5; CVAT QC uses 0.4)")
-    p.add_argument(
-        "--matching",
-        choices=("count", "cvat"),
-        default="count",
-        help="count: most matches at the IoU threshold (default); cvat: CVAT quality control's rule "
-        "(below-threshold pairs cost 1, so total IoU is maximal)",
-    )
-    p.add_argument(
-        "--low-iou", type=float, default=0.1, help="IoU under which an FP is background (default 0.1)"
-    )
-    p.add_argument("--label", default=PERSON_LABEL, help=f"the label compared (default {PERSON_LABEL})")
-    p.add_argument("--attribute", default=ATTRIBUTE, help=f"its attribute compared (default {ATTRIBUTE})")
-    p.add_argument(
-        "--values",
-        default=",".join(ATTRIBUTE_VALUES),
-        metavar="UNSAFE,...",
-        help=f"the attribute's values, the unsafe one first: its flips to another value are the dangerous "
-        f"errors; with --logs exactly two, standing for the function's wrong,correct "
-        f"(default {','.join(ATTRIBUTE_VALUES)})",
-    )
-    p.add_argument("--pred-sources", default="auto,semi-auto", help="sources that are predictions")
-    p.add_argument("--ref-sources", default="manual,file,consensus", help="sources that are reference")
+    add_comparison_arguments(p)
     p.add_argument("--model-version", help="model version to record (default: from --logs, else unknown)")
     p.add_argument(
         "--out", type=Path, default=Path("ropewatch-reports"), help="report folder (one per job inside)"
@@ -104,6 +82,37 @@ def add_validate_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_connection_arguments(p)
     add_trace_arguments(p)
+
+
+def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
+    """What is compared and how (``evaluation.model.Settings``)."""
+    parser.add_argument(
+        "--iou", type=float, default=0.5, help="IoU for a match (default 0.5; CVAT QC uses 0.4)"
+    )
+    parser.add_argument(
+        "--matching",
+        choices=("count", "cvat"),
+        default="count",
+        help="count: most matches at the IoU threshold (default); cvat: CVAT quality control's rule "
+        "(below-threshold pairs cost 1, so total IoU is maximal)",
+    )
+    parser.add_argument(
+        "--low-iou", type=float, default=0.1, help="IoU under which an FP is background (default 0.1)"
+    )
+    parser.add_argument("--label", default=PERSON_LABEL, help=f"the label compared (default {PERSON_LABEL})")
+    parser.add_argument(
+        "--attribute", default=ATTRIBUTE, help=f"its attribute compared (default {ATTRIBUTE})"
+    )
+    parser.add_argument(
+        "--values",
+        default=",".join(ATTRIBUTE_VALUES),
+        metavar="UNSAFE,...",
+        help=f"the attribute's values, the unsafe one first: its flips to another value are the dangerous "
+        f"errors; with --logs exactly two, standing for the function's wrong,correct "
+        f"(default {','.join(ATTRIBUTE_VALUES)})",
+    )
+    parser.add_argument("--pred-sources", default="auto,semi-auto", help="sources that are predictions")
+    parser.add_argument("--ref-sources", default="manual,file,consensus", help="sources that are reference")
 
 
 def add_trace_arguments(parser: argparse.ArgumentParser) -> None:
@@ -346,8 +355,8 @@ class TerminalObserver:
 
 def run(args: argparse.Namespace) -> int:
     from ropewatch_validator.app.validate import run_validation
-    from ropewatch_validator.cli.progress import progress_bar
     from ropewatch_validator.ops.schedule import JobStatus
+    from ropewatch_validator.render.progress import progress_bar
 
     request = request_from_args(args)
     progress = progress_bar(quiet=args.quiet, spinner=True)

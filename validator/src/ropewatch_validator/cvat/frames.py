@@ -32,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from ropewatch_core.files import atomic_write
+from ropewatch_core.records import one_line
 from ropewatch_validator.cvat.client import Connection, request_bytes
 from ropewatch_validator.cvat.fetch import JobData
 
@@ -148,8 +149,8 @@ def _read_cache(path: Path, pixels: bool) -> dict[int, dict]:
 def _one(fetch: FetchFrame, frame: int, pixels: bool) -> dict:
     try:
         return {"frame": int(frame), **fingerprint(fetch(frame), pixels), "error": None}
-    except Exception as exc:
-        return {**dict.fromkeys(COLUMNS), "frame": int(frame), "error": f"{type(exc).__name__}: {exc}"[:300]}
+    except Exception as exc:  # a frame that cannot be had is a row with its reason, never a failed report
+        return {**dict.fromkeys(COLUMNS), "frame": int(frame), "error": one_line(exc)}
 
 
 def frame_fingerprints(

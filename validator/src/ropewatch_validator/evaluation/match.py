@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from ropewatch_core.spec import ATTRIBUTE, ATTRIBUTE_VALUES, PERSON_LABEL
 from ropewatch_validator.evaluation.metrics import groups
+from ropewatch_validator.evaluation.model import Settings
 
 _FAR = 1e9  # cost of a forbidden pair: above any sum of allowed costs in one frame
 
@@ -41,23 +40,6 @@ def optimal_pairs(cost: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np
     rows, cols = linear_sum_assignment(np.where(allowed, cost, _FAR))
     ok = allowed[rows, cols]
     return rows[ok], cols[ok]
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What is compared and how; every field lands in report.json's ``settings``."""
-
-    iou: float = 0.5
-    low_iou: float = 0.1  # below this an unmatched prediction is background, above it a localization error
-    label: str = PERSON_LABEL
-    attribute: str = ATTRIBUTE
-    values: tuple[str, ...] = ATTRIBUTE_VALUES
-    pred_sources: tuple[str, ...] = ("auto", "semi-auto")
-    ref_sources: tuple[str, ...] = ("manual", "file", "consensus")
-    edited_sources: tuple[str, ...] = ("semi-auto",)
-    matching: str = "count"  # or "cvat" (see the module doc)
-    top_k: int = 10
-    extra: dict = field(default_factory=dict, compare=False)
 
 
 def select(

@@ -17,7 +17,6 @@ nor lose an epoch's row.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,13 +117,12 @@ def train(args: TrainOptions) -> Best | None:
     """The training loop over ``args`` (a TrainOptions, never an argparse namespace); returns the best
     epoch, None when resuming a finished run. Refuses a manifest with one class before building the model."""
     import torch
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ropewatch_core.files import atomic_write
     from ropewatch_core.model.checkpoint import save_checkpoint
     from ropewatch_core.model.fast_filter import build_model, new_checkpoint
     from ropewatch_validator.learn import data as fd
+    from ropewatch_validator.render.progress import progress_bar
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -168,15 +166,7 @@ def train(args: TrainOptions) -> Best | None:
         atomic_write(out / "history.jsonl", _jsonl(history))
     if start >= args.epochs:
         return None
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=args.quiet or not sys.stderr.isatty(),
-    )
+    progress = progress_bar(quiet=args.quiet)
     expand = _expand(args.data_dir)
     with progress:
         for epoch in range(start + 1, args.epochs + 1):

@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
-from ropewatch_core.errors import ServiceError
+from ropewatch_core.errors import InputError, ServiceError
 from ropewatch_core.jsonio import utc_iso
 from ropewatch_validator.ops.alerts.model import Alert
 from ropewatch_validator.render.model import Report
@@ -260,11 +260,11 @@ def job_state(report: Report) -> JobState:
     source = report.source
     if source.job_updated_date in (None, "") or not source.host:
         missing = [k for k in ("host", "job_updated_date") if getattr(source, k) in (None, "")]
-        raise ValueError(f"report.json source lacks {', '.join(missing)}: cannot key the run")
+        raise InputError(f"report.json source lacks {', '.join(missing)}: cannot key the run")
     try:
         return make_state(source.host, source.job, source.job_updated_date, source.job_state or "")
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"report.json source has an unusable job or job_updated_date: {exc}") from None
+        raise InputError(f"report.json source has an unusable job or job_updated_date: {exc}") from None
 
 
 def model_version_of(report: Report) -> str:
@@ -280,11 +280,10 @@ def default_db_url() -> str:
 
 
 def normalize_url(db: str) -> str:
-    """A plain path means SQLite; postgres URLs use psycopg 3 (the driver we ship)."""
+    """A plain path means SQLite; postgres URLs use psycopg 3 (the driver we ship). Pure: the folder
+    of a new SQLite file is made by :func:`open_store`, the writer, not by readers of the URL."""
     if "://" not in db:
-        path = Path(db).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
+        return f"sqlite:///{Path(db).expanduser()}"
     for prefix in ("postgres://", "postgresql://"):
         if db.startswith(prefix):
             return "postgresql+psycopg://" + db[len(prefix) :]
@@ -516,7 +515,7 @@ class HistoryStore:
             )
             unknown = sorted(set(run_ids) - found)
             if unknown or not run_ids:
-                raise ValueError(
+                raise InputError(
                     f"runs {unknown or '(none given)'} are not runs of model version {model_version!r}"
                 )
             conn.execute(sa.delete(baselines).where(baselines.c.model_version == model_version))
@@ -678,6 +677,8 @@ def open_store(db: str | None = None, *, sqlite_timeout_s: float = 30.0) -> Hist
     except (sa_exc.ArgumentError, ImportError) as exc:
         raise HistoryError(f"history store URL not usable ({type(exc).__name__}: {exc})") from None
     if engine.dialect.name == "sqlite":
+        if engine.url.database and engine.url.database != ":memory:":
+            Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
         problem = sqlite_header_problem(engine.url.database)
         if problem:
             raise HistoryError(

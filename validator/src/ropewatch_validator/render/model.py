@@ -20,7 +20,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ropewatch_validator.trace.model import Part, Ratio, Trace
+from ropewatch_validator.evaluation.model import Part, Ratio, Settings
+from ropewatch_validator.trace.model import Trace
 
 SCHEMA_VERSION = "1.1"
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
@@ -41,27 +42,6 @@ class Source(Part):
     reference_mode: Literal["manual", "gt-job", "reference-job"] = "manual"
     reference_job: int | None = None
     server_has_score: bool | None = None
-
-
-class Settings(Part):
-    """What was compared. ``values`` is the attribute's vocabulary: its first value is the unsafe one,
-    whose flips to another value are the dangerous errors (``flip_<values[0]>_to_<v>``)."""
-
-    iou: float
-    low_iou: float
-    label: str
-    attribute: str
-    values: list[str] = Field(min_length=2)
-    pred_sources: list[str]
-    ref_sources: list[str]
-    edited_sources: list[str]
-    matching: Literal["count", "cvat"] = "count"
-    top_k: int
-    extra: dict[str, Any] = Field(default_factory=dict)
-
-    @property
-    def unsafe(self) -> str:
-        return self.values[0]
 
 
 class Counts(Part):

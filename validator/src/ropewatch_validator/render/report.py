@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,7 +70,7 @@ def build(
             "generated_at": utc_iso(),
             "source": source,
             "model_version": model_version,
-            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()},
+            "settings": settings,
             "counts": {
                 "frames": len(frames),
                 "frames_evaluated": int(evaluated.size),

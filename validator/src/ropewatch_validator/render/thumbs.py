@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ropewatch_core.records import one_line
 from ropewatch_validator.render.model import WorstFrame
 from ropewatch_validator.trace.model import Mistake
 
@@ -103,8 +104,8 @@ def worst_frame_thumbnails(
         boxes = [o.box for o in w.objects]
         try:
             return w.frame, cut(fetch(w.frame), boxes, (sizes or {}).get(w.frame))
-        except Exception as exc:
-            return w.frame, Thumbnail(region(boxes), error=f"{type(exc).__name__}: {exc}"[:200])
+        except Exception as exc:  # a frame that cannot be had is a note on the page, never a failed report
+            return w.frame, Thumbnail(region(boxes), error=one_line(exc, 200))
 
     if not worst_frames:
         return {}
@@ -150,10 +151,8 @@ def with_crops(mistakes: Sequence[Mistake], fetch: Callable[[int], bytes], worke
         try:
             rgb = load_frame(fetch(frame)).rgb
             return {i: (crop_png(rgb, _box(mistakes[i])), None) for i in by_frame[frame]}
-        except (
-            Exception
-        ) as exc:  # a frame that cannot be had (any reason) is a note on the page, not a failure
-            return {i: (None, f"{type(exc).__name__}: {exc}"[:300]) for i in by_frame[frame]}
+        except Exception as exc:  # a frame that cannot be had is a note on the page, not a failure
+            return {i: (None, one_line(exc)) for i in by_frame[frame]}
 
     found: dict[int, tuple[str | None, str | None]] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(by_frame) or 1))) as pool:

@@ -24,8 +24,10 @@ from scipy.stats import rankdata
 
 from ropewatch_core.decision import p_correct
 from ropewatch_core.errors import Rejected
+from ropewatch_core.jsonio import plain
 from ropewatch_core.spec import ATTRIBUTE_VALUES
 from ropewatch_validator.evaluation.metrics import confusion_matrix, f1, pr_curve
+from ropewatch_validator.trace.model import Calibration
 
 CLASSES = ATTRIBUTE_VALUES  # confusion-matrix order: index 0 = wrong, 1 = correct
 N_BINS = 15
@@ -275,8 +277,8 @@ def analyse(
     required_recall_wrong: float = 0.95,
     n_bins: int = N_BINS,
     values: tuple[str, str] = CLASSES,
-) -> dict:
-    """The JSON-ready calibration + ranking + threshold block of a report.
+) -> Calibration:
+    """The calibration + ranking + threshold block of a report.
 
     ``temperature``/``thr`` are those the function ran with (from the log); the fitted temperature and
     every operating point are reported in the fitted probability space, with the current ``thr``
@@ -305,7 +307,7 @@ def analyse(
     )
     if not both:
         out["fitted"] = None
-        return out
+        return Calibration.model_validate(plain(out))
     t_fit = fit_temperature(s, t)
     p_fit = probability(s, t_fit)
     ops = choose_thresholds(
@@ -324,4 +326,4 @@ def analyse(
         "operating_points": {k: v.as_dict() for k, v in ops.items()},
         "sweep": _curve(threshold_sweep(s, t)),
     }
-    return out
+    return Calibration.model_validate(plain(out))

@@ -25,8 +25,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ropewatch_core.jsonio import plain
 from ropewatch_core.spec import ATTRIBUTE, ATTRIBUTE_VALUES
 from ropewatch_validator.trace.calibration import confusion
+from ropewatch_validator.trace.model import Lifecycle
 
 STATES = (
     "accepted",
@@ -95,7 +97,7 @@ def classify(rows: pd.DataFrame, attribute: str = ATTRIBUTE, default: str | None
 
 def summarize(
     rows: pd.DataFrame, attribute: str = ATTRIBUTE, values: tuple[str, str] = ATTRIBUTE_VALUES
-) -> dict:
+) -> Lifecycle:
     """Counts per state, work saved, and the attribute confusion against the ORIGINAL predictions.
 
     ``rows`` carry their ``state`` column (:func:`classify`), computed once by the caller; ``values``
@@ -111,23 +113,27 @@ def summarize(
     truth = (pred[attribute] == values[1]).to_numpy(int)
     original = (pred["logged_value"] == values[1]).to_numpy(int)
     unjoined = rows[state.isin(("unjoined_auto", "unjoined_semi_auto"))]
-    return {
-        "counts": counts,
-        "attribute_mapping": "failed" if counts["attribute_unmapped"] else "ok",
-        "final_objects": final_objects,
-        "work_saved_share": counts["accepted"] / final_objects if final_objects else None,
-        "original_confusion": {
-            "labels": list(values),
-            "rows": "final value in the job",
-            "columns": "model's original (logged) prediction",
-            "matrix": confusion(truth, original).tolist(),
-            "unusable_values": int((~valid).sum()),
-        },
-        "unjoined_shapes": [
-            {"frame": int(f), "shape_id": None if pd.isna(s) else int(s), "source": src}
-            for f, s, src in unjoined[["frame", "shape_id", "source"]].itertuples(index=False)
-        ],
-    }
+    return Lifecycle.model_validate(
+        plain(
+            {
+                "counts": counts,
+                "attribute_mapping": "failed" if counts["attribute_unmapped"] else "ok",
+                "final_objects": final_objects,
+                "work_saved_share": counts["accepted"] / final_objects if final_objects else None,
+                "original_confusion": {
+                    "labels": list(values),
+                    "rows": "final value in the job",
+                    "columns": "model's original (logged) prediction",
+                    "matrix": confusion(truth, original).tolist(),
+                    "unusable_values": int((~valid).sum()),
+                },
+                "unjoined_shapes": [
+                    {"frame": int(f), "shape_id": None if pd.isna(s) else int(s), "source": src}
+                    for f, s, src in unjoined[["frame", "shape_id", "source"]].itertuples(index=False)
+                ],
+            }
+        )
+    )
 
 
 def scored(

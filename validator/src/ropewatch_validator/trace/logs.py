@@ -17,7 +17,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
 
@@ -148,84 +147,22 @@ def _reencoded(rec: dict) -> bool:
     return isinstance(img, dict) and reencoded(img)
 
 
-def _text(value: object, name: str, optional: bool = False) -> str | None:
-    if value is None and optional:
-        return None
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a string, not {type(value).__name__}")
-    return value
-
-
-def _timestamp(value: object) -> datetime:
-    """An ISO 8601 time (``Z`` or an offset; naive = UTC), as the function's logger writes it."""
-    text = _text(value, "timestamp")
-    try:
-        when = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"timestamp {str(text)[:40]!r} is not ISO 8601") from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-
-
-def _cascade_fields(d: dict) -> dict:
-    """Which stage decided (``expert`` in records from before the cascade), the filter's P and the
-    expert's shadow answer (NaN / None when absent)."""
-    shadow = d.get("shadow")
-    p_filter = d.get("p_filter")
-    return {
-        "stage": _text(d.get("stage", "expert"), "stage"),
-        "p_filter": float("nan") if p_filter is None else float(p_filter),
-        "shadow_value": None if shadow is None else _text(shadow["value"], "shadow.value"),
-    }
-
-
 def _append(rec: dict, source: str, lineno: int, req: dict[str, list], det: dict[str, list]) -> None:
-    """Validate one inference record fully before appending, so a bad one leaves no partial row."""
-    img = rec["image"]
-    head = {
-        "request_id": str(rec["request_id"]),
-        "timestamp": _timestamp(rec["timestamp"]),
-        "sha256": None if reencoded(img) else _text(img["sha256"], "image.sha256"),
-        "pixel_sha256": _text(img.get("pixel_sha256"), "image.pixel_sha256", optional=True),
-        "width": int(img["width"]),
-        "height": int(img["height"]),
-        "model_version": _text(rec.get("model_version"), "model_version", optional=True),
-        "thr": float(rec["thr"]),
-        "temperature": float(rec.get("temperature", 1.0) or 1.0),
-    }
-    rows = []
-    for i, d in enumerate(rec["detections"]):
-        x1, y1, x2, y2 = (float(v) for v in d["box"])
-        score = d.get("detector_score")
-        rows.append(
-            {
-                **head,
-                "det_index": i,
-                "x1": x1,
-                "y1": y1,
-                "x2": x2,
-                "y2": y2,
-                "label": _text(d.get("label"), "label", optional=True),
-                ATTRIBUTE: _text(d[ATTRIBUTE], ATTRIBUTE),
-                "p_correct": float(d["p_correct"]),
-                "logit": float(d["logit"]),
-                "detector_score": float("nan") if score is None else float(score),
-                **_cascade_fields(d),
-            }
-        )
-    extra = {
-        "model_sha256": _text(rec.get("model_sha256"), "model_sha256", optional=True),
-        "worker_id": None if rec.get("worker_id") is None else str(rec["worker_id"]),
-        "boxes_given": bool(rec.get("boxes_given", False)),
-        "detector_threshold": None
-        if rec.get("detector_threshold") is None
-        else float(rec["detector_threshold"]),
-        "n_detections": len(rows),
+    """One inference record, checked once by the core's contract (``check_inference``: types, finite
+    numbers in range, known values), then appended whole, so a bad one leaves no partial row."""
+    c = check_inference(rec)
+    head = {k: c[k] for k in REQUEST_COLUMNS if k in c and k != "detections"}
+    head |= {
+        "worker_id": None if c["worker_id"] is None else str(c["worker_id"]),
+        "n_detections": len(c["detections"]),
         "source_file": source,
         "line": lineno,
     }
-    check_inference(rec)  # the core's contract (finite numbers in range, known values) before appending
-    for c in REQUEST_COLUMNS:
-        req[c].append(head[c] if c in head else extra[c])
-    for row in rows:
-        for c in DETECTION_COLUMNS:
-            det[c].append(row[c])
+    for c_name in REQUEST_COLUMNS:
+        req[c_name].append(head[c_name])
+    for i, d in enumerate(c["detections"]):
+        row = {**head, **d, "det_index": i}
+        row["detector_score"] = float("nan") if d["detector_score"] is None else d["detector_score"]
+        row["p_filter"] = float("nan") if d["p_filter"] is None else d["p_filter"]
+        for c_name in DETECTION_COLUMNS:
+            det[c_name].append(row[c_name])

@@ -1,30 +1,18 @@
-"""report.json's ``trace`` section (``validate-job --logs``) as typed models, and the report's base block.
+"""report.json's ``trace`` section (``validate-job --logs``) as typed models.
 
 Defined here, below ``render/``, so that :func:`ropewatch_validator.trace.section.trace_section` returns
 the very model ``render.model.Report.trace`` holds: one definition for the writer, the readers and the
-JSON Schema. Ratios are ``None`` where the denominator is zero or the number is not finite.
+JSON Schema. Ratios are ``None`` where the denominator is zero or the number is not finite
+(``evaluation.model.Ratio``).
 """
 
 from __future__ import annotations
 
-import math
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-
-def _finite(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-Ratio = Annotated[float | None, BeforeValidator(_finite)]
-
-
-class Part(BaseModel):
-    """A fixed block of report.json: unknown keys are an error, so the schema says exactly what is there;
-    assignments are validated too, so a NaN set later still becomes None."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from ropewatch_validator.evaluation.model import Part, Ratio
 
 
 class LogStats(BaseModel):

@@ -21,13 +21,10 @@ from ropewatch_core.errors import InputError
 from ropewatch_core.jsonio import plain
 from ropewatch_core.spec import ATTRIBUTE, ATTRIBUTE_VALUES, PERSON_LABEL
 from ropewatch_validator.trace.model import (
-    Calibration,
     DownloadFailure,
     FrameStats,
-    Lifecycle,
     Mistake,
     Scores,
-    Stages,
     Trace,
     TraceObject,
     TraceSettings,
@@ -84,9 +81,8 @@ def trace_section(
     the label's default value of ``attribute`` (see ``lifecycle`` ``attribute_unmapped``); the
     ``top_mistakes`` most confident attribute errors are ``mistakes`` (without crops: ``render.crops``)."""
     from ropewatch_validator.trace import calibration as cal
-    from ropewatch_validator.trace.join import join_frames, match_shapes
-    from ropewatch_validator.trace.lifecycle import classify, scored, summarize
-    from ropewatch_validator.trace.logs import BOX
+    from ropewatch_validator.trace.join import join_frames
+    from ropewatch_validator.trace.lifecycle import scored, summarize
     from ropewatch_validator.trace.stages import stage_summary
 
     live = job.frames.loc[~job.frames["deleted"].astype(bool), "frame"]
@@ -95,12 +91,9 @@ def trace_section(
     shapes = job.shapes[
         (job.shapes["label"] == label) & (job.shapes["type"] == "rectangle") & job.shapes["frame"].isin(live)
     ]
-    rows = match_shapes(shapes, logs.detections, fj.frames, tol=tol, edited_iou=edited_iou, values=values)
-    rows["state"] = classify(rows, attribute, default)
-    rows["final_value"] = rows.get(attribute)
-    if "log_x1" in rows:  # a deleted detection has no shape left: its box is the logged one
-        for c in BOX:
-            rows[c] = rows[c].fillna(rows[f"log_{c}"])
+    rows = _objects(
+        shapes, logs, fj.frames, attribute, default, tol=tol, edited_iou=edited_iou, values=values
+    )
     # calibration is the expert's: filter-decided persons carry the filter's logit and temperature
     expert = rows["stage"].astype(object).fillna("expert") == "expert" if "stage" in rows else None
     sc = scored(rows if expert is None else rows[expert], attribute, values)
@@ -120,7 +113,6 @@ def trace_section(
         if len(sc)
         else None
     )
-    stages = stage_summary(rows, chosen, attribute)
     return Trace(
         logs=logs.stats,
         frames=FrameStats(
@@ -139,9 +131,9 @@ def trace_section(
             ece="top-label, 15 equal-width bins",
         ),
         model_versions=versions,
-        lifecycle=Lifecycle.model_validate(plain(summarize(rows, attribute, values))),
-        stages=None if stages is None else Stages.model_validate(plain(stages)),
-        calibration=None if calibration is None else Calibration.model_validate(plain(calibration)),
+        lifecycle=summarize(rows, attribute, values),
+        stages=stage_summary(rows, chosen, attribute),
+        calibration=calibration,
         scores=Scores(
             logit=sc["logit"].tolist(), p_correct=sc["p_correct"].tolist(), y=sc["y"].astype(int).tolist()
         ),
@@ -151,6 +143,32 @@ def trace_section(
             for m in plain(mistakes.to_dict(orient="records"))
         ],
     )
+
+
+def _objects(
+    shapes: pd.DataFrame,
+    logs: LogData,
+    frames: pd.DataFrame,
+    attribute: str,
+    default: str | None,
+    *,
+    tol: float,
+    edited_iou: float,
+    values: tuple[str, str],
+) -> pd.DataFrame:
+    """Every shape matched to its logged detection (and every deleted detection), with its lifecycle
+    ``state`` and ``final_value``; a deleted detection's box is the logged one."""
+    from ropewatch_validator.trace.join import match_shapes
+    from ropewatch_validator.trace.lifecycle import classify
+    from ropewatch_validator.trace.logs import BOX
+
+    rows = match_shapes(shapes, logs.detections, frames, tol=tol, edited_iou=edited_iou, values=values)
+    rows["state"] = classify(rows, attribute, default)
+    rows["final_value"] = rows.get(attribute)
+    if "log_x1" in rows:
+        for c in BOX:
+            rows[c] = rows[c].fillna(rows[f"log_{c}"])
+    return rows
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ropewatch_core.jsonio import plain
 from ropewatch_validator.evaluation.metrics import ratio
 from ropewatch_validator.trace.calibration import CLASSES
 from ropewatch_validator.trace.lifecycle import PREDICTED
+from ropewatch_validator.trace.model import Stages
 
 
-def stage_summary(rows: pd.DataFrame, detections: pd.DataFrame, attribute: str) -> dict | None:
+def stage_summary(rows: pd.DataFrame, detections: pd.DataFrame, attribute: str) -> Stages | None:
     if "p_filter" not in detections or not detections["p_filter"].notna().any():
         return None
     final = rows[rows["state"].isin(PREDICTED) & rows[attribute].isin(CLASSES)]
@@ -31,22 +33,28 @@ def stage_summary(rows: pd.DataFrame, detections: pd.DataFrame, attribute: str) 
     shadow = detections[detections["shadow_value"].notna()]
     agree = int((shadow["shadow_value"] == shadow[attribute]).sum())
     shadowed = final[final["shadow_value"].notna()]
-    return {
-        "requests": int(len(expert_pass)),
-        "requests_skipping_expert": int((~expert_pass).sum()),
-        "frame_skip_share": ratio(int((~expert_pass).sum()), len(expert_pass)),
-        "persons_by_filter_share": ratio(int((detections["stage"] == "filter").sum()), len(detections)),
-        "stages": per_stage,
-        "shadow": {
-            "n": int(len(shadow)),
-            "agreement_with_filter": ratio(agree, len(shadow)),
-            "n_with_final": int(len(shadowed)),
-            "expert_accuracy": ratio(
-                int((shadowed["shadow_value"] == shadowed[attribute]).sum()), len(shadowed)
-            ),
-            "filter_accuracy": ratio(
-                int((shadowed["logged_value"] == shadowed[attribute]).sum()), len(shadowed)
-            ),
-        },
-        "p_filter_mean": float(np.nanmean(detections["p_filter"].to_numpy(float))),
-    }
+    return Stages.model_validate(
+        plain(
+            {
+                "requests": int(len(expert_pass)),
+                "requests_skipping_expert": int((~expert_pass).sum()),
+                "frame_skip_share": ratio(int((~expert_pass).sum()), len(expert_pass)),
+                "persons_by_filter_share": ratio(
+                    int((detections["stage"] == "filter").sum()), len(detections)
+                ),
+                "stages": per_stage,
+                "shadow": {
+                    "n": int(len(shadow)),
+                    "agreement_with_filter": ratio(agree, len(shadow)),
+                    "n_with_final": int(len(shadowed)),
+                    "expert_accuracy": ratio(
+                        int((shadowed["shadow_value"] == shadowed[attribute]).sum()), len(shadowed)
+                    ),
+                    "filter_accuracy": ratio(
+                        int((shadowed["logged_value"] == shadowed[attribute]).sum()), len(shadowed)
+                    ),
+                },
+                "p_filter_mean": float(np.nanmean(detections["p_filter"].to_numpy(float))),
+            }
+        )
+    )

@@ -1,4 +1,6 @@
-"""The one terminal progress display of the CLI (Rich, on stderr, gone when done)."""
+"""The one terminal progress display (Rich, on stderr, gone when done). The CLI and the long-running use
+cases below it (training, the backtest, annotate fill) share it: it sits in the lowest presentation
+layer."""
 
 from __future__ import annotations
 
