@@ -29,6 +29,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "ropewatch_validator.cli.filter_eval",
     "ropewatch_validator.cli.dataset",
     "ropewatch_validator.cli.cascade",
+    "ropewatch_validator.cli.backtest",
 )
 
 
