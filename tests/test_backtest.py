@@ -333,3 +333,69 @@ def test_refusals_are_one_line_exit_2(cvat, two_versions, tmp_path, capsys, extr
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ropewatch backtest: ") and expected in err[0]
     assert not (tmp_path / "bt").exists() and not (tmp_path / "cache" / CACHE_NAME).exists()
+
+
+def manual_frames(state):
+    """(job, frame) -> (frame bytes, [(shape id, box)]) of the valued manual person boxes."""
+    out: dict = {}
+    for job, _ in JOBS:
+        for s in state.annotations[job]["shapes"]:
+            if s["source"] == "manual" and s["type"] == "rectangle" and s["attributes"]:
+                frame = out.setdefault((job, s["frame"]), (state.frames[(job, s["frame"])], []))
+                frame[1].append((s["id"], s["points"]))
+    return out
+
+
+def test_cascade_decides_as_the_deployed_function_does(cvat, two_versions, tiny_filter_dict, tmp_path):
+    from ropewatch_core.image import load_frame
+    from ropewatch_core.model.fast_filter import load_filter
+    from ropewatch_core.model.pipeline import Predictor
+
+    url, state = cvat
+    filt = tmp_path / "filter.pt"
+    save_checkpoint(tiny_filter_dict, filt)
+    frames = manual_frames(state)
+    f = load_filter(filt)
+    p = np.concatenate(
+        [
+            f.p_correct(load_frame(data).rgb, np.array([b for _, b in boxes]))[1]
+            for data, boxes in frames.values()
+        ]
+    )
+    lo, hi = (round(float(q), 6) for q in np.quantile(p, [0.3, 0.7]))  # a band that decides and defers
+    expert = two_versions[0]
+    args = [
+        "--checkpoint",
+        str(expert),
+        "--checkpoint",
+        str(expert),
+        "--filter",
+        str(filt),
+        "--band",
+        f"{lo},{hi}",
+    ]
+    assert backtest(url, tmp_path / "bt", [], *args) == 0
+    result = BacktestResult.load(tmp_path / "bt" / "backtest.json")
+    alone, cascade = result.versions
+    assert cascade.version == f"demo-a+filter-v1@{lo:g}-{hi:g}" and cascade.cascade.band == (lo, hi)
+    assert cascade.cascade.filter_sha256 == f.sha256 and alone.cascade is None
+    banded = tmp_path / "banded.pt"  # the function reads the band from the filter file
+    save_checkpoint({**tiny_filter_dict, "band": [lo, hi]}, banded)
+    deployed, plain = Predictor(str(expert), filter_path=str(banded)), Predictor(str(expert))
+    said: dict = {}
+    for (job, _), (data, boxes) in frames.items():
+        b = np.array([box for _, box in boxes])
+        for (sid, _), d, e in zip(boxes, deployed.run(data, b).detections, plain.run(data, b).detections):
+            said[(job, sid)] = (d.value, d.stage, e.value)
+    stages = set()
+    for person in result.persons:
+        value, stage, expert_value = said[(person.job_id, person.object_id)]
+        pc = person.p_correct[cascade.version]
+        assert ("correct" if pc >= cascade.thr else "wrong") == value
+        assert ("correct" if person.p_correct[alone.version] >= alone.thr else "wrong") == expert_value
+        if stage == "filter":  # the filter decided: P is 1 or 0 (module doc of app/backtest)
+            assert pc == (1.0 if value == "correct" else 0.0)
+        else:  # deferred: the expert's own P, the same as the expert judged alone
+            assert pc == person.p_correct[alone.version]
+        stages.add(stage)
+    assert stages == {"filter", "expert"}
