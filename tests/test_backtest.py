@@ -399,3 +399,12 @@ def test_cascade_decides_as_the_deployed_function_does(cvat, two_versions, tiny_
             assert pc == person.p_correct[alone.version]
         stages.add(stage)
     assert stages == {"filter", "expert"}
+
+
+def test_unwritable_output_is_one_line_and_the_scores_are_kept(cvat, two_versions, tmp_path, capsys):
+    url, _ = cvat
+    (tmp_path / "taken").write_text("a file where the folder should go")
+    assert backtest(url, tmp_path / "taken", two_versions) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ropewatch backtest: cannot write {tmp_path / 'taken'}")
+    assert (tmp_path / "cache" / CACHE_NAME).read_text().count("\n") == 2 * len(JOBS) * N_FRAMES

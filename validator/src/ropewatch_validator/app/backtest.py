@@ -402,8 +402,12 @@ def run_backtest(
 
 def write_outputs(result: BacktestResult, out: Path) -> tuple[Path, Path]:
     """``backtest.json`` and ``backtest.html`` in ``out``, each written atomically."""
-    out.mkdir(parents=True, exist_ok=True)
     json_path, html_path = out / "backtest.json", out / "backtest.html"
-    atomic_write(json_path, result.to_json() + "\n")
-    atomic_write(html_path, backtest_html.page(result))
+    page = backtest_html.page(result)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(json_path, result.to_json() + "\n")
+        atomic_write(html_path, page)
+    except OSError as exc:
+        raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
     return json_path, html_path

@@ -140,9 +140,14 @@ class ScoreCache:
         self.rows[(row["model"], row["frame"], row["boxes"])] = row
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as sink:  # closed: in the OS's hands, survives kill -9
-            sink.write(json.dumps(row) + "\n")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(
+                self.path, "a", encoding="utf-8"
+            ) as sink:  # closed: in the OS's hands, survives kill -9
+                sink.write(json.dumps(row) + "\n")
+        except OSError as exc:
+            raise InputError(f"cannot write the score cache {self.path}: {exc.strerror or exc}") from None
 
 
 def _ms(start: float) -> float:
