@@ -20,7 +20,9 @@ from ropewatch_validator.render.backtest_model import (
     Person,
     VersionSpec,
     assemble,
+    clusters,
     json_schema,
+    paired,
 )
 
 
@@ -97,3 +99,33 @@ def test_bad_files_are_refused_with_the_reason(change, message):
     change(data)
     with pytest.raises(ValidationError, match=message):
         BacktestResult.model_validate(data)
+
+
+def test_paired_turns_a_stored_pair_round_and_computes_a_missing_one_from_the_persons():
+    r = result(n=60, n_boot=100)
+    stored = r.pair("v1", "v2")
+    turned = paired(r, "v2", "v1")
+    assert (turned.a, turned.b, turned.mcnemar_p) == ("v2", "v1", stored.mcnemar_p)
+    assert turned.n_discordant.a_right_b_wrong == stored.n_discordant.a_wrong_b_right
+    for key, d in stored.diffs.items():
+        t = turned.diffs[key]
+        assert (t.estimate, t.low, t.high) == pytest.approx((-d.estimate, -d.high, -d.low))
+    without = r.model_copy(update={"pairs": []})
+    assert paired(without, "v1", "v2") == stored  # same persons, resamples and seed
+    assert paired(without.model_copy(update={"persons": []}), "v1", "v2") is None
+
+
+def test_frames_of_different_jobs_are_different_clusters():
+    persons = [
+        Person(frame=f, truth="wrong", p_correct={"v": 0.1}, job_id=j)
+        for j, f in ((1, 0), (1, 0), (2, 0), (None, 0))
+    ]
+    assert clusters(persons).tolist() == [1, 1, 2, 0]
+    r = assemble(
+        created=utc_iso(),
+        source=DataSource(kind="cvat", host="http://cvat", jobs=[1, 2]),
+        specs=[VersionSpec(version="v", thr=0.5, thr_source="checkpoint")],
+        persons=persons,
+        n_boot=10,
+    )
+    assert (r.data.n_persons, r.data.n_frames) == (4, 3)

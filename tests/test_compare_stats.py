@@ -16,6 +16,7 @@ from sklearn.metrics import (
 from statsmodels.stats.contingency_tables import mcnemar
 
 from ropewatch_core.errors import InputError
+from ropewatch_validator.evaluation import compare
 from ropewatch_validator.evaluation.compare import (
     CI_METRICS,
     binary_metrics,
@@ -27,6 +28,7 @@ from ropewatch_validator.evaluation.compare import (
     percentile_ci,
     resample_frames,
     resampled_metrics,
+    verdict,
 )
 
 VALUES = ["wrong", "correct"]
@@ -69,10 +71,16 @@ def test_bad_input_is_one_clear_error():
         binary_metrics(["wrong"], np.array([0.1]), 0.5).metric("f1")
 
 
-def test_good_direction():
+def test_good_direction_and_the_verdict_of_a_difference():
     assert good_direction("flips_per_1000") == -1 and good_direction("fp") == -1
     assert good_direction("per_class.wrong.f1") == 1 and good_direction("ap") == 1
     assert good_direction("thr") is None and good_direction("per_class.wrong.support") is None
+    assert (
+        verdict("flips_per_1000", 2.0, 9.0) == "worse" and verdict("flips_per_1000", -9.0, -2.0) == "better"
+    )
+    assert verdict("accuracy", 0.01, 0.02) == "better" and verdict("accuracy", -0.02, -0.01) == "worse"
+    assert verdict("accuracy", -0.01, 0.02) == verdict("ap", None, None) == "no significant difference"
+    assert verdict("thr", 0.1, 0.2) == "no significant difference"
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -182,3 +190,13 @@ def test_clustered_ci_covers_the_true_value_at_least_90_percent_of_200_data_sets
         for k, value in true.items():
             covered[k] += ci[k].low <= value <= ci[k].high
     assert covered["accuracy"] >= 180 and covered["flips_per_1000"] >= 180, covered
+
+
+def test_the_bootstrap_in_blocks_equals_it_in_one(monkeypatch):
+    truth, frames, p = scored(6, 90, 30)
+    draws = resample_frames(len(np.unique(frames)), 50, seed=1)
+    whole = resampled_metrics(truth, frames, p, 0.5, draws)
+    monkeypatch.setattr(compare, "CHUNK", 200)  # 2 resamples per block
+    blocks = resampled_metrics(truth, frames, p, 0.5, draws)
+    for key in CI_METRICS:
+        assert np.array_equal(whole[key], blocks[key], equal_nan=True), key

@@ -30,6 +30,8 @@ SUBCOMMANDS: tuple[str, ...] = (
     "ropewatch_validator.cli.dataset",
     "ropewatch_validator.cli.cascade",
     "ropewatch_validator.cli.backtest",
+    "ropewatch_validator.cli.card",
+    "ropewatch_validator.cli.gate",
 )
 
 

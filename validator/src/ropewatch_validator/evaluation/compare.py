@@ -31,6 +31,7 @@ from ropewatch_validator.evaluation.metrics import confusion_matrix, pr_curve, p
 VALUES = (WRONG, CORRECT)
 Frames = Sequence[object] | np.ndarray  # one frame key (the cluster) per person
 N_BOOT, SEED, LEVEL = 2000, 0, 0.95
+CHUNK = 4_000_000  # person weights held at once by the bootstrap (32 MB of float64)
 _PRF = ("precision", "recall", "f1")
 CI_METRICS = (*(f"per_class.{v}.{m}" for v in VALUES for m in _PRF), "accuracy", "ap", "flips_per_1000")
 
@@ -42,6 +43,21 @@ def good_direction(path: str) -> int | None:
     if leaf in ("thr", "support"):
         return None
     return -1 if leaf in ("fp", "fn") or leaf.startswith("flips") else 1
+
+
+BETTER, WORSE, UNCLEAR = "better", "worse", "no significant difference"
+
+
+def verdict(path: str, low: float | None, high: float | None) -> str:
+    """What the CI [low, high] of a difference (candidate − baseline) of metric ``path`` says: better or
+    worse only when it excludes 0 on that side of the metric's good direction, else no significant
+    difference (also without a CI, or for a metric with no good direction)."""
+    good = good_direction(path)
+    if good is None or low is None or high is None:
+        return UNCLEAR
+    if low > 0 or high < 0:
+        return BETTER if (low > 0) == (good > 0) else WORSE
+    return UNCLEAR
 
 
 @dataclass(frozen=True)
@@ -198,8 +214,18 @@ def resampled_metrics(
     cluster = frame_ids(frames)
     if cluster.size != t.size:
         raise InputError(f"{cluster.size} frames for {t.size} persons")
-    w = _weights(draws, cluster, int(cluster.max()) + 1 if cluster.size else 0)
-    is_c, said_c = t == 1, p >= thr
+    n_frames = int(cluster.max()) + 1 if cluster.size else 0
+    rows = max(1, CHUNK // max(t.size, 1))  # resamples per block: B × persons weights stay small
+    blocks = [
+        _block(_weights(draws[i : i + rows], cluster, n_frames), t == 1, p, thr)
+        for i in range(0, len(draws), rows)
+    ]
+    return {k: np.concatenate([b[k] for b in blocks]) for k in CI_METRICS}
+
+
+def _block(w: np.ndarray, is_c: np.ndarray, p: np.ndarray, thr: float) -> dict[str, np.ndarray]:
+    """The metrics of a block of resamples, given as person weights (resamples × persons)."""
+    said_c = p >= thr
     tp, fp = w @ (is_c & said_c), w @ (~is_c & said_c)
     fn, tn = w @ (is_c & ~said_c), w @ (~is_c & ~said_c)
     n = tp + fp + fn + tn

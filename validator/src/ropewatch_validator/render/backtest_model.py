@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ropewatch_core.errors import InputError
 from ropewatch_validator.evaluation.compare import (
@@ -30,6 +30,7 @@ from ropewatch_validator.evaluation.compare import (
     SEED,
     VALUES,
     BinaryMetrics,
+    PairComparison,
     binary_metrics,
     clustered_bootstrap,
     compare_pair,
@@ -205,7 +206,8 @@ class Detector(Part):
 
 
 class Person(Part):
-    """One scored reference person: frame (the bootstrap's cluster), box, truth, P(correct) per version."""
+    """One scored reference person: frame (with job_id: the bootstrap's cluster), box, truth and
+    P(correct) per version."""
 
     frame: int
     frame_name: str | None = None
@@ -276,7 +278,66 @@ class BacktestResult(Part):
 
     @classmethod
     def load(cls, path: str | Path) -> BacktestResult:
-        return cls.model_validate_json(Path(path).read_bytes())
+        """Read backtest.json; a file that cannot be read or is not a backtest result is one InputError
+        line naming the file and its first problem."""
+        path = Path(path)
+        try:
+            return cls.model_validate_json(path.read_bytes())
+        except OSError as exc:
+            raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            where = ".".join(str(x) for x in e["loc"]) or "the top level"
+            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+            raise InputError(f"{path}: {where}: {e['msg']}{more}") from None
+
+
+def clusters(persons: list[Person]) -> np.ndarray:
+    """The bootstrap's cluster of each person: its frame within its job (frame numbers of two jobs
+    are different frames)."""
+    if not persons:
+        return np.zeros(0, dtype=np.int64)
+    keys = np.array([(-1 if q.job_id is None else q.job_id, q.frame) for q in persons], dtype=np.int64)
+    return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1)
+
+
+def _pair(a: str, b: str, c: PairComparison) -> Pair:
+    return Pair(
+        a=a,
+        b=b,
+        mcnemar_p=c.mcnemar_p,
+        n_discordant=Discordant(a_right_b_wrong=c.a_right_b_wrong, a_wrong_b_right=c.a_wrong_b_right),
+        diffs={k: DiffCI(estimate=d.estimate, low=d.low, high=d.high) for k, d in c.diffs.items()},
+    )
+
+
+def paired(result: BacktestResult, a: str, b: str) -> Pair | None:
+    """Baseline ``a`` against candidate ``b``: the backtest's pair (turned round when it was stored as
+    b vs a), else computed from ``persons`` with the backtest's resamples; None without either."""
+    va, vb = result.version(a), result.version(b)
+    if (p := result.pair(a, b)) is not None:
+        return p
+    if (p := result.pair(b, a)) is not None:
+        n = p.n_discordant
+        return Pair(
+            a=a,
+            b=b,
+            mcnemar_p=p.mcnemar_p,
+            n_discordant=Discordant(a_right_b_wrong=n.a_wrong_b_right, a_wrong_b_right=n.a_right_b_wrong),
+            diffs={k: _turned(d) for k, d in p.diffs.items()},
+        )
+    if not result.persons:
+        return None
+    truth = [q.truth for q in result.persons]
+    frames = clusters(result.persons)
+    pa, pb = (np.array([q.p_correct[v.version] for q in result.persons]) for v in (va, vb))
+    return _pair(a, b, compare_pair(truth, frames, pa, va.thr, pb, vb.thr, result.n_boot, result.seed))
+
+
+def _turned(d: DiffCI) -> DiffCI:
+    """a − b from b − a: the estimate negated, the CI's ends negated and swapped."""
+    neg = [None if x is None else -x for x in (d.estimate, d.high, d.low)]
+    return DiffCI(estimate=neg[0], low=neg[1], high=neg[2])
 
 
 def assemble(
@@ -294,7 +355,7 @@ def assemble(
     """The backtest result of ``specs`` on ``persons``: metrics and CIs per version, and one pair per
     two versions in the order given (the earlier is the baseline ``a``, the later the candidate ``b``)."""
     truth = [p.truth for p in persons]
-    frames = np.array([p.frame for p in persons], dtype=np.int64)
+    frames = clusters(persons)
     scores = {s.version: np.array([p.p_correct[s.version] for p in persons]) for s in specs}
     versions = []
     for s in specs:
@@ -310,14 +371,9 @@ def assemble(
     pairs = []
     for a, b in itertools.combinations(specs, 2):
         pa, pb = scores[a.version], scores[b.version]
-        c = compare_pair(truth, frames, pa, a.thr, pb, b.thr, n_boot, seed, level)
         pairs.append(
-            Pair(
-                a=a.version,
-                b=b.version,
-                mcnemar_p=c.mcnemar_p,
-                n_discordant=Discordant(a_right_b_wrong=c.a_right_b_wrong, a_wrong_b_right=c.a_wrong_b_right),
-                diffs={k: DiffCI(estimate=d.estimate, low=d.low, high=d.high) for k, d in c.diffs.items()},
+            _pair(
+                a.version, b.version, compare_pair(truth, frames, pa, a.thr, pb, b.thr, n_boot, seed, level)
             )
         )
     return BacktestResult(
