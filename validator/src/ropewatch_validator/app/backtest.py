@@ -34,6 +34,7 @@ import pandas as pd
 
 from ropewatch_core.errors import InputError
 from ropewatch_core.files import atomic_write
+from ropewatch_core.image import ImageError
 from ropewatch_core.jsonio import utc_iso
 from ropewatch_core.spec import ATTRIBUTE, ATTRIBUTE_VALUES
 from ropewatch_validator.cvat.fetch import Connection, fetch_job, find_jobs
@@ -42,7 +43,7 @@ from ropewatch_validator.evaluation.match import Settings, match, select
 from ropewatch_validator.evaluation.measure import detection
 from ropewatch_validator.evaluation.metrics import pr_curve
 from ropewatch_validator.learn import backtest as lb
-from ropewatch_validator.render import backtest_html
+from ropewatch_validator.render import card
 from ropewatch_validator.render.backtest_model import (
     N_BOOT,
     SEED,
@@ -55,6 +56,7 @@ from ropewatch_validator.render.backtest_model import (
     VersionSpec,
     assemble,
 )
+from ropewatch_validator.render.thumbs import Thumbnail, cut, region
 
 WRONG, CORRECT = ATTRIBUTE_VALUES
 Progress = Callable[[int], Callable[[int], None]]  # total frames -> advance(n)
@@ -89,7 +91,8 @@ class Request:
 class RefFrame:
     """One frame with reference persons: every box for detection, the valued ones for the classifier."""
 
-    index: int  # the backtest's frame id (unique across jobs): the bootstrap's cluster
+    index: int  # position in the backtest's frame list (the threshold split draws these)
+    number: int  # the frame number within its job (CVAT's frame; a dataset's manifest ``frame``)
     name: str
     job_id: int | None
     fetch: Callable[[], bytes]
@@ -149,6 +152,7 @@ def cvat_frames(
             out.frames.append(
                 RefFrame(
                     index=len(out.frames),
+                    number=int(frame),
                     name=f"job {job_id} frame {int(frame)} ({names.get(int(frame), '?')})",
                     job_id=job_id,
                     fetch=partial(fetch, int(frame)),
@@ -188,6 +192,7 @@ def dataset_frames(folder: Path, split: str) -> Collected:
         out.frames.append(
             RefFrame(
                 index=len(out.frames),
+                number=_int_or_none(group[0].get("frame")) or 0,
                 name=frame_file,
                 job_id=_int_or_none(group[0].get("job")),
                 fetch=path.read_bytes,
@@ -305,9 +310,31 @@ def _detectors(
     return out
 
 
+@dataclass(frozen=True)
+class Backtest:
+    """The result and the crops the page shows (sample inferences and the FP audit), by person."""
+
+    result: BacktestResult
+    thumbnails: dict[int, Thumbnail]
+
+
+def _thumbnails(result: BacktestResult, fetches: Sequence[Callable[[], bytes]]) -> dict[int, Thumbnail]:
+    """Crops of the persons the card shows (its own choice of samples and audit), from the frames
+    already in the frame cache; a frame that cannot be cut gets its reason."""
+    wanted = card.pick_samples(result) + card.pick_audit(result, result.names()[-1])
+    out = {}
+    for i in wanted:
+        box = result.persons[i].box or []
+        try:
+            out[i] = cut(fetches[i](), [box])
+        except (OSError, ImageError) as exc:
+            out[i] = Thumbnail(region([box]), error=" ".join(str(exc).split())[:160])
+    return out
+
+
 def run_backtest(
     request: Request, conn: Connection | None = None, progress: Progress | None = None
-) -> BacktestResult:
+) -> Backtest:
     """Score every version on the same persons and assemble backtest.json's model."""
     if not request.candidates:
         raise InputError("no checkpoint given (--checkpoint PATH, repeatable)")
@@ -378,7 +405,7 @@ def run_backtest(
     ]
     persons = [
         Person(
-            frame=frame.index,
+            frame=frame.number,
             frame_name=frame.name,
             box=[round(float(v), 2) for v in frame.boxes[k]],
             truth=frame.truth[k],
@@ -388,7 +415,7 @@ def run_backtest(
         )
         for frame, k, p in rows
     ]
-    return assemble(
+    result = assemble(
         created=utc_iso(),
         source=collected.source,
         specs=specs,
@@ -398,12 +425,15 @@ def run_backtest(
         n_boot=request.n_boot,
         seed=request.seed,
     )
+    return Backtest(result, _thumbnails(result, [frame.fetch for frame, _, _ in rows]))
 
 
-def write_outputs(result: BacktestResult, out: Path) -> tuple[Path, Path]:
-    """``backtest.json`` and ``backtest.html`` in ``out``, each written atomically."""
+def write_outputs(backtest: Backtest, out: Path) -> tuple[Path, Path]:
+    """``backtest.json`` and ``backtest.html`` (the model card of the last version against the one
+    before it, with every version side by side: render.card) in ``out``, each written atomically."""
+    result = backtest.result
     json_path, html_path = out / "backtest.json", out / "backtest.html"
-    page = backtest_html.page(result)
+    page = card.html_page(card.card_view(result, thumbnails=backtest.thumbnails))
     try:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(json_path, result.to_json() + "\n")

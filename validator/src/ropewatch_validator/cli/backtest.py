@@ -147,8 +147,9 @@ def run(args: argparse.Namespace) -> int:
         return lambda n: progress.advance(task, n)
 
     with progress:
-        result = run_backtest(request, connect_from_args(args) if cvat else None, bar)
-    json_path, html_path = write_outputs(result, args.out)
+        done = run_backtest(request, connect_from_args(args) if cvat else None, bar)
+    json_path, html_path = write_outputs(done, args.out)
+    result = done.result
     if not args.quiet:
         for v in result.versions:
             m = v.metrics
