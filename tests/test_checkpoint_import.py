@@ -198,3 +198,20 @@ def test_import_of_something_without_weights_is_one_line(tmp_path, capsys):
     torch.save({"config": seed_config()}, src)
     assert ropewatch(["checkpoint", "import", str(src), str(tmp_path / "o.pt")]) == 2
     assert "no state dict found" in one_error_line(capsys)
+
+
+def test_normalised_moves_labels_thr_version_to_the_top_for_editing(tmp_path):
+    from ropewatch_core.model.checkpoint import normalised, validate
+
+    raw = seedlike(seed_model(), foreign=False)
+    flat = normalised(raw, "seedlike.pt")
+    assert (flat["thr"], flat["labels"], flat["version"]) == (
+        SEED_CONFIG["thr"],
+        ["wrong", "correct"],
+        "v20260512",
+    )
+    assert not {"thr", "labels", "version"} & set(flat["config"]) and "test_metrics" in flat["config"]
+    flat["thr"] = 0.3  # what recalibrate does: the new value is the only one
+    validate(flat, "edited.pt")
+    save_checkpoint(flat, tmp_path / "edited.pt")
+    assert load_checkpoint(tmp_path / "edited.pt").thr == 0.3

@@ -158,6 +158,15 @@ def flatten(raw: object, path: str) -> dict:
     return flat
 
 
+def normalised(raw: object, path: str) -> dict:
+    """:func:`flatten`, with ``labels``/``thr``/``version`` then removed from ``config``: the layout to
+    edit and save (recalibrate, import), so a new top-level value never conflicts with a stale one."""
+    flat = flatten(raw, path)
+    if isinstance(flat.get("config"), dict):
+        flat["config"] = {k: v for k, v in flat["config"].items() if k not in PROMOTED_KEYS}
+    return flat
+
+
 def _same(a: object, b: object) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return list(a) == list(b)

@@ -30,6 +30,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "ropewatch_validator.cli.fast_filter",
     "ropewatch_validator.cli.review",
     "ropewatch_validator.cli.annotate",
+    "ropewatch_validator.cli.backtest",
     "ropewatch_validator.cli.card",
     "ropewatch_validator.cli.gate",
 )

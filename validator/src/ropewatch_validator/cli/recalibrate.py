@@ -183,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
     """Load (validated by ropewatch_core.model.checkpoint), refit, validate the result, write atomically."""
     from ropewatch_validator.learn.model import (
         CheckpointError,
+        normalised,
         read_checkpoint,
         save_checkpoint,
         validate,
@@ -192,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         raw, sha = read_checkpoint(args.checkpoint)
         validate(raw, str(args.checkpoint))  # a clear message for a bad file
+        raw = normalised(raw, str(args.checkpoint))  # thr/version from config, if the trainer put them there
         new = recalibrate(
             raw,
             read_report(args.report),

@@ -22,7 +22,7 @@ import torch
 from ropewatch_core.errors import InputError
 from ropewatch_core.model.checkpoint import (
     CheckpointError,
-    flatten,
+    normalised,
     read_checkpoint,
     save_checkpoint,
     validate,
@@ -98,9 +98,8 @@ def import_checkpoint(
     raw, _ = read_checkpoint(src)
     state, rest = _weights(raw, str(src))
     state, renamed = rename(state, maps)
-    flat = flatten({**rest, "config": rest.get("config", ModelConfig().to_dict())}, str(src))
+    flat = normalised({**rest, "config": rest.get("config", ModelConfig().to_dict())}, str(src))
     new = {k: v for k, v in flat.items() if k not in ("labels", "thr", "version")}
-    new["config"] = {k: v for k, v in flat["config"].items() if k not in ("labels", "thr", "version")}
     new["state_dict"] = state
     given = {"labels": None if labels is None else list(labels), "thr": thr, "version": version}
     for key, value in given.items():
