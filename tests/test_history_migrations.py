@@ -103,7 +103,7 @@ def test_store_of_release_0_1_is_upgraded_and_read(history_db, make_report):
     _make_0_1_store(history_db, [_old_report(make_report, 1, 5), _old_report(make_report, 2, 9)])
     store = open_store(history_db)
     with store.engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0002"
+        assert MigrationContext.configure(conn).get_current_revision() == "0003"
         columns = {c["name"] for c in sa.inspect(conn).get_columns("runs")}
     assert "report" not in columns and "wrong_f1" not in columns and "report_z" in columns
     first, second = store.trend()
@@ -135,7 +135,7 @@ def test_migrations_build_exactly_the_codes_tables(history_db):
     engine.dispose()
     store = open_store(history_db)  # already at the head: nothing to do
     with store.engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0002"
+        assert MigrationContext.configure(conn).get_current_revision() == "0003"
     store.close()
 
 
@@ -157,4 +157,37 @@ def test_stored_report_is_compressed_without_per_object_rows(tmp_path, make_repo
     stored = json.loads(zlib.decompress(blob))
     assert stored["objects"] == {"columns": ["role", "frame"], "rows": []} and len(report.objects.rows) == 106
     assert stored["attribute"] == json.loads(report.to_json())["attribute"]
+    store.close()
+
+
+def test_store_of_release_0_2_gains_reference_pins_and_backtests(history_db, make_report):
+    """Revision 0003 (issue 17, item 5) adds two tables to a 0.2 store and changes no row."""
+    _make_0_1_store(history_db, [_old_report(make_report, 1, 5), _old_report(make_report, 2, 9)])
+    engine = sa.create_engine(normalize_url(history_db))
+    with engine.begin() as conn:
+        command.stamp(alembic_config(conn), "0001")  # what open_store does with a 0.1 store
+        command.upgrade(alembic_config(conn), "0002")  # the store as release 0.2 left it
+        assert not sa.inspect(conn).has_table("version_references")
+    engine.dispose()
+    store = open_store(history_db)
+    with store.engine.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == "0003"
+        assert {"version_references", "backtest_pairs"} <= set(sa.inspect(conn).get_table_names())
+    assert [r["dangerous_flips"] for r in store.trend()] == [5, 9] and store.baseline_runs("v1") == (
+        [2],
+        True,
+    )
+    store.record_run(make_report(job=3, model_version="v2", updated="2026-11-05T00:00:00Z"))
+    store.pin_reference("v2", "v1", note="the release we run")
+    store.add_backtest_pair(
+        "v1", "v2", "backtest.json", 0.01, {"flips_per_1000": {"estimate": 4.0, "low": 1.0, "high": 7.0}}
+    )
+    assert store.pinned_reference("v2") == "v1"
+    # read the other way round, the difference and its interval change sign
+    pair = store.backtest_pair("v2", "v1")
+    assert pair is not None and pair["diffs"]["flips_per_1000"] == {
+        "estimate": -4.0,
+        "low": -7.0,
+        "high": -1.0,
+    }
     store.close()

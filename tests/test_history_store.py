@@ -110,7 +110,7 @@ KILL_SCRIPT = textwrap.dedent(
         if statement.lstrip().upper().startswith("INSERT INTO ALERTS"):
             os.kill(os.getpid(), signal.SIGKILL)  # the run row is written, the commit is not
     sa.event.listen(store.engine, "after_cursor_execute", kill)
-    store.record_run(report, evaluate(report, AlertConfig(rules=(rule,)), {}), ["ops"])
+    store.record_run(report, evaluate(report, AlertConfig(rules=(rule,))), ["ops"])
     """
 )
 

@@ -320,7 +320,8 @@ def run(args: argparse.Namespace) -> int:
     from ropewatch_validator.cvat.fetch import FetchError, connect_from_args
     from ropewatch_validator.cvat.frames import job_frame_fetcher
     from ropewatch_validator.ops.alerts.rules import AlertConfig, ConfigError, load_config
-    from ropewatch_validator.ops.history import HistoryError, model_version_of, open_store
+    from ropewatch_validator.ops.baselines import for_report
+    from ropewatch_validator.ops.history import HistoryError, open_store
     from ropewatch_validator.ops.schedule import run_batch
     from ropewatch_validator.render import report as rpt
     from ropewatch_validator.render.html import kpi_metrics
@@ -393,7 +394,7 @@ def run(args: argparse.Namespace) -> int:
                 report = report.with_trace(traced["trace"], traced["model_version"])
                 progress.remove_task(frames_bar)
             if "html" in formats:
-                baseline = store.baseline(model_version_of(report), kpi_metrics(report))
+                baseline = for_report(store, report, kpi_metrics(report), rules.baseline_runs)
                 thumbnails = None
                 if not args.no_thumbnails:
                     sizes = {
@@ -417,7 +418,11 @@ def run(args: argparse.Namespace) -> int:
     def stage(report: Report) -> rpt.StagedReports:
         thumbnails, baseline = html_extras.pop(report.source.job, (None, None))
         return rpt.stage(
-            report, args.out / f"job-{report.source.job}", formats, thumbnails=thumbnails, baseline=baseline
+            report,
+            args.out / f"job-{report.source.job}",
+            formats,
+            thumbnails=thumbnails,
+            comparisons=baseline,
         )
 
     with progress:
