@@ -1,4 +1,5 @@
-"""`ropewatch history` (trend of stored runs, table and plot) and `ropewatch baseline set|show|clear`."""
+"""`ropewatch history` (trend of stored runs, table and plot) and `ropewatch baseline
+set|show|clear|reference|add-backtest` (the two baselines: ``ops.baselines``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -76,6 +78,25 @@ def register(subparsers: Any) -> None:
     show = actions.add_parser("show", help="the baseline runs and their median metrics")
     pin = actions.add_parser("set", help="pin runs as the baseline of a model version")
     clear = actions.add_parser("clear", help="unpin: back to the median of the first N runs")
+    ref = actions.add_parser(
+        "reference", help="pin the version a model version is compared with (default: the previous one)"
+    )
+    ref.add_argument("model_version", metavar="MODEL_VERSION")
+    which_ref = ref.add_mutually_exclusive_group(required=True)
+    which_ref.add_argument(
+        "reference", nargs="?", metavar="REFERENCE_VERSION", help="the version to compare with"
+    )
+    which_ref.add_argument("--previous", action="store_true", help="unpin: back to the previous version")
+    ref.add_argument("--note", help="why this reference (stored with it)")
+    _add_db(ref)
+    ref.set_defaults(func=reference_main)
+    add = actions.add_parser(
+        "add-backtest",
+        help="register a `ropewatch backtest` result: its paired differences show beside the pooled ones",
+    )
+    add.add_argument("file", metavar="BACKTEST_JSON")
+    _add_db(add)
+    add.set_defaults(func=add_backtest_main)
     for parser in (show, pin, clear):
         parser.add_argument("model_version", metavar="MODEL_VERSION")
         _add_db(parser)
@@ -219,4 +240,37 @@ def baseline_main(args: argparse.Namespace) -> int:
     console.print(f"baseline of {args.model_version} ({how}): runs {run_ids}")
     for col in columns:
         console.print(f"  {col.heading:>22}: {_fmt(values[col.metric])}")
+    return 0
+
+
+def reference_main(args: argparse.Namespace) -> int:
+    from ropewatch_validator.ops.history import HistoryError
+
+    try:
+        store = _open(args)
+        if args.previous:
+            done = store.unpin_reference(args.model_version)
+            print(
+                f"reference of {args.model_version}: {'the previous version' if done else 'was not pinned'}"
+            )
+            return 0
+        store.pin_reference(args.model_version, args.reference, args.note)
+    except (HistoryError, ValueError) as exc:
+        print(f"ropewatch baseline reference: {exc}", file=sys.stderr)
+        return 2
+    print(f"reference of {args.model_version} pinned to {args.reference}")
+    return 0
+
+
+def add_backtest_main(args: argparse.Namespace) -> int:
+    from ropewatch_validator.ops.baselines import register_backtest
+
+    try:
+        text = Path(args.file).read_text(encoding="utf-8")
+    except OSError as exc:
+        print(f"ropewatch baseline add-backtest: {args.file}: cannot read ({exc.strerror})", file=sys.stderr)
+        return 2
+    pairs = register_backtest(_open(args), args.file, text)
+    for a, b in pairs:
+        print(f"registered the paired backtest of {b} against {a}")
     return 0
