@@ -160,7 +160,7 @@ def history_main(args: argparse.Namespace) -> int:
     if baseline is not None:
         table.add_section()
         table.add_row(
-            "baseline",
+            "own baseline",
             "",
             "",
             "",
@@ -213,6 +213,7 @@ def plot_trend(
 def baseline_main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from ropewatch_validator.ops.baselines import reference_of
     from ropewatch_validator.ops.history import HistoryError
 
     console = Console()
@@ -230,6 +231,7 @@ def baseline_main(args: argparse.Namespace) -> int:
         run_ids, pinned = store.baseline_runs(args.model_version, args.first)
         columns = trend_columns(store.trend(model_version=args.model_version))
         values = store.baseline(args.model_version, [c.metric for c in columns], args.first)
+        reference = reference_of(store, args.model_version)
     except (HistoryError, ValueError) as exc:
         print(f"ropewatch baseline: {exc}", file=sys.stderr)
         return 2
@@ -237,9 +239,13 @@ def baseline_main(args: argparse.Namespace) -> int:
         console.print(f"no runs of model version {args.model_version} yet")
         return 0
     how = "pinned" if pinned else f"median of the first {args.first} runs"
-    console.print(f"baseline of {args.model_version} ({how}): runs {run_ids}")
+    console.print(f"own baseline of {args.model_version} (drift; {how}): runs {run_ids}")
     for col in columns:
         console.print(f"  {col.heading:>22}: {_fmt(values[col.metric])}")
+    if reference is None:
+        console.print("reference version: none (the first version stored)")
+    else:
+        console.print(f"reference version: {reference[0]} ({reference[1]}; its jobs pooled, unpaired)")
     return 0
 
 

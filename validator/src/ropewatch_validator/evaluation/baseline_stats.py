@@ -19,7 +19,7 @@ the same way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -27,6 +27,7 @@ import numpy as np
 from scipy import stats
 
 N_BOOT = 2000
+BATCH = 250  # resamples drawn at once: bounds memory for versions of thousands of runs
 SEED = 0
 LEVEL = 0.95
 
@@ -154,25 +155,39 @@ def _stacked(values: RunValues) -> np.ndarray:
     return np.stack([values.num * values.scale, values.den]).astype(np.float64)
 
 
-def pooled(values: RunValues) -> Estimate | None:
-    """The pooled value with its bootstrap interval over runs (none below two runs)."""
-    if values.runs == 0 or values.den.sum() == 0:
-        return None
-    data = _stacked(values)
-    point = float(_pooled(data))
-    if values.runs < 2 or len(set(map(float, data[0] / np.maximum(data[1], 1e-300)))) < 2:
-        return Estimate(point, values.runs)  # one run (or identical runs): no spread to resample
+def _spread(values: RunValues) -> bool:
+    """Whether resampling the runs can move the pooled value (two runs or more, not all alike)."""
+    rates = values.num[values.den > 0] / values.den[values.den > 0]
+    return values.runs >= 2 and len(set(rates.tolist())) >= 2
+
+
+def _bootstrap(data: tuple[np.ndarray, ...], statistic: Callable[..., np.ndarray]) -> Interval:
     res = stats.bootstrap(
-        (data,),
-        _pooled,
+        data,
+        statistic,
         axis=-1,
         n_resamples=N_BOOT,
+        batch=BATCH,
         method="percentile",
         random_state=SEED,
         confidence_level=LEVEL,
     )
-    ci = res.confidence_interval
-    return Estimate(point, values.runs, Interval(float(ci.low), float(ci.high)))
+    return Interval(float(res.confidence_interval.low), float(res.confidence_interval.high))
+
+
+def point(values: RunValues) -> Estimate | None:
+    """The pooled value alone (no interval): where only the difference's interval is shown."""
+    if values.runs == 0 or values.den.sum() == 0:
+        return None
+    return Estimate(float(_pooled(_stacked(values))), values.runs)
+
+
+def pooled(values: RunValues) -> Estimate | None:
+    """The pooled value with its bootstrap interval over runs (none below two runs)."""
+    est = point(values)
+    if est is None or not _spread(values):
+        return est  # one run (or identical runs): no spread to resample
+    return Estimate(est.value, est.runs, _bootstrap((_stacked(values),), _pooled))
 
 
 def _difference(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -181,23 +196,13 @@ def _difference(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def difference(a: RunValues, b: RunValues) -> Estimate | None:
     """Pooled b − pooled a, the two versions' runs resampled independently (unpaired)."""
-    pa, pb = pooled(a), pooled(b)
+    pa, pb = point(a), point(b)
     if pa is None or pb is None:
         return None
-    point = pb.value - pa.value
-    if pa.ci is None or pb.ci is None:  # a side of one run (or of identical runs): no spread over jobs
-        return Estimate(point, a.runs + b.runs)
-    res = stats.bootstrap(
-        (_stacked(a), _stacked(b)),
-        _difference,
-        axis=-1,
-        n_resamples=N_BOOT,
-        method="percentile",
-        random_state=SEED,
-        confidence_level=LEVEL,
-    )
-    ci = res.confidence_interval
-    return Estimate(point, a.runs + b.runs, Interval(float(ci.low), float(ci.high)))
+    est = Estimate(pb.value - pa.value, a.runs + b.runs)
+    if not (_spread(a) and _spread(b)):  # a side of one run (or of identical runs): no spread over jobs
+        return est
+    return Estimate(est.value, est.runs, _bootstrap((_stacked(a), _stacked(b)), _difference))
 
 
 def median(values: RunValues) -> Estimate | None:

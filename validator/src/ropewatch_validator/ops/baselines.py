@@ -34,6 +34,7 @@ from ropewatch_validator.evaluation.baseline_stats import (
     RunValues,
     difference,
     median,
+    point,
     pooled,
     proportion_interval,
 )
@@ -171,15 +172,20 @@ def comparisons(
 ) -> Comparisons:
     """Both baselines of a run of ``version`` (``before_run``: its id once stored)."""
     ref = reference_baseline(store, version, metrics)
-    paired: dict[str, Paired] = {}
-    if ref is not None:
-        pair = store.backtest_pair(ref.version, version)
-        for metric in metrics if pair else ():
-            d = pair["diffs"].get(backtest_path(metric)) if pair else None
-            if d is not None and pair is not None:
-                ci = None if d.get("low") is None else Interval(d["low"], d["high"])
-                paired[metric] = Paired(d["estimate"], ci, pair["mcnemar_p"])
+    paired = _paired(store, ref.version, version, metrics) if ref is not None else {}
     return Comparisons(ref, own_baseline(store, version, metrics, first_n, before_run), paired)
+
+
+def _paired(store: HistoryStore, reference: str, version: str, metrics: Sequence[str]) -> dict[str, Paired]:
+    """The registered backtest's paired differences (version − reference), by history metric."""
+    pair = store.backtest_pair(reference, version)
+    out = {}
+    for metric in metrics if pair is not None else ():
+        d = pair["diffs"].get(backtest_path(metric)) if pair is not None else None
+        if d is not None and pair is not None:
+            ci = None if d.get("low") is None else Interval(d["low"], d["high"])
+            out[metric] = Paired(d["estimate"], ci, pair["mcnemar_p"])
+    return out
 
 
 def for_report(store: HistoryStore, report: Report, metrics: Sequence[str], first_n: int) -> Comparisons:
@@ -195,27 +201,16 @@ def version_changes(store: HistoryStore, version: str, metrics: Sequence[str]) -
         return {}
     mine, theirs = store.trend(model_version=version), store.trend(model_version=ref[0])
     base = Baseline(
-        Kind.REFERENCE, ref[0], ref[1], tuple(int(r["id"]) for r in theirs), _values(theirs, metrics, pooled)
+        Kind.REFERENCE, ref[0], ref[1], tuple(int(r["id"]) for r in theirs), _values(theirs, metrics, point)
     )
-    pair = store.backtest_pair(ref[0], version)
+    paired = _paired(store, ref[0], version, metrics)
     out = {}
     for metric in metrics:
         a, b = run_values(theirs, metric), run_values(mine, metric)
-        if a is None or b is None:
+        own = None if b is None else point(b)
+        if a is None or b is None or own is None:
             continue
-        own = pooled(b)
-        diff = difference(a, b)
-        d = pair["diffs"].get(backtest_path(metric)) if pair else None
-        paired = None
-        if d is not None and pair is not None:
-            paired = Paired(
-                d["estimate"],
-                None if d.get("low") is None else Interval(d["low"], d["high"]),
-                pair["mcnemar_p"],
-            )
-        out[metric] = Change(
-            metric, better_of(metric), None if own is None else own.value, base, diff, paired
-        )
+        out[metric] = Change(metric, better_of(metric), own.value, base, difference(a, b), paired.get(metric))
     return out
 
 
