@@ -191,3 +191,15 @@ def test_baseline_reference_pins_and_unpins(store, tmp_path, make_report, capsys
     assert baselines.reference_of(store, "v3") == ("v2", "previous version")
     assert main(["baseline", "reference", "v3", "v3", "--db", db]) == 2
     assert "cannot be its own reference" in capsys.readouterr().err
+
+
+def test_own_baseline_of_a_metric_no_column_holds_comes_from_the_stored_reports(store, make_report):
+    """A drop/rise rule on one pair's flips or an error count still has a drift baseline: the median
+    over the version's earlier stored reports (v2: 20, 25, 30 flips of 106 persons)."""
+    config = parse_config(
+        {"rule": [{"name": "pair", "metric": "flips_wrong_to_correct_per_1000", "rise_vs_baseline": 10}]}
+    )
+    worse = make_report(job=10, model_version="v2", cm=((5, 40), (3, 58)))
+    [alert] = record_and_queue(store, worse, config, [])[0]
+    assert alert.baseline == pytest.approx(25 / 106 * 1000) and alert.value == pytest.approx(40 / 106 * 1000)
+    assert alert.baseline_label == "own earlier runs of v2 (median of its first 3 earlier runs; drift)"

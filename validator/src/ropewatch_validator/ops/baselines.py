@@ -153,7 +153,15 @@ def own_baseline(
             f"median of its first {n} earlier run{'' if n == 1 else 's'}" if chosen else "no earlier runs yet"
         )
     ids = tuple(int(r["id"]) for r in chosen)
-    return Baseline(Kind.OWN, version, how, ids, _values(chosen, metrics, median))
+    values = _values(chosen, metrics, median)
+    # metrics the runs' columns do not hold (error counts, one pair's flips): from the stored reports
+    others = [m for m in metrics if not comparable(m)]
+    reports = store.reports(ids) if others and ids else []
+    for metric in others:
+        found = [v for v in (r.metric(metric) for r in reports) if v is not None]
+        if found:
+            values[metric] = Estimate(float(np.median(found)), len(found))
+    return Baseline(Kind.OWN, version, how, ids, values)
 
 
 def backtest_path(metric: str) -> str:
