@@ -203,3 +203,19 @@ def test_own_baseline_of_a_metric_no_column_holds_comes_from_the_stored_reports(
     [alert] = record_and_queue(store, worse, config, [])[0]
     assert alert.baseline == pytest.approx(25 / 106 * 1000) and alert.value == pytest.approx(40 / 106 * 1000)
     assert alert.baseline_label == "own earlier runs of v2 (median of its first 3 earlier runs; drift)"
+
+
+def test_a_runs_f1_interval_is_the_bootstrap_of_its_persons(make_report):
+    """Oracle: resample the run's 106 persons themselves (their (reference, prediction) pairs) with
+    replacement and take the 2.5% / 97.5% percentiles of F1(wrong), computed with sklearn."""
+    from sklearn.metrics import f1_score
+
+    report = make_report(cm=((40, 5), (3, 52)))
+    ci = baselines.run_interval(report, "attribute.per_class.wrong.f1")
+    truth = np.array([0] * 45 + [1] * 55)
+    pred = np.array([0] * 40 + [1] * 5 + [0] * 3 + [1] * 52)
+    rng = np.random.default_rng(12345)  # another stream than the code's
+    draws = [rng.integers(0, len(truth), len(truth)) for _ in range(2000)]
+    oracle = np.percentile([f1_score(truth[i], pred[i], pos_label=0) for i in draws], [2.5, 97.5])
+    assert ci is not None and ci.low < report.attribute.per_class["wrong"].f1 < ci.high
+    assert (ci.low, ci.high) == pytest.approx(tuple(oracle), abs=0.01)
