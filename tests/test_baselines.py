@@ -175,6 +175,13 @@ def test_registered_backtest_shows_beside_the_pooled_comparison(store, tmp_path,
     compared = baselines.comparisons(store, "v2", [FLIPS])
     paired = compared.paired[FLIPS]
     assert (paired.estimate, paired.ci.low, paired.ci.high, paired.mcnemar_p) == (40.0, 30.0, 52.0, 0.002)
+    # the run page (and report.html) shows it under the pooled comparison
+    from ropewatch_validator.render import html
+
+    [report] = store.reports([store.trend(model_version="v2")[0]["id"]])
+    page = html.report_page(report, comparisons=baselines.comparisons(store, "v2", html.kpi_metrics(report)))
+    card = page.split('data-kpi="flips_per_1000"', 1)[1].split('data-kpi="det_precision"', 1)[0]
+    assert "paired backtest +40.0 [95% CI 30.0–52.0], McNemar p 0.002" in card
     bad = tmp_path / "not-a-backtest.json"
     bad.write_text('{"versions": []}')
     assert main(["baseline", "add-backtest", str(bad), "--db", db]) == 2
