@@ -12,6 +12,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from ropewatch_validator.ops.baselines import own_levels
 from ropewatch_validator.ops.history import HistoryError, alembic_config, metadata, normalize_url, open_store
 
 # The DDL release 0.1 created: SQLAlchemy's CREATE statements for the tables of validator/history.py
@@ -117,7 +118,7 @@ def test_store_of_release_0_1_is_upgraded_and_read(history_db, make_report):
     assert old.objects.columns == ["role", "frame", "error"] and old.objects.rows == []  # rows left the DB
     # the pinned baseline, the alert and its pending delivery survive
     assert store.baseline_runs("v1") == ([2], True)
-    assert store.baseline("v1", ["dangerous_flips"]) == {"dangerous_flips": 9}
+    assert own_levels(store, "v1", ["dangerous_flips"]) == {"dangerous_flips": 9}
     assert [(d.alert_key, d.target, d.attempts) for d in store.pending()] == [("k1", "ops", 1)]
     # and the upgraded store keeps working
     run_id, created = store.record_run(make_report(job=3, updated="2026-11-05T00:00:00Z"))

@@ -125,6 +125,7 @@ def history_main(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from ropewatch_validator.ops.baselines import own_levels
     from ropewatch_validator.ops.history import HistoryError
 
     console = Console()
@@ -134,7 +135,7 @@ def history_main(args: argparse.Namespace) -> int:
         columns = trend_columns(rows)
         baseline = None
         if args.model_version:
-            baseline = store.baseline(args.model_version, [c.metric for c in columns], args.baseline_runs)
+            baseline = own_levels(store, args.model_version, [c.metric for c in columns], args.baseline_runs)
     except HistoryError as exc:
         print(f"ropewatch history: {exc}", file=sys.stderr)
         return 2
@@ -213,7 +214,7 @@ def plot_trend(
 def baseline_main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ropewatch_validator.ops.baselines import reference_of
+    from ropewatch_validator.ops.baselines import own_levels, reference_of
     from ropewatch_validator.ops.history import HistoryError
 
     console = Console()
@@ -230,7 +231,7 @@ def baseline_main(args: argparse.Namespace) -> int:
             return 0
         run_ids, pinned = store.baseline_runs(args.model_version, args.first)
         columns = trend_columns(store.trend(model_version=args.model_version))
-        values = store.baseline(args.model_version, [c.metric for c in columns], args.first)
+        values = own_levels(store, args.model_version, [c.metric for c in columns], args.first)
         reference = reference_of(store, args.model_version)
     except (HistoryError, ValueError) as exc:
         print(f"ropewatch baseline: {exc}", file=sys.stderr)

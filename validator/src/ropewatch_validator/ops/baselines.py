@@ -164,6 +164,15 @@ def own_baseline(
     return Baseline(Kind.OWN, version, how, ids, values)
 
 
+def own_levels(
+    store: HistoryStore, version: str, metrics: Sequence[str], first_n: int = DEFAULT_BASELINE_RUNS
+) -> dict[str, float | None]:
+    """The own baseline of a version as a whole (its first N stored runs, or its pinned runs), by
+    metric: what ``ropewatch history`` and ``baseline show`` print; None where no run has the metric."""
+    values = own_baseline(store, version, metrics, first_n).values
+    return {m: values[m].value if m in values else None for m in metrics}
+
+
 def backtest_path(metric: str) -> str:
     """A history metric's name in a backtest's ``diffs`` (the IFACE's metric paths)."""
     if metric == "dangerous_flips_per_1000":

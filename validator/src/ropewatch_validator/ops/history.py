@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -477,18 +476,6 @@ class HistoryStore:
                 .limit(first_n)
             )
             return [int(i) for i in first.scalars()], False
-
-    def baseline(
-        self, model_version: str, paths: Sequence[str], first_n: int = DEFAULT_BASELINE_RUNS
-    ) -> dict[str, float | None]:
-        """Median of each metric over the baseline runs; None where no run has the metric."""
-        run_ids, _ = self.baseline_runs(model_version, first_n)
-        reports = self.reports(run_ids) if run_ids else []
-        out: dict[str, float | None] = {}
-        for path in paths:
-            values = [v for v in (r.metric(path) for r in reports) if v is not None]
-            out[path] = statistics.median(values) if values else None
-        return out
 
     def pin_baseline(self, model_version: str, run_ids: Sequence[int], note: str | None = None) -> None:
         with self._connect(write=True) as conn:
