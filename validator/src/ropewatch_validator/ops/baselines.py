@@ -210,13 +210,21 @@ def for_report(store: HistoryStore, report: Report, metrics: Sequence[str], firs
     return comparisons(store, model_version_of(report), metrics, first_n, store.run_id(job_state(report)))
 
 
-def version_changes(store: HistoryStore, version: str, metrics: Sequence[str]) -> dict[str, Change]:
+def version_changes(
+    store: HistoryStore,
+    version: str,
+    metrics: Sequence[str],
+    trends: Mapping[str, list[dict[str, Any]]] | None = None,
+) -> dict[str, Change]:
     """Each metric of a whole version against its reference: pooled both sides, the difference with
-    its unpaired bootstrap interval (the versions table)."""
+    its unpaired bootstrap interval (the versions table). ``trends``: ``HistoryStore.trend`` rows by
+    version, when the caller has them already (one read per version for the whole table)."""
     ref = reference_of(store, version)
     if ref is None:
         return {}
-    mine, theirs = store.trend(model_version=version), store.trend(model_version=ref[0])
+    trends = trends if trends is not None else {}
+    mine = trends[version] if version in trends else store.trend(model_version=version)
+    theirs = trends[ref[0]] if ref[0] in trends else store.trend(model_version=ref[0])
     base = Baseline(
         Kind.REFERENCE, ref[0], ref[1], tuple(int(r["id"]) for r in theirs), _values(theirs, metrics, point)
     )
