@@ -12,6 +12,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from ropewatch_validator.ops.alerts.delivery import Notifier
+from ropewatch_validator.ops.alerts.rules import Webhook
 from ropewatch_validator.ops.baselines import own_levels
 from ropewatch_validator.ops.history import HistoryError, alembic_config, metadata, normalize_url, open_store
 
@@ -120,6 +122,12 @@ def test_store_of_release_0_1_is_upgraded_and_read(history_db, make_report):
     assert store.baseline_runs("v1") == ([2], True)
     assert own_levels(store, "v1", ["dangerous_flips"]) == {"dangerous_flips": 9}
     assert [(d.alert_key, d.target, d.attempts) for d in store.pending()] == [("k1", "ops", 1)]
+    # 0.1's payload lacks most of an alert: sending it is refused with a reason, and it stays queued
+    result = Notifier([Webhook(name="ops", url="http://127.0.0.1:9/never")]).flush(store)
+    assert result.errors == (
+        "ops: the stored alert is incomplete (written by an older ropewatch) and cannot be sent",
+    )
+    assert [(d.alert_key, d.attempts) for d in store.pending()] == [("k1", 2)]
     # and the upgraded store keeps working
     run_id, created = store.record_run(make_report(job=3, updated="2026-11-05T00:00:00Z"))
     assert created and run_id == 3 and [r["job_id"] for r in store.trend()] == [1, 2, 3]
