@@ -226,3 +226,17 @@ def test_a_runs_f1_interval_is_the_bootstrap_of_its_persons(make_report):
     oracle = np.percentile([f1_score(truth[i], pred[i], pos_label=0) for i in draws], [2.5, 97.5])
     assert ci is not None and ci.low < report.attribute.per_class["wrong"].f1 < ci.high
     assert (ci.low, ci.high) == pytest.approx(tuple(oracle), abs=0.01)
+
+
+def test_a_change_inside_the_noise_says_so(store, make_report):
+    """v3's one run with 40 flips of 106 against v2 pooled (75 of 318 persons): worse, and its value
+    lies outside v2's interval; a run at v2's own rate reads as inside it."""
+    from ropewatch_validator.render import html
+
+    for wc, inside in ((40, False), (25, True)):
+        report = make_report(job=20 + wc, model_version="v3", cm=((45 - wc, wc), (3, 55 - wc)))
+        page = html.report_page(
+            report, comparisons=baselines.for_report(store, report, html.kpi_metrics(report), 5)
+        )
+        card = page.split('data-kpi="flips_per_1000"', 1)[1].split('data-compare="own"', 1)[0]
+        assert ("(inside its interval)" in card) is inside
