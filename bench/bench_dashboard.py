@@ -75,7 +75,7 @@ def fill(db: Path, runs: int, versions: int, pool: list[Report]) -> float:
             }
         )
         run = rep.model_copy(update={"source": source, "model_version": version})
-        fired = evaluate(run, ALWAYS, {}) if i % 50 == 49 else []
+        fired = evaluate(run, ALWAYS) if i % 50 == 49 else []
         store.record_run(run, fired, ["ops", "pager"])
     for d in store.pending():
         store.mark_delivery(d.alert_key, d.target, None if d.target == "ops" else "HTTP 503")

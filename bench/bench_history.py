@@ -29,7 +29,16 @@ from ropewatch_validator.render import report as rpt
 from ropewatch_validator.render.model import Report, Source
 from ropewatch_validator.sandbox import synthetic
 
-TABLES = ("runs", "run_classes", "baselines", "alerts", "deliveries", "alembic_version")
+TABLES = (
+    "runs",
+    "run_classes",
+    "baselines",
+    "version_references",
+    "backtest_pairs",
+    "alerts",
+    "deliveries",
+    "alembic_version",
+)
 
 
 def one_report(n_frames: int, persons: float) -> Report:

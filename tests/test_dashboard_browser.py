@@ -75,7 +75,8 @@ def test_model_versions_page(demo, site, browser):
         row = page.locator(f'#versions tr[data-version="{version}"]')
 
         def cell(col, row=row):
-            return row.locator(f'td[data-col="{col}"]').inner_text()
+            cells = row.locator(f'td[data-col="{col}"]')
+            return (cells.locator(".v") if cells.locator(".v").count() else cells).inner_text()
 
         assert cell("det_recall") == f"{tp / refs:.3f}" and cell("det_precision") == f"{tp / preds:.3f}"
         assert cell("flips_per_1000") == f"{flips / refs * 1000:.1f}"
@@ -114,10 +115,19 @@ def test_version_page_labels_and_drill_down_to_a_job_report(demo, site, browser)
     assert page.locator("h1").inner_text().startswith(f"Job {job}")
     f1 = rep["attribute"]["per_class"]["wrong"]["f1"]
     assert page.locator('[data-kpi="f1_wrong"] .value').inner_text() == f"{f1:.3f}"
-    # baseline of the version = median of its first runs (all four): the card shows the difference
-    base = statistics.median(reports[j]["attribute"]["per_class"]["wrong"]["f1"] for j in _jobs_of(NEW))
-    delta = page.locator('[data-kpi="f1_wrong"] .delta').inner_text()
-    assert delta.startswith(f"{f1 - base:+.3f} vs baseline {base:.3f}")
+    # drift: the median of the version's runs before this one (never this run itself)
+    earlier = [reports[j]["attribute"]["per_class"]["wrong"]["f1"] for j in _jobs_of(NEW)[:-1]]
+    base = statistics.median(earlier)
+    own = page.locator('[data-kpi="f1_wrong"] [data-compare="own"]').inner_text()
+    assert own.startswith(
+        f"{f1 - base:+.3f} vs own earlier runs of {NEW} (median of its first 3 earlier runs; drift)"
+    )
+    # the reference: the previous version, its runs pooled (mean F1 over its jobs)
+    ref = statistics.mean(reports[j]["attribute"]["per_class"]["wrong"]["f1"] for j in _jobs_of(OLD))
+    against = page.locator('[data-kpi="f1_wrong"] [data-compare="reference"]').inner_text()
+    assert against.startswith(
+        f"{f1 - ref:+.3f} vs reference {OLD} (previous version; 4 jobs pooled, unpaired): {ref:.3f}"
+    )
     assert page.locator("#worst-frames figure").count() == len(rep["worst_frames"])
     assert seen.problems() == []
 
@@ -296,3 +306,64 @@ def test_the_store_is_shown_without_its_password():
 
     label = connection_label(read_only_engine("postgresql://ropewatch:s3cret-pw@db.internal:5432/history"))
     assert "s3cret-pw" not in label and label.startswith("postgresql+psycopg://ropewatch:***@db.internal")
+
+
+RED, GREEN = "rgb(192, 57, 43)", "rgb(30, 132, 73)"  # --bad, --good of _base.html
+
+
+def test_demo_newer_version_is_worse_on_flips_everywhere(demo, site, browser):
+    """Issue 17, item 5: job 105 of the newer version fired flips-per-1000, yet its page showed the
+    flips in green against a baseline of its own runs (itself included), the versions table showed no
+    change, and report.html said "no baseline yet". Now every page compares it with the previous
+    version, says so in the same words, and shows the worse figure in red."""
+    db, reports = demo
+    old = [reports[j] for j in _jobs_of(OLD)]
+    old_rate = sum(r["errors"]["flip_wrong_to_correct"] for r in old) / sum(
+        r["counts"]["references"] for r in old
+    )
+    job = _jobs_of(NEW)[0]
+    rep = reports[job]
+    rate = rep["errors"]["flip_wrong_to_correct"] / rep["counts"]["references"] * 1000
+    label = f"vs reference {OLD} (previous version; 4 jobs pooled, unpaired): {old_rate * 1000:.1f}"
+
+    def flips_card(page):
+        card = page.locator('[data-kpi="flips_per_1000"] [data-compare="reference"]')
+        assert card.get_attribute("data-verdict") == "worse"
+        assert card.evaluate("e => getComputedStyle(e).color") == RED
+        return card.inner_text()
+
+    # the dashboard's run page, and the alert it names
+    seen = watch(browser)
+    seen.page.goto(site + f"/jobs?version={NEW}")
+    seen.page.locator(f'#jobs tr:has(a.cvat-job:text-is("{job}")) a.report').click()
+    dash = flips_card(seen.page)
+    assert dash.startswith(f"{rate - old_rate * 1000:+.1f} {label} [95% CI ")
+    assert seen.page.locator('#fired [data-rule="flips-per-1000"]').count() == 1
+    f1 = seen.page.locator('[data-kpi="f1_wrong"] [data-compare="reference"]')  # lower F1: never green
+    assert (
+        f1.get_attribute("data-verdict") == "worse" and f1.evaluate("e => getComputedStyle(e).color") == RED
+    )
+    # report.html, written by validate-job before the run was stored: the same comparison, same words
+    file_page = _open(browser, (db.parent / "reports" / f"job-{job}" / "report.html").as_uri())
+    assert flips_card(file_page.page) == dash
+    # the versions table: the newer version against the older, pooled, with an interval excluding 0
+    seen.page.goto(site + "/")
+    cell = seen.page.locator(f'#versions tr[data-version="{NEW}"] td[data-col="flips_per_1000"] .delta')
+    assert (
+        cell.get_attribute("data-verdict") == "worse"
+        and cell.evaluate("e => getComputedStyle(e).color") == RED
+    )
+    new = [reports[j] for j in _jobs_of(NEW)]
+    new_rate = sum(r["errors"]["flip_wrong_to_correct"] for r in new) / sum(
+        r["counts"]["references"] for r in new
+    )
+    text = cell.inner_text()
+    assert text.startswith(f"{(new_rate - old_rate) * 1000:+.1f} vs {OLD} [95% CI ")
+    low = float(text.split("[95% CI ", 1)[1].split("–", 1)[0])
+    assert low > 0  # worse beyond the jobs' spread
+    # the alert text says the same
+    seen.page.goto(site + "/alerts")
+    message = seen.page.locator("#alerts tr", has_text=f"job {job} ").first.inner_text()
+    assert f"vs reference {OLD} (previous version; 4 jobs pooled, unpaired): {old_rate * 1000:.4g}" in message
+    assert message.rstrip().split("\n")[0] and ", worse" in message
+    assert seen.problems() == [] and file_page.problems() == []

@@ -56,11 +56,13 @@ def test_history_filters_and_empty(filled, capsys):
 
 def test_baseline_set_show_clear(filled, capsys):
     assert main(["baseline", "show", "v1", "--db", filled, "--first", "2"]) == 0
-    assert "median of the first 2 runs): runs [1, 2]" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "own baseline of v1 (drift; median of the first 2 runs): runs [1, 2]" in out
+    assert "reference version: none (the first version stored)" in out
     assert main(["baseline", "set", "v1", "--runs", "3", "--db", filled, "--note", "relabelled"]) == 0
     assert main(["baseline", "show", "v1", "--db", filled]) == 0
     out = capsys.readouterr().out
-    assert "(pinned): runs [3]" in out and f"{9 / 106 * 1000:.3f}" in out
+    assert "(drift; pinned): runs [3]" in out and f"{9 / 106 * 1000:.3f}" in out
     assert main(["baseline", "set", "v1", "--runs", "4", "--db", filled]) == 2
     assert "not runs of model version 'v1'" in capsys.readouterr().err
     assert main(["baseline", "clear", "v1", "--db", filled]) == 0

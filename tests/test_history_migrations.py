@@ -12,6 +12,9 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from ropewatch_validator.ops.alerts.delivery import Notifier
+from ropewatch_validator.ops.alerts.rules import Webhook
+from ropewatch_validator.ops.baselines import own_levels
 from ropewatch_validator.ops.history import HistoryError, alembic_config, metadata, normalize_url, open_store
 
 
@@ -125,8 +128,14 @@ def test_store_of_release_0_1_is_upgraded_and_read(history_db, make_report):
     assert old.objects.columns == ["role", "frame", "error"] and old.objects.rows == []  # rows left the DB
     # the pinned baseline, the alert and its pending delivery survive
     assert store.baseline_runs("v1") == ([2], True)
-    assert store.baseline("v1", ["dangerous_flips"]) == {"dangerous_flips": 9}
+    assert own_levels(store, "v1", ["dangerous_flips"]) == {"dangerous_flips": 9}
     assert [(d.alert_key, d.target, d.attempts) for d in store.pending()] == [("k1", "ops", 1)]
+    # 0.1's payload lacks most of an alert: sending it is refused with a reason, and it stays queued
+    result = Notifier([Webhook(name="ops", url="http://127.0.0.1:9/never")]).flush(store)
+    assert result.errors == (
+        "ops: the stored alert is incomplete (written by an older ropewatch) and cannot be sent",
+    )
+    assert [(d.alert_key, d.attempts) for d in store.pending()] == [("k1", 2)]
     # and the upgraded store keeps working
     run_id, created = store.record_run(make_report(job=3, updated="2026-11-05T00:00:00Z"))
     assert created and run_id == 3 and [r["job_id"] for r in store.trend()] == [1, 2, 3]
@@ -165,4 +174,37 @@ def test_stored_report_is_compressed_without_per_object_rows(tmp_path, make_repo
     stored = json.loads(zlib.decompress(blob))
     assert stored["objects"] == {"columns": ["role", "frame"], "rows": []} and len(report.objects.rows) == 106
     assert stored["attribute"] == json.loads(report.to_json())["attribute"]
+    store.close()
+
+
+def test_store_of_release_0_2_gains_reference_pins_and_backtests(history_db, make_report):
+    """Revision 0003 (issue 17, item 5) adds two tables to a 0.2 store and changes no row."""
+    _make_0_1_store(history_db, [_old_report(make_report, 1, 5), _old_report(make_report, 2, 9)])
+    engine = sa.create_engine(normalize_url(history_db))
+    with engine.begin() as conn:
+        command.stamp(alembic_config(conn), "0001")  # what open_store does with a 0.1 store
+        command.upgrade(alembic_config(conn), "0002")  # the store as release 0.2 left it
+        assert not sa.inspect(conn).has_table("version_references")
+    engine.dispose()
+    store = open_store(history_db)
+    with store.engine.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == "0003"
+        assert {"version_references", "backtest_pairs"} <= set(sa.inspect(conn).get_table_names())
+    assert [r["dangerous_flips"] for r in store.trend()] == [5, 9] and store.baseline_runs("v1") == (
+        [2],
+        True,
+    )
+    store.record_run(make_report(job=3, model_version="v2", updated="2026-11-05T00:00:00Z"))
+    store.pin_reference("v2", "v1", note="the release we run")
+    store.add_backtest_pair(
+        "v1", "v2", "backtest.json", 0.01, {"flips_per_1000": {"estimate": 4.0, "low": 1.0, "high": 7.0}}
+    )
+    assert store.pinned_reference("v2") == "v1"
+    # read the other way round, the difference and its interval change sign
+    pair = store.backtest_pair("v2", "v1")
+    assert pair is not None and pair["diffs"]["flips_per_1000"] == {
+        "estimate": -4.0,
+        "low": -7.0,
+        "high": -1.0,
+    }
     store.close()

@@ -11,6 +11,7 @@ import textwrap
 import pytest
 import sqlalchemy as sa
 
+from ropewatch_validator.ops.baselines import own_levels
 from ropewatch_validator.ops.history import HistoryError, JobState, open_store, runs
 from support.alerts import always_fires
 
@@ -66,15 +67,15 @@ def test_baseline_is_median_of_first_runs_or_pinned(history_db, make_report):
     for i, wc in enumerate([5, 1, 9, 30, 30]):  # flips wrong->correct per run
         ids.append(store.record_run(make_report(job=i + 1, cm=((45 - wc, wc), (3, 52))))[0])
     path = "errors.flip_wrong_to_correct"
-    assert store.baseline("v1", [path], first_n=3) == {path: 5}  # median of 5, 1, 9
+    assert own_levels(store, "v1", [path], first_n=3) == {path: 5}  # median of 5, 1, 9
     assert store.baseline_runs("v1", first_n=3) == (ids[:3], False)
     store.pin_baseline("v1", [ids[3], ids[4]], note="after relabel")
-    assert store.baseline("v1", [path], first_n=3) == {path: 30}
+    assert own_levels(store, "v1", [path], first_n=3) == {path: 30}
     assert store.baseline_runs("v1") == (sorted(ids[3:]), True)
-    assert store.baseline("v2", [path]) == {path: None}
+    assert own_levels(store, "v2", [path]) == {path: None}
     with pytest.raises(ValueError, match="not runs of model version 'v2'"):
         store.pin_baseline("v2", [ids[0]])
-    assert store.unpin_baseline("v1") and store.baseline("v1", [path], first_n=3) == {path: 5}
+    assert store.unpin_baseline("v1") and own_levels(store, "v1", [path], first_n=3) == {path: 5}
     store.close()
 
 
@@ -110,7 +111,7 @@ KILL_SCRIPT = textwrap.dedent(
         if statement.lstrip().upper().startswith("INSERT INTO ALERTS"):
             os.kill(os.getpid(), signal.SIGKILL)  # the run row is written, the commit is not
     sa.event.listen(store.engine, "after_cursor_execute", kill)
-    store.record_run(report, evaluate(report, AlertConfig(rules=(rule,)), {}), ["ops"])
+    store.record_run(report, evaluate(report, AlertConfig(rules=(rule,))), ["ops"])
     """
 )
 

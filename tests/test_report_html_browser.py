@@ -68,10 +68,17 @@ def test_kpis_tables_and_baseline_match_report_json(reports, browser):
     assert card("flips_per_1000") == f"{flips:.1f}"
     assert card("det_precision") == f"{det['precision']:.3f}" and card("det_recall") == f"{det['recall']:.3f}"
     assert card("frames_evaluated") == str(rep["counts"]["frames_evaluated"]) == "30"
-    # the baseline of v1 when job 102 was written = the median of its runs so far = job 101's values
-    delta = pc["wrong"]["f1"] - first["attribute"]["per_class"]["wrong"]["f1"]
-    shown = page.locator('[data-kpi="f1_wrong"] .delta').inner_text()
-    assert shown.startswith(f"{delta:+.3f} vs baseline {first['attribute']['per_class']['wrong']['f1']:.3f}")
+    # the own baseline of v1 when job 102 was written = the median of its earlier runs = job 101's values
+    base = first["attribute"]["per_class"]["wrong"]["f1"]
+    shown = page.locator('[data-kpi="f1_wrong"] [data-compare="own"]').inner_text()
+    assert shown.startswith(
+        f"{pc['wrong']['f1'] - base:+.3f} vs own earlier runs of v1 (median of its first 1 earlier run;"
+    )
+    assert shown.endswith(f": {base:.3f}")
+    # one version only: nothing to compare it with, and the page says so
+    assert page.locator('[data-kpi="f1_wrong"] [data-compare="reference"]').inner_text() == (
+        "no reference version yet (the first version stored)"
+    )
 
     # tables are tables: the confusion matrix and the error counts read back as numbers
     cm = rep["attribute"]["confusion_matrix"]
@@ -147,5 +154,6 @@ def test_no_thumbnails_draws_the_boxes_without_frames(tmp_path, browser):
     assert seen.page.locator("#worst-frames a.box").count() == sum(
         len(w["objects"]) for w in rep["worst_frames"]
     )
-    assert seen.page.locator('[data-kpi="f1_wrong"] .delta').inner_text() == "no baseline yet"
+    own = seen.page.locator('[data-kpi="f1_wrong"] [data-compare="own"]')
+    assert own.inner_text() == "no earlier runs of this version yet (drift)"
     assert seen.problems() == []

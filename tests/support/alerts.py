@@ -9,5 +9,5 @@ from ropewatch_validator.render.model import Report
 
 def always_fires(report: Report, rule: str = "r", message: str | None = None) -> list[Alert]:
     config = AlertConfig(rules=(Rule(name=rule, metric="counts.references", op=">=", threshold=0),))
-    alerts = evaluate(report, config, {})
+    alerts = evaluate(report, config)
     return [a.model_copy(update={"message": message}) for a in alerts] if message else alerts

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from ropewatch_validator.cvat.client import Connection
     from ropewatch_validator.cvat.fetch import JobData
+    from ropewatch_validator.evaluation.baseline_stats import Comparisons
     from ropewatch_validator.ops.history import HistoryStore
     from ropewatch_validator.render.model import Report
     from ropewatch_validator.render.thumbs import Thumbnail
@@ -95,11 +96,12 @@ class Reference:
 
 @dataclass(frozen=True)
 class JobResult:
-    """One validated job: its report and what its report.html draws besides (thumbnails, baseline)."""
+    """One validated job: its report and what its report.html draws besides (thumbnails, and the
+    comparisons with the reference version and the version's own earlier runs)."""
 
     report: Report
     thumbnails: Mapping[int, Thumbnail] | None = None
-    baseline: Mapping[str, float | None] | None = None
+    comparisons: Comparisons | None = None
 
 
 class Observer(Protocol):
@@ -256,11 +258,13 @@ def validate_job(
     options: ValidateOptions,
     store: HistoryStore,
     observer: Observer | None = None,
+    baseline_runs: int = 5,
 ) -> JobResult:
     """One job, within ``options.job_deadline_s``: its report, traced with ``options.trace``, and what
-    report.html needs from CVAT and the store (thumbnails of the worst frames, the baseline)."""
+    report.html needs from CVAT and the store (thumbnails of the worst frames, the comparisons; the
+    own baseline is the median of the version's first ``baseline_runs`` earlier runs)."""
     from ropewatch_validator.cvat.frames import job_frame_fetcher
-    from ropewatch_validator.ops.history import model_version_of
+    from ropewatch_validator.ops.baselines import for_report
     from ropewatch_validator.render.html import kpi_metrics
     from ropewatch_validator.render.thumbs import with_crops, worst_frame_thumbnails
     from ropewatch_validator.trace.section import trace_job
@@ -290,9 +294,9 @@ def validate_job(
             versions = trace.model_versions
             version = report.model_version or (versions[0] if len(versions) == 1 else None)
             report = report.with_trace(trace, version)
-        thumbnails, baseline = None, None
+        thumbnails, comparisons = None, None
         if "html" in options.formats:
-            baseline = store.baseline(model_version_of(report), kpi_metrics(report))
+            comparisons = for_report(store, report, kpi_metrics(report), baseline_runs)
             if options.thumbnails:
                 sizes = {
                     int(f): (int(w), int(h))
@@ -304,7 +308,7 @@ def validate_job(
                     sizes,
                     options.frame_workers,
                 )
-    result = JobResult(report, thumbnails, baseline)
+    result = JobResult(report, thumbnails, comparisons)
     observer.validated(result)
     return result
 
@@ -376,7 +380,7 @@ def run_validation(request: ValidateRequest, observer: Observer | None = None) -
     extras: dict[int, JobResult] = {}  # job -> its result, until stage() writes its report folder
 
     def one(job_id: int) -> Report:
-        result = validate_job(conn, job_id, options, store, observer)
+        result = validate_job(conn, job_id, options, store, observer, rules.baseline_runs)
         extras[job_id] = result
         return result.report
 
@@ -387,7 +391,7 @@ def run_validation(request: ValidateRequest, observer: Observer | None = None) -
             options.out / f"job-{report.source.job}",
             options.formats,
             thumbnails=dict(result.thumbnails) if result.thumbnails is not None else None,
-            baseline=dict(result.baseline) if result.baseline is not None else None,
+            comparisons=result.comparisons,
         )
 
     return run_batch(

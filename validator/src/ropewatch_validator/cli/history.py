@@ -1,11 +1,15 @@
-"""`ropewatch history` (trend of stored runs, table and plot) and `ropewatch baseline set|show|clear`."""
+"""`ropewatch history` (trend of stored runs, table and plot) and `ropewatch baseline
+set|show|clear|reference|add-backtest` (the two baselines: ``ops.baselines``)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ropewatch_core.errors import InputError
 
 if TYPE_CHECKING:
     from ropewatch_validator.ops.history import HistoryStore
@@ -75,6 +79,25 @@ def register(subparsers: Any) -> None:
     show = actions.add_parser("show", help="the baseline runs and their median metrics")
     pin = actions.add_parser("set", help="pin runs as the baseline of a model version")
     clear = actions.add_parser("clear", help="unpin: back to the median of the first N runs")
+    ref = actions.add_parser(
+        "reference", help="pin the version a model version is compared with (default: the previous one)"
+    )
+    ref.add_argument("model_version", metavar="MODEL_VERSION")
+    which_ref = ref.add_mutually_exclusive_group(required=True)
+    which_ref.add_argument(
+        "reference", nargs="?", metavar="REFERENCE_VERSION", help="the version to compare with"
+    )
+    which_ref.add_argument("--previous", action="store_true", help="unpin: back to the previous version")
+    ref.add_argument("--note", help="why this reference (stored with it)")
+    _add_db(ref)
+    ref.set_defaults(func=reference_main)
+    add = actions.add_parser(
+        "add-backtest",
+        help="register a `ropewatch backtest` result: its paired differences show beside the pooled ones",
+    )
+    add.add_argument("file", metavar="BACKTEST_JSON")
+    _add_db(add)
+    add.set_defaults(func=add_backtest_main)
     for parser in (show, pin, clear):
         parser.add_argument("model_version", metavar="MODEL_VERSION")
         _add_db(parser)
@@ -103,13 +126,15 @@ def history_main(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from ropewatch_validator.ops.baselines import own_levels
+
     console = Console()
     store = _open(args)
     rows = store.trend(job=args.job, project=args.project, model_version=args.model_version)
     columns = trend_columns(rows)
     baseline = None
     if args.model_version:
-        baseline = store.baseline(args.model_version, [c.metric for c in columns], args.baseline_runs)
+        baseline = own_levels(store, args.model_version, [c.metric for c in columns], args.baseline_runs)
     if not rows:
         console.print("no stored runs match")
         return 0
@@ -132,7 +157,7 @@ def history_main(args: argparse.Namespace) -> int:
     if baseline is not None:
         table.add_section()
         table.add_row(
-            "baseline",
+            "own baseline",
             "",
             "",
             "",
@@ -185,6 +210,8 @@ def plot_trend(
 def baseline_main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from ropewatch_validator.ops.baselines import own_levels, reference_of
+
     console = Console()
     store = _open(args)
     if args.action == "set":
@@ -198,12 +225,44 @@ def baseline_main(args: argparse.Namespace) -> int:
         return 0
     run_ids, pinned = store.baseline_runs(args.model_version, args.first)
     columns = trend_columns(store.trend(model_version=args.model_version))
-    values = store.baseline(args.model_version, [c.metric for c in columns], args.first)
+    values = own_levels(store, args.model_version, [c.metric for c in columns], args.first)
+    reference = reference_of(store, args.model_version)
     if not run_ids:
         console.print(f"no runs of model version {args.model_version} yet")
         return 0
     how = "pinned" if pinned else f"median of the first {args.first} runs"
-    console.print(f"baseline of {args.model_version} ({how}): runs {run_ids}")
+    console.print(f"own baseline of {args.model_version} (drift; {how}): runs {run_ids}")
     for col in columns:
         console.print(f"  {col.heading:>22}: {_fmt(values[col.metric])}")
+    if reference is None:
+        console.print("reference version: none (the first version stored)")
+    else:
+        console.print(f"reference version: {reference[0]} ({reference[1]}; its jobs pooled, unpaired)")
+    return 0
+
+
+def reference_main(args: argparse.Namespace) -> int:
+    store = _open(args)
+    if args.previous:
+        done = store.unpin_reference(args.model_version)
+        print(f"reference of {args.model_version}: {'the previous version' if done else 'was not pinned'}")
+        return 0
+    try:
+        store.pin_reference(args.model_version, args.reference, args.note)
+    except ValueError as exc:  # a version that has no stored runs, or is the version itself
+        raise InputError(str(exc)) from None
+    print(f"reference of {args.model_version} pinned to {args.reference}")
+    return 0
+
+
+def add_backtest_main(args: argparse.Namespace) -> int:
+    from ropewatch_validator.ops.baselines import register_backtest
+
+    try:
+        text = Path(args.file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{args.file}: cannot read ({exc.strerror})") from None
+    pairs = register_backtest(_open(args), args.file, text)
+    for a, b in pairs:
+        print(f"registered the paired backtest of {b} against {a}")
     return 0

@@ -38,7 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--forwarded-allow-ips", default="127.0.0.1", help="proxy addresses (with --behind-proxy)")
     p.add_argument(
-        "--baseline-runs", type=int, default=5, help="unpinned baseline = first N runs (default 5)"
+        "--baseline-runs",
+        type=int,
+        default=5,
+        help="unpinned own (drift) baseline = first N earlier runs (default 5, as in the rules file)",
     )
     p.set_defaults(func=run)
 

@@ -12,8 +12,12 @@ Tables (schema managed by Alembic, ``ops/migrations``; :func:`open_store` upgrad
   zlib-compressed JSON (``report_z``; the full report.json stays where validate-job wrote it).
 - ``run_classes``: precision, recall, F1 and support of each attribute class of a run, named by the
   report's vocabulary (``settings.values``).
-- ``baselines``: pinned baselines (a model version -> the runs whose median is the baseline);
-  without a pin the baseline is the median of the model version's first N runs.
+- ``baselines``: pinned own baselines (a model version -> the runs whose median is its drift baseline);
+  without a pin it is the median of the model version's first N earlier runs.
+- ``version_references``: pinned reference versions (a model version -> the version it is compared
+  with); without a pin it is the previous version by first-seen order (``ops.baselines``).
+- ``backtest_pairs``: registered paired backtests (``ropewatch baseline add-backtest``): per pair of
+  versions, McNemar's p and the paired differences with their intervals.
 - ``alerts``: each alert fired, unique by its idempotency key (host, job, job state, rule).
 - ``deliveries``: one row per (alert, webhook): ``pending`` rows are the outbox, ``sent`` rows
   the ledger that keeps an alert from being sent twice.
@@ -23,9 +27,8 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -104,6 +107,26 @@ baselines = sa.Table(
     sa.Column("run_ids", sa.JSON, nullable=False),
     sa.Column("pinned_at", sa.String(32), nullable=False),
     sa.Column("note", sa.Text),
+)
+
+version_references = sa.Table(
+    "version_references",
+    metadata,
+    sa.Column("model_version", sa.String(256), primary_key=True),
+    sa.Column("reference_version", sa.String(256), nullable=False),
+    sa.Column("pinned_at", sa.String(32), nullable=False),
+    sa.Column("note", sa.Text),
+)
+
+backtest_pairs = sa.Table(
+    "backtest_pairs",
+    metadata,
+    sa.Column("version_a", sa.String(256), primary_key=True),  # the baseline
+    sa.Column("version_b", sa.String(256), primary_key=True),  # the candidate
+    sa.Column("added_at", sa.String(32), nullable=False),
+    sa.Column("source", sa.Text, nullable=False),  # the backtest file's name and what it scored
+    sa.Column("mcnemar_p", sa.Float),
+    sa.Column("diffs", sa.JSON, nullable=False),  # metric path -> {estimate, low, high}, b - a
 )
 
 alerts = sa.Table(
@@ -359,6 +382,11 @@ class HistoryStore:
         with self._connect(write=False) as conn:
             return self._run_id(conn, state) is not None
 
+    def run_id(self, state: JobState) -> int | None:
+        """The id of the stored run of ``state`` (None: not stored)."""
+        with self._connect(write=False) as conn:
+            return self._run_id(conn, state)
+
     @staticmethod
     def _run_id(conn: Connection, state: JobState) -> int | None:
         return conn.execute(
@@ -492,18 +520,6 @@ class HistoryStore:
             )
             return [int(i) for i in first.scalars()], False
 
-    def baseline(
-        self, model_version: str, paths: Sequence[str], first_n: int = DEFAULT_BASELINE_RUNS
-    ) -> dict[str, float | None]:
-        """Median of each metric over the baseline runs; None where no run has the metric."""
-        run_ids, _ = self.baseline_runs(model_version, first_n)
-        reports = self.reports(run_ids) if run_ids else []
-        out: dict[str, float | None] = {}
-        for path in paths:
-            values = [v for v in (r.metric(path) for r in reports) if v is not None]
-            out[path] = statistics.median(values) if values else None
-        return out
-
     def pin_baseline(self, model_version: str, run_ids: Sequence[int], note: str | None = None) -> None:
         with self._connect(write=True) as conn:
             found = set(
@@ -531,6 +547,90 @@ class HistoryStore:
                 conn.execute(sa.delete(baselines).where(baselines.c.model_version == model_version)).rowcount
                 > 0
             )
+
+    # -- reference versions and backtests -------------------------------------------------------
+    def versions_first_seen(self) -> list[str]:
+        """Model versions in the order their first run was stored."""
+        query = (
+            sa.select(runs.c.model_version)
+            .group_by(runs.c.model_version)
+            .order_by(sa.func.min(runs.c.recorded_at), sa.func.min(runs.c.id))
+        )
+        with self._connect(write=False) as conn:
+            return [r[0] for r in conn.execute(query)]
+
+    def pinned_reference(self, model_version: str) -> str | None:
+        with self._connect(write=False) as conn:
+            return conn.execute(
+                sa.select(version_references.c.reference_version).where(
+                    version_references.c.model_version == model_version
+                )
+            ).scalar_one_or_none()
+
+    def pin_reference(self, model_version: str, reference: str, note: str | None = None) -> None:
+        """Compare ``model_version`` with ``reference`` instead of the previous version."""
+        if reference == model_version:
+            raise ValueError(f"a version cannot be its own reference ({model_version!r})")
+        known = set(self.versions_first_seen())
+        unknown = [v for v in (model_version, reference) if v not in known]
+        if unknown:
+            raise ValueError(f"no stored runs of model version {unknown[0]!r}")
+        with self._connect(write=True) as conn:
+            conn.execute(
+                sa.delete(version_references).where(version_references.c.model_version == model_version)
+            )
+            conn.execute(
+                sa.insert(version_references).values(
+                    model_version=model_version, reference_version=reference, pinned_at=utc_now(), note=note
+                )
+            )
+
+    def unpin_reference(self, model_version: str) -> bool:
+        with self._connect(write=True) as conn:
+            query = sa.delete(version_references).where(version_references.c.model_version == model_version)
+            return conn.execute(query).rowcount > 0
+
+    def add_backtest_pair(
+        self, a: str, b: str, source: str, mcnemar_p: float | None, diffs: Mapping[str, Mapping[str, float]]
+    ) -> None:
+        """Register (or replace) the paired backtest of candidate ``b`` against baseline ``a``."""
+        with self._connect(write=True) as conn:
+            conn.execute(
+                sa.delete(backtest_pairs).where(
+                    backtest_pairs.c.version_a == a, backtest_pairs.c.version_b == b
+                )
+            )
+            conn.execute(
+                sa.insert(backtest_pairs).values(
+                    version_a=a,
+                    version_b=b,
+                    added_at=utc_now(),
+                    source=source,
+                    mcnemar_p=mcnemar_p,
+                    diffs=dict(diffs),
+                )
+            )
+
+    def backtest_pair(self, a: str, b: str) -> dict[str, Any] | None:
+        """The registered backtest of ``b`` against ``a`` (either order stored), as b − a."""
+        with self._connect(write=False) as conn:
+            for first, second, sign in ((a, b, 1.0), (b, a, -1.0)):
+                row = conn.execute(
+                    sa.select(backtest_pairs).where(
+                        backtest_pairs.c.version_a == first, backtest_pairs.c.version_b == second
+                    )
+                ).first()
+                if row is not None:
+                    diffs = {
+                        k: {
+                            "estimate": sign * v["estimate"],
+                            "low": sign * (v["low"] if sign > 0 else v["high"]),
+                            "high": sign * (v["high"] if sign > 0 else v["low"]),
+                        }
+                        for k, v in row.diffs.items()
+                    }
+                    return {"source": row.source, "mcnemar_p": row.mcnemar_p, "diffs": diffs}
+        return None
 
     # -- alert outbox -----------------------------------------------------------------------
     def pending(self) -> list[Delivery]:

@@ -7,13 +7,14 @@ is the same template whether written by validate-job or served by ``ropewatch se
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
 import jinja2
 
+from ropewatch_validator.evaluation.baseline_stats import Better, Change, Comparisons
 from ropewatch_validator.render import links, svg
 from ropewatch_validator.render.model import Report
 from ropewatch_validator.render.thumbs import Thumbnail, region
@@ -68,30 +69,25 @@ def render(template: str, **context: Any) -> str:
 # ---------------------------------------------------------------------------------------- KPIs
 @dataclass(frozen=True)
 class Kpi:
+    """A header card: the value, and its change against each baseline (``evaluation.baseline_stats``)."""
+
     key: str  # the card's data-kpi attribute
     title: str
     value: float | int | None
     metric: str  # the history metric (dotted path into report.json, or a derived name)
-    better: str = "higher"  # which direction is good, for colouring the change
-    baseline: float | None = None
+    better: Better = Better.HIGHER  # which direction is good, for colouring the change
+    reference: Change | None = None  # against the reference version (pooled, unpaired)
+    own: Change | None = None  # against the version's own earlier runs (drift)
 
     @property
-    def delta(self) -> float | None:
-        if self.baseline is None or self.value is None:
-            return None
-        return float(self.value) - self.baseline
-
-    @property
-    def worse(self) -> bool:
-        d = self.delta
-        return d is not None and (d < 0 if self.better == "higher" else d > 0)
+    def digits(self) -> int:
+        return 1 if self.key == "flips_per_1000" else 3
 
 
-def kpis(report: Report, baseline: Mapping[str, float | None] | None = None) -> list[Kpi]:
-    """The header cards; ``baseline`` maps a card's ``metric`` to the model version's baseline."""
+def kpis(report: Report, comparisons: Comparisons | None = None) -> list[Kpi]:
+    """The header cards, each compared with both baselines of ``comparisons`` when given."""
     per_class, det, values = report.attribute.per_class, report.detection, report.settings.values
     safe = "/".join(v for v in values if v != report.settings.unsafe)
-    base = baseline or {}
     cards = [
         Kpi(f"f1_{v}", f"F1 {v}", per_class[v].f1, f"attribute.per_class.{v}.f1")
         for v in values
@@ -103,12 +99,19 @@ def kpis(report: Report, baseline: Mapping[str, float | None] | None = None) -> 
             f"{report.settings.unsafe}→{safe} flips per 1,000 persons",
             report.per_1000(report.dangerous_flips()),
             "dangerous_flips_per_1000",
-            better="lower",
+            better=Better.LOWER,
         ),
         Kpi("det_precision", "detection precision", det.precision, "detection.precision"),
         Kpi("det_recall", "detection recall", det.recall, "detection.recall"),
     ]
-    cards = [Kpi(c.key, c.title, c.value, c.metric, c.better, base.get(c.metric)) for c in cards]
+    if comparisons is not None:
+        cards = [
+            replace(c, reference=ref, own=own)
+            for c in cards
+            for ref, own in [
+                comparisons.changes(c.metric, None if c.value is None else float(c.value), c.better)
+            ]
+        ]
     frames = report.counts.frames_evaluated
     return [*cards, Kpi("frames_evaluated", "frames evaluated", frames, "counts.frames_evaluated")]
 
@@ -212,19 +215,22 @@ def report_page(
     report: Report,
     *,
     thumbnails: Mapping[int, Thumbnail] | None = None,
-    baseline: Mapping[str, float | None] | None = None,
+    comparisons: Comparisons | None = None,
     trace_figures: Mapping[str, str] | None = None,
     nav: bool = False,
+    fired: Sequence[str] = (),
 ) -> str:
-    """report.html. ``thumbnails`` by frame (worst frames), ``baseline`` by history metric,
-    ``trace_figures`` (title → base64 PNG) for ``--logs``; ``nav`` adds the dashboard's menu."""
+    """report.html. ``thumbnails`` by frame (worst frames), ``comparisons`` with both baselines,
+    ``trace_figures`` (title → base64 PNG) for ``--logs``; ``nav`` adds the dashboard's menu, ``fired``
+    names the alert rules the run fired (the dashboard's run page)."""
     src = report.source
     return render(
         "report.html",
         report=report,
         src=src,
-        kpis=kpis(report, baseline),
-        has_baseline=baseline is not None,
+        kpis=kpis(report, comparisons),
+        has_baseline=comparisons is not None,
+        fired=list(fired),
         frames=frame_views(report, thumbnails),
         objects=object_table(report),
         pr=pr_chart(report),

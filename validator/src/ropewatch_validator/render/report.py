@@ -19,6 +19,7 @@ import pandas as pd
 from ropewatch_core.files import atomic_write
 from ropewatch_core.jsonio import utc_iso
 from ropewatch_validator.evaluation import measure, patterns
+from ropewatch_validator.evaluation.baseline_stats import Comparisons
 from ropewatch_validator.evaluation.match import Settings
 from ropewatch_validator.render import html, trace_html
 from ropewatch_validator.render.model import SCHEMA_VERSION, ObjectRows, Report, Source
@@ -190,12 +191,14 @@ def markdown(report: Report) -> str:
 def html_page(
     report: Report,
     thumbnails: dict[int, Thumbnail] | None = None,
-    baseline: dict[str, float | None] | None = None,
+    comparisons: Comparisons | None = None,
 ) -> str:
     """The self-contained report.html (``render.html``): KPI cards, tables, worst frames, objects, and
     with ``--logs`` the calibration figures and the most-confident-mistakes panel."""
     trace_figures = trace_html.figures(report.trace.model_dump()) if report.trace else None
-    return html.report_page(report, thumbnails=thumbnails, baseline=baseline, trace_figures=trace_figures)
+    return html.report_page(
+        report, thumbnails=thumbnails, comparisons=comparisons, trace_figures=trace_figures
+    )
 
 
 def to_json(report: Report) -> str:
@@ -240,7 +243,7 @@ def stage(
     formats: tuple[str, ...] = FORMATS,
     *,
     thumbnails: dict[int, Thumbnail] | None = None,
-    baseline: dict[str, float | None] | None = None,
+    comparisons: Comparisons | None = None,
 ) -> StagedReports:
     """Render every format into a hidden folder beside ``out_dir``; nothing is left on failure."""
     out_dir = Path(out_dir)
@@ -251,7 +254,7 @@ def stage(
     render = {
         "json": to_json,
         "md": markdown,
-        "html": lambda r: html_page(r, thumbnails, baseline),
+        "html": lambda r: html_page(r, thumbnails, comparisons),
     }
     try:
         for fmt in formats:

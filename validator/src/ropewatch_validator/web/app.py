@@ -29,6 +29,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from ropewatch_validator.ops import baselines
 from ropewatch_validator.ops.history import DEFAULT_BASELINE_RUNS, HistoryStore, normalize_url
 from ropewatch_validator.render import html, svg
 from ropewatch_validator.render.model import Report
@@ -95,7 +96,12 @@ class Dashboard:
         with self.conn() as conn:
             rows = queries.versions(conn)
             names = queries.classes(conn)
-        return self.page("dash_versions.html", versions=rows, classes=names)
+        metrics = queries.version_metrics(names)
+        changes = {
+            r["model_version"]: baselines.version_changes(self.store, r["model_version"], metrics)
+            for r in rows
+        }
+        return self.page("dash_versions.html", versions=rows, classes=names, changes=changes)
 
     def trend(self, request: Request) -> Response:
         version = request.query_params.get("version", "")
@@ -171,8 +177,12 @@ class Dashboard:
         if row is None:
             return self.page("dash_missing.html", status=404, what=f"run {run_id}")
         report = Report.model_validate(row["report"])
-        baseline = self.store.baseline(row["model_version"], html.kpi_metrics(report), self.baseline_runs)
-        return HTMLResponse(html.report_page(report, baseline=baseline, nav=True))
+        compared = baselines.comparisons(
+            self.store, row["model_version"], html.kpi_metrics(report), self.baseline_runs, before_run=run_id
+        )
+        with self.conn() as conn:
+            fired = queries.run_alerts(conn, run_id)
+        return HTMLResponse(html.report_page(report, comparisons=compared, nav=True, fired=fired))
 
     def alerts(self, request: Request) -> Response:
         with self.conn() as conn:

@@ -120,6 +120,18 @@ def versions(conn: Connection) -> list[dict[str, Any]]:
     return out
 
 
+def version_metrics(names: Sequence[str]) -> list[str]:
+    """The history metrics of the versions table's columns, compared with each version's reference."""
+    return ["detection.recall", "detection.precision", *(f"attribute.per_class.{c}.f1" for c in names)] + [
+        "dangerous_flips_per_1000"
+    ]
+
+
+def run_alerts(conn: Connection, run_id: int) -> list[str]:
+    """The alert rules one run fired (its report page names them)."""
+    return _alerts_of_runs(conn, [run_id]).get(run_id, [])
+
+
 def _alerts_of_runs(conn: Connection, run_ids: Sequence[int]) -> dict[int, list[str]]:
     if not run_ids:
         return {}

@@ -18,6 +18,8 @@ Rules come from a small TOML (or YAML) file::
     metric = "attribute.per_class.wrong.recall"
     drop_vs_baseline = 0.05                   # fires when baseline - value > 0.05
                                               # (rise_vs_baseline: when value - baseline > it)
+    baseline = "reference"                    # or "own" (default): which baseline (ops.baselines)
+    significance = true                       # only when the run's 95% CI excludes the baseline
 
 ``metric`` is a dotted path to a number of the typed report (checked when the file is read) or a
 derived figure: ``dangerous_flips``, ``dangerous_flips_per_1000``, ``flips_<ref>_to_<pred>_per_1000``.
@@ -39,8 +41,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError, field_validator
 
 from ropewatch_core.errors import InputError
+from ropewatch_validator.evaluation.baseline_stats import Change, Comparisons, Interval, Kind
 from ropewatch_validator.ops.alerts import messages
 from ropewatch_validator.ops.alerts.model import Alert, Format, Op
+from ropewatch_validator.ops.baselines import (
+    better_of,
+    comparable,
+    for_report,
+    interval_supported,
+    run_interval,
+)
 from ropewatch_validator.ops.history import HistoryStore, JobState, job_state, model_version_of, updated_part
 from ropewatch_validator.render.model import Report, check_metric
 
@@ -70,6 +80,15 @@ class Rule(_Entry):
     min_support: int = 0
     support: str | None = None
     fire_on_null: StrictBool = False  # fire when the metric is null (e.g. no matched pair has a value)
+    baseline: Kind = Kind.OWN  # drop/rise against the version's own earlier runs, or its reference
+    significance: StrictBool = False  # drop/rise only when the run's 95% interval excludes the baseline
+
+    @field_validator("baseline", mode="before")
+    @classmethod
+    def _known_baseline(cls, value: Any) -> Any:
+        if value not in {k.value for k in Kind}:
+            raise ValueError(f"baseline must be one of {', '.join(k.value for k in Kind)}")
+        return value
 
     @field_validator("op", mode="before")
     @classmethod
@@ -98,6 +117,15 @@ class Rule(_Entry):
             return "give exactly one of op+threshold, drop_vs_baseline, rise_vs_baseline"
         if kinds[0] and (self.op is None or self.threshold is None):
             return f"op must be one of {', '.join(o.value for o in Op)} with a numeric threshold"
+        if self.significance and not self.uses_baseline:
+            return "significance applies to drop_vs_baseline / rise_vs_baseline rules"
+        if self.significance and not interval_supported(self.metric):
+            return (
+                f"significance needs a per-run interval, which {self.metric} has none of (flips per 1,000, "
+                "per-class precision/recall/f1, accuracy, detection precision/recall have one)"
+            )
+        if self.uses_baseline and self.baseline is Kind.REFERENCE and not comparable(self.metric):
+            return f"baseline = 'reference' needs a metric the history keeps per run, not {self.metric}"
         for path in (self.metric, self.support_path()):
             problem = check_metric(path)
             if problem:
@@ -145,10 +173,6 @@ class AlertConfig:
     webhooks: tuple[Webhook, ...] = ()
     baseline_runs: int = 5
     report_url: str | None = None
-
-    @property
-    def baseline_metrics(self) -> list[str]:
-        return sorted({r.metric for r in self.rules if r.uses_baseline})
 
 
 def _build(cls: type[_Entry], entry: Any, where: str) -> Any:
@@ -219,12 +243,17 @@ def alert_key(state: JobState, rule: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
-def _compare(rule: Rule, value: float, base: float | None) -> tuple[float | None, str] | None:
-    """(limit, how) when ``value`` breaks ``rule`` against its threshold or ``base``, else None."""
+def _compare(
+    rule: Rule, value: float, base: float | None, ci: Interval | None
+) -> tuple[float | None, str] | None:
+    """(limit, how) when ``value`` breaks ``rule`` against its threshold or ``base``, else None; with
+    ``significance``, a drop (rise) also needs the run's interval ``ci`` wholly below (above) ``base``."""
     if rule.op is not None and rule.threshold is not None:
         return (rule.threshold, rule.op.value) if rule.op.holds(value, rule.threshold) else None
     if base is None:
         return None  # no baseline yet for this model version
+    if rule.significance and (ci is None or not ci.excludes(base)):
+        return None  # within the run's own uncertainty
     if rule.drop_vs_baseline is not None:
         if base - value <= rule.drop_vs_baseline:
             return None
@@ -236,9 +265,24 @@ def _compare(rule: Rule, value: float, base: float | None) -> tuple[float | None
     return base + rule.rise_vs_baseline, how
 
 
-def evaluate(report: Report, config: AlertConfig, baseline: Mapping[str, float | None]) -> list[Alert]:
-    """Alerts that ``report`` fires; low support never fires, and a null metric only fires a rule
-    with ``fire_on_null``."""
+def described(change: Change | None) -> str | None:
+    """A comparison in the words the dashboard uses: ``vs <label>: <value> [<CI>]: worse``."""
+    if change is None or change.base is None:
+        return None
+    base = change.base
+    ci = f" [95% CI {messages.fmt(base.ci.low)}–{messages.fmt(base.ci.high)}]" if base.ci else ""
+    line = f"vs {change.baseline.label}: {messages.fmt(base.value)}{ci}, {change.verdict}"
+    if change.paired is not None:
+        p = change.paired
+        pci = f" [95% CI {messages.fmt(p.ci.low)}–{messages.fmt(p.ci.high)}]" if p.ci else ""
+        line += f"; paired backtest {p.estimate:+.4g}{pci}"
+    return line
+
+
+def evaluate(report: Report, config: AlertConfig, comparisons: Comparisons | None = None) -> list[Alert]:
+    """Alerts that ``report`` fires against its ``comparisons`` (none: no baseline yet); low support
+    never fires, and a null metric only fires a rule with ``fire_on_null``. Every alert names its
+    comparison: the rule's baseline, or for a threshold rule the reference version."""
     state = job_state(report)
     source = report.source
     version = model_version_of(report)
@@ -247,7 +291,12 @@ def evaluate(report: Report, config: AlertConfig, baseline: Mapping[str, float |
     for rule in config.rules:
         value = report.metric(rule.metric)
         support = report.metric(rule.support_path())
-        base = baseline.get(rule.metric) if rule.uses_baseline else None
+        ref, own = (
+            comparisons.changes(rule.metric, value, better_of(rule.metric)) if comparisons else (None, None)
+        )
+        change = own if rule.uses_baseline and rule.baseline is Kind.OWN else ref
+        base = change.base.value if change is not None and change.base is not None else None
+        ci = run_interval(report, rule.metric) if rule.significance else None
         if value is None:
             if not rule.fire_on_null:
                 continue
@@ -255,7 +304,7 @@ def evaluate(report: Report, config: AlertConfig, baseline: Mapping[str, float |
         elif (support or 0) < rule.min_support:
             continue
         else:
-            compared = _compare(rule, value, base)
+            compared = _compare(rule, value, base if rule.uses_baseline else None, ci)
             if compared is None:
                 continue
             limit, how = compared
@@ -268,6 +317,9 @@ def evaluate(report: Report, config: AlertConfig, baseline: Mapping[str, float |
                 comparison=how,
                 threshold=limit,
                 baseline=base,
+                baseline_label=change.baseline.label if change is not None and base is not None else None,
+                baseline_ci=_pair(change.base.ci) if change is not None and change.base is not None else None,
+                value_ci=_pair(ci),
                 support=support,
                 min_support=rule.min_support,
                 host=state.host,
@@ -278,24 +330,36 @@ def evaluate(report: Report, config: AlertConfig, baseline: Mapping[str, float |
                 model_version=version,
                 report_url=config.report_url.format(**links) if config.report_url else None,
                 message=messages.text(
-                    rule.name, rule.metric, value, how, limit, state.job_id, source.task, version
+                    rule.name,
+                    rule.metric,
+                    value,
+                    how,
+                    limit,
+                    state.job_id,
+                    source.task,
+                    version,
+                    described(change),
                 ),
             )
         )
     return fired
 
 
+def _pair(ci: Interval | None) -> tuple[float, float] | None:
+    return None if ci is None else (ci.low, ci.high)
+
+
 def record_and_queue(
     store: HistoryStore, report: Report, config: AlertConfig, targets: Sequence[str]
 ) -> tuple[list[Alert], bool]:
-    """Evaluate a report against its model version's baseline (taken before this run is added),
-    then store the run and queue its alerts for every target in one transaction.
+    """Evaluate a report against its baselines (taken before this run is added: a run is never part
+    of its own), then store the run and queue its alerts for every target in one transaction.
 
     Returns (alerts fired, run newly stored). A job state stored before fires the same alerts,
     but they are not queued again.
     """
-    metrics = config.baseline_metrics
-    baseline = store.baseline(model_version_of(report), metrics, config.baseline_runs) if metrics else {}
-    fired = evaluate(report, config, baseline)
+    metrics = sorted({r.metric for r in config.rules})
+    comparisons = for_report(store, report, metrics, config.baseline_runs) if metrics else None
+    fired = evaluate(report, config, comparisons)
     _, created = store.record_run(report, fired, targets)
     return fired, created

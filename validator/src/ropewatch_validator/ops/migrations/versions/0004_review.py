@@ -3,7 +3,7 @@ for which (host, job, object, disagreement), and whether it resolved it since; `
 attribute value ``ropewatch annotate fill`` wrote on each shape (what makes a re-run skip it).
 
 Revision ID: 0004
-Revises: 0002 (the lead re-chains it after 0003 at merge time)
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
