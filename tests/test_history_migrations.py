@@ -188,7 +188,7 @@ def test_store_of_release_0_2_gains_reference_pins_and_backtests(history_db, mak
     engine.dispose()
     store = open_store(history_db)
     with store.engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0003"
+        assert MigrationContext.configure(conn).get_current_revision() == head()
         assert {"version_references", "backtest_pairs"} <= set(sa.inspect(conn).get_table_names())
     assert [r["dangerous_flips"] for r in store.trend()] == [5, 9] and store.baseline_runs("v1") == (
         [2],
