@@ -24,9 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="open CVAT issues where the model and the people disagree",
         description=__doc__.splitlines()[0],
     )
-    p.add_argument(
-        "--report", type=Path, required=True, help="report.json of the job (validate-job --out DIR/job-N)"
-    )
+    p.add_argument("--report", type=Path, help="report.json of the job (validate-job --out DIR/job-N)")
     p.add_argument(
         "--types",
         help="comma-separated disagreements: flip_<label>_to_<model>, missed_<value> (default: the unsafe "
@@ -46,6 +44,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--db", help="history store (default $ROPEWATCH_DB or ~/.local/share/ropewatch/...)")
     add_connection_arguments(p)
     p.set_defaults(func=run)
+    sub = p.add_subparsers(dest="review_command", metavar="ACTION")
+    s = sub.add_parser(
+        "sample",
+        help="draw a stratified sample of a task's frames and create its Ground Truth job on them",
+        description="Stratified sample of a task's frames for a GT job (see docs/cvat-loop.md).",
+    )
+    s.add_argument("--task", type=int, required=True, help="the CVAT task")
+    s.add_argument("--size", type=int, required=True, help="frames to draw")
+    s.add_argument(
+        "--traced", type=Path, nargs="*", default=[], metavar="REPORT",
+        help="report.json files of the task's jobs validated with --logs: they decide the strata",
+    )  # fmt: skip
+    s.add_argument("--uncertain-share", type=float, default=0.4, help="share of frames with P near thr (0.4)")
+    s.add_argument("--filter-share", type=float, default=0.2, help="share of filter-decided frames (0.2)")
+    s.add_argument("--band", type=float, default=0.1, help="|P - thr| <= band is uncertain (0.1)")
+    s.add_argument("--seed", type=int, help="random seed (default: fresh entropy)")
+    s.add_argument("--dry-run", action="store_true", help="print the frames; create no job, store nothing")
+    s.add_argument("--db", help="history store (default $ROPEWATCH_DB or ~/.local/share/ropewatch/...)")
+    add_connection_arguments(s)
+    s.set_defaults(func=run_sample)
+    e = sub.add_parser(
+        "estimate",
+        help="task-level estimates (Horvitz-Thompson) from the GT job's validation",
+        description="Weighted estimates for the whole task from validate-job --gt-job reports.",
+    )
+    e.add_argument(
+        "reports", type=Path, nargs="+", metavar="REPORT", help="report.json of each job of the task"
+    )
+    e.add_argument("--db", help="history store holding the sample")
+    e.add_argument("--format", choices=("text", "json"), default="text")
+    e.set_defaults(func=run_estimate)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         problem = f"--max must be 0 or more, got {args.max_new}"
     if not (math.isfinite(args.confident) and 0.5 <= args.confident <= 1.0):
         problem = f"--confident must be in [0.5, 1], got {args.confident}"
+    if args.report is None:
+        problem = "give --report REPORT.json (or an action: sample, estimate)"
     if problem:
         raise InputError(problem)
     report = app.load_report(args.report)
@@ -107,3 +138,65 @@ def _print(result: Result, job: int, dry_run: bool) -> None:
         f"{'would resolve' if dry_run else 'resolved'} {resolved}, already open {len(plan.kept)}, "
         f"left by --max {plan.over_max}"
     )
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from ropewatch_validator.app import sample as app
+    from ropewatch_validator.app.review import load_report
+    from ropewatch_validator.cvat.fetch import connect_from_args
+    from ropewatch_validator.ops.history import open_store
+
+    problem = check_connection_arguments(args)
+    if problem:
+        raise InputError(problem)
+    design = app.Design(args.size, args.uncertain_share, args.filter_share, args.band, args.seed)
+    design.check()
+    reports = [load_report(p) for p in args.traced]
+    store = open_store(args.db)
+    try:
+        result = app.sample(connect_from_args(args), store, args.task, reports, design, dry_run=args.dry_run)
+    finally:
+        store.close()
+    for h, (big_n, n) in result.strata.items():
+        print(f"{h:10} {n:>6} of {big_n:>6} frames  inclusion probability {n / big_n if big_n else 0:.4f}")
+    print("frames: " + " ".join(str(f.frame) for f in result.frames))
+    if result.gt_job_id is None:
+        print(f"task {result.task_id}: would create a Ground Truth job on {len(result.frames)} frames")
+    else:
+        print(f"task {result.task_id}: Ground Truth job {result.gt_job_id} on {len(result.frames)} frames")
+    return 0
+
+
+def run_estimate(args: argparse.Namespace) -> int:
+    import json
+
+    from ropewatch_validator.app import sample as app
+    from ropewatch_validator.app.review import load_report
+    from ropewatch_validator.ops.history import open_store
+
+    reports = [load_report(p) for p in args.reports]
+    store = open_store(args.db)
+    try:
+        result = app.estimate(store, reports)
+    finally:
+        store.close()
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+        return 0
+
+    def show(name: str, e: dict) -> None:
+        if e["value"] is None:
+            print(f"{name:28} -")
+            return
+        ci = "" if e["se"] is None else f"  95% CI [{e['low']:.4f}, {e['high']:.4f}]  se {e['se']:.4f}"
+        print(f"{name:28} {e['value']:.4f}{ci}")
+
+    print(
+        f"task {result['task']}: {result['frames_sampled']} of {result['frames_in_task']} frames sampled "
+        f"(GT job {result['gt_job']}); estimates for the whole task:"
+    )
+    show("dangerous flips per 1,000", result["dangerous_flips_per_1000"])
+    for c, m in result["per_class"].items():
+        show(f"recall {c}", m["recall"])
+        show(f"F1 {c}", m["f1"])
+    return 0

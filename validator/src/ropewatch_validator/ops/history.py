@@ -125,8 +125,8 @@ deliveries = sa.Table(
     sa.Column("sent_at", sa.String(32)),
 )
 
-# The CVAT loop (issue 19; migration 0004): the review issues ropewatch opened in CVAT, and the jobs
-# the attribute values ``annotate fill`` wrote. Their queries live in ops/loop_store.py.
+# The CVAT loop (issue 19; migration 0004): the review issues ropewatch opened in CVAT, the attribute
+# values ``annotate fill`` wrote, the frames ``review sample`` drew. Queries: ops/loop_store.py.
 review_issues = sa.Table(
     "review_issues",
     metadata,
@@ -154,6 +154,20 @@ filled_shapes = sa.Table(  # ropewatch annotate fill: the value it wrote on each
     sa.Column("model_version", sa.String(256)),
     sa.Column("request_id", sa.String(128)),
     sa.Column("filled_at", sa.String(32), nullable=False),
+)
+
+sample_frames = sa.Table(  # ropewatch review sample: the frames of a task's GT job and their design
+    "sample_frames",
+    metadata,
+    sa.Column("host", sa.String(512), primary_key=True),
+    sa.Column("task_id", sa.Integer, primary_key=True),
+    sa.Column("frame", sa.Integer, primary_key=True),
+    sa.Column("stratum", sa.String(32), nullable=False),
+    sa.Column("stratum_frames", sa.Integer, nullable=False),  # N_h: the stratum's frames in the task
+    sa.Column("stratum_drawn", sa.Integer, nullable=False),  # n_h: drawn from it
+    sa.Column("inclusion_prob", sa.Float, nullable=False),  # n_h / N_h
+    sa.Column("gt_job_id", sa.Integer, nullable=False),
+    sa.Column("drawn_at", sa.String(32), nullable=False),
 )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from ropewatch_validator.ops.history import HistoryStore, filled_shapes, review_issues, utc_now
+from ropewatch_validator.ops.history import HistoryStore, filled_shapes, review_issues, sample_frames, utc_now
 
 
 @dataclass(frozen=True)
@@ -104,3 +104,54 @@ def remember_filled(store: HistoryStore, host: str, job_id: int, rows: list[Fill
                     for r in rows
                 ],
             )
+
+
+@dataclass(frozen=True)
+class SampledFrame:
+    frame: int
+    stratum: str
+    stratum_frames: int  # N_h
+    stratum_drawn: int  # n_h
+
+    @property
+    def inclusion_prob(self) -> float:
+        return self.stratum_drawn / self.stratum_frames
+
+
+def remember_sample(
+    store: HistoryStore, host: str, task_id: int, gt_job_id: int, frames: list[SampledFrame]
+) -> None:
+    """The design of the task's GT job, in one transaction (a task has one GT job: a new one replaces it)."""
+    t = sample_frames
+    now = utc_now()
+    with store._connect(write=True) as conn:
+        conn.execute(sa.delete(t).where(t.c.host == host.rstrip("/"), t.c.task_id == task_id))
+        conn.execute(
+            sa.insert(t),
+            [
+                {
+                    "host": host.rstrip("/"),
+                    "task_id": task_id,
+                    "frame": f.frame,
+                    "stratum": f.stratum,
+                    "stratum_frames": f.stratum_frames,
+                    "stratum_drawn": f.stratum_drawn,
+                    "inclusion_prob": f.inclusion_prob,
+                    "gt_job_id": gt_job_id,
+                    "drawn_at": now,
+                }
+                for f in frames
+            ],
+        )
+
+
+def stored_sample(store: HistoryStore, host: str, task_id: int) -> tuple[int | None, list[SampledFrame]]:
+    """(GT job id, its sampled frames) of a task, or (None, []) when ropewatch drew none."""
+    t = sample_frames
+    query = sa.select(t).where(t.c.host == host.rstrip("/"), t.c.task_id == task_id).order_by(t.c.frame)
+    with store._connect(write=False) as conn:
+        rows = list(conn.execute(query))
+    frames = [
+        SampledFrame(int(r.frame), r.stratum, int(r.stratum_frames), int(r.stratum_drawn)) for r in rows
+    ]
+    return (int(rows[0].gt_job_id) if rows else None), frames

@@ -48,6 +48,7 @@ OBJECT_COLUMNS = (
     "y1",
     "x2",
     "y2",
+    "stage",  # filter | expert: who decided (review sample's strata read it)
 )
 TOP_MISTAKES = 8
 MISTAKE_FIELDS = (

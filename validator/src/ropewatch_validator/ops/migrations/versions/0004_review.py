@@ -1,6 +1,8 @@
 """The CVAT loop (issue 19): ``review_issues`` remembers each review issue ropewatch opened in CVAT,
 for which (host, job, object, disagreement), and whether it resolved it since; ``filled_shapes`` the
-attribute value ``ropewatch annotate fill`` wrote on each shape (what makes a re-run skip it).
+attribute value ``ropewatch annotate fill`` wrote on each shape (what makes a re-run skip it);
+``sample_frames`` the frames ``ropewatch review sample`` drew for a task's GT job, with their stratum
+and inclusion probability (what ``review estimate`` weights by).
 
 Revision ID: 0004
 Revises: 0002 (the lead re-chains it after 0003 at merge time)
@@ -43,9 +45,22 @@ def upgrade() -> None:
         sa.Column("request_id", sa.String(128)),
         sa.Column("filled_at", sa.String(32), nullable=False),
     )
+    op.create_table(
+        "sample_frames",
+        sa.Column("host", sa.String(512), primary_key=True),
+        sa.Column("task_id", sa.Integer, primary_key=True),
+        sa.Column("frame", sa.Integer, primary_key=True),
+        sa.Column("stratum", sa.String(32), nullable=False),
+        sa.Column("stratum_frames", sa.Integer, nullable=False),
+        sa.Column("stratum_drawn", sa.Integer, nullable=False),
+        sa.Column("inclusion_prob", sa.Float, nullable=False),
+        sa.Column("gt_job_id", sa.Integer, nullable=False),
+        sa.Column("drawn_at", sa.String(32), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("sample_frames")
     op.drop_table("filled_shapes")
     op.drop_index("ix_review_issues_job", table_name="review_issues")
     op.drop_table("review_issues")
