@@ -31,6 +31,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "ropewatch_validator.cli.cascade",
     "ropewatch_validator.cli.review",
     "ropewatch_validator.cli.annotate",
+    "ropewatch_validator.cli.webhook",
 )
 
 

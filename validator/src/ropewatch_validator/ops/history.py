@@ -126,7 +126,8 @@ deliveries = sa.Table(
 )
 
 # The CVAT loop (issue 19; migration 0004): the review issues ropewatch opened in CVAT, the attribute
-# values ``annotate fill`` wrote, the frames ``review sample`` drew. Queries: ops/loop_store.py.
+# values ``annotate fill`` wrote, the frames ``review sample`` drew, CVAT's webhooks and the jobs they
+# queued for validation. Queries: ops/loop_store.py.
 review_issues = sa.Table(
     "review_issues",
     metadata,
@@ -168,6 +169,26 @@ sample_frames = sa.Table(  # ropewatch review sample: the frames of a task's GT 
     sa.Column("inclusion_prob", sa.Float, nullable=False),  # n_h / N_h
     sa.Column("gt_job_id", sa.Integer, nullable=False),
     sa.Column("drawn_at", sa.String(32), nullable=False),
+)
+
+webhook_events = sa.Table(  # ropewatch listen: each CVAT webhook body seen (redeliveries are the same body)
+    "webhook_events",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),  # sha256 of the exact body
+    sa.Column("event", sa.String(64), nullable=False),
+    sa.Column("received_at", sa.String(32), nullable=False),
+)
+
+validation_queue = sa.Table(  # jobs CVAT said are done, waiting for `ropewatch webhook drain`
+    "validation_queue",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("host", sa.String(512), nullable=False),
+    sa.Column("job_id", sa.Integer, nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),  # state:completed | stage:acceptance
+    sa.Column("queued_at", sa.String(32), nullable=False),
+    sa.Column("done_at", sa.String(32)),
+    sa.Column("result", sa.String(256)),
 )
 
 

@@ -2,7 +2,9 @@
 for which (host, job, object, disagreement), and whether it resolved it since; ``filled_shapes`` the
 attribute value ``ropewatch annotate fill`` wrote on each shape (what makes a re-run skip it);
 ``sample_frames`` the frames ``ropewatch review sample`` drew for a task's GT job, with their stratum
-and inclusion probability (what ``review estimate`` weights by).
+and inclusion probability (what ``review estimate`` weights by); ``webhook_events`` each CVAT webhook
+body ``ropewatch listen`` accepted (redeliveries dedupe on it) and ``validation_queue`` the jobs they
+queued for validation.
 
 Revision ID: 0004
 Revises: 0002 (the lead re-chains it after 0003 at merge time)
@@ -57,9 +59,27 @@ def upgrade() -> None:
         sa.Column("gt_job_id", sa.Integer, nullable=False),
         sa.Column("drawn_at", sa.String(32), nullable=False),
     )
+    op.create_table(
+        "webhook_events",
+        sa.Column("digest", sa.String(64), primary_key=True),
+        sa.Column("event", sa.String(64), nullable=False),
+        sa.Column("received_at", sa.String(32), nullable=False),
+    )
+    op.create_table(
+        "validation_queue",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("host", sa.String(512), nullable=False),
+        sa.Column("job_id", sa.Integer, nullable=False),
+        sa.Column("reason", sa.String(64), nullable=False),
+        sa.Column("queued_at", sa.String(32), nullable=False),
+        sa.Column("done_at", sa.String(32)),
+        sa.Column("result", sa.String(256)),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("validation_queue")
+    op.drop_table("webhook_events")
     op.drop_table("sample_frames")
     op.drop_table("filled_shapes")
     op.drop_index("ix_review_issues_job", table_name="review_issues")
