@@ -258,3 +258,42 @@ def test_migration_0004_adds_review_issues(history_db):
     remember_issue(store, "http://h:8080/", 3, OpenIssue(5, "shape:1", "missed_wrong", 2))
     assert open_issues(store, "http://h:8080", 3) == [OpenIssue(5, "shape:1", "missed_wrong", 2)]
     store.close()
+
+
+def test_issues_gone_are_resolved_and_a_deleted_issue_is_not_an_error(
+    httpserver, make_report, tmp_path, capsys
+):
+    host = httpserver.url_for("").rstrip("/")
+    path = tmp_path / "report.json"
+    path.write_text(_report(make_report, host=host).to_json())
+    store = open_store(str(tmp_path / "h.sqlite"))
+    remember_issue(
+        store, host, 5, OpenIssue(40, "shape:99", "flip_wrong_to_correct", 3)
+    )  # gone from the report
+    remember_issue(store, host, 5, OpenIssue(41, "shape:98", "missed_wrong", 3))  # gone, and deleted in CVAT
+    remember_issue(store, host, 5, OpenIssue(42, "shape:97", "missed_wrong", 3))  # gone; CVAT refuses
+    store.close()
+    httpserver.expect_request("/api/jobs/5", method="GET").respond_with_json({"id": 5, "task_id": 10})
+    httpserver.expect_request("/api/issues", method="POST").respond_with_json({"id": 50}, status=201)
+    patched = []
+
+    def patch(request):
+        patched.append((request.path, request.get_json()))
+        status = {"/api/issues/40": 200, "/api/issues/41": 404, "/api/issues/42": 403}[request.path]
+        return Response("{}", status)
+
+    httpserver.expect_request("/api/issues/40", method="PATCH").respond_with_handler(patch)
+    httpserver.expect_request("/api/issues/41", method="PATCH").respond_with_handler(patch)
+    httpserver.expect_request("/api/issues/42", method="PATCH").respond_with_handler(patch)
+    assert _cli(httpserver, path, tmp_path, "--max", "0") == 2
+    captured = capsys.readouterr()
+    assert "job 5: opened 0, failed 0, resolved 2, already open 0, left by --max 3" in captured.out
+    assert patched == [(f"/api/issues/{i}", {"resolved": True}) for i in (40, 41, 42)]
+    err = [line for line in captured.err.splitlines() if not line.startswith('{"event"')]
+    assert err == [
+        f"ropewatch review: job 5: 0 issue(s) not opened, 1 not resolved "
+        f"(first: issue 42 on {host}: permission denied)"
+    ]
+    store = open_store(str(tmp_path / "h.sqlite"))
+    assert [i.issue_id for i in open_issues(store, host, 5)] == [42]  # tried again next run
+    store.close()

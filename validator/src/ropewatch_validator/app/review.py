@@ -239,8 +239,9 @@ def review(report: Report, store: HistoryStore, conn: Connection | None, options
         try:
             cvat.resolve_issue(conn, issue.issue_id)
         except cvat.FetchError as exc:
-            resolve_failed.append((issue, str(exc)))
-            continue
+            if not str(exc).endswith(": not found"):  # a person deleted the issue: nothing to resolve
+                resolve_failed.append((issue, str(exc)))
+                continue
         loop_store.mark_resolved(store, host, issue.issue_id)
         resolved.append(issue)
     return Result(
