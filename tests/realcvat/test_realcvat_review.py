@@ -116,7 +116,7 @@ def test_review_opens_orders_dedupes_and_resolves(real_cvat, validate, tmp_path,
     report = _report(validate, job, log, tmp_path)
 
     # --max 2: the two traced flips, most confident first; the untraced missed person waits
-    assert _review(real_cvat, report, tmp_path, "--max", "2") == 0
+    assert _review(real_cvat, report, tmp_path, "--max", "2", "--assignee", real_cvat.user) == 0
     out = capsys.readouterr().out
     assert f"job {job}: opened 2, failed 0, resolved 0, already open 0, left by --max 1" in out
     first = _issues(real_cvat, job)
@@ -124,6 +124,7 @@ def test_review_opens_orders_dedupes_and_resolves(real_cvat, validate, tmp_path,
         (0, _polygon(A), False),
         (3, _polygon(E), False),
     ]
+    assert [(i["assignee"] or {}).get("username") for i in first] == [real_cvat.user] * 2
     a_text, e_text = first[0]["text"], first[1]["text"]
     assert a_text.startswith(
         "ropewatch [flip_wrong_to_correct]: the label says wrong, the model says correct."
