@@ -243,6 +243,14 @@ def test_bad_inputs_are_one_line(tmp_path, capsys, make_report):
     assert "--types flip_x_to_y: not a disagreement of this report" in capsys.readouterr().err
     assert main(["review", "--report", str(path), "--max", "-1"]) == 2
     assert capsys.readouterr().err.strip() == "ropewatch review: --max must be 0 or more, got -1"
+    assert main(["review", "--dry-run"]) == 2
+    assert "give --report REPORT.json or --job N" in capsys.readouterr().err
+    # --job finds validate-job's layout: OUT/job-N/report.json
+    (tmp_path / "out" / "job-5").mkdir(parents=True)
+    (tmp_path / "out" / "job-5" / "report.json").write_text(_report(make_report).to_json())
+    argv = ["review", "--job", "5", "--out", str(tmp_path / "out"), "--dry-run", "--db", str(tmp_path / "h")]
+    assert main(argv) == 0
+    assert "job 5: would open 3," in capsys.readouterr().out
 
 
 def test_migration_0004_adds_review_issues(history_db):

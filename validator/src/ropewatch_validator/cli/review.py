@@ -25,6 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.splitlines()[0],
     )
     p.add_argument("--report", type=Path, help="report.json of the job (validate-job --out DIR/job-N)")
+    p.add_argument("--job", type=int, help="instead of --report: the job's report.json in --out")
+    p.add_argument(
+        "--out", type=Path, default=Path("ropewatch-reports"), help="validate-job's --out (with --job)"
+    )
     p.add_argument(
         "--types",
         help="comma-separated disagreements: flip_<label>_to_<model>, missed_<value> (default: the unsafe "
@@ -87,17 +91,18 @@ def run(args: argparse.Namespace) -> int:
         problem = f"--max must be 0 or more, got {args.max_new}"
     if not (math.isfinite(args.confident) and 0.5 <= args.confident <= 1.0):
         problem = f"--confident must be in [0.5, 1], got {args.confident}"
-    if args.report is None:
-        problem = "give --report REPORT.json (or an action: sample, estimate)"
+    if (args.report is None) == (args.job is None):
+        problem = "give --report REPORT.json or --job N (or an action: sample, estimate)"
     if problem:
         raise InputError(problem)
-    report = app.load_report(args.report)
+    path = args.report or args.out / f"job-{args.job}" / "report.json"
+    report = app.load_report(path)
     options = app.Options(
         types=tuple(t for t in args.types.split(",") if t) if args.types else None,
         max_new=args.max_new,
         assignee=args.assignee,
         confident=args.confident,
-        report_url=args.report_url or str(args.report.resolve()),
+        report_url=args.report_url or str(path.resolve()),
         dry_run=args.dry_run,
     )
     store = open_store(args.db)
