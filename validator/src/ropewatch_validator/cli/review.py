@@ -30,6 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=Path("ropewatch-reports"), help="validate-job's --out (with --job)"
     )
     p.add_argument(
+        "--validate",
+        action="store_true",
+        help="with --job: validate the job first (validate-job with these connection options, --db, --out "
+        "and --logs), then review its fresh report",
+    )
+    p.add_argument("--logs", nargs="+", metavar="PATH", help="with --validate: the function's logs to trace")
+    p.add_argument(
         "--types",
         help="comma-separated disagreements: flip_<label>_to_<model>, missed_<value> (default: the unsafe "
         "value's flips and its missed persons, i.e. flip_wrong_to_correct,missed_wrong)",
@@ -95,7 +102,11 @@ def run(args: argparse.Namespace) -> int:
         problem = "give --report REPORT.json or --job N (or an action: sample, estimate)"
     if problem:
         raise InputError(problem)
+    if args.validate and args.job is None:
+        raise InputError("--validate goes with --job N")
     path = args.report or args.out / f"job-{args.job}" / "report.json"
+    if args.validate:
+        _validate_first(args)
     report = app.load_report(path)
     options = app.Options(
         types=tuple(t for t in args.types.split(",") if t) if args.types else None,
@@ -120,6 +131,23 @@ def run(args: argparse.Namespace) -> int:
             f"{len(result.resolve_failed)} not resolved (first: {first})"
         )
     return 0
+
+
+def _validate_first(args: argparse.Namespace) -> None:
+    """A fresh report of ``--job``: validate-job in this process with review's own options."""
+    from ropewatch_validator.cli.main import validate_job_main
+
+    argv = [str(args.job), "--server-host", args.server_host, "--out", str(args.out), "--format", "json"]
+    argv += ["--quiet", "--timeout", str(args.timeout), "--deadline", str(args.deadline)]
+    argv += ["--retries", str(args.retries), "--token-type", args.token_type]
+    argv += [*(["--server-port", str(args.server_port)] if args.server_port else [])]
+    argv += [*(["--auth", args.auth] if args.auth else []), *(["--db", args.db] if args.db else [])]
+    argv += [*(["--logs", *args.logs] if args.logs else [])]
+    code = validate_job_main(argv)
+    if code not in (0, 1):  # 1: validated, an alert rule fired
+        raise IssuesNotOpened(
+            f"job {args.job}: not reviewed: validate-job could not validate it (exit {code})"
+        )
 
 
 def _print(result: Result, job: int, dry_run: bool) -> None:
