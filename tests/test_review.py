@@ -305,3 +305,12 @@ def test_issues_gone_are_resolved_and_a_deleted_issue_is_not_an_error(
     store = open_store(str(tmp_path / "h.sqlite"))
     assert [i.issue_id for i in open_issues(store, host, 5)] == [42]  # tried again next run
     store.close()
+
+
+def test_a_summary_without_objects_is_refused(make_report, tmp_path, capsys):
+    """History keeps reports without their per-object rows; reviewing one would resolve every issue."""
+    path = tmp_path / "summary.json"
+    summary = make_report().model_copy(update={"objects": ObjectRows(columns=COLUMNS, rows=[])})
+    path.write_text(summary.to_json())
+    assert main(["review", "--report", str(path), "--dry-run", "--db", str(tmp_path / "h")]) == 2
+    assert "the report of job 1 has no per-object rows" in capsys.readouterr().err
