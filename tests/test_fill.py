@@ -126,3 +126,53 @@ def test_function_refusing_a_frame_and_a_broken_answer(httpserver):
     httpserver.expect_oneshot_request("/").respond_with_json([])
     with pytest.raises(FunctionError, match="HTTP 200, not one item per box"):
         client(b"x", [[1, 2, 3, 4]])
+
+
+def test_local_classifier_writes_the_functions_records(tmp_path, fixed_logit_checkpoint, tiny_filter_dict):
+    """In process: the checkpoint's value per given box and one ``inference`` record per frame; with a
+    fast filter whose band is empty every person is decided by the filter (stage ``filter``)."""
+    import io
+    import math
+
+    from ropewatch_core.model.checkpoint import save_checkpoint
+    from ropewatch_core.records import check_inference
+    from ropewatch_validator.learn.fill import LocalClassifier
+    from support.cvat_rest import jpeg
+
+    model, filt = tmp_path / "m.pt", tmp_path / "f.pt"
+    save_checkpoint(fixed_logit_checkpoint(bias=(0.0, 2.0), version="fill-unit"), model)
+    save_checkpoint({**tiny_filter_dict, "band": [0.0, 0.0]}, filt)
+    frame, boxes = jpeg(320, 240, 5), [[10.0, 10.0, 60.0, 110.0], [100.0, 20.0, 150.0, 120.0]]
+
+    stream = io.StringIO()
+    got = LocalClassifier(model, stream)(frame, boxes)
+    assert got.values == ("correct", "correct") and got.model_version == "fill-unit"
+    assert got.p_correct == pytest.approx((1 / (1 + math.exp(-2.0)),) * 2, abs=1e-6)
+    (record,) = [json.loads(line) for line in stream.getvalue().splitlines()]
+    check_inference(record)
+    assert record["request_id"] == got.request_id and record["boxes_given"] is True
+    assert [d["box"] for d in record["detections"]] == boxes and {
+        d["stage"] for d in record["detections"]
+    } == {"expert"}
+
+    stream = io.StringIO()
+    LocalClassifier(model, stream, fast_filter=filt)(frame, boxes)
+    (record,) = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert record["filter_version"] == "filter-v1" and {d["stage"] for d in record["detections"]} == {
+        "filter"
+    }
+
+
+def test_local_classifier_refuses_a_box_outside_the_frame(tmp_path, fixed_logit_checkpoint):
+    import io
+
+    from ropewatch_core.model.checkpoint import save_checkpoint
+    from ropewatch_validator.learn.fill import FrameRefused, LocalClassifier
+    from support.cvat_rest import jpeg
+
+    model = tmp_path / "m.pt"
+    save_checkpoint(fixed_logit_checkpoint(), model)
+    stream = io.StringIO()
+    with pytest.raises(FrameRefused, match=r"boxes\[0\]"):
+        LocalClassifier(model, stream)(jpeg(320, 240, 5), [[400.0, 300.0, 500.0, 400.0]])
+    assert stream.getvalue() == ""  # no record for a frame the model did not take

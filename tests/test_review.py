@@ -244,6 +244,22 @@ def test_bad_inputs_are_one_line(tmp_path, capsys, make_report):
     assert "--types flip_x_to_y: not a disagreement of this report" in capsys.readouterr().err
     assert main(["review", "--report", str(path), "--max", "-1"]) == 2
     assert capsys.readouterr().err.strip() == "ropewatch review: --max must be 0 or more, got -1"
+    assert main(["review", "--dry-run"]) == 2
+    assert "give --report REPORT.json or --job N" in capsys.readouterr().err
+    # --job finds validate-job's layout: OUT/job-N/report.json
+    (tmp_path / "out" / "job-5").mkdir(parents=True)
+    (tmp_path / "out" / "job-5" / "report.json").write_text(_report(make_report).to_json())
+    argv = ["review", "--job", "5", "--out", str(tmp_path / "out"), "--dry-run", "--db", str(tmp_path / "h")]
+    assert main(argv) == 0
+    assert "job 5: would open 3," in capsys.readouterr().out
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    from ropewatch_validator.ops.history import MIGRATIONS
+
+    return ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
 
 def test_migration_0004_adds_review_issues(history_db):
@@ -252,10 +268,58 @@ def test_migration_0004_adds_review_issues(history_db):
         command.upgrade(alembic_config(conn), "0002")
         assert not sa.inspect(conn).has_table("review_issues")
     engine.dispose()
-    store = open_store(history_db)  # upgrades 0002 -> 0004
+    store = open_store(history_db)  # upgrades 0002 -> the head
     with store.engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0004"
+        assert MigrationContext.configure(conn).get_current_revision() == head_revision()
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
     remember_issue(store, "http://h:8080/", 3, OpenIssue(5, "shape:1", "missed_wrong", 2))
     assert open_issues(store, "http://h:8080", 3) == [OpenIssue(5, "shape:1", "missed_wrong", 2)]
     store.close()
+
+
+def test_issues_gone_are_resolved_and_a_deleted_issue_is_not_an_error(
+    httpserver, make_report, tmp_path, capsys
+):
+    host = httpserver.url_for("").rstrip("/")
+    path = tmp_path / "report.json"
+    path.write_text(_report(make_report, host=host).to_json())
+    store = open_store(str(tmp_path / "h.sqlite"))
+    remember_issue(
+        store, host, 5, OpenIssue(40, "shape:99", "flip_wrong_to_correct", 3)
+    )  # gone from the report
+    remember_issue(store, host, 5, OpenIssue(41, "shape:98", "missed_wrong", 3))  # gone, and deleted in CVAT
+    remember_issue(store, host, 5, OpenIssue(42, "shape:97", "missed_wrong", 3))  # gone; CVAT refuses
+    store.close()
+    httpserver.expect_request("/api/jobs/5", method="GET").respond_with_json({"id": 5, "task_id": 10})
+    httpserver.expect_request("/api/issues", method="POST").respond_with_json({"id": 50}, status=201)
+    patched = []
+
+    def patch(request):
+        patched.append((request.path, request.get_json()))
+        status = {"/api/issues/40": 200, "/api/issues/41": 404, "/api/issues/42": 403}[request.path]
+        return Response("{}", status)
+
+    httpserver.expect_request("/api/issues/40", method="PATCH").respond_with_handler(patch)
+    httpserver.expect_request("/api/issues/41", method="PATCH").respond_with_handler(patch)
+    httpserver.expect_request("/api/issues/42", method="PATCH").respond_with_handler(patch)
+    assert _cli(httpserver, path, tmp_path, "--max", "0") == 2
+    captured = capsys.readouterr()
+    assert "job 5: opened 0, failed 0, resolved 2, already open 0, left by --max 3" in captured.out
+    assert patched == [(f"/api/issues/{i}", {"resolved": True}) for i in (40, 41, 42)]
+    err = [line for line in captured.err.splitlines() if not line.startswith('{"event"')]
+    assert err == [
+        f"ropewatch review: job 5: 0 issue(s) not opened, 1 not resolved "
+        f"(first: issue 42 on {host}: permission denied)"
+    ]
+    store = open_store(str(tmp_path / "h.sqlite"))
+    assert [i.issue_id for i in open_issues(store, host, 5)] == [42]  # tried again next run
+    store.close()
+
+
+def test_a_summary_without_objects_is_refused(make_report, tmp_path, capsys):
+    """History keeps reports without their per-object rows; reviewing one would resolve every issue."""
+    path = tmp_path / "summary.json"
+    summary = make_report().model_copy(update={"objects": ObjectRows(columns=COLUMNS, rows=[])})
+    path.write_text(summary.to_json())
+    assert main(["review", "--report", str(path), "--dry-run", "--db", str(tmp_path / "h")]) == 2
+    assert "the report of job 1 has no per-object rows" in capsys.readouterr().err

@@ -116,7 +116,7 @@ def test_review_opens_orders_dedupes_and_resolves(real_cvat, validate, tmp_path,
     report = _report(validate, job, log, tmp_path)
 
     # --max 2: the two traced flips, most confident first; the untraced missed person waits
-    assert _review(real_cvat, report, tmp_path, "--max", "2") == 0
+    assert _review(real_cvat, report, tmp_path, "--max", "2", "--assignee", real_cvat.user) == 0
     out = capsys.readouterr().out
     assert f"job {job}: opened 2, failed 0, resolved 0, already open 0, left by --max 1" in out
     first = _issues(real_cvat, job)
@@ -124,6 +124,7 @@ def test_review_opens_orders_dedupes_and_resolves(real_cvat, validate, tmp_path,
         (0, _polygon(A), False),
         (3, _polygon(E), False),
     ]
+    assert [(i["assignee"] or {}).get("username") for i in first] == [real_cvat.user] * 2
     a_text, e_text = first[0]["text"], first[1]["text"]
     assert a_text.startswith(
         "ropewatch [flip_wrong_to_correct]: the label says wrong, the model says correct."
@@ -174,12 +175,17 @@ def test_review_opens_orders_dedupes_and_resolves(real_cvat, validate, tmp_path,
     assert "opened 0, failed 0, resolved 0, already open 2" in capsys.readouterr().out
 
 
-def test_review_dry_run_writes_nothing(real_cvat, validate, tmp_path, capsys):
+def test_review_dry_run_of_a_fresh_validation_writes_nothing(real_cvat, tmp_path, capsys):
     task, job, ids, log = _scenario(real_cvat, tmp_path)
-    report = _report(validate, job, log, tmp_path)
-    assert _review(real_cvat, report, tmp_path, "--dry-run", "--types", "flip_correct_to_wrong") == 0
+    argv = ["review", "--job", str(job), "--out", str(tmp_path / "out"), "--validate", "--logs", str(log)]
+    argv += ["--dry-run", "--types", "flip_correct_to_wrong,flip_wrong_to_correct"]
+    argv += ["--server-host", real_cvat.url, "--auth", f"{real_cvat.user}:{real_cvat.password}"]
+    assert main([*argv, "--db", str(tmp_path / "history.sqlite")]) == 0
     out = capsys.readouterr().out
-    assert "would open 1," in out and "frame     2" in out
+    # traced, most confident first: A (P(correct) 0.953), C (P(wrong) = 1 - sigmoid(-2) = 0.881), E (0.622)
+    lines = [line for line in out.splitlines() if line.startswith("would open")]
+    assert [line.split()[4] for line in lines] == ["0", "2", "3"]
+    assert "would open 3," in out and (tmp_path / "out" / f"job-{job}" / "report.json").is_file()
     assert _issues(real_cvat, job) == []
 
 

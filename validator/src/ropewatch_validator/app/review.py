@@ -208,6 +208,11 @@ def review(report: Report, store: HistoryStore, conn: Connection | None, options
     from ropewatch_validator.ops import loop_store
 
     host, job = report.source.host.rstrip("/"), report.source.job
+    if not report.objects.rows and report.counts.predictions + report.counts.references:
+        # a summary (what history keeps) lists no boxes: reviewing it would resolve every open issue
+        raise InputError(
+            f"the report of job {job} has no per-object rows: give the report.json validate-job wrote"
+        )
     types = options.types or default_types(report.settings.values)
     check_types(types, report.settings.values)
     found = disagreements(report, types)
@@ -239,8 +244,9 @@ def review(report: Report, store: HistoryStore, conn: Connection | None, options
         try:
             cvat.resolve_issue(conn, issue.issue_id)
         except cvat.FetchError as exc:
-            resolve_failed.append((issue, str(exc)))
-            continue
+            if not str(exc).endswith(": not found"):  # a person deleted the issue: nothing to resolve
+                resolve_failed.append((issue, str(exc)))
+                continue
         loop_store.mark_resolved(store, host, issue.issue_id)
         resolved.append(issue)
     return Result(

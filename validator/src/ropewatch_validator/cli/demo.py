@@ -256,6 +256,27 @@ def run_validator_demo(workdir: Path) -> int:
     return 0 if codes == [0, 1] else 2
 
 
+def run_review_demo(workdir: Path, job: int = 105) -> int:
+    """The review step (issue 19) on a sandbox report: the CVAT issues ``ropewatch review`` would open,
+    with ``--dry-run`` (the sandbox has no issues API; nothing is written anywhere)."""
+    from ropewatch_validator.cli.main import main
+
+    report = Path(workdir) / "reports" / f"job-{job}" / "report.json"
+    print(f"# ropewatch review --report {report} --dry-run --max 5 (the CVAT issues it would open)")
+    return main(
+        [
+            "review",
+            "--report",
+            str(report),
+            "--dry-run",
+            "--max",
+            "5",
+            "--db",
+            str(Path(workdir) / "history.sqlite"),
+        ]
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     result = run_function_demo(args.workdir)
     response = result["response"]
@@ -281,6 +302,7 @@ def run(args: argparse.Namespace) -> int:
                 f"(filter P {d['p_filter']})"
             )
     validated = run_validator_demo(args.workdir)
+    validated = validated or run_review_demo(args.workdir)
     print(f"# open {Path(args.workdir) / 'reports' / 'job-101' / 'report.html'} for the HTML report")
     print("# the dashboard (two model versions, one alert):")
     print(f"ropewatch serve --db {Path(args.workdir) / 'history.sqlite'}")

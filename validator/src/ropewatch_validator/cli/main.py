@@ -33,6 +33,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "ropewatch_validator.cli.backtest",
     "ropewatch_validator.cli.card",
     "ropewatch_validator.cli.gate",
+    "ropewatch_validator.cli.webhook",
 )
 
 

@@ -28,9 +28,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="open CVAT issues where the model and the people disagree",
         description=__doc__.splitlines()[0],
     )
+    p.add_argument("--report", type=Path, help="report.json of the job (validate-job --out DIR/job-N)")
+    p.add_argument("--job", type=int, help="instead of --report: the job's report.json in --out")
     p.add_argument(
-        "--report", type=Path, required=True, help="report.json of the job (validate-job --out DIR/job-N)"
+        "--out", type=Path, default=Path("ropewatch-reports"), help="validate-job's --out (with --job)"
     )
+    p.add_argument(
+        "--validate",
+        action="store_true",
+        help="with --job: validate the job first (validate-job with these connection options, --db, --out "
+        "and --logs), then review its fresh report",
+    )
+    p.add_argument("--logs", nargs="+", metavar="PATH", help="with --validate: the function's logs to trace")
     p.add_argument(
         "--types",
         help="comma-separated disagreements: flip_<label>_to_<model>, missed_<value> (default: the unsafe "
@@ -50,6 +59,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--db", help="history store (default $ROPEWATCH_DB or ~/.local/share/ropewatch/...)")
     add_connection_arguments(p)
     p.set_defaults(func=run)
+    sub = p.add_subparsers(dest="review_command", metavar="ACTION")
+    s = sub.add_parser(
+        "sample",
+        help="draw a stratified sample of a task's frames and create its Ground Truth job on them",
+        description="Stratified sample of a task's frames for a GT job (see docs/cvat-loop.md).",
+    )
+    s.add_argument("--task", type=int, required=True, help="the CVAT task")
+    s.add_argument("--size", type=int, required=True, help="frames to draw")
+    s.add_argument(
+        "--traced", type=Path, nargs="*", default=[], metavar="REPORT",
+        help="report.json files of the task's jobs validated with --logs: they decide the strata",
+    )  # fmt: skip
+    s.add_argument("--uncertain-share", type=float, default=0.4, help="share of frames with P near thr (0.4)")
+    s.add_argument("--filter-share", type=float, default=0.2, help="share of filter-decided frames (0.2)")
+    s.add_argument("--band", type=float, default=0.1, help="|P - thr| <= band is uncertain (0.1)")
+    s.add_argument("--seed", type=int, help="random seed (default: fresh entropy)")
+    s.add_argument("--dry-run", action="store_true", help="print the frames; create no job, store nothing")
+    s.add_argument("--db", help="history store (default $ROPEWATCH_DB or ~/.local/share/ropewatch/...)")
+    add_connection_arguments(s)
+    s.set_defaults(func=run_sample)
+    e = sub.add_parser(
+        "estimate",
+        help="task-level estimates (Horvitz-Thompson) from the GT job's validation",
+        description="Weighted estimates for the whole task from validate-job --gt-job reports.",
+    )
+    e.add_argument(
+        "reports", type=Path, nargs="+", metavar="REPORT", help="report.json of each job of the task"
+    )
+    e.add_argument("--db", help="history store holding the sample")
+    e.add_argument("--format", choices=("text", "json"), default="text")
+    e.set_defaults(func=run_estimate)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,15 +101,22 @@ def run(args: argparse.Namespace) -> int:
         problem = f"--max must be 0 or more, got {args.max_new}"
     if not (math.isfinite(args.confident) and 0.5 <= args.confident <= 1.0):
         problem = f"--confident must be in [0.5, 1], got {args.confident}"
+    if (args.report is None) == (args.job is None):
+        problem = "give --report REPORT.json or --job N (or an action: sample, estimate)"
     if problem:
         raise InputError(problem)
-    report = app.load_report(args.report)
+    if args.validate and args.job is None:
+        raise InputError("--validate goes with --job N")
+    path = args.report or args.out / f"job-{args.job}" / "report.json"
+    if args.validate:
+        _validate_first(args)
+    report = app.load_report(path)
     options = app.Options(
         types=tuple(t for t in args.types.split(",") if t) if args.types else None,
         max_new=args.max_new,
         assignee=args.assignee,
         confident=args.confident,
-        report_url=args.report_url or str(args.report.resolve()),
+        report_url=args.report_url or str(path.resolve()),
         dry_run=args.dry_run,
     )
     store = open_store(args.db)
@@ -87,6 +134,23 @@ def run(args: argparse.Namespace) -> int:
             f"{len(result.resolve_failed)} not resolved (first: {first})"
         )
     return 0
+
+
+def _validate_first(args: argparse.Namespace) -> None:
+    """A fresh report of ``--job``: validate-job in this process with review's own options."""
+    from ropewatch_validator.cli.main import validate_job_main
+
+    argv = [str(args.job), "--server-host", args.server_host, "--out", str(args.out), "--format", "json"]
+    argv += ["--quiet", "--timeout", str(args.timeout), "--deadline", str(args.deadline)]
+    argv += ["--retries", str(args.retries), "--token-type", args.token_type]
+    argv += [*(["--server-port", str(args.server_port)] if args.server_port else [])]
+    argv += [*(["--auth", args.auth] if args.auth else []), *(["--db", args.db] if args.db else [])]
+    argv += [*(["--logs", *args.logs] if args.logs else [])]
+    code = validate_job_main(argv)
+    if code not in (0, 1):  # 1: validated, an alert rule fired
+        raise IssuesNotOpened(
+            f"job {args.job}: not reviewed: validate-job could not validate it (exit {code})"
+        )
 
 
 def _print(result: Result, job: int, dry_run: bool) -> None:
@@ -110,3 +174,65 @@ def _print(result: Result, job: int, dry_run: bool) -> None:
         f"{'would resolve' if dry_run else 'resolved'} {resolved}, already open {len(plan.kept)}, "
         f"left by --max {plan.over_max}"
     )
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from ropewatch_validator.app import sample as app
+    from ropewatch_validator.app.review import load_report
+    from ropewatch_validator.cli.validate import connect_from_args
+    from ropewatch_validator.ops.history import open_store
+
+    problem = check_connection_arguments(args)
+    if problem:
+        raise InputError(problem)
+    design = app.Design(args.size, args.uncertain_share, args.filter_share, args.band, args.seed)
+    design.check()
+    reports = [load_report(p) for p in args.traced]
+    store = open_store(args.db)
+    try:
+        result = app.sample(connect_from_args(args), store, args.task, reports, design, dry_run=args.dry_run)
+    finally:
+        store.close()
+    for h, (big_n, n) in result.strata.items():
+        print(f"{h:10} {n:>6} of {big_n:>6} frames  inclusion probability {n / big_n if big_n else 0:.4f}")
+    print("frames: " + " ".join(str(f.frame) for f in result.frames))
+    if result.gt_job_id is None:
+        print(f"task {result.task_id}: would create a Ground Truth job on {len(result.frames)} frames")
+    else:
+        print(f"task {result.task_id}: Ground Truth job {result.gt_job_id} on {len(result.frames)} frames")
+    return 0
+
+
+def run_estimate(args: argparse.Namespace) -> int:
+    import json
+
+    from ropewatch_validator.app import sample as app
+    from ropewatch_validator.app.review import load_report
+    from ropewatch_validator.ops.history import open_store
+
+    reports = [load_report(p) for p in args.reports]
+    store = open_store(args.db)
+    try:
+        result = app.estimate(store, reports)
+    finally:
+        store.close()
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+        return 0
+
+    def show(name: str, e: dict) -> None:
+        if e["value"] is None:
+            print(f"{name:28} -")
+            return
+        ci = "" if e["se"] is None else f"  95% CI [{e['low']:.4f}, {e['high']:.4f}]  se {e['se']:.4f}"
+        print(f"{name:28} {e['value']:.4f}{ci}")
+
+    print(
+        f"task {result['task']}: {result['frames_sampled']} of {result['frames_in_task']} frames sampled "
+        f"(GT job {result['gt_job']}); estimates for the whole task:"
+    )
+    show("dangerous flips per 1,000", result["dangerous_flips_per_1000"])
+    for c, m in result["per_class"].items():
+        show(f"recall {c}", m["recall"])
+        show(f"F1 {c}", m["f1"])
+    return 0

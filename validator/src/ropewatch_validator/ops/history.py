@@ -150,8 +150,9 @@ deliveries = sa.Table(
     sa.Column("sent_at", sa.String(32)),
 )
 
-# The CVAT loop (issue 19; migration 0004): the review issues ropewatch opened in CVAT, and the jobs
-# the attribute values ``annotate fill`` wrote. Their queries live in ops/loop_store.py.
+# The CVAT loop (issue 19; migration 0004): the review issues ropewatch opened in CVAT, the attribute
+# values ``annotate fill`` wrote, the frames ``review sample`` drew, CVAT's webhooks and the jobs they
+# queued for validation. Queries: ops/loop_store.py.
 review_issues = sa.Table(
     "review_issues",
     metadata,
@@ -179,6 +180,40 @@ filled_shapes = sa.Table(  # ropewatch annotate fill: the value it wrote on each
     sa.Column("model_version", sa.String(256)),
     sa.Column("request_id", sa.String(128)),
     sa.Column("filled_at", sa.String(32), nullable=False),
+)
+
+sample_frames = sa.Table(  # ropewatch review sample: the frames of a task's GT job and their design
+    "sample_frames",
+    metadata,
+    sa.Column("host", sa.String(512), primary_key=True),
+    sa.Column("task_id", sa.Integer, primary_key=True),
+    sa.Column("frame", sa.Integer, primary_key=True),
+    sa.Column("stratum", sa.String(32), nullable=False),
+    sa.Column("stratum_frames", sa.Integer, nullable=False),  # N_h: the stratum's frames in the task
+    sa.Column("stratum_drawn", sa.Integer, nullable=False),  # n_h: drawn from it
+    sa.Column("inclusion_prob", sa.Float, nullable=False),  # n_h / N_h
+    sa.Column("gt_job_id", sa.Integer, nullable=False),
+    sa.Column("drawn_at", sa.String(32), nullable=False),
+)
+
+webhook_events = sa.Table(  # ropewatch listen: each CVAT webhook body seen (redeliveries are the same body)
+    "webhook_events",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),  # sha256 of the exact body
+    sa.Column("event", sa.String(64), nullable=False),
+    sa.Column("received_at", sa.String(32), nullable=False),
+)
+
+validation_queue = sa.Table(  # jobs CVAT said are done, waiting for `ropewatch webhook drain`
+    "validation_queue",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("host", sa.String(512), nullable=False),
+    sa.Column("job_id", sa.Integer, nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),  # state:completed | stage:acceptance
+    sa.Column("queued_at", sa.String(32), nullable=False),
+    sa.Column("done_at", sa.String(32)),
+    sa.Column("result", sa.String(256)),
 )
 
 queue_failures = sa.Table(  # team mode: a job the queue gave up on, with its one-line reason

@@ -11,8 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 
-from ropewatch_validator.ops.history import HistoryStore, filled_shapes, review_issues, utc_now
+from ropewatch_validator.ops.history import (
+    HistoryStore,
+    filled_shapes,
+    review_issues,
+    sample_frames,
+    utc_now,
+    validation_queue,
+    webhook_events,
+)
 
 
 @dataclass(frozen=True)
@@ -104,3 +113,101 @@ def remember_filled(store: HistoryStore, host: str, job_id: int, rows: list[Fill
                     for r in rows
                 ],
             )
+
+
+@dataclass(frozen=True)
+class SampledFrame:
+    frame: int
+    stratum: str
+    stratum_frames: int  # N_h
+    stratum_drawn: int  # n_h
+
+    @property
+    def inclusion_prob(self) -> float:
+        return self.stratum_drawn / self.stratum_frames
+
+
+def remember_sample(
+    store: HistoryStore, host: str, task_id: int, gt_job_id: int, frames: list[SampledFrame]
+) -> None:
+    """The design of the task's GT job, in one transaction (a task has one GT job: a new one replaces it)."""
+    t = sample_frames
+    now = utc_now()
+    with store._connect(write=True) as conn:
+        conn.execute(sa.delete(t).where(t.c.host == host.rstrip("/"), t.c.task_id == task_id))
+        conn.execute(
+            sa.insert(t),
+            [
+                {
+                    "host": host.rstrip("/"),
+                    "task_id": task_id,
+                    "frame": f.frame,
+                    "stratum": f.stratum,
+                    "stratum_frames": f.stratum_frames,
+                    "stratum_drawn": f.stratum_drawn,
+                    "inclusion_prob": f.inclusion_prob,
+                    "gt_job_id": gt_job_id,
+                    "drawn_at": now,
+                }
+                for f in frames
+            ],
+        )
+
+
+def stored_sample(store: HistoryStore, host: str, task_id: int) -> tuple[int | None, list[SampledFrame]]:
+    """(GT job id, its sampled frames) of a task, or (None, []) when ropewatch drew none."""
+    t = sample_frames
+    query = sa.select(t).where(t.c.host == host.rstrip("/"), t.c.task_id == task_id).order_by(t.c.frame)
+    with store._connect(write=False) as conn:
+        rows = list(conn.execute(query))
+    frames = [
+        SampledFrame(int(r.frame), r.stratum, int(r.stratum_frames), int(r.stratum_drawn)) for r in rows
+    ]
+    return (int(rows[0].gt_job_id) if rows else None), frames
+
+
+@dataclass(frozen=True)
+class Queued:
+    id: int
+    host: str
+    job_id: int
+    reason: str
+    queued_at: str
+
+
+def accept_webhook(store: HistoryStore, digest: str, event: str, job: tuple[str, int, str] | None) -> bool:
+    """Record one webhook body and, for ``job`` = (host, id, reason), queue the job, in one transaction.
+    False when this exact body was seen before (a redelivery or a replay): nothing is queued again.
+    A job already waiting is not queued twice."""
+    try:
+        with store._connect(write=True) as conn:
+            conn.execute(sa.insert(webhook_events).values(digest=digest, event=event, received_at=utc_now()))
+            if job is not None:
+                host, job_id, reason = job
+                q = validation_queue
+                waiting = conn.execute(
+                    sa.select(q.c.id).where(q.c.host == host, q.c.job_id == job_id, q.c.done_at.is_(None))
+                ).first()
+                if waiting is None:
+                    conn.execute(
+                        sa.insert(q).values(host=host, job_id=job_id, reason=reason, queued_at=utc_now())
+                    )
+    except sa_exc.IntegrityError:
+        return False
+    return True
+
+
+def queued_jobs(store: HistoryStore, host: str | None = None) -> list[Queued]:
+    """Jobs waiting for validation, oldest first."""
+    q = validation_queue
+    query = sa.select(q).where(q.c.done_at.is_(None)).order_by(q.c.id)
+    if host is not None:
+        query = query.where(q.c.host == host.rstrip("/"))
+    with store._connect(write=False) as conn:
+        return [Queued(int(r.id), r.host, int(r.job_id), r.reason, r.queued_at) for r in conn.execute(query)]
+
+
+def mark_done(store: HistoryStore, queue_id: int, result: str) -> None:
+    q = validation_queue
+    with store._connect(write=True) as conn:
+        conn.execute(sa.update(q).where(q.c.id == queue_id).values(done_at=utc_now(), result=result[:256]))

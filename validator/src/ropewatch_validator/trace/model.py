@@ -188,6 +188,7 @@ class TraceObject(Part):
     y1: Ratio = None
     x2: Ratio = None
     y2: Ratio = None
+    stage: str | None = None  # filter | expert: who decided (review sample's strata read it)
 
 
 class Mistake(Part):
