@@ -8,16 +8,19 @@ import pytest
 from ropewatch_core.errors import InputError
 from ropewatch_validator.app.sample import Design, draw, strata_of
 from ropewatch_validator.render.model import Trace
+from support.reports import TRACE_FRAMES, TRACE_SETTINGS
 
 
 def _traced(make_report, objects):
     trace = Trace.model_validate(
         {
-            "logs": {}, "frames": {}, "settings": {}, "model_versions": [], "calibration": None,
+            "logs": {}, "frames": TRACE_FRAMES, "settings": TRACE_SETTINGS, "model_versions": [],
+            "calibration": None,
             "lifecycle": {"counts": {}, "final_objects": 0, "work_saved_share": None, "unjoined_shapes": [],
                           "original_confusion": {"labels": [], "rows": "", "columns": "", "matrix": [],
                                                  "unusable_values": 0}},
-            "scores": {"logit": [], "p_correct": [], "y": []}, "objects": objects,
+            "scores": {"logit": [], "p_correct": [], "y": []},
+            "objects": [{"state": "accepted", **o} for o in objects],
         }
     )  # fmt: skip
     return make_report().model_copy(update={"trace": trace})
