@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from ropewatch_core.errors import InputError
+
 ENV_TOKEN = "ROPEWATCH_SERVE_TOKEN"
 
 
@@ -67,13 +69,22 @@ def port_problem(host: str, port: int) -> str | None:
 
 
 def read_token(token_file: Path | None) -> str | None:
-    """The token from ``--token-file`` (first line) or the environment; None when neither is set."""
-    if token_file is not None:
-        token = token_file.read_text(encoding="utf-8").strip()
+    """The token from ``--token-file`` (its first line, surrounding blanks dropped) or the environment;
+    None when neither is set. A token must be printable ASCII: it travels in an HTTP header."""
+    if token_file is None:
+        token, where = os.environ.get(ENV_TOKEN) or None, ENV_TOKEN
+    else:
+        where = f"token file {token_file}"
+        try:
+            lines = token_file.read_bytes().splitlines()
+        except OSError as exc:
+            raise InputError(f"cannot read {where}: {exc.strerror}") from None
+        token = lines[0].decode("utf-8", "replace").strip() if lines else ""
         if not token:
-            raise ValueError(f"token file {token_file} is empty")
-        return token
-    return os.environ.get(ENV_TOKEN) or None
+            raise InputError(f"{where} is empty (the token is its first line)")
+    if token is not None and not (token.isascii() and token.isprintable() and " " not in token):
+        raise InputError(f"{where}: the token must be printable ASCII without spaces (HTTP headers carry it)")
+    return token
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,13 +92,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ropewatch_validator.ops.history import default_db_url
     from ropewatch_validator.web.app import connection_label, create_app, read_only_engine
+    from ropewatch_validator.web.store import ReadOnlyStore
 
-    try:
-        token = read_token(args.token_file)
-        engine = read_only_engine(args.db or default_db_url())
-    except (OSError, ValueError) as exc:
-        print(f"ropewatch serve: {exc}", file=sys.stderr)
-        return 2
+    token = read_token(args.token_file)
+    engine = read_only_engine(args.db or default_db_url())
+    ReadOnlyStore(engine).check()  # not a ropewatch store, damaged, a hot journal: one line, exit 2
     if not is_loopback(args.host) and token is None and not args.behind_proxy:
         print(
             f"ropewatch serve: --host {args.host} is reachable from other machines: set {ENV_TOKEN} or "
