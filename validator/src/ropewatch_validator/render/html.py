@@ -22,7 +22,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from ropewatch_validator.render import links, svg
+from ropewatch_validator.render import explain, links, svg
 from ropewatch_validator.render.model import Report
 from ropewatch_validator.render.thumbs import Thumbnail, region
 
@@ -33,8 +33,9 @@ TABLE_FIELDS = (
     "role",
     "error",
     "source",
-    "iou",
+    "iou",  # shown for matched objects only: an unmatched one has IoU 0 by definition
     "best_iou",
+    "match",
     "score",
     "size",
     "shape_id",
@@ -219,7 +220,9 @@ def object_table(report: Report, limit: int = MAX_OBJECT_ROWS) -> dict:
             shape_id=r.get("shape_id"),
             track_id=r.get("track_id"),
         )
-        shown.append({**dict.fromkeys(TABLE_FIELDS), **r, "value": r.get(attribute), "url": url})
+        matched = r["match"] >= 0 if r.get("match") is not None else bool(r.get("iou"))
+        iou = r.get("iou") if matched else None
+        shown.append({**dict.fromkeys(TABLE_FIELDS), **r, "iou": iou, "value": r.get(attribute), "url": url})
     return {
         "rows": shown,
         "total": len(rows),
@@ -262,6 +265,7 @@ def report_page(
         has_baseline=baseline is not None,
         frames=frame_views(report, thumbnails),
         objects=object_table(report),
+        explained=explain.tables(report),
         pr=pr_chart(report),
         trace=report.trace,
         trace_figures=trace_figures or {},
