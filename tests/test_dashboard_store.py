@@ -206,3 +206,16 @@ def test_a_token_that_cannot_be_sent_is_refused_at_start(tmp_path, capsys, monke
         assert main([*argv, "--port", str(taken.getsockname()[1])]) == 2
     line = one_line(capsys)
     assert line.startswith("ropewatch serve: ") and reason in line and "Traceback" not in line
+
+
+def test_validate_job_refuses_a_cvat_token_that_cannot_be_sent(tmp_path, capsys, monkeypatch):
+    """The same rule for validate-job's CVAT_ACCESS_TOKEN: one line before anything is fetched (it was
+    a UnicodeEncodeError per job, deep in the HTTP client)."""
+    monkeypatch.setenv("CVAT_ACCESS_TOKEN", "\u0442\u043e\u043a\u0435\u043d")
+    argv = ["validate-job", "101", "--server-host", "http://127.0.0.1:9", "--out", str(tmp_path / "out")]
+    assert main([*argv, "--db", str(tmp_path / "h.sqlite")]) == 2
+    assert one_line(capsys) == (
+        "validate-job: CVAT_ACCESS_TOKEN: the token must be printable ASCII without spaces "
+        "(HTTP headers carry it)"
+    )
+    assert not (tmp_path / "h.sqlite").exists() and not (tmp_path / "out").exists()

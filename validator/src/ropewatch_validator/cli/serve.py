@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ropewatch_core.errors import InputError
+from ropewatch_validator.cli.tokens import read_token_file, token_problem
 
 ENV_TOKEN = "ROPEWATCH_SERVE_TOKEN"
 
@@ -69,21 +70,13 @@ def port_problem(host: str, port: int) -> str | None:
 
 
 def read_token(token_file: Path | None) -> str | None:
-    """The token from ``--token-file`` (its first line, surrounding blanks dropped) or the environment;
-    None when neither is set. A token must be printable ASCII: it travels in an HTTP header."""
-    if token_file is None:
-        token, where = os.environ.get(ENV_TOKEN) or None, ENV_TOKEN
-    else:
-        where = f"token file {token_file}"
-        try:
-            lines = token_file.read_bytes().splitlines()
-        except OSError as exc:
-            raise InputError(f"cannot read {where}: {exc.strerror}") from None
-        token = lines[0].decode("utf-8", "replace").strip() if lines else ""
-        if not token:
-            raise InputError(f"{where} is empty (the token is its first line)")
-    if token is not None and not (token.isascii() and token.isprintable() and " " not in token):
-        raise InputError(f"{where}: the token must be printable ASCII without spaces (HTTP headers carry it)")
+    """The token from ``--token-file`` (its first line) or the environment; None when neither is set."""
+    if token_file is not None:
+        return read_token_file(token_file)
+    token = os.environ.get(ENV_TOKEN) or None
+    problem = token_problem(token, ENV_TOKEN)
+    if problem:
+        raise InputError(problem)
     return token
 
 
