@@ -2,7 +2,8 @@
 
 Pages: ``/`` model versions, ``/trend?version=V&n=10``, ``/version?name=V`` (labels, errors, jobs),
 ``/jobs?project=&task=&version=&page=``, ``/runs/{id}`` (the job's report page), ``/alerts``,
-``/healthz``. Nothing here writes: SQLite is opened read-only, PostgreSQL sessions are read-only.
+``/healthz`` (checks the store). Nothing here writes: the store is opened read-only and checked on
+every request (``web.store``); a store that cannot answer is a 503 with one line.
 
 Access: without a token the app answers everyone who can reach it (loopback by default). With a
 token, a request needs ``Authorization: Bearer <token>`` or the ``ropewatch_token`` cookie, which
@@ -176,8 +177,8 @@ class Dashboard:
         return self.page("dash_alerts.html", alerts=rows)
 
     def healthz(self, request: Request) -> Response:
-        """ "ok" only when the store answers and is a ropewatch store; else 503 with the reason (which
-        goes to the log only when a token guards the pages: probes need no token)."""
+        """Say ok only when the store answers and is a ropewatch store; else 503 with the reason
+        (which goes to the log only when a token guards the pages: probes need no token)."""
         try:
             self.source.check()
         except StoreUnavailable as exc:
