@@ -20,6 +20,7 @@ from ropewatch_validator.cli.main import main
 from ropewatch_validator.cli.serve import read_token
 from ropewatch_validator.ops.history import open_store
 from ropewatch_validator.web.app import create_app, read_only_engine
+from ropewatch_validator.web.store import ReadOnlyStore, StoreUnavailable
 from support.output import one_line
 from support.webserver import serving
 
@@ -219,3 +220,16 @@ def test_validate_job_refuses_a_cvat_token_that_cannot_be_sent(tmp_path, capsys,
         "(HTTP headers carry it)"
     )
     assert not (tmp_path / "h.sqlite").exists() and not (tmp_path / "out").exists()
+
+
+def test_the_store_check_on_both_backends(history_db, make_report):
+    """An empty database (SQLite file or PostgreSQL database) is not a ropewatch store; once
+    validate-job's code created the schema and stored a run, it is."""
+    if history_db.startswith("sqlite"):
+        sqlite3.connect(history_db.removeprefix("sqlite:///")).close()
+    with pytest.raises(StoreUnavailable, match=r"not a ropewatch history store \(no table alerts, baselines"):
+        ReadOnlyStore(read_only_engine(history_db)).check()
+    store = open_store(history_db)
+    store.record_run(make_report(job=1))
+    store.close()
+    ReadOnlyStore(read_only_engine(history_db)).check()
