@@ -88,15 +88,16 @@ def sqlite_path(engine: Engine) -> Path | None:
 
 def size_problem(path: Path) -> str | None:
     """A SQLite file shorter or longer than its header says (bytes 16-17 page size, 28-31 page count,
-    valid while 92-95 equal the change counter at 24-27: sqlite.org/fileformat.html)."""
+    valid while 92-95 equal the change counter at 24-27: sqlite.org/fileformat.html). Checked in
+    rollback-journal mode only, the mode the history store uses."""
     try:
         with open(path, "rb") as f:
             head = f.read(100)
         size = path.stat().st_size
     except OSError:
         return None  # SQLite's own error names it
-    if len(head) < 100 or head[24:28] != head[92:96]:
-        return None
+    if len(head) < 100 or head[18] != 1 or head[24:28] != head[92:96]:
+        return None  # WAL mode (byte 18 = 2): pages may still be in the -wal file
     page = int.from_bytes(head[16:18], "big")
     page = 65536 if page == 1 else page
     pages = int.from_bytes(head[28:32], "big")
