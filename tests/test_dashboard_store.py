@@ -13,6 +13,7 @@ import sys
 import textwrap
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 
 import pytest
 
@@ -167,6 +168,48 @@ def test_a_hot_journal_left_by_a_killed_writer_is_rolled_back(tmp_path, make_rep
     with sqlite3.connect(db) as conn:  # the last committed state, whole
         assert conn.execute("select count(*), min(model_version) from runs").fetchone() == (29, "rope-old")
         assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
+
+
+@contextmanager
+def _unwritable(path):
+    """``path`` may not be written, even by root (an immutable file; as another user, a 0444 file)."""
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(path)], check=True)
+    else:
+        path.chmod(0o444)
+    try:
+        yield
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        else:
+            path.chmod(0o644)
+
+
+def test_a_hot_journal_that_may_not_be_rolled_back_says_what_to_do(tmp_path, make_report, capsys):
+    db = _store(tmp_path / "history.sqlite", make_report, "rope-old", range(1, 30))
+    subprocess.run([sys.executable, "-c", KILLED_WRITER, str(db)], check=False)
+    hint = (
+        f"a writer was killed mid-write and left a hot rollback journal ({db}-journal) that a read-only "
+        "reader cannot roll back"
+    )
+    what_to_do = f"run `ropewatch history --db {db}` (or the next validate-job) once as a user who may write"
+    with _unwritable(db):
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            assert main(["serve", "--db", str(db), "--port", str(taken.getsockname()[1])]) == 2
+        line = one_line(capsys)
+        assert (
+            line.startswith(f"ropewatch serve: history store {db}: ") and hint in line and what_to_do in line
+        )
+        with serving(create_app(read_only_engine(str(db)))) as url:
+            for path in ("/", "/jobs", "/healthz"):
+                status, body = _get(url + path)
+                assert status == 503 and hint in _single(body) and what_to_do in body
+    with serving(create_app(read_only_engine(str(db)))) as url:  # once it may: rolled back, served
+        status, body = _get(url + "/jobs")
+        assert status == 200 and "rope-old" in body and "half-written" not in body
 
 
 # -- the token file (item 10) ------------------------------------------------------------------
