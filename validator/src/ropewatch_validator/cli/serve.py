@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ropewatch_core.errors import InputError
+from ropewatch_validator.cli.tokens import read_token_file, token_problem
 
 ENV_TOKEN = "ROPEWATCH_SERVE_TOKEN"
 
@@ -72,13 +73,14 @@ def port_problem(host: str, port: int) -> str | None:
 
 
 def read_token(token_file: Path | None) -> str | None:
-    """The token from ``--token-file`` (first line) or the environment; None when neither is set."""
+    """The token from ``--token-file`` (its first line) or the environment; None when neither is set."""
     if token_file is not None:
-        token = token_file.read_text(encoding="utf-8").strip()
-        if not token:
-            raise InputError(f"token file {token_file} is empty")
-        return token
-    return os.environ.get(ENV_TOKEN) or None
+        return read_token_file(token_file)
+    token = os.environ.get(ENV_TOKEN) or None
+    problem = token_problem(token, ENV_TOKEN)
+    if problem:
+        raise InputError(problem)
+    return token
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,9 +88,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ropewatch_validator.ops.history import default_db_url
     from ropewatch_validator.web.app import connection_label, create_app, read_only_engine
+    from ropewatch_validator.web.store import ReadOnlyStore
 
     token = read_token(args.token_file)
-    engine = read_only_engine(args.db or default_db_url())  # a missing store is an OSError: cli/main
+    engine = read_only_engine(args.db or default_db_url())
+    ReadOnlyStore(engine).check()  # not a ropewatch store, damaged, a hot journal: one line, exit 2
     if not is_loopback(args.host) and token is None and not args.behind_proxy:
         print(
             f"ropewatch serve: --host {args.host} is reachable from other machines: set {ENV_TOKEN} or "

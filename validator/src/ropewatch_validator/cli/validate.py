@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ropewatch_core.errors import InputError
 from ropewatch_core.spec import ATTRIBUTE, ATTRIBUTE_VALUES, PERSON_LABEL
+from ropewatch_validator.cli.tokens import token_problem
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -260,7 +261,8 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         parse_since(args.since)
     except ValueError as exc:
         return str(exc)
-    return check_connection_arguments(args)
+    token = None if args.auth else token_problem(os.environ.get("CVAT_ACCESS_TOKEN"), "CVAT_ACCESS_TOKEN")
+    return token or check_connection_arguments(args)
 
 
 def request_from_args(args: argparse.Namespace) -> ValidateRequest:

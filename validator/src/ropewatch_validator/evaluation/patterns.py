@@ -20,6 +20,18 @@ import pandas as pd
 from ropewatch_validator.evaluation.match import Settings
 
 BOX_ERRORS = ("missed", "background", "localization", "duplicate")
+# What each error type means, for the readers of a report (the flips: FLIP_MEANING).
+ERROR_MEANINGS = {
+    "missed": "a reference person no prediction matched or localized",
+    "background": "a prediction with IoU < low_iou with every reference",
+    "localization": "a prediction with best IoU in [low_iou, iou) with a reference",
+    "duplicate": "a prediction on a reference that another prediction matched",
+    "edited_by_person": "not a model error: semi-auto predictions, whose box a person changed "
+    "(still compared as predictions)",
+    "covered_by_localization": "a reference only a localization error reached: counted once, as "
+    "localization, not as missed",
+}
+FLIP_MEANING = "a matched person whose reference value {ref} was predicted as {pred}"
 SIZE_EDGES = (32.0**2, 96.0**2)  # COCO's small / medium / large areas
 GRID = 4
 

@@ -3,19 +3,27 @@
 Every page is self-contained: styles inline, charts as inline SVG, pictures as data: URIs, one small
 inline script (the per-object table's filters); nothing is loaded from the network. The report page
 is the same template whether written by validate-job or served by ``ropewatch serve``.
+
+Scripts live in ``templates/*.js`` and are inlined verbatim; the Content-Security-Policy (:func:`csp`,
+sent by the dashboard as a header and carried by every page in a ``<meta>`` tag, so an offline
+report.html has it too) allows exactly those scripts by their SHA-256, never ``'unsafe-inline'``: a
+``javascript:`` link or an injected ``<script>`` cannot run.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 
 from ropewatch_validator.evaluation.baseline_stats import Better, Change, Comparisons
-from ropewatch_validator.render import links, svg
+from ropewatch_validator.render import explain, links, svg
 from ropewatch_validator.render.model import Report
 from ropewatch_validator.render.thumbs import Thumbnail, region
 
@@ -26,13 +34,40 @@ TABLE_FIELDS = (
     "role",
     "error",
     "source",
-    "iou",
+    "iou",  # shown for matched objects only: an unmatched one has IoU 0 by definition
     "best_iou",
+    "match",
     "score",
     "size",
     "shape_id",
     "track_id",
 )
+
+
+SCRIPTS = ("objects_filter",)  # templates/NAME.js, inlined as ``scripts.NAME``
+
+
+@cache
+def scripts() -> dict[str, Markup]:
+    """Each script's text exactly as it is inlined (its hash in the CSP must match byte for byte)."""
+    loader = jinja2.PackageLoader("ropewatch_validator.render", "templates")
+    env = jinja2.Environment(loader=loader)
+    return {name: Markup(loader.get_source(env, f"{name}.js")[0]) for name in SCRIPTS}
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+@cache
+def csp() -> str:
+    """No request leaves the page (everything is inline: styles, SVG, data: images); only our own
+    scripts run, named by hash."""
+    hashes = " ".join(_sha256(str(js)) for js in scripts().values())
+    return (
+        f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src {hashes}; "
+        "base-uri 'none'; form-action 'self'"
+    )
 
 
 @cache
@@ -46,6 +81,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters.update(num=num, signed=signed)
     env.globals.update(job_url=links.job_url, task_url=links.task_url, project_url=links.project_url)
+    env.globals.update(scripts=scripts(), csp=csp())
     return env
 
 
@@ -187,7 +223,9 @@ def object_table(report: Report, limit: int = MAX_OBJECT_ROWS) -> dict:
             shape_id=r.get("shape_id"),
             track_id=r.get("track_id"),
         )
-        shown.append({**dict.fromkeys(TABLE_FIELDS), **r, "value": r.get(attribute), "url": url})
+        matched = r["match"] >= 0 if r.get("match") is not None else bool(r.get("iou"))
+        iou = r.get("iou") if matched else None
+        shown.append({**dict.fromkeys(TABLE_FIELDS), **r, "iou": iou, "value": r.get(attribute), "url": url})
     return {
         "rows": shown,
         "total": len(rows),
@@ -233,6 +271,7 @@ def report_page(
         fired=list(fired),
         frames=frame_views(report, thumbnails),
         objects=object_table(report),
+        explained=explain.tables(report),
         pr=pr_chart(report),
         trace=report.trace,
         trace_figures=trace_figures or {},

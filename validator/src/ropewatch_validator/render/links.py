@@ -7,18 +7,31 @@ it opens at) and, when both ``type`` and ``serverID`` are given, starts with the
 ``serverID == ID and type == TYPE`` (``tag``, ``shape`` or ``track``): the "copy object URL" item
 of an object's menu builds exactly ``?frame=N&type=T&serverID=ID``. The UI is served from the same
 origin as the API, so the links start with the report's ``source.host``.
+
+Only an ``http``/``https`` host with a host name is ever linked: a stored host is data from a report
+or the history, and ``javascript:``, ``data:`` or a bare word in an ``href`` would be a script or a
+broken link on every page that shows it. Any other host gives no link (None), like a missing task.
 """
 
 from __future__ import annotations
 
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+LINKED_SCHEMES = ("http", "https")
 
-def _base(host: str) -> str:
-    """The host URL without a trailing slash and without any user:password part (never shown)."""
-    parts = urlsplit(str(host).rstrip("/"))
+
+def _base(host: str) -> str | None:
+    """The host URL without a trailing slash and without any user:password part (never shown);
+    None for anything but an http(s) URL with a host name."""
+    try:
+        parts = urlsplit(str(host).strip().rstrip("/"))
+        hostname = parts.hostname
+    except ValueError:  # an unbalanced "[" in the host part
+        return None
+    if parts.scheme.lower() not in LINKED_SCHEMES or not hostname:
+        return None
     netloc = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path, "", ""))
 
 
 def job_url(
@@ -32,7 +45,8 @@ def job_url(
 ) -> str | None:
     """The annotation view of ``job`` (at ``frame``, filtered to one object when its id is known);
     None without a task id, which the route needs."""
-    if task is None:
+    base = _base(host)
+    if task is None or base is None:
         return None
     query: dict[str, int | str] = {}
     if frame is not None:
@@ -42,12 +56,14 @@ def job_url(
     elif shape_id is not None:
         query.update(type="shape", serverID=int(shape_id))
     tail = f"?{urlencode(query)}" if query else ""
-    return f"{_base(host)}/tasks/{int(task)}/jobs/{int(job)}{tail}"
+    return f"{base}/tasks/{int(task)}/jobs/{int(job)}{tail}"
 
 
 def task_url(host: str, task: int | None) -> str | None:
-    return None if task is None else f"{_base(host)}/tasks/{int(task)}"
+    base = _base(host)
+    return None if task is None or base is None else f"{base}/tasks/{int(task)}"
 
 
 def project_url(host: str, project: int | None) -> str | None:
-    return None if project is None else f"{_base(host)}/projects/{int(project)}"
+    base = _base(host)
+    return None if project is None or base is None else f"{base}/projects/{int(project)}"

@@ -7,6 +7,7 @@ fields. Its schema is ``render/report.schema.json``, generated from the model; k
 
 from __future__ import annotations
 
+import html as html_text
 import os
 import shutil
 import tempfile
@@ -21,7 +22,7 @@ from ropewatch_core.jsonio import utc_iso
 from ropewatch_validator.evaluation import measure, patterns
 from ropewatch_validator.evaluation.baseline_stats import Comparisons
 from ropewatch_validator.evaluation.match import Settings
-from ropewatch_validator.render import html, trace_html
+from ropewatch_validator.render import explain, html, trace_html
 from ropewatch_validator.render.model import SCHEMA_VERSION, ObjectRows, Report, Source
 from ropewatch_validator.render.thumbs import Thumbnail
 
@@ -119,56 +120,71 @@ def _fmt(v: object) -> str:
     return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*[]|"})
+
+
+def md(value: object) -> str:
+    """Text from CVAT (labels, values, hosts, model versions) as Markdown shows it literally: HTML
+    escaped as report.html escapes it, and the characters that would start code, emphasis, links or
+    a table cell backslash-escaped."""
+    return html_text.escape(str(value), quote=False).translate(MD_SPECIAL)
+
+
+def _md_table(t: explain.Table) -> list[str]:
+    lines = [f"## {md(t.title)}", "", "| " + " | ".join(md(h) for h in t.header) + " |"]
+    lines.append("|" + "---|" * len(t.header))
+    lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in t.rows]
+    return lines + (["", md(t.note)] if t.note else []) + [""]
+
+
 def markdown(report: Report) -> str:
     src, det, att = report.source, report.detection, report.attribute
-    labels = att.labels
+    labels = [md(v) for v in att.labels]
     lines = [
         f"# Validation of job {src.job} (task {src.task})",
         "",
-        f"CVAT `{src.host}` · reference: {src.reference_mode} · model version: "
-        f"{report.model_version or 'unknown'} · IoU ≥ {report.settings.iou} · "
+        f"CVAT {md(src.host)} · reference: {src.reference_mode} · model version: "
+        f"{md(report.model_version or 'unknown')} · IoU ≥ {report.settings.iou} · "
         f"{report.counts.frames_evaluated} frames · generated {report.generated_at}",
         "",
-        f"## Detection (`{report.settings.label}`)",
+        *(line for w in report.warnings for line in (f"**warning:** {md(w)}", "")),
+        f"## Detection ({md(report.settings.label)})",
         "",
         "| TP | FP | FN | precision | recall | F1 | AP |",
         "|---|---|---|---|---|---|---|",
         f"| {det.tp} | {det.fp} | {det.fn} | {_fmt(det.precision)} | {_fmt(det.recall)} | "
         f"{_fmt(det.f1)} | {_fmt(det.ap)} |",
         "",
-        f"## `{att.name}` on matched persons",
+        f"## {md(att.name)} on matched persons",
         "",
         "| reference \\ prediction | " + " | ".join(labels) + " | total | missed |",
         "|---|" + "---|" * (len(labels) + 2),
     ]
-    for i, v in enumerate(labels):
+    for i, v in enumerate(att.labels):
         lines.append(
-            f"| **{v}** | "
+            f"| **{md(v)}** | "
             + " | ".join(str(x) for x in att.confusion_matrix[i])
             + f" | {att.row_totals[i]} | {att.missed[v]} |"
         )
     lines += [
         "| total | " + " | ".join(str(x) for x in att.column_totals) + " | | |",
-        "| extra | " + " | ".join(str(att.extra[v]) for v in labels) + " | | |",
+        "| extra | " + " | ".join(str(att.extra[v]) for v in att.labels) + " | | |",
         "",
         "| class | precision | recall | F1 | support |",
         "|---|---|---|---|---|",
     ]
     for v, m in att.per_class.items():
-        lines.append(f"| {v} | {_fmt(m.precision)} | {_fmt(m.recall)} | {_fmt(m.f1)} | {m.support} |")
+        lines.append(f"| {md(v)} | {_fmt(m.precision)} | {_fmt(m.recall)} | {_fmt(m.f1)} | {m.support} |")
     lines += [
         f"| accuracy | | | {_fmt(att.accuracy)} | |",
         f"| macro F1 | | | {_fmt(att.macro_f1)} | |",
         "",
-        "## Errors",
-        "",
-        "| type | count |",
-        "|---|---|",
     ]
-    lines += [f"| {k} | {v} |" for k, v in report.errors.counts().items()]
-    lines += ["", "## Worst frames", "", "| frame | errors | types |", "|---|---|---|"]
+    for table in explain.tables(report):
+        lines += _md_table(table)
+    lines += ["## Worst frames", "", "| frame | errors | types |", "|---|---|---|"]
     lines += [
-        f"| {w.frame} | {w.errors} | " + ", ".join(f"{k}: {n}" for k, n in w.by_type.items()) + " |"
+        f"| {w.frame} | {w.errors} | " + ", ".join(f"{md(k)}: {n}" for k, n in w.by_type.items()) + " |"
         for w in report.worst_frames
     ]
     b = report.breakdowns
@@ -181,7 +197,7 @@ def markdown(report: Report) -> str:
             "|---|---|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {r.bucket} | {r.references} | {r.predictions} | {r.missed} | {r.false_positives}"
+            f"| {md(r.bucket)} | {r.references} | {r.predictions} | {r.missed} | {r.false_positives}"
             f" | {r.flips} | {_fmt(r.recall)} | {_fmt(r.precision)} |"
             for r in rows
         ]
@@ -273,26 +289,30 @@ def _umask() -> int:
 
 
 def print_summary(report: Report, console: Console | None = None) -> None:
+    """The terminal summary: the same tables as report.md. Text from CVAT is never read as markup."""
     from rich.console import Console
+    from rich.markup import escape as plain
     from rich.table import Table
 
     console = console or Console()
     src, det, att = report.source, report.detection, report.attribute
     console.print(
-        f"[bold]job {src.job}[/] (task {src.task}) on {src.host} · "
-        f"reference {src.reference_mode} · model {report.model_version or 'unknown'}"
+        f"[bold]job {src.job}[/] (task {src.task}) on {plain(src.host)} · "
+        f"reference {src.reference_mode} · model {plain(report.model_version or 'unknown')}"
     )
     for warning in report.warnings:
-        console.print(f"[bold yellow]warning:[/] {warning}")
-    t = Table("TP", "FP", "FN", "precision", "recall", "F1", "AP", title=f"{report.settings.label} detection")
+        console.print(f"[bold yellow]warning:[/] {plain(warning)}")
+    title = f"{plain(report.settings.label)} detection"
+    t = Table("TP", "FP", "FN", "precision", "recall", "F1", "AP", title=title)
     t.add_row(*(_fmt(v) for v in (det.tp, det.fp, det.fn, det.precision, det.recall, det.f1, det.ap)))
     console.print(t)
-    t = Table("class", "precision", "recall", "F1", "support", title=att.name)
+    t = Table("class", "precision", "recall", "F1", "support", title=plain(att.name))
     for v, m in att.per_class.items():
-        t.add_row(v, _fmt(m.precision), _fmt(m.recall), _fmt(m.f1), str(m.support))
+        t.add_row(plain(v), _fmt(m.precision), _fmt(m.recall), _fmt(m.f1), str(m.support))
     t.add_row("accuracy / macro F1", "", "", f"{_fmt(att.accuracy)} / {_fmt(att.macro_f1)}", "")
     console.print(t)
-    t = Table("error", "count", title="errors")
-    for kind, n in report.errors.counts().items():
-        t.add_row(kind, str(n))
-    console.print(t)
+    for table in explain.tables(report):
+        t = Table(*(plain(h) for h in table.header), title=plain(table.title), caption=plain(table.note))
+        for row in table.rows:
+            t.add_row(*(plain(c) for c in row))
+        console.print(t)

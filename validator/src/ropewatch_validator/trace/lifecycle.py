@@ -40,6 +40,17 @@ STATES = (
     "unjoined_semi_auto",
     "attribute_unmapped",
 )
+# One line per state, for the readers of a report (see the module doc).
+STATE_MEANINGS = {
+    "accepted": "still auto, attribute as the model predicted it",
+    "attribute_corrected": "still auto, a person changed the attribute",
+    "geometry_edited": "semi-auto: a person moved or resized the box",
+    "deleted": "predicted, then deleted by a person",
+    "added": "drawn by a person, no prediction",
+    "unjoined_auto": "auto shape whose request or detection is not in the logs",
+    "unjoined_semi_auto": "semi-auto shape whose request or detection is not in the logs",
+    "attribute_unmapped": "the function's attribute never reached CVAT (mapping): not a correction",
+}
 PREDICTED = ("accepted", "attribute_corrected", "geometry_edited")
 
 

@@ -2,7 +2,8 @@
 
 Pages: ``/`` model versions, ``/trend?version=V&n=10``, ``/version?name=V`` (labels, errors, jobs),
 ``/jobs?project=&task=&version=&page=``, ``/runs/{id}`` (the job's report page), ``/alerts``,
-``/healthz``. Nothing here writes: SQLite is opened read-only, PostgreSQL sessions are read-only.
+``/healthz`` (checks the store). Nothing here writes: the store is opened read-only and checked on
+every request (``web.store``); a store that cannot answer is a 503 with one line.
 
 Access: without a token the app answers everyone who can reach it (loopback by default). With a
 token, a request needs ``Authorization: Bearer <token>`` or the ``ropewatch_token`` cookie, which
@@ -13,9 +14,9 @@ in the address bar or the history). The token is compared in constant time and n
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,37 +30,25 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from ropewatch_core.errors import ServiceError
 from ropewatch_validator.ops import baselines
-from ropewatch_validator.ops.history import DEFAULT_BASELINE_RUNS, HistoryStore, normalize_url
+from ropewatch_validator.ops.history import DEFAULT_BASELINE_RUNS, HistoryStore
 from ropewatch_validator.render import html, svg
 from ropewatch_validator.render.model import Report
 from ropewatch_validator.web import queries
+from ropewatch_validator.web.store import ReadOnlyStore, StoreUnavailable, read_only_engine
+
+__all__ = ["connection_label", "create_app", "read_only_engine"]
+
+log = logging.getLogger(__name__)
 
 COOKIE = "ropewatch_token"
 VERSION_WINDOW = 200  # runs read for a version's label table
-# No request leaves the page: everything it shows is inline (styles, SVG, data: images, one script).
-CSP = (
-    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
-    "base-uri 'none'; form-action 'self'"
-)
+MAX_ID = 2**63 - 1  # the largest id a store can hold (SQLite INTEGER, PostgreSQL BIGINT)
 
 
 class BadRequest(ValueError):
     """A query parameter that cannot be used; answered with 400 and the one-line reason."""
-
-
-def read_only_engine(db: str) -> Engine:
-    """An engine that cannot write: SQLite (a path or a ``sqlite:///`` URL) in ``mode=ro``, the file
-    must exist; PostgreSQL sessions with ``default_transaction_read_only``."""
-    url = sa.engine.make_url(normalize_url(db)) if "://" in db else None
-    if url is None or url.get_backend_name() == "sqlite":
-        path = Path(db if url is None else url.database or "").expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"no history store at {path} (run validate-job or ropewatch demo first)")
-        return sa.create_engine(f"sqlite:///file:{path.resolve()}?mode=ro&uri=true")
-    return sa.create_engine(
-        url, connect_args={"connect_timeout": 10, "options": "-c default_transaction_read_only=on"}
-    )
 
 
 def _int(request: Request, name: str, default: int | None = None, lo: int = 0, hi: int = 10**9) -> int | None:
@@ -76,16 +65,24 @@ def _int(request: Request, name: str, default: int | None = None, lo: int = 0, h
 
 
 class Dashboard:
-    """The pages, over one engine."""
+    """The pages, over the store's current engine (``web.store``: a replaced file is reopened)."""
 
-    def __init__(self, engine: Engine, baseline_runs: int = DEFAULT_BASELINE_RUNS):
-        self.engine = engine
-        self.store = HistoryStore(engine)
+    def __init__(self, engine: Engine, baseline_runs: int = DEFAULT_BASELINE_RUNS, *, guarded: bool = False):
+        self.source = ReadOnlyStore(engine)
         self.baseline_runs = baseline_runs
+        self.guarded = guarded  # a token guards the pages, but not /healthz: it then names no path
+
+    @property
+    def engine(self) -> Engine:
+        return self.source.engine()
+
+    @property
+    def store(self) -> HistoryStore:
+        return HistoryStore(self.engine)
 
     @contextmanager
     def conn(self) -> Iterator[sa.Connection]:
-        with self.engine.connect() as conn:
+        with self.source.connect() as conn:
             yield conn
 
     def page(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -173,7 +170,7 @@ class Dashboard:
     def run(self, request: Request) -> Response:
         run_id = int(request.path_params["run_id"])
         with self.conn() as conn:
-            row = queries.run_row(conn, run_id)
+            row = queries.run_row(conn, run_id) if run_id <= MAX_ID else None
         if row is None:
             return self.page("dash_missing.html", status=404, what=f"run {run_id}")
         report = Report.model_validate(row["report"])
@@ -190,8 +187,15 @@ class Dashboard:
         return self.page("dash_alerts.html", alerts=rows)
 
     def healthz(self, request: Request) -> Response:
-        with self.conn() as conn:
-            conn.execute(sa.select(1))
+        """Say ok only when the store answers and is a ropewatch store; else 503 with the reason
+        (which goes to the log only when a token guards the pages: probes need no token)."""
+        try:
+            self.source.check()
+        except StoreUnavailable as exc:
+            log.warning("healthz: %s", exc)
+            if self.guarded:
+                return PlainTextResponse("history store unavailable (the reason is in the log)", 503)
+            raise
         return PlainTextResponse("ok")
 
 
@@ -247,7 +251,7 @@ class Headers(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request, call_next: Callable) -> Response:
         response = await call_next(request)
-        response.headers["Content-Security-Policy"] = CSP
+        response.headers["Content-Security-Policy"] = html.csp()
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Cache-Control"] = "private, no-store"
         response.headers["Referrer-Policy"] = "no-referrer"
@@ -257,7 +261,7 @@ class Headers(BaseHTTPMiddleware):
 def create_app(
     engine: Engine, *, token: str | None = None, baseline_runs: int = DEFAULT_BASELINE_RUNS
 ) -> Starlette:
-    dash = Dashboard(engine, baseline_runs)
+    dash = Dashboard(engine, baseline_runs, guarded=bool(token))
     middleware = [Middleware(Headers)]
     if token:
         middleware.append(Middleware(TokenGate, token=token))
@@ -270,11 +274,17 @@ def create_app(
         Route("/alerts", dash.alerts),
         Route("/healthz", dash.healthz),
     ]
-    return Starlette(routes=routes, middleware=middleware, exception_handlers={BadRequest: _bad_request})
+    handlers = {BadRequest: _bad_request, ServiceError: _unavailable}
+    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
 
 
 async def _bad_request(request: Request, exc: Exception) -> Response:
     return PlainTextResponse(str(exc), status_code=400)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    """The store cannot answer (gone, replaced by something else, locked, damaged): one line."""
+    return PlainTextResponse(str(exc), status_code=503)
 
 
 def connection_label(engine: Engine) -> str:
