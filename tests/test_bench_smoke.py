@@ -110,7 +110,16 @@ def test_bench_dashboard():
 def test_bench_join_imports_its_generator_without_pythonpath():
     out = figures(
         run_bench(
-            "bench/bench_join.py", "--lines", "3000", "--frames", "30", "--workers", "2", "--allow-noisy"
+            "bench/bench_join.py",
+            "--lines",
+            "3000",
+            "--frames",
+            "30",
+            "--workers",
+            "2",
+            "--rounds",
+            "2",
+            "--allow-noisy",
         ),
         "bench_join",
     )
