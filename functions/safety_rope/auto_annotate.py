@@ -3,6 +3,9 @@
     cvat-cli task auto-annotate TASK --function-file functions/safety_rope/auto_annotate.py \
         -p model_path=str:/srv/models/rope.pt -p detector_path=str:/srv/models/person.pth
 
+``-p detector_min_size=int:N -p detector_max_size=int:N`` set the detector's resize as the Nuclio
+function's DETECTOR_MIN_SIZE/DETECTOR_MAX_SIZE do (0 or unset: the architecture's own sizes).
+
 Each rectangle carries the detector's score (CVAT >= 2.56 stores it) and the ``safety_rope_use`` value.
 Each frame also gets the same ``inference`` record the Nuclio function writes (ropewatch_core.records,
 plus ``frame_name``), on stdout or appended to ``-p log_path=str:FILE``, so ``validate-job --logs`` traces
@@ -66,12 +69,20 @@ def create(
     device: str = "cpu",
     detector_threshold: float = 0.5,
     log_path: str = "",
+    detector_min_size: int = 0,
+    detector_max_size: int = 0,
 ) -> SafetyRopeFunction:
     """Called by cvat-cli with the ``-p name=type:value`` parameters."""
     from ropewatch_core.model.detector import DEFAULT_ARCH, TorchvisionPersonDetector
     from ropewatch_core.model.pipeline import Predictor
 
-    detector = TorchvisionPersonDetector(detector_path, detector_arch or DEFAULT_ARCH, device)
+    detector = TorchvisionPersonDetector(
+        detector_path,
+        detector_arch or DEFAULT_ARCH,
+        device,
+        detector_min_size or None,
+        detector_max_size or None,
+    )
     stream = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115 - lives with the run
     return SafetyRopeFunction(
         Predictor(model_path, detector, device=device, detector_threshold=detector_threshold),
