@@ -4,12 +4,14 @@ parsed, their presence and their consistency are checked, never their values."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -368,3 +370,49 @@ def test_gpu_sh_refuses_without_out_and_without_cuda(tmp_path):
     )
     assert no_gpu.returncode == 2 and no_gpu.stderr.startswith("gpu.sh: DEVICE=cuda but torch sees no CUDA")
     assert not list(tmp_path.iterdir())
+
+
+def bench_module(name: str):
+    """A bench module imported as its script sees its siblings (bench/ first on the path)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_interleaved_runs_every_configuration_in_turn():
+    protocol = bench_module("_protocol")
+    calls: list[tuple[str, int]] = []
+    out = protocol.interleaved(
+        {name: (lambda x, name=name: calls.append((name, x)) or f"{name}{x}") for name in "ABC"}, [0, 1]
+    )
+    assert calls == [("A", 0), ("B", 0), ("C", 0), ("A", 1), ("B", 1), ("C", 1)]  # A B C A B C
+    assert out == {"A": ["A0", "A1"], "B": ["B0", "B1"], "C": ["C0", "C1"]}
+    assert (
+        protocol.ratio_line("frames/s", {"A": 2.0, "B": 3.0, "C": 1.0})
+        == "# ratio frames/s vs A: B 1.50x, C 0.50x"
+    )
+    assert protocol.ratio_line("s", {"A": 2.0, "B": 4.0}, higher_is_better=False) == "# ratio s vs A: B 0.50x"
+
+
+def test_exactness_against_a_brute_force_count():
+    protocol = bench_module("_protocol")
+    rng = np.random.default_rng(3)
+    ref = rng.normal(0, 1, 600)
+    other = ref + rng.normal(0, 1e-3, 600)
+    ref_side, other_side = ref >= 0.1, other >= 0.1
+    other_side[:3] = ~ref_side[:3]  # three persons certainly on the other side
+    e = protocol.exactness(ref, other, ref_side, other_side)
+    flips = sum(a != b for a, b in zip(ref_side, other_side))
+    assert flips >= 3 and (e.persons, e.flips, e.reference_correct) == (600, flips, sum(ref_side))
+    assert e.max_abs_delta == max(abs(a - b) for a, b in zip(ref, other))
+    verdict = bench_module("bench_expert").verdict
+    assert (
+        verdict(1.5, e) == f"DROP (logit delta {e.max_abs_delta:.3g} > 0.0001; {flips} decision(s) changed)"
+    )
+    same = protocol.exactness(ref, ref + 1e-6, ref >= 0.1, ref >= 0.1)
+    assert verdict(1.2, same) == "KEEP"
+    assert verdict(1.19, same) == "DROP (1.19x < 1.2x)"
+    few = protocol.exactness(ref[:499], ref[:499], ref[:499] >= 0, ref[:499] >= 0)
+    assert verdict(2.0, few) == "DROP (499 persons < 500 (no verdict on identity))"
