@@ -50,8 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _load() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+def _load() -> tuple[float, float, float]:
+    """The load averages as printed (2 decimals): the NOISY decision is taken on the printed figure."""
+    one, five, fifteen = (round(v, 2) for v in os.getloadavg())
+    return one, five, fifteen
+
+
+def _shown(load: tuple[float, float, float]) -> str:
+    return " ".join(f"{v:.2f}" for v in load)
 
 
 def threads_setup(device: str = "cpu") -> str:
@@ -68,7 +74,8 @@ def threads_setup(device: str = "cpu") -> str:
 def start(name: str, args: argparse.Namespace, torch_device: str | None = None) -> Session:
     """Check the load before anything else runs, then print the run's setup (``torch_device``: the
     device when the bench uses torch, None when it does not)."""
-    load1 = os.getloadavg()[0]
+    load = _load()
+    load1 = load[0]
     noisy = load1 > args.max_load
     if noisy and not args.allow_noisy:
         print(
@@ -77,7 +84,7 @@ def start(name: str, args: argparse.Namespace, torch_device: str | None = None) 
             file=sys.stderr,
         )
         raise SystemExit(2)
-    print(f"# protocol: {name}, nproc {os.cpu_count()}, load average at start {_load()} (1/5/15 min)")
+    print(f"# protocol: {name}, nproc {os.cpu_count()}, load average at start {_shown(load)} (1/5/15 min)")
     if noisy:
         print(f"# NOISY: 1-minute load {load1:.2f} > {args.max_load:g} at start; figures are not comparable")
     if torch_device is not None:
@@ -87,9 +94,11 @@ def start(name: str, args: argparse.Namespace, torch_device: str | None = None) 
 
 
 def finish(session: Session) -> None:
-    load1 = os.getloadavg()[0]
-    rose = f"; NOISY: 1-minute load above {session.max_load:g} at the end" if load1 > session.max_load else ""
-    print(f"# protocol: {session.name}, load average at end {_load()}{rose}", flush=True)
+    load = _load()
+    rose = (
+        f"; NOISY: 1-minute load above {session.max_load:g} at the end" if load[0] > session.max_load else ""
+    )
+    print(f"# protocol: {session.name}, load average at end {_shown(load)}{rose}", flush=True)
 
 
 def interleaved(configs: Mapping[str, Callable[[X], T]], inputs: Sequence[X]) -> dict[str, list[T]]:
@@ -125,9 +134,6 @@ class Exactness:
     max_abs_delta: float  # largest |logit - reference logit|
     flips: int  # persons on the other side of thr than in the reference
     reference_correct: int  # persons the reference puts on the "correct" side (the check needs both sides)
-
-    def identical(self, tolerance: float, min_persons: int) -> bool:
-        return self.persons >= min_persons and self.flips == 0 and self.max_abs_delta <= tolerance
 
 
 def exactness(

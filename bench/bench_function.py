@@ -105,13 +105,28 @@ class Config:
     dtype: str
 
 
-def configs(archs: list[str], mins: list[str], maxs: list[str], dtypes: list[str]) -> list[Config]:
+def size_list(text: str) -> list[int | None]:
+    """``default,480``: pixels, or ``default`` for the architecture's own size."""
+    out: list[int | None] = []
+    for item in text.split(","):
+        if item != "default" and not item.isdigit():
+            raise argparse.ArgumentTypeError(f"expected pixels or 'default', got {item!r}")
+        out.append(None if item == "default" else int(item))
+    return out
+
+
+def dtype_list(text: str) -> list[str]:
+    names = text.split(",")
+    if unknown := sorted(set(names) - set(DTYPES)):
+        raise argparse.ArgumentTypeError(f"unknown {unknown}; one of {', '.join(DTYPES)}")
+    return names
+
+
+def configs(
+    archs: list[str], mins: list[int | None], maxs: list[int | None], dtypes: list[str]
+) -> list[Config]:
     """Architecture x size x dtype; the fixed-size SSD once per dtype."""
-    if len(mins) != len(maxs):
-        raise SystemExit("--detector-min-size and --detector-max-size need as many values each")
-    sizes = [
-        (None if a == "default" else int(a), None if b == "default" else int(b)) for a, b in zip(mins, maxs)
-    ]
+    sizes = list(zip(mins, maxs))
     out = []
     for arch in archs:
         for low, high in [(None, None)] if arch in FIXED_SIZE else sizes:
@@ -143,21 +158,23 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--persons", default="1,5", help="persons per frame, one run each")
     parser.add_argument("--detector-arch", default=DEFAULT_ARCH, help="one or more, comma-separated")
-    parser.add_argument("--detector-min-size", default="default", help="comma-separated, paired with max")
-    parser.add_argument("--detector-max-size", default="default", help="comma-separated, paired with min")
-    parser.add_argument("--autocast", default="fp32", help=f"one or more of {', '.join(DTYPES)}")
+    parser.add_argument(
+        "--detector-min-size", type=size_list, default=[None], help="comma-separated, paired with max"
+    )
+    parser.add_argument(
+        "--detector-max-size", type=size_list, default=[None], help="comma-separated, paired with min"
+    )
+    parser.add_argument(
+        "--autocast", type=dtype_list, default=["fp32"], help=f"one or more of {', '.join(DTYPES)}"
+    )
     parser.add_argument("--frame-size", type=frame_size, default=(1280, 720), help="frames and expert input")
     parser.add_argument("--expert-depth", type=int, help="fewer ViT blocks (smoke test only; default all 12)")
     add_arguments(parser)
     args = parser.parse_args()
-    dtypes = args.autocast.split(",")
-    if unknown := set(dtypes) - set(DTYPES):
-        raise SystemExit(f"--autocast: unknown {sorted(unknown)}; one of {', '.join(DTYPES)}")
+    if len(args.detector_min_size) != len(args.detector_max_size):
+        parser.error("--detector-min-size and --detector-max-size need as many values each")
     plan = configs(
-        args.detector_arch.split(","),
-        args.detector_min_size.split(","),
-        args.detector_max_size.split(","),
-        dtypes,
+        args.detector_arch.split(","), args.detector_min_size, args.detector_max_size, args.autocast
     )
     session = start("bench_function", args, torch_device=args.device)
     width, height = args.frame_size

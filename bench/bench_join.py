@@ -1,7 +1,8 @@
 """Benchmark: join N log lines to an F-frame job whose frames come from the fake CVAT server.
 
 Prints, from one run: the fake server's own frame throughput (plain concurrent keep-alive GETs that
-only read the body), the validator's frame download + fingerprint throughput through cvat-sdk with
+only read the body) and cvat-sdk's download alone, in ``--rounds`` interleaved turns (median of each,
+and their ratio), then the validator's frame download + fingerprint throughput through cvat-sdk with
 the same number of workers (and the ratio) for an image task (bytes hashed) and a video task (also
 decoded for the pixel fingerprint), log reading, join + lifecycle + calibration time,
 the peak RSS after each stage, and whether the lifecycle counts equal the generated ones.
@@ -33,7 +34,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
-from _protocol import add_arguments, finish, start
+from _protocol import add_arguments, finish, interleaved, ratio_line, start
 from PIL import Image
 
 from ropewatch_validator.cvat.client import ConnectionSettings, connect
@@ -148,6 +149,7 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=320)
     ap.add_argument("--height", type=int, default=180)
     ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=3, help="turns of plain client / cvat-sdk downloads")
     add_arguments(ap)
     args = ap.parse_args()
     session = start("bench_join", args)
@@ -165,12 +167,27 @@ def main() -> int:
     state = sandbox.CvatState(frames={(job_id, n): data for n, data in frames.items()})
     with sandbox.serve(state) as (base_url, _), tempfile.TemporaryDirectory() as tmp:
         numbers = list(frames)
-        raw = server_throughput(base_url, job_id, numbers, args.workers)
         fetch = cvat_frame_fetcher(connect(ConnectionSettings(base_url, pool_size=args.workers)), job_id)
-        t = time.perf_counter()
-        with ThreadPoolExecutor(args.workers) as pool:
-            assert all(pool.map(fetch, numbers))
-        sdk_only = len(numbers) / (time.perf_counter() - t)
+
+        def sdk_throughput(_: int) -> float:
+            t = time.perf_counter()
+            with ThreadPoolExecutor(args.workers) as pool:
+                assert all(pool.map(fetch, numbers))
+            return len(numbers) / (time.perf_counter() - t)
+
+        rates = interleaved(
+            {
+                "plain client": lambda _: server_throughput(base_url, job_id, numbers, args.workers),
+                "cvat-sdk": sdk_throughput,
+            },
+            range(args.rounds),
+        )
+        raw, sdk_only = (float(np.median(r)) for r in rates.values())
+        print(
+            f"download only, {args.rounds} interleaved rounds (median frames/s): plain client {raw:.0f}, "
+            f"cvat-sdk {sdk_only:.0f}"
+        )
+        print(ratio_line("download frames/s", {"plain client": raw, "cvat-sdk": sdk_only}))
         t = time.perf_counter()
         hashed = frame_fingerprints(
             fetch, numbers, job_id=job_id, chunks_updated_date="bench", workers=args.workers, pixels=False

@@ -4,11 +4,15 @@ parsed, their presence and their consistency are checked, never their values."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
@@ -17,6 +21,7 @@ START = re.compile(
     rf"^# protocol: (\w+), nproc (\d+), load average at start ({NUMBER}) {NUMBER} {NUMBER}", re.M
 )
 END = re.compile(rf"^# protocol: (\w+), load average at end ({NUMBER}) {NUMBER} {NUMBER}", re.M)
+EXACT = r"max \|logit delta\| (\S+), (\d+) on the other side of thr$"
 THREADS = re.compile(r"^# protocol: torch \S+, get_num_threads (\d+), get_num_interop_threads \d+, ", re.M)
 
 
@@ -107,7 +112,16 @@ def test_bench_dashboard():
 def test_bench_join_imports_its_generator_without_pythonpath():
     out = figures(
         run_bench(
-            "bench/bench_join.py", "--lines", "3000", "--frames", "30", "--workers", "2", "--allow-noisy"
+            "bench/bench_join.py",
+            "--lines",
+            "3000",
+            "--frames",
+            "30",
+            "--workers",
+            "2",
+            "--rounds",
+            "2",
+            "--allow-noisy",
         ),
         "bench_join",
     )
@@ -122,6 +136,7 @@ def test_bench_join_imports_its_generator_without_pythonpath():
 TINY_EXPERT = ("--frame-size", "160x96", "--expert-depth", "1")
 
 
+@pytest.mark.slow
 def test_bench_function_detector_sizes_interleaved():
     out = figures(
         run_bench(
@@ -165,6 +180,7 @@ def test_bench_function_detector_sizes_interleaved():
             )
 
 
+@pytest.mark.slow
 def test_bench_cascade_interleaves_expert_and_cascade():
     out = figures(
         run_bench(
@@ -198,3 +214,205 @@ def test_bench_cascade_interleaves_expert_and_cascade():
         assert re.search(
             rf"^# filter cost, {n} person\(s\): {NUMBER} ms per frame, {NUMBER} ms per person", out, re.M
         )
+
+
+@pytest.mark.slow
+def test_bench_nuclio_interleaves_the_thread_settings():
+    out = figures(
+        run_bench(
+            "bench/bench_nuclio.py",
+            *(
+                "--workers",
+                "1",
+                "--requests",
+                "2",
+                "--img-size",
+                "64",
+                "48",
+                "--rounds",
+                "2",
+                "--allow-noisy",
+            ),
+        ),
+        "bench_nuclio",
+        torch_used=True,
+    )
+    assert re.search(r"^workers=1 requests=2 img_size=64x48$", out, re.M)
+    cores = os.cpu_count()
+    for label, threads in (
+        (rf"TORCH_THREADS={cores} \(torch's default\)", cores),
+        (r"NUM_WORKERS=1 \(cores / workers\)", None),
+    ):
+        line = re.search(
+            rf"^{label} +({NUMBER}) req/s \(median of ({NUMBER}), ({NUMBER})\)  "
+            r"statuses \[200\]  torch_threads \['(\d+)'\]$",
+            out,
+            re.M,
+        )
+        assert line, label
+        if threads is not None:
+            assert int(line.group(4)) == threads  # the setting reached the workers
+    assert re.search(
+        rf"^# ratio requests/s vs TORCH_THREADS={cores} \(torch's default\): "
+        rf"NUM_WORKERS=1 \(cores / workers\) {NUMBER}x$",
+        out,
+        re.M,
+    )
+
+
+def expert_rows(out: str) -> dict[str, str]:
+    return dict(re.findall(rf"^ +(\S+) +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER}  (.+)$", out, re.M))
+
+
+def test_bench_expert_options_and_the_exactness_verdict():
+    variants = "eager,channels-last,sdpa-math,sdpa-efficient,no-fused-attn,bf16"
+    out = figures(
+        run_bench(
+            "bench/bench_expert.py",
+            *("--frames", "3", "--persons", "2", "--warmup", "1", *TINY_EXPERT, "--variants", variants),
+            "--allow-noisy",
+        ),
+        "bench_expert",
+        torch_used=True,
+    )
+    # no efficient-attention kernel on CPU: skipped with its reason, the others still run
+    assert re.search(r"^# skipped sdpa-efficient: not available on cpu: No viable backend", out, re.M)
+    rows = expert_rows(out)
+    assert list(rows) == ["eager", "channels-last", "sdpa-math", "no-fused-attn", "bf16"]
+    assert rows["eager"] == "reference"
+    for name in ("channels-last", "sdpa-math", "no-fused-attn", "bf16"):
+        assert rows[name].startswith("DROP (") and "6 persons < 500 (no verdict on identity)" in rows[name]
+        e = re.search(
+            rf"^# exactness {name} vs eager: 6 persons \(3 correct, 3 wrong in eager\), {EXACT}",
+            out,
+            re.M,
+        )
+        assert e, name
+    bf16 = re.search(r"^# exactness bf16 vs eager: .* max \|logit delta\| (\S+), ", out, re.M)
+    assert bf16 and float(bf16.group(1)) > 1e-4 and "> 0.0001" in rows["bf16"]  # autocast is not exact
+
+
+@pytest.mark.slow
+def test_bench_expert_compile():
+    out = figures(
+        run_bench(
+            "bench/bench_expert.py",
+            *(
+                "--frames",
+                "2",
+                "--persons",
+                "2",
+                "--warmup",
+                "1",
+                *TINY_EXPERT,
+                "--variants",
+                "eager,compile",
+            ),
+            "--allow-noisy",
+        ),
+        "bench_expert",
+        torch_used=True,
+    )
+    assert re.search(r"^# warm-up compile: [0-9.]+ s \(includes compiling\)$", out, re.M)
+    assert expert_rows(out)["compile"].startswith("DROP (")
+    e = re.search(
+        r"^# exactness compile vs eager: 4 persons .* max \|logit delta\| (\S+), 0 on the other side",
+        out,
+        re.M,
+    )
+    assert e and float(e.group(1)) < 1e-3  # inductor reorders float sums: close, not bit-identical
+
+
+@pytest.mark.slow
+def test_gpu_sh_dry_run_on_cpu(tmp_path):
+    out_file = tmp_path / "gpu.txt"
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "DEVICE": "cpu", "PYTHON": sys.executable}
+    proc = subprocess.run(
+        ["bench/gpu.sh", "--dry-run", "--out", str(out_file), "--allow-noisy"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out_file.read_text()
+    assert text == proc.stdout  # every figure printed is in the one file
+    assert not list(tmp_path.glob("gpu.txt.tmp.*"))
+    assert text.startswith("# gpu.sh: device cpu, dry run 1, ")
+    assert "# gpu.sh: fp16 skipped on cpu: " in text and " fp16" not in text.split("fp16 skipped on cpu")[1]
+    function = text[text.index("# gpu.sh: function benchmark") : text.index("# gpu.sh: expert pass")]
+    expert = text[text.index("# gpu.sh: expert pass") :]
+    figures(subprocess.CompletedProcess([], 0, function, ""), "bench_function", torch_used=True)
+    figures(subprocess.CompletedProcess([], 0, expert, ""), "bench_expert", torch_used=True)
+    name = "fasterrcnn_mobilenet_v3_large_320_fpn@64/96"
+    for persons in (1, 2):
+        for dtype in ("fp32", "bf16"):  # batch 1: one frame per request; p50/p95 and frames/s per dtype
+            assert re.search(rf"^ +{persons} +{name} {dtype} +total +{NUMBER} +{NUMBER}$", function, re.M)
+            assert re.search(rf"^ +{persons} +{name} {dtype} +frames/s +{NUMBER}$", function, re.M)
+        assert re.search(
+            rf"^# exactness {name} bf16 vs {name} fp32: {2 * persons} persons .* {EXACT}",
+            function,
+            re.M,
+        )
+    assert list(expert_rows(expert)) == ["eager", "bf16"]
+    assert re.search(r"^# exactness bf16 vs eager: 6 persons ", expert, re.M)
+    assert re.search(r"^# gpu.sh: done in \d+ s$", text, re.M)
+
+
+def test_gpu_sh_refuses_without_out_and_without_cuda(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable}
+    no_out = subprocess.run(["bench/gpu.sh", "--dry-run"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert no_out.returncode == 2 and no_out.stderr == "gpu.sh: --out FILE is required\n"
+    env["CUDA_VISIBLE_DEVICES"] = ""  # whatever this machine has, torch then sees no CUDA device
+    no_gpu = subprocess.run(
+        ["bench/gpu.sh", "--out", str(tmp_path / "x.txt")], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert no_gpu.returncode == 2 and no_gpu.stderr.startswith("gpu.sh: DEVICE=cuda but torch sees no CUDA")
+    assert not list(tmp_path.iterdir())
+
+
+def bench_module(name: str):
+    """A bench module imported as its script sees its siblings (bench/ first on the path)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_interleaved_runs_every_configuration_in_turn():
+    protocol = bench_module("_protocol")
+    calls: list[tuple[str, int]] = []
+    out = protocol.interleaved(
+        {name: (lambda x, name=name: calls.append((name, x)) or f"{name}{x}") for name in "ABC"}, [0, 1]
+    )
+    assert calls == [("A", 0), ("B", 0), ("C", 0), ("A", 1), ("B", 1), ("C", 1)]  # A B C A B C
+    assert out == {"A": ["A0", "A1"], "B": ["B0", "B1"], "C": ["C0", "C1"]}
+    assert (
+        protocol.ratio_line("frames/s", {"A": 2.0, "B": 3.0, "C": 1.0})
+        == "# ratio frames/s vs A: B 1.50x, C 0.50x"
+    )
+    assert protocol.ratio_line("s", {"A": 2.0, "B": 4.0}, higher_is_better=False) == "# ratio s vs A: B 0.50x"
+
+
+def test_exactness_against_a_brute_force_count():
+    protocol = bench_module("_protocol")
+    rng = np.random.default_rng(3)
+    ref = rng.normal(0, 1, 600)
+    other = ref + rng.normal(0, 1e-3, 600)
+    ref_side, other_side = ref >= 0.1, other >= 0.1
+    other_side[:3] = ~ref_side[:3]  # three persons certainly on the other side
+    e = protocol.exactness(ref, other, ref_side, other_side)
+    flips = sum(a != b for a, b in zip(ref_side, other_side))
+    assert flips >= 3 and (e.persons, e.flips, e.reference_correct) == (600, flips, sum(ref_side))
+    assert e.max_abs_delta == max(abs(a - b) for a, b in zip(ref, other))
+    verdict = bench_module("bench_expert").verdict
+    assert (
+        verdict(1.5, e) == f"DROP (logit delta {e.max_abs_delta:.3g} > 0.0001; {flips} decision(s) changed)"
+    )
+    same = protocol.exactness(ref, ref + 1e-6, ref >= 0.1, ref >= 0.1)
+    assert verdict(1.2, same) == "KEEP"
+    assert verdict(1.19, same) == "DROP (1.19x < 1.2x)"
+    few = protocol.exactness(ref[:499], ref[:499], ref[:499] >= 0, ref[:499] >= 0)
+    assert verdict(2.0, few) == "DROP (499 persons < 500 (no verdict on identity))"

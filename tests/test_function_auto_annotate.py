@@ -61,6 +61,21 @@ def test_detect_gives_scored_rectangles_with_the_attribute(tiny_checkpoint, pers
         (value,) = shape.attributes
         assert value.spec_id == 0 and value.value in ATTRIBUTE_VALUES
     assert len(function.detect(Context(None), image)) >= len(shapes)  # default threshold 0.5 <= 0.8
+    assert function.predictor.detector.sizes == (320, 640)  # the architecture's own
+
+
+def test_detector_sizes_are_parameters(tiny_checkpoint, person_detector_weights):
+    function = load_module().create(
+        model_path=str(tiny_checkpoint),
+        detector_path=str(person_detector_weights),
+        detector_arch="fasterrcnn_mobilenet_v3_large_320_fpn",
+        detector_min_size=96,
+        detector_max_size=128,
+    )
+    assert function.predictor.detector.sizes == (96, 128)
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    shapes = function.detect(Context(0.8), image)
+    assert shapes and all(0 <= s.points[0] < s.points[2] <= 160 for s in shapes)  # frame pixels
 
 
 def test_detect_writes_the_same_inference_record_as_the_nuclio_function(

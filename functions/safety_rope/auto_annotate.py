@@ -17,6 +17,9 @@ same ``inference`` record the Nuclio function writes (ropewatch_core.records, pl
 stdout or appended to ``-p log_path=str:FILE``. The driver hands the function decoded pixels, so the
 record's byte hash is of a re-encoding: the record says so (``image.source_bytes: false``) and
 ``validate-job --logs`` joins such records by the pixel hash, by itself.
+
+``-p detector_min_size=int:N -p detector_max_size=int:N`` set the detector's resize as the Nuclio
+function's DETECTOR_MIN_SIZE/DETECTOR_MAX_SIZE do (0 or unset: the architecture's own sizes).
 """
 
 from __future__ import annotations
@@ -85,12 +88,20 @@ def create(
     device: str = "cpu",
     detector_threshold: float = 0.5,
     log_path: str = "",
+    detector_min_size: int = 0,
+    detector_max_size: int = 0,
 ) -> SafetyRopeFunction:
     """Called by cvat-cli with the ``-p name=type:value`` parameters."""
     from ropewatch_core.model.detector import DEFAULT_ARCH, TorchvisionPersonDetector
     from ropewatch_core.model.pipeline import Predictor
 
-    detector = TorchvisionPersonDetector(detector_path, detector_arch or DEFAULT_ARCH, device)
+    detector = TorchvisionPersonDetector(
+        detector_path,
+        detector_arch or DEFAULT_ARCH,
+        device,
+        detector_min_size or None,
+        detector_max_size or None,
+    )
     stream = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115 - lives with the run
     return SafetyRopeFunction(
         Predictor(model_path, detector, device=device, detector_threshold=detector_threshold),
