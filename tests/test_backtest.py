@@ -321,6 +321,7 @@ def test_detectors_are_scored_on_the_same_frames(cvat, two_versions, person_dete
         (["--dataset", "x"], "give either a CVAT scope"),
         (["--with-detector", "yolo:x.pt"], "--with-detector takes ARCH:WEIGHTS"),
         (["--thr-from-split", "1.5"], "--thr-from-split takes a fraction in (0, 1)"),
+        (["--device", "warp9"], "--device warp9: "),
     ],
 )
 def test_refusals_are_one_line_exit_2(cvat, two_versions, tmp_path, capsys, extra, expected):

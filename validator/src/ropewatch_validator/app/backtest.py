@@ -85,6 +85,7 @@ class Request:
     ref_sources: tuple[str, ...] = Settings().ref_sources
     n_boot: int = N_BOOT
     seed: int = SEED
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -243,32 +244,31 @@ def _names(loaded: Sequence[lb.Loaded]) -> list[str]:
     return names
 
 
-def _version_p(item: lb.Loaded, scores: lb.FrameScores) -> list[float | None]:
+def _version_p(item: lb.Loaded, scores: lb.FrameScores, device: str) -> list[float | None]:
     """P(correct) of a version on one frame's persons (see the module doc for cascades)."""
-    expert = scores.p[item.expert.sha256]
+    expert = scores.p[lb.model_key(item.expert.sha256, device)]
     if item.filter is None or item.band is None:
         return expert
     lo, hi = item.band
     out: list[float | None] = []
-    for pe, pf in zip(expert, scores.p[item.filter.sha256]):
+    for pe, pf in zip(expert, scores.p[lb.model_key(item.filter.sha256, device)]):
         out.append(None if pe is None or pf is None else 1.0 if pf >= hi else 0.0 if pf <= lo else pe)
     return out
 
 
-def _timing(item: lb.Loaded, all_scores: Sequence[lb.FrameScores], device: dict) -> Timing:
+def _timing(item: lb.Loaded, all_scores: Sequence[lb.FrameScores], device: dict, device_name: str) -> Timing:
     """Mean ms per frame of the version: the expert's, or for a cascade the filter's plus the
     expert's on the frames where the filter defers someone (the only ones the function passes on)."""
     ok = [s for s in all_scores if s.error is None]
     if not ok:
         return Timing(ms_per_frame=0.0, **device)
-    expert = np.array([s.ms[item.expert.sha256] for s in ok])
+    expert = np.array([s.ms[lb.model_key(item.expert.sha256, device_name)] for s in ok])
     if item.filter is None or item.band is None:
         return Timing(ms_per_frame=round(float(expert.mean()), 3), **device)
     lo, hi = item.band
-    filt = np.array([s.ms[item.filter.sha256] for s in ok])
-    deferred = np.array(
-        [any(p is not None and lo < p < hi for p in s.p[item.filter.sha256]) for s in ok], dtype=bool
-    )
+    fkey = lb.model_key(item.filter.sha256, device_name)
+    filt = np.array([s.ms[fkey] for s in ok])
+    deferred = np.array([any(p is not None and lo < p < hi for p in s.p[fkey]) for s in ok], dtype=bool)
     return Timing(ms_per_frame=round(float((filt + expert * deferred).mean()), 3), **device)
 
 
@@ -279,7 +279,7 @@ def _detectors(
     floor; Σ ΔR·P over all reference persons, as evaluation.measure's AP) per detector."""
     out = []
     for spec in request.detectors:
-        key = lb.detector_key(spec)
+        key = lb.detector_key(spec, request.device)
         pred_rows, ref_rows, ms = [], [], []
         for frame, s in zip(frames, all_scores):
             if s.error is not None:
@@ -340,7 +340,8 @@ def run_backtest(
         raise InputError("no checkpoint given (--checkpoint PATH, repeatable)")
     if request.thr_from_split is not None and not 0.0 < request.thr_from_split < 1.0:
         raise InputError(f"--thr-from-split takes a fraction in (0, 1), got {request.thr_from_split}")
-    loaded = lb.load(request.candidates)
+    lb.check_device(request.device)
+    loaded = lb.load(request.candidates, request.device)
     need_split = [i for i, item in enumerate(loaded) if item.expert.thr_source == "none"]
     if need_split and request.thr_from_split is None:
         path = loaded[need_split[0]].expert.path
@@ -357,7 +358,9 @@ def run_backtest(
     if not frames:
         raise InputError("no reference person with a value to score")
     advance = progress(len(frames)) if progress is not None else None
-    all_scores = list(lb.score_all(loaded, request.detectors, frames, request.cache_dir, advance))
+    all_scores = list(
+        lb.score_all(loaded, request.detectors, frames, request.cache_dir, advance, request.device)
+    )
     names = _names(loaded)
     skipped = Counter(collected.skipped)
     rows: list[tuple[RefFrame, int, dict[str, float]]] = []
@@ -365,7 +368,7 @@ def run_backtest(
         if s.error is not None:
             skipped["frame_undecodable"] += len(frame.truth)
             continue
-        per_version = [_version_p(item, s) for item in loaded]
+        per_version = [_version_p(item, s, request.device) for item in loaded]
         for k in range(len(frame.truth)):
             ps = [v[k] for v in per_version]
             if any(p is None for p in ps):
@@ -385,7 +388,7 @@ def run_backtest(
         rows = [r for r in rows if not chooser[r[0].index]]
     if not rows:
         raise InputError("no person left to score (see the skipped counts)")
-    device = lb.device_info()
+    device = lb.device_info(request.device)
     specs = [
         VersionSpec(
             version=n,
@@ -398,7 +401,7 @@ def run_backtest(
             cascade=None
             if item.filter is None or item.band is None
             else Cascade(filter_sha256=item.filter.sha256, band=item.band),
-            timing=_timing(item, all_scores, device),
+            timing=_timing(item, all_scores, device, request.device),
             config={**item.expert.config.to_dict(), **item.expert.training},
         )
         for n, item in zip(names, loaded)

@@ -74,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of frames (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--device", default="cpu", help="torch device the models run on (default cpu; e.g. cuda)")
     p.add_argument("--out", type=Path, required=True, help="folder for backtest.json and backtest.html")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     add_connection_arguments(p)
@@ -127,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         ref_sources=tuple(args.ref_sources.split(",")),
         n_boot=args.n_boot,
         seed=args.seed,
+        device=args.device,
     )
     progress = progress_bar(quiet=args.quiet)
 

@@ -5,8 +5,8 @@ Experts and filters get the reference boxes (the function's given-boxes path: bo
 frame as ``pipeline.clip_boxes`` does, the frame resized by ``classifier.prepare``, P(correct) by
 ``ropewatch_core.decision``), so the classifier is judged alone. Detectors get the bare frame.
 
-The score cache is one JSON-lines file (:data:`CACHE_NAME`) under the cache folder, one line per (model
-sha256, frame sha256, boxes digest), appended and flushed as each frame is done: a run killed at any
+The score cache is one JSON-lines file (:data:`CACHE_NAME`) under the cache folder, one line per
+(model sha256 and device, frame sha256, boxes digest), appended as each frame is done: a run killed at any
 point (``kill -9``) resumes where it stopped, a cut last line is ignored, and a new version is the only
 one that gets scored when added to an earlier backtest. The expert of a cascade shares its cache lines
 with the same expert judged alone. Each line keeps the milliseconds the model took on that frame, so the
@@ -110,9 +110,9 @@ def load(candidates: Sequence[Candidate], device: str = "cpu") -> list[Loaded]:
     return out
 
 
-def detector_key(spec: DetectorSpec) -> str:
-    """The cache key of a detector: its architecture and the sha256 of its weights file."""
-    return f"{spec.arch}:{file_sha256(spec.weights)}"
+def detector_key(spec: DetectorSpec, device: str) -> str:
+    """The cache key of a detector: its architecture, the sha256 of its weights file and the device."""
+    return f"{spec.arch}:{file_sha256(spec.weights)}@{device}"
 
 
 def boxes_digest(boxes: np.ndarray) -> str:
@@ -178,26 +178,37 @@ def _clipped(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, li
     return out, refused
 
 
+def model_key(sha256: str, device: str) -> str:
+    """A model's cache key: its file's sha256 on a device (timings and float rounding are the device's)."""
+    return f"{sha256}@{device}"
+
+
 class Scorer:
-    """Runs the models of ``loaded`` and ``detectors`` on frames, through ``cache``."""
+    """Runs the models of ``loaded`` and ``detectors`` on frames on ``device``, through ``cache``;
+    answers are keyed by :func:`model_key` and :func:`detector_key`."""
 
     def __init__(
-        self, loaded: Sequence[Loaded], detectors: Sequence[DetectorSpec], cache: ScoreCache
+        self,
+        loaded: Sequence[Loaded],
+        detectors: Sequence[DetectorSpec],
+        cache: ScoreCache,
+        device: str = "cpu",
     ) -> None:
-        self.cache = cache
+        self.cache, self.device = cache, device
         self.models: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {}
         for item in loaded:
             expert = item.expert
-            self.models.setdefault(expert.sha256, partial(_expert_p, expert))
+            self.models.setdefault(model_key(expert.sha256, device), partial(_expert_p, expert))
             if item.filter is not None:
-                self.models.setdefault(item.filter.sha256, partial(_filter_p, item.filter))
-        self.detectors = {detector_key(d): d for d in detectors}
+                key = model_key(item.filter.sha256, device)
+                self.models.setdefault(key, partial(_filter_p, item.filter))
+        self.detectors = {detector_key(d, device): d for d in detectors}
         self._built: dict[str, TorchvisionPersonDetector] = {}
 
     def _detector(self, key: str) -> TorchvisionPersonDetector:
         if key not in self._built:
             spec = self.detectors[key]
-            self._built[key] = TorchvisionPersonDetector(spec.weights, spec.arch)
+            self._built[key] = TorchvisionPersonDetector(spec.weights, spec.arch, self.device)
         return self._built[key]
 
     def score(self, frame: FrameToScore) -> FrameScores:
@@ -246,18 +257,30 @@ def score_all(
     frames: Sequence[FrameToScore],
     cache_dir: Path | None,
     advance: Callable[[int], None] | None = None,
+    device: str = "cpu",
 ) -> Iterator[FrameScores]:
     """:class:`FrameScores` of every frame, in order (``advance(1)`` after each)."""
-    scorer = Scorer(loaded, detectors, ScoreCache(cache_dir))
+    scorer = Scorer(loaded, detectors, ScoreCache(cache_dir), device)
     for frame in frames:
         yield scorer.score(frame)
         if advance is not None:
             advance(1)
 
 
-def device_info() -> dict[str, Any]:
-    """Where the models ran (the card's timing line)."""
-    return {"device": "cpu", "torch_threads": int(torch.get_num_threads())}
+def device_info(device: str = "cpu") -> dict[str, Any]:
+    """Where the models ran (the card's timing line): the device, with the GPU's name on CUDA."""
+    name = device
+    if device.startswith("cuda") and torch.cuda.is_available():
+        name = f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return {"device": name, "torch_threads": int(torch.get_num_threads())}
+
+
+def check_device(device: str) -> None:
+    """A device torch can use here, or one InputError line."""
+    try:
+        torch.zeros(1, device=device)
+    except (RuntimeError, AssertionError) as exc:  # torch's own "not compiled with CUDA" is an AssertionError
+        raise InputError(f"--device {device}: {' '.join(str(exc).split())[:160]}") from None
 
 
 def head_of(ckpt: Checkpoint) -> str:
