@@ -22,7 +22,7 @@ from ropewatch_validator.cli.serve import read_token
 from ropewatch_validator.ops.history import open_store
 from ropewatch_validator.web.app import create_app, read_only_engine
 from ropewatch_validator.web.store import ReadOnlyStore, StoreUnavailable
-from support.output import one_line
+from support.output import stderr_line
 from support.webserver import serving
 
 
@@ -118,7 +118,7 @@ def test_a_store_that_is_not_one_is_refused_at_start_and_answered_503(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         assert main(["serve", "--db", str(bad), "--port", str(taken.getsockname()[1])]) == 2
-    line = one_line(capsys)
+    line = stderr_line(capsys)
     assert line.startswith(f"ropewatch serve: history store {bad}: ") and reason in line
     os.replace(bad, db)  # the same file under a running dashboard
     for path in ("/", "/jobs", "/healthz"):
@@ -199,7 +199,7 @@ def test_a_hot_journal_that_may_not_be_rolled_back_says_what_to_do(tmp_path, mak
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             assert main(["serve", "--db", str(db), "--port", str(taken.getsockname()[1])]) == 2
-        line = one_line(capsys)
+        line = stderr_line(capsys)
         assert (
             line.startswith(f"ropewatch serve: history store {db}: ") and hint in line and what_to_do in line
         )
@@ -248,7 +248,7 @@ def test_a_token_that_cannot_be_sent_is_refused_at_start(tmp_path, capsys, monke
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         assert main([*argv, "--port", str(taken.getsockname()[1])]) == 2
-    line = one_line(capsys)
+    line = stderr_line(capsys)
     assert line.startswith("ropewatch serve: ") and reason in line and "Traceback" not in line
 
 
@@ -258,7 +258,7 @@ def test_validate_job_refuses_a_cvat_token_that_cannot_be_sent(tmp_path, capsys,
     monkeypatch.setenv("CVAT_ACCESS_TOKEN", "\u0442\u043e\u043a\u0435\u043d")
     argv = ["validate-job", "101", "--server-host", "http://127.0.0.1:9", "--out", str(tmp_path / "out")]
     assert main([*argv, "--db", str(tmp_path / "h.sqlite")]) == 2
-    assert one_line(capsys) == (
+    assert stderr_line(capsys) == (
         "validate-job: CVAT_ACCESS_TOKEN: the token must be printable ASCII without spaces "
         "(HTTP headers carry it)"
     )
