@@ -198,3 +198,48 @@ def test_cvat_down_for_a_while_is_retried_then_one_that_stays_down_ends_failed(p
     assert lines[0] == "validation queue: failed 1, succeeded 1; retried and not failed: 1"
     (failed,) = lines[1:]
     assert failed.startswith(f"failed: {url} job 1001 after 3 attempts: could not validate: FetchError: ")
+
+
+def _update(job_id: int, url: str, state: str = "completed") -> bytes:
+    payload = {
+        "event": "update:job",
+        "job": {"id": job_id, "url": f"{url}/api/jobs/{job_id}", "state": state, "stage": "annotation"},
+        "before_update": {"state": "in progress"},
+        "webhook_id": 1,
+    }
+    return json.dumps(payload).encode()
+
+
+def test_the_webhook_receiver_hands_finished_jobs_to_the_workers(pg_db):
+    """Team mode: ``ropewatch listen`` on the team's PostgreSQL defers each finished job as a
+    validate_job task at once, queued once however often CVAT delivers or people re-finish it."""
+    from starlette.testclient import TestClient
+
+    from ropewatch_validator.cli.webhook import _handoff
+    from ropewatch_validator.ops.history import open_store
+    from ropewatch_validator.ops.webhook_receiver import SIGNATURE_HEADER, make_app, signature
+
+    store = open_store(pg_db)
+    handoff = _handoff(store)
+    assert handoff is not None
+    url = "http://cvat.example:8080"
+    with TestClient(make_app(store, b"s3cret", handoff=handoff)) as client:
+
+        def post(body: bytes) -> str:
+            answer = client.post(
+                "/cvat-webhook", content=body, headers={SIGNATURE_HEADER: signature(b"s3cret", body)}
+            )
+            assert answer.status_code == 200
+            return answer.json()["status"]
+
+        assert post(_update(7, url)) == "queued"
+        assert post(_update(7, url)) == "duplicate"  # a redelivery: nothing new
+        assert post(_update(7, url, state="completed") + b" ") == "duplicate"  # same JSON, other bytes
+        assert post(_update(8, url)) == "queued"
+    store.close()
+    with psycopg.connect(pg_db) as conn:
+        rows = conn.execute(
+            "SELECT queueing_lock, args->>'job_id', status::text FROM procrastinate_jobs "
+            "WHERE task_name = 'ropewatch.validate_job' ORDER BY id"
+        ).fetchall()
+    assert rows == [(f"{url}#job-7", "7", "todo"), (f"{url}#job-8", "8", "todo")]

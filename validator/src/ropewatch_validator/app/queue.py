@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -236,3 +236,31 @@ def apply_schema(app: Any, conninfo: str) -> bool:
     except psycopg.Error as exc:
         raise ServiceError(f"queue database: {one_line(exc)}") from None
     return True
+
+
+class QueueHandoff:
+    """The webhook receiver's hand-off in team mode: a job CVAT says is done is deferred at once as a
+    ``validate_job`` task (queued once while it waits), on the receiver's own event loop."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.app = build_app(conninfo)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _: Any) -> AsyncIterator[None]:
+        async with self.app.open_async():
+            yield
+
+    async def __call__(self, host: str, job_id: int) -> bool:
+        """True when queued now, False when the job was already waiting."""
+        from procrastinate.exceptions import AlreadyEnqueued
+
+        key = job_key(host, job_id)
+        try:
+            await (
+                self.app.tasks[TASK]
+                .configure(queueing_lock=key, lock=key)
+                .defer_async(host=host, job_id=int(job_id))
+            )
+        except AlreadyEnqueued:
+            return False
+        return True

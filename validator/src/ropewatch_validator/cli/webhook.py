@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ropewatch_core.errors import InputError
 from ropewatch_validator.cli.validate import add_connection_arguments, check_connection_arguments
+
+if TYPE_CHECKING:
+    from ropewatch_validator.app.queue import QueueHandoff
+    from ropewatch_validator.ops.history import HistoryStore
 
 SECRET_ENV = "ROPEWATCH_CVAT_WEBHOOK_SECRET"
 
@@ -129,6 +134,19 @@ def run_drain(args: argparse.Namespace) -> int:
     return worst
 
 
+def _handoff(store: HistoryStore) -> QueueHandoff | None:
+    """Team mode: on the team's PostgreSQL the workers' queue takes each job at once (the store's
+    ``validation_queue`` keeps it too, for ``webhook drain``); on SQLite there is no queue."""
+    from ropewatch_validator.app.queue import QueueHandoff, apply_schema, conninfo_of
+
+    if store.engine.dialect.name != "postgresql":
+        return None
+    conninfo = conninfo_of(store.engine.url.render_as_string(hide_password=False))
+    handoff = QueueHandoff(conninfo)
+    apply_schema(handoff.app, conninfo)
+    return handoff
+
+
 def run_listen(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -137,9 +155,11 @@ def run_listen(args: argparse.Namespace) -> int:
 
     secret = _secret(args).encode()
     store = open_store(args.db)
+    handoff = _handoff(store)
     try:
         print(f"listening on http://{args.host}:{args.port}{args.path}", flush=True)
-        uvicorn.run(make_app(store, secret, args.path), host=args.host, port=args.port, log_level="warning")
+        app = make_app(store, secret, args.path, handoff)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
         store.close()
     return 0

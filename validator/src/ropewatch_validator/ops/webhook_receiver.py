@@ -11,8 +11,10 @@ sha256 of its canonical JSON (keys sorted, compact), and one seen before (a rede
 of captured bytes) is answered 200 ``duplicate`` without queueing anything. An
 ``update:job`` whose ``state`` became ``completed`` or whose ``stage`` became ``acceptance`` queues
 the job (host from the job's ``url``) in the history store's ``validation_queue``, in the same
-transaction as the body's record. A receiver that is down loses nothing that matters: CVAT records
-the failed delivery, and the scheduled ``validate-job --project N --since last`` validates the job.
+transaction as the body's record; in team mode (a PostgreSQL store) it is also deferred at once as a
+procrastinate task for the workers (``handoff``). A receiver that is down loses nothing that matters:
+CVAT records the failed delivery, and the scheduled ``validate-job --project N --since last`` (or the
+workers' periodic scan) validates the job.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -30,6 +34,8 @@ from starlette.routing import Route
 
 if TYPE_CHECKING:
     from ropewatch_validator.ops.history import HistoryStore
+
+log = structlog.get_logger("ropewatch.listen")
 
 SIGNATURE_HEADER = "X-Signature-256"
 MAX_BODY = 1 << 20  # CVAT's job bodies are a few KiB
@@ -68,7 +74,18 @@ def trigger(payload: Any) -> tuple[str, int, str] | None:
     return f"{parts.scheme}://{parts.netloc}", int(job["id"]), reason
 
 
-def make_app(store: HistoryStore, secret: bytes, path: str = "/cvat-webhook") -> Starlette:
+class Handoff(Protocol):
+    """Where a queued job goes besides the store's ``validation_queue`` (team mode: the procrastinate
+    queue, ``app.queue.QueueHandoff``); ``lifespan`` opens it on the server's event loop."""
+
+    def lifespan(self, app: Any) -> AbstractAsyncContextManager[None]: ...
+
+    async def __call__(self, host: str, job_id: int) -> bool: ...
+
+
+def make_app(
+    store: HistoryStore, secret: bytes, path: str = "/cvat-webhook", handoff: Handoff | None = None
+) -> Starlette:
     from ropewatch_validator.ops.loop_store import accept_webhook
 
     async def receive(request: Request) -> JSONResponse:
@@ -84,7 +101,15 @@ def make_app(store: HistoryStore, secret: bytes, path: str = "/cvat-webhook") ->
         job = trigger(payload)
         event = str(payload.get("event", "")) if isinstance(payload, dict) else ""
         fresh = accept_webhook(store, digest(payload), event[:64], job)
+        if fresh and job and handoff is not None:
+            try:
+                await handoff(job[0], job[1])
+            except Exception as exc:  # the request boundary: the job is in validation_queue already
+                log.warning("handoff_failed", job=job[1], error=" ".join(str(exc).split())[:300])
         status = "duplicate" if not fresh else "queued" if job else "ignored"
         return JSONResponse({"status": status, **({"job": job[1]} if job else {})})
 
-    return Starlette(routes=[Route(path, receive, methods=["POST"])])
+    return Starlette(
+        routes=[Route(path, receive, methods=["POST"])],
+        lifespan=handoff.lifespan if handoff is not None else None,
+    )
