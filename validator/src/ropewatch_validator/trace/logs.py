@@ -15,6 +15,7 @@ rejected alone: counted as ``malformed`` with its place and reason in ``malforme
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,15 @@ from typing import IO
 
 import pandas as pd
 
-from ropewatch_core.records import FAILED, INFERENCE, MalformedLine, RecordReader, check_inference, reencoded
+from ropewatch_core.records import (
+    FAILED,
+    INFERENCE,
+    MalformedLine,
+    RecordError,
+    RecordReader,
+    check_inference,
+    reencoded,
+)
 from ropewatch_core.spec import ATTRIBUTE
 from ropewatch_validator.trace.model import LogStats
 
@@ -92,46 +101,48 @@ def read_logs(
     With ``keys`` (the job's frame fingerprints), records whose ``sha256`` and ``pixel_sha256`` are
     both unknown are only counted (``other_frames``): memory stays bounded by the job, not the log.
     """
-    stats = LogStats()
+    counts: Counter[str] = Counter()  # LogStats fields, counted in plain ints (millions of lines)
+    examples: list[str] = []  # the first malformed records, named by file and line
     req: dict[str, list] = {c: [] for c in REQUEST_COLUMNS}
     det: dict[str, list] = {c: [] for c in DETECTION_COLUMNS}
+
+    def malformed(source: str, lineno: int, exc: Exception) -> None:
+        counts["malformed"] += 1
+        if len(examples) < 10:
+            text = str(exc).splitlines()[0][:200] if str(exc) else ""
+            examples.append(f"{source}:{lineno}: {type(exc).__name__}: {text}")
+
     for source, lines in _open_all(paths, stdin):
         reader = RecordReader()
         for lineno, rec in reader.read(lines):
-            stats.records += 1
+            counts["records"] += 1
             if isinstance(rec, MalformedLine):
-                _malformed(stats, source, lineno, rec)
+                malformed(source, lineno, rec)
                 continue
             event = rec.get("event")
             if event == FAILED:
-                stats.failed += 1
+                counts["failed"] += 1
             elif event != INFERENCE:
-                stats.other_events += 1
+                counts["other_events"] += 1
             elif keys is not None and not _wanted(rec, keys):
-                stats.other_frames += 1
-                stats.reencoded_other += _reencoded(rec)
+                counts["other_frames"] += 1
+                counts["reencoded_other"] += _reencoded(rec)
             else:
                 try:
                     _append(rec, source, lineno, req, det)
-                    stats.inference += 1
-                except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
-                    _malformed(stats, source, lineno, exc)  # RecordError (the contract) is a ValueError
-        stats.lines += reader.lines
-        stats.skipped += reader.skipped
-        stats.parts_joined += reader.parts_joined
-        stats.parts_incomplete += reader.parts_incomplete
+                    counts["inference"] += 1
+                except RecordError as exc:  # the contract's one check (check_inference)
+                    malformed(source, lineno, exc)
+        counts["lines"] += reader.lines
+        counts["skipped"] += reader.skipped
+        counts["parts_joined"] += reader.parts_joined
+        counts["parts_incomplete"] += reader.parts_incomplete
     requests = pd.DataFrame(req)
     detections = pd.DataFrame(det)
     for frame in (requests, detections):
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    stats = LogStats(**counts, malformed_examples=examples)
     return LogData(requests=requests, detections=detections, stats=stats)
-
-
-def _malformed(stats: LogStats, source: str, lineno: int, exc: Exception) -> None:
-    stats.malformed += 1
-    if len(stats.malformed_examples) < 10:
-        text = str(exc).splitlines()[0][:200] if str(exc) else ""
-        stats.malformed_examples.append(f"{source}:{lineno}: {type(exc).__name__}: {text}")
 
 
 def _wanted(rec: dict, keys: Set[str]) -> bool:

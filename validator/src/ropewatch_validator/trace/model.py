@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ropewatch_validator.evaluation.model import Part, Ratio
 
 
-class LogStats(BaseModel):
-    """What happened to every log line read; ``skipped`` lines were not JSON records. Counted while
-    reading (so assignments are not validated), then part of report.json as ``trace.logs``."""
-
-    model_config = ConfigDict(extra="forbid")
+class LogStats(Part):
+    """What happened to every log line read (report.json ``trace.logs``); ``skipped`` lines were not
+    JSON records."""
 
     lines: int = 0
     records: int = 0
