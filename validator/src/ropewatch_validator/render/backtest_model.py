@@ -14,7 +14,6 @@ rules' style (``per_class.wrong.f1``, ``accuracy``, ``ap``, ``flips_per_1000``).
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import re
 from pathlib import Path
@@ -392,9 +391,9 @@ def assemble(
 
 def json_schema() -> str:
     """The JSON Schema of backtest.json, as committed in ``backtest.schema.json``."""
-    schema = BacktestResult.model_json_schema(mode="serialization")
-    schema["$id"] = f"https://ropewatch.local/backtest/{SCHEMA_VERSION}/backtest.schema.json"
-    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    from ropewatch_validator.render.model import schema_text
+
+    return schema_text(BacktestResult, "backtest", SCHEMA_VERSION)
 
 
 if __name__ == "__main__":  # regenerate the committed schema

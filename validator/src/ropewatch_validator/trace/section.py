@@ -206,18 +206,18 @@ def trace_job(
         "job_id": job.job_id,
         "chunks_updated_date": job.chunks_updated_date or "unknown",
     }
+    live = job.frames.loc[~job.frames["deleted"].astype(bool), "frame"]
+
+    def fingerprinted(pixels: bool) -> tuple[pd.DataFrame, LogData]:
+        """The live frames' fingerprints (through the cache) and the log records that name them."""
+        fps = frame_fingerprints(
+            fetch, live, cache_dir=cache_dir, workers=workers, pixels=pixels, progress=progress, **cache_key
+        )
+        keys = set(fps["sha256"].dropna()) | set(fps["pixel_sha256"].dropna())
+        return fps, read_logs(options.logs, stdin=stdin, keys=keys)
+
     pixels = needs_pixels(job.original_chunk_type, options.pixel_fingerprint)
-    fingerprints = frame_fingerprints(
-        fetch,
-        job.frames.loc[~job.frames["deleted"].astype(bool), "frame"],
-        cache_dir=cache_dir,
-        workers=workers,
-        pixels=pixels,
-        progress=progress,
-        **cache_key,
-    )
-    keys = set(fingerprints["sha256"].dropna()) | set(fingerprints["pixel_sha256"].dropna())
-    logs = read_logs(options.logs, stdin=stdin, keys=keys)
+    fingerprints, logs = fingerprinted(pixels)
     warnings: list[str] = []
     if logs.stats.reencoded_other and not pixels:
         # records of cvat-sdk runs hash re-encoded frames: only the pixel hash can join them
@@ -228,17 +228,7 @@ def trace_job(
             )
         else:
             pixels = True
-            fingerprints = frame_fingerprints(
-                fetch,
-                job.frames.loc[~job.frames["deleted"].astype(bool), "frame"],
-                cache_dir=cache_dir,
-                workers=workers,
-                pixels=True,
-                progress=progress,
-                **cache_key,
-            )
-            keys = set(fingerprints["sha256"].dropna()) | set(fingerprints["pixel_sha256"].dropna())
-            logs = read_logs(options.logs, stdin=stdin, keys=keys)
+            fingerprints, logs = fingerprinted(pixels)
     when = options.annotated_before or job.job_updated_date
     cutoff = pd.Timestamp(when) if when else None
     if cutoff is not None:  # a time without zone is taken as UTC, like the function's log timestamps
