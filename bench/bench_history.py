@@ -22,7 +22,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from _protocol import add_arguments, finish, start
 
-from ropewatch_validator.cvat import parse
+from ropewatch_validator.cvat import fetch
 from ropewatch_validator.evaluation.match import Settings, match, select
 from ropewatch_validator.ops.history import alembic_config, normalize_url, open_store
 from ropewatch_validator.render import report as rpt
@@ -43,13 +43,12 @@ TABLES = (
 
 def one_report(n_frames: int, persons: float) -> Report:
     job = synthetic.generate(n_frames, persons_per_frame=persons, real_scores=True, seed=3)
-    shapes, skipped, _ = parse.shapes_table(job.annotations, parse.parse_labels(job.labels), n_frames - 1)
+    data = fetch.job_tables("http://cvat.bench", 1, job.job, job.labels, job.meta, job.annotations)
+    shapes, skipped = data.shapes, data.skipped
     s = Settings()
     pred, ref = match(select(shapes, s, s.pred_sources), select(shapes, s, s.ref_sources), s.iou)
     source = Source(host="http://cvat.bench", job=1, task=1, project=1, job_updated_date="x")
-    return rpt.build(
-        source=source, settings=s, frames=parse.frames_table(job.meta, 0), pred=pred, ref=ref, skipped=skipped
-    )
+    return rpt.build(source=source, settings=s, frames=data.frames, pred=pred, ref=ref, skipped=skipped)
 
 
 def size(engine: sa.Engine, path: Path | None) -> int:

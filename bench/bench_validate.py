@@ -28,7 +28,7 @@ import tracemalloc
 import numpy as np
 from _protocol import add_arguments, finish, interleaved, start
 
-from ropewatch_validator.cvat import parse
+from ropewatch_validator.cvat import fetch
 from ropewatch_validator.evaluation.match import Settings, match, select
 from ropewatch_validator.render import report
 from ropewatch_validator.render.model import Source
@@ -39,8 +39,8 @@ def shapes_of(n_frames: int, persons: float):
     job = synthetic.generate(
         n_frames, persons_per_frame=persons, p_extra=0.8, real_scores=True, extras=False, seed=7
     )
-    shapes, skipped, _ = parse.shapes_table(job.annotations, parse.parse_labels(job.labels), n_frames - 1)
-    return parse.frames_table(job.meta, 0), shapes, skipped
+    data = fetch.job_tables("bench", int(job.job["id"]), job.job, job.labels, job.meta, job.annotations)
+    return data.frames, data.shapes, data.skipped
 
 
 def ours(frames, shapes, skipped) -> str:

@@ -22,6 +22,7 @@ from ropewatch_validator.render import report as render
 from ropewatch_validator.render.model import Report
 from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.sandbox import synthetic
+from ropewatch_validator.trace.model import Stages
 from support.reports import traced_report
 
 
@@ -184,7 +185,7 @@ def test_stages_and_lifecycle_are_drawn_in_every_reader(tmp_path):
     z = np.array([-2.0, -1.0, 1.5, 3.0])
     report = traced_report(z, np.array([0, 0, 1, 1]))
     report.trace.lifecycle.counts.update({"accepted": 3, "attribute_corrected": 1, "deleted": 2})
-    report.trace.stages = {
+    report.trace.stages = Stages.model_validate({
         "requests": 10,
         "requests_skipping_expert": 7,
         "frame_skip_share": 0.7,
@@ -193,8 +194,12 @@ def test_stages_and_lifecycle_are_drawn_in_every_reader(tmp_path):
             "filter": {"n": 3, "kept": 3, "accuracy": 1.0},
             "expert": {"n": 1, "kept": 0, "accuracy": 0.0},
         },
-        "shadow": {"n": 2, "agreement_with_filter": 0.5},
-    }
+        "shadow": {
+            "n": 2, "agreement_with_filter": 0.5, "n_with_final": 2, "expert_accuracy": 1.0,
+            "filter_accuracy": 0.5,
+        },
+        "p_filter_mean": 0.9,
+    })  # fmt: skip
     md = render.markdown(report)
     text = _terminal(report)
     tables = _html_tables(render.html_page(report))
