@@ -137,3 +137,16 @@ def test_https_to_an_http_port_is_named_on_the_command_line(httpserver, tmp_path
                  "--db", str(tmp_path / "h.sqlite")])  # fmt: skip
     assert code == 2
     assert f"job 1 on {host}: TLS handshake failed, is it an http:// server?" in stderr_line(capsys)
+
+
+def test_validate_job_with_no_server_configured_says_what_to_set(tmp_path, capsys, monkeypatch):
+    """A new user's first `validate-job 5`: one line naming the option and the variables, at once (not
+    retries against localhost:8080), and no history store created for a run that validated nothing."""
+    for name in ("CVAT_SERVER_HOST", "CVAT_ACCESS_TOKEN", "ROPEWATCH_DB"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert main(["validate-job", "5"]) == 2
+    line = stderr_line(capsys)
+    assert line.startswith("validate-job: no CVAT server: give --server-host URL or set CVAT_SERVER_HOST")
+    assert "CVAT_ACCESS_TOKEN" in line and "--auth USER" in line
+    assert not (tmp_path / "data").exists()  # no ~/.local/share/ropewatch/history.sqlite

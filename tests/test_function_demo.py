@@ -38,4 +38,11 @@ def test_demo_command_prints_response_and_record_and_keeps_reports(tmp_path, cap
     assert Counter(r["model_version"] for r in runs) == {"rope-2026.10": 4, "rope-2026.11": 4}
     states = Counter((d["target"], d["status"]) for d in store.delivery_status())
     assert states == {("ops-chat", "sent"): 4, ("pager", "pending"): 4}  # pager: refused, kept in the outbox
+    # what the demo says matches what happened: 4 alerts, the batch's exit codes, the summaries it prints
+    assert "# 4 alert(s) fired: 4 delivered, 4 left in the outbox" in out
+    assert "# validate-job exited 0 (validated, no rule fired)" in out
+    assert "# validate-job exited 1 (validated, an alert rule fired)" in out
+    assert "which stopped with the demo" in out
+    newer = out.split("--model-version rope-2026.11")[1]
+    assert all(f"job {j}" in newer for j in (105, 106, 107, 108))  # the newer version's summaries
     assert (tmp_path / "rope-demo.pt").is_file() and (tmp_path / "frame.jpg").is_file()

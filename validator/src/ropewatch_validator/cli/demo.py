@@ -245,15 +245,39 @@ def run_validator_demo(workdir: Path) -> int:
     with webhook_receiver() as (sent, failed), sandbox.serve(state) as (url, _):
         rules = workdir / "rules.toml"
         rules.write_text(DEMO_RULES.format(sent=sent, failed=failed), encoding="utf-8")
-        for version, jobs, _ in DEMO_VERSIONS:
+        for i, (version, jobs, _) in enumerate(DEMO_VERSIONS):
+            quiet = i < len(DEMO_VERSIONS) - 1  # the newer version's summaries are the ones to read
             print(
                 f"# validate-job {' '.join(map(str, jobs))} --model-version {version} (sandbox CVAT at {url})"
+                + ("; its summaries:" if not quiet else "")
             )
             argv = ["validate-job", *map(str, jobs), "--server-host", url, "--model-version", version]
-            argv += ["--out", str(workdir / "reports"), "--db", str(db), "--rules", str(rules), "--quiet"]
-            argv += ["--frame-cache", str(workdir / "frames")]
+            argv += ["--out", str(workdir / "reports"), "--db", str(db), "--rules", str(rules)]
+            argv += ["--frame-cache", str(workdir / "frames"), *(["--quiet"] if quiet else [])]
             codes.append(main(argv))
+            print(f"# validate-job exited {codes[-1]} ({EXIT_MEANING.get(codes[-1], 'unexpected')})")
+    print(f"# {_fired(db)}; the reports' CVAT links point to this sandbox CVAT, which stopped with the demo")
     return 0 if codes == [0, 1] else 2
+
+
+EXIT_MEANING = {0: "validated, no rule fired", 1: "validated, an alert rule fired", 2: "could not validate"}
+
+
+def _fired(db: Path) -> str:
+    """How many alerts the demo's runs fired and where they went, read back from the store."""
+    from ropewatch_validator.ops.history import open_store
+
+    store = open_store(str(db))
+    try:
+        rows = store.delivery_status()
+    finally:
+        store.close()
+    alerts = {r["alert_key"] for r in rows}
+    sent = sum(1 for r in rows if r["status"] == "sent")
+    return (
+        f"{len(alerts)} alert(s) fired: {sent} delivered, {len(rows) - sent} left in the outbox "
+        "(the 'pager' webhook points at a closed port on purpose)"
+    )
 
 
 def run_review_demo(workdir: Path, job: int = 105) -> int:
@@ -304,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
     validated = run_validator_demo(args.workdir)
     validated = validated or run_review_demo(args.workdir)
     print(f"# open {Path(args.workdir) / 'reports' / 'job-101' / 'report.html'} for the HTML report")
-    print("# the dashboard (two model versions, one alert):")
+    print("# the dashboard (two model versions; the newer one is worse, and every page says so):")
     print(f"ropewatch serve --db {Path(args.workdir) / 'history.sqlite'}")
     print("# then open http://127.0.0.1:8765/")
     return 0 if response["status_code"] == 200 and validated == 0 else 1

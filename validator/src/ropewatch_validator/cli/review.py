@@ -139,8 +139,9 @@ def run(args: argparse.Namespace) -> int:
 def _validate_first(args: argparse.Namespace) -> None:
     """A fresh report of ``--job``: validate-job in this process with review's own options."""
     from ropewatch_validator.cli.main import validate_job_main
+    from ropewatch_validator.cli.validate import server_host
 
-    argv = [str(args.job), "--server-host", args.server_host, "--out", str(args.out), "--format", "json"]
+    argv = [str(args.job), "--server-host", server_host(args), "--out", str(args.out), "--format", "json"]
     argv += ["--quiet", "--timeout", str(args.timeout), "--deadline", str(args.deadline)]
     argv += ["--retries", str(args.retries), "--token-type", args.token_type]
     argv += [*(["--server-port", str(args.server_port)] if args.server_port else [])]

@@ -140,15 +140,22 @@ def add_trace_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="ISO time of the job's auto-annotation (default: the job's updated_date)",
     )
-    g.add_argument("--required-recall-wrong", type=float, default=0.95)
+    g.add_argument(
+        "--required-recall-wrong",
+        type=float,
+        default=0.95,
+        metavar="R",
+        help="--logs calibration: also report the operating point with the lowest threshold whose recall of "
+        "the unsafe value is at least R on the traced persons (default 0.95)",
+    )
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     """cvat-cli's connection options (read by :func:`connection_settings`)."""
     parser.add_argument(
         "--server-host",
-        default=os.environ.get("CVAT_SERVER_HOST", "localhost"),
-        help="CVAT host URL (env CVAT_SERVER_HOST; default localhost)",
+        default=None,
+        help="CVAT host URL, e.g. https://cvat.example.com (default env CVAT_SERVER_HOST)",
     )
     parser.add_argument(
         "--server-port", type=int, default=None, help="CVAT port (default from the URL, else 8080)"
@@ -191,6 +198,18 @@ def check_connection_arguments(args: argparse.Namespace) -> str | None:
     return None
 
 
+def server_host(args: argparse.Namespace) -> str:
+    """--server-host, else $CVAT_SERVER_HOST; neither is one line with what to set, not a silent try of
+    localhost:8080 that waits out its retries."""
+    host = args.server_host or os.environ.get("CVAT_SERVER_HOST")
+    if not host:
+        raise InputError(
+            "no CVAT server: give --server-host URL or set CVAT_SERVER_HOST, with --auth USER (password in "
+            "env PASS) or a token in CVAT_ACCESS_TOKEN"
+        )
+    return str(host)
+
+
 def connection_settings(args: argparse.Namespace) -> ConnectionSettings:
     """The typed connection of the cvat-cli options; the password of ``--auth USER`` comes from
     USER:PASS, env PASS or a prompt (never a traceback without a terminal: cron)."""
@@ -199,12 +218,13 @@ def connection_settings(args: argparse.Namespace) -> ConnectionSettings:
     problem = check_connection_arguments(args)
     if problem:
         raise InputError(problem)
+    host = server_host(args)
     basic = None
     if args.auth:
         user, _, password = args.auth.partition(":")
         basic = (user, password or os.environ.get("PASS") or _prompt_password(user))
     return ConnectionSettings(
-        host=args.server_host,
+        host=host,
         port=args.server_port,
         basic_auth=basic,
         token=None if args.auth else os.environ.get("CVAT_ACCESS_TOKEN"),

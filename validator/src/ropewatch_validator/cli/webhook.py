@@ -111,19 +111,21 @@ def run_drain(args: argparse.Namespace) -> int:
     """Each queued job of the server through validate-job (in this process); marked done once it ran
     (exit 0 or 1), kept queued when it could not (exit 2) so the next drain tries again."""
     from ropewatch_validator.cli.main import validate_job_main
+    from ropewatch_validator.cli.validate import server_host
     from ropewatch_validator.cvat.client import server_url
     from ropewatch_validator.ops.history import default_db_url, open_store
     from ropewatch_validator.ops.loop_store import mark_done, queued_jobs
 
     rest = args.validate_args[1:] if args.validate_args[:1] == ["--"] else args.validate_args
     db = args.db or default_db_url()
-    host = server_url(args.server_host, None)
+    given = server_host(args)
+    host = server_url(given, None)
     store = open_store(db)
     try:
         jobs = queued_jobs(store, host)
         worst = 0
         for j in jobs:
-            code = validate_job_main([str(j.job_id), "--server-host", args.server_host, "--db", db, *rest])
+            code = validate_job_main([str(j.job_id), "--server-host", given, "--db", db, *rest])
             if code in (0, 1):
                 mark_done(store, j.id, f"validate-job exit {code}")
             print(f"job {j.job_id} ({j.reason}): validate-job exit {code}")
