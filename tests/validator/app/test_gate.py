@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +18,7 @@ from ropewatch_validator.cli.main import main
 from ropewatch_validator.ops.gate import evaluate, parse_rule
 from ropewatch_validator.render.backtest_model import BacktestResult, DiffCI
 from support.backtests import two_versions
-
-REPO = Path(__file__).resolve().parents[1]
+from support.paths import REPO
 
 
 def gate(capsys, *args: str) -> tuple[int, list[str], str]:

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from support.paths import REPO
+
 pytestmark = pytest.mark.slow  # builds wheels and installs each deployable into a fresh venv
 
-REPO = Path(__file__).resolve().parents[1]
 CONSTRAINTS = REPO / "deploy" / "constraints.txt"
 VALIDATOR_STACK = {"pandas", "scipy", "matplotlib", "sqlalchemy", "cvat-sdk", "rich"}
 MODEL_STACK = {"torch", "timm", "torchvision"}

@@ -9,12 +9,12 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from support.paths import REPO
+
 BENCH = REPO / "bench"
 NUMBER = r"[0-9][0-9,]*(?:\.[0-9]+)?"
 START = re.compile(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import json
@@ -19,10 +18,9 @@ import yaml
 from PIL import Image
 
 from ropewatch_core.model.checkpoint import save_checkpoint
-from ropewatch_validator.cli.demo import load_function_module, parse_records
+from ropewatch_validator.cli.demo import parse_records
+from support.handler import FUNCTION_DIR, MAIN, Function, body_of, jpeg
 
-FUNCTION_DIR = Path(__file__).resolve().parents[1] / "functions" / "safety_rope"
-MAIN = load_function_module(FUNCTION_DIR / "main.py")
 LOG_KEYS = {
     "timestamp",
     "level",
@@ -41,40 +39,6 @@ LOG_KEYS = {
     "detections",
     "timings_ms",
 }
-
-
-def jpeg(width=160, height=120, seed=0) -> bytes:
-    rgb = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(rgb).save(out, format="JPEG")
-    return out.getvalue()
-
-
-def body_of(image: bytes, **extra) -> bytes:
-    return json.dumps({"image": base64.b64encode(image).decode(), **extra}).encode()
-
-
-class Function:
-    """A deployed function: env, one nuclio_sdk test Platform (it runs init_context once), stdout capture."""
-
-    def __init__(self, capsys):
-        self.capsys, self.platform, self.startup = capsys, nuclio_sdk.test.Platform(), []
-
-    def call(self, body, headers=None, as_dict=False) -> tuple[dict, list[dict]]:
-        self.capsys.readouterr()
-        event = nuclio_sdk.Event(
-            body=json.loads(body) if as_dict else body,
-            content_type="application/json",
-            headers=headers or {},
-            method="POST",
-            trigger=nuclio_sdk.TriggerInfo("http", "myHttpTrigger"),
-        )
-        output = self.platform.call_handler(MAIN.handler, event)
-        assert isinstance(output, nuclio_sdk.Response)  # never a bare list
-        wire = nuclio_sdk.Response.from_entrypoint_output(json.dumps, output)
-        records = parse_records(self.capsys.readouterr().out)
-        self.startup += [r for r in records if r["event"] == "model_loaded"]  # init_context on the first call
-        return wire, [r for r in records if r["event"] != "model_loaded"]
 
 
 @pytest.fixture

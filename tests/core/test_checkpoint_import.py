@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from test_function_handler import body_of, jpeg
 
 from ropewatch_core.model.checkpoint import TRAINING_KEYS, CheckpointError, load_checkpoint, save_checkpoint
 from ropewatch_core.model.classifier import ModelConfig, RopeClassifier, prepare
 from ropewatch_validator.cli.main import main as ropewatch
+from support.handler import body_of, jpeg
+from support.paths import DATA
 
-SEED_CONFIG = json.loads((Path(__file__).parent / "data" / "seed_config.json").read_text(encoding="utf-8"))
+SEED_CONFIG = json.loads((DATA / "seed_config.json").read_text(encoding="utf-8"))
 # the seed's architecture at the demo's test size (one block, small head): fast on a CPU, same code path
 TINY = {"img_size": [64, 48], "backbone_kwargs": {"depth": 1}, "head_width": 16, "roi_size": 3}
 RENAMES = {"backbone.": "encoder.", "head.": "classifier."}
@@ -136,7 +136,7 @@ def expected_p_correct(model: RopeClassifier, image: bytes, boxes: list[list[flo
 
 
 def test_import_renamed_seed_checkpoint_then_serve_through_the_handler(tmp_path, capsys, monkeypatch):
-    from test_function_handler import Function
+    from support.handler import Function
 
     model = seed_model(seed=3)
     src, out = tmp_path / "foreign.pt", tmp_path / "models" / "rope.pt"

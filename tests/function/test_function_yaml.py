@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 
 from ropewatch_core.spec import cvat_spec
 from ropewatch_validator.cli.demo import load_function_module
+from support.paths import REPO
 
-FUNCTION_DIR = Path(__file__).resolve().parents[1] / "functions" / "safety_rope"
+FUNCTION_DIR = REPO / "functions" / "safety_rope"
 
 
 def load(name: str) -> dict:

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_recall_fscore_support
-from test_cascade_tune import noise_png
 
 from ropewatch_core.model.checkpoint import demo_checkpoint, save_checkpoint
 from ropewatch_validator.app.backtest import split_frames
@@ -27,10 +26,10 @@ from ropewatch_validator.learn.backtest import CACHE_NAME
 from ropewatch_validator.render.backtest_model import BacktestResult
 from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.sandbox import synthetic
+from support.images import noise_png
 
 JOBS = ((101, 11), (102, 12))
 N_FRAMES = 5
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-from pathlib import Path
 
 import cvat_sdk.auto_annotation as cvataa
 import numpy as np
@@ -12,8 +11,9 @@ import pytest
 from PIL import Image
 
 from ropewatch_core.spec import ATTRIBUTE_VALUES, cvat_spec
+from support.paths import REPO
 
-PATH = Path(__file__).resolve().parents[1] / "functions" / "safety_rope" / "auto_annotate.py"
+PATH = REPO / "functions" / "safety_rope" / "auto_annotate.py"
 
 
 def load_module():

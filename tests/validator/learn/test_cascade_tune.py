@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import itertools
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from ropewatch_core.cascade import NoFeasibleBand, evaluate_band, tune_band
 from ropewatch_core.model.checkpoint import read_checkpoint, save_checkpoint
@@ -18,6 +16,7 @@ from ropewatch_validator.cli.main import main as ropewatch
 from ropewatch_validator.learn.data import read_manifest
 from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.sandbox import synthetic
+from support.images import noise_png
 
 # persons: filter P, expert says correct?, reference y, frame
 P = np.array([0.95, 0.90, 0.10, 0.50, 0.97, 0.93])
@@ -69,14 +68,6 @@ def test_tuned_band_is_the_best_feasible_one_by_brute_force():
         if b.agreement >= 0.95 and b.recall_wrong >= b.expert_recall_wrong
     ]
     assert c.frame_skip == max(b.frame_skip for b in feasible)
-
-
-def noise_png(seed: int) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(
-        out, "PNG"
-    )
-    return out.getvalue()
 
 
 def built_dataset(tmp_path):

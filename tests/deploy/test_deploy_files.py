@@ -23,8 +23,8 @@ from ropewatch_validator.cli.main import build_parser
 from ropewatch_validator.ops.alerts.model import Format
 from ropewatch_validator.ops.alerts.rules import load_config
 from ropewatch_validator.ops.schedule import EXIT_ALERT
+from support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 CORE_WHEEL = f"ropewatch_core-{metadata.version('ropewatch-core')}-py3-none-any.whl"
 

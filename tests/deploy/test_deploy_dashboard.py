@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import configparser
 import shlex
-from pathlib import Path
 
 import yaml
 
 from ropewatch_validator.cli.main import build_parser
 from ropewatch_validator.cli.serve import ENV_TOKEN, is_loopback
+from support.paths import REPO
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+DEPLOY = REPO / "deploy"
 
 
 def test_systemd_serve_unit_listens_on_loopback():
