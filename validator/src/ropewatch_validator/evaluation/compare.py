@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import binomtest
@@ -88,17 +89,24 @@ class BinaryMetrics:
 
     def metric(self, path: str) -> float | None:
         """A number by metric path (``per_class.wrong.f1``, ``accuracy``, ``tp``...); None if undefined."""
-        if path not in metric_paths(self.values):
-            raise InputError(f"unknown metric {path!r} (known: {', '.join(metric_paths(self.values))})")
-        parts = path.split(".")
-        value = getattr(self.per_class[parts[1]], parts[2]) if len(parts) == 3 else getattr(self, path)
-        return None if value is None else float(value)
+        return metric_at(self, self.values, path)
 
 
 def metric_paths(values: Sequence[str] = VALUES) -> list[str]:
     """Every metric path of :class:`BinaryMetrics`."""
     per_class = [f"per_class.{v}.{m}" for v in values for m in ("precision", "recall", "f1", "support")]
     return [*per_class, "accuracy", "ap", "thr", "tp", "fp", "fn", "tn", "flips_per_1000"]
+
+
+def metric_at(metrics: Any, values: Sequence[str], path: str) -> float | None:
+    """The number at a metric path of a metrics object with ``per_class`` (BinaryMetrics, and the
+    backtest.json model's VersionMetrics); None where undefined, InputError for an unknown path."""
+    known = metric_paths(values)
+    if path not in known:
+        raise InputError(f"unknown metric {path!r} (known: {', '.join(known)})")
+    parts = path.split(".")
+    value = getattr(metrics.per_class[parts[1]], parts[2]) if len(parts) == 3 else getattr(metrics, path)
+    return None if value is None else float(value)
 
 
 def _indices(truth: Sequence[str], values: Sequence[str]) -> np.ndarray:

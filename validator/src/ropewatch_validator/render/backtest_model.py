@@ -33,7 +33,7 @@ from ropewatch_validator.evaluation.compare import (
     binary_metrics,
     clustered_bootstrap,
     compare_pair,
-    metric_paths,
+    metric_at,
 )
 from ropewatch_validator.render.model import ClassMetrics, Ratio
 
@@ -126,11 +126,7 @@ class VersionMetrics(Part):
 
     def metric(self, path: str) -> float | None:
         """A number by metric path (:func:`evaluation.compare.metric_paths`); None where undefined."""
-        if path not in metric_paths(self.values):
-            raise InputError(f"unknown metric {path!r} (known: {', '.join(metric_paths(self.values))})")
-        parts = path.split(".")
-        value = getattr(self.per_class[parts[1]], parts[2]) if len(parts) == 3 else getattr(self, path)
-        return None if value is None else float(value)
+        return metric_at(self, self.values, path)
 
 
 class Interval(Part):
