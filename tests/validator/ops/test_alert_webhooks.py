@@ -298,3 +298,26 @@ def test_a_huge_answer_is_not_read(tmp_path, make_report):
             time.sleep(0.05)
     assert written and written[0] < 32 * 2**20  # the loopback buffers, not the 300 MiB
     store.close()
+
+
+def test_a_refused_delivery_is_tried_once_per_run_not_once_per_later_job(tmp_path, make_report):
+    """A batch flushes after every job that fired: the demo's refused 'pager' was retried after each
+    later job (attempts 1 -> 4 in one run). Now each (alert, target) is tried once per run; the next run
+    (a new Notifier) tries it again."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on: every POST is refused
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    hook = Webhook(name="pager", url=f"http://127.0.0.1:{closed}/hook", timeout_s=2, retries=0)
+    config, store = config_for(hook), open_store(str(tmp_path / "h.sqlite"))
+    queue(store, config, make_report(job=1))
+    notifier = Notifier(config.webhooks)
+    first = notifier.flush(store)
+    (error,) = first.errors
+    assert error.startswith("pager: ") and error.endswith("(no retries configured)")
+    queue(store, config, make_report(job=2))  # a later job of the same run fires too
+    second = notifier.flush(store)
+    assert second.failed == 1  # only the new alert: the first one waits for the next run
+    assert Notifier(config.webhooks).flush(store).failed == 2  # the next run tries both again
+    assert {d["attempts"] for d in store.delivery_status()} == {2}

@@ -187,6 +187,9 @@ class Notifier:
     def __init__(self, webhooks: Sequence[Webhook]):
         self.webhooks = {h.name: h for h in webhooks}
         self.sessions = {h.name: webhook_session() for h in webhooks}
+        # (alert, target) pairs this run already tried: a batch flushes after every job that fired,
+        # and a receiver that refused once is tried again on the next run, not once per later job
+        self.tried: set[tuple[str, str]] = set()
 
     @property
     def targets(self) -> list[str]:
@@ -243,12 +246,17 @@ class Notifier:
             if wait >= deadline.remaining():
                 return f"{reason}; a retry in {wait:g} s would pass timeout_s={hook.timeout_s:g}"
             time.sleep(wait)
-        return f"gave up after {attempt} retries: {reason}" if attempt else reason
+        return (
+            f"gave up after {attempt} retries: {reason}" if attempt else f"{reason} (no retries configured)"
+        )
 
     def flush(self, store: HistoryStore) -> DeliveryResult:
-        """Try every pending delivery once (with its retries); undelivered ones stay pending."""
+        """Try every pending delivery once per run (with its retries); undelivered ones stay pending."""
         sent, errors = 0, []
         for item in store.pending():
+            if (item.alert_key, item.target) in self.tried:
+                continue
+            self.tried.add((item.alert_key, item.target))
             hook = self.webhooks.get(item.target)
             try:
                 alert: Alert | None = Alert.model_validate(item.payload)
