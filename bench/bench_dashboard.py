@@ -25,7 +25,7 @@ from pathlib import Path
 from _protocol import add_arguments, finish, start
 
 from ropewatch_validator.cli.main import main as ropewatch
-from ropewatch_validator.ops.alerts.rules import AlertConfig, Rule, evaluate
+from ropewatch_validator.ops.alerts.rules import AlertConfig, Rule, fired_alerts
 from ropewatch_validator.ops.history import open_store
 from ropewatch_validator.render.model import Report
 from ropewatch_validator.sandbox import server as sandbox
@@ -75,7 +75,7 @@ def fill(db: Path, runs: int, versions: int, pool: list[Report]) -> float:
             }
         )
         run = rep.model_copy(update={"source": source, "model_version": version})
-        fired = evaluate(run, ALWAYS) if i % 50 == 49 else []
+        fired = fired_alerts(run, ALWAYS) if i % 50 == 49 else []
         store.record_run(run, fired, ["ops", "pager"])
     for d in store.pending():
         store.mark_delivery(d.alert_key, d.target, None if d.target == "ops" else "HTTP 503")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from ropewatch_validator.ops.alerts.model import Alert
-from ropewatch_validator.ops.alerts.rules import AlertConfig, Rule, evaluate
+from ropewatch_validator.ops.alerts.rules import AlertConfig, Rule, fired_alerts
 from ropewatch_validator.render.model import Report
 
 
 def always_fires(report: Report, rule: str = "r", message: str | None = None) -> list[Alert]:
     config = AlertConfig(rules=(Rule(name=rule, metric="counts.references", op=">=", threshold=0),))
-    alerts = evaluate(report, config)
+    alerts = fired_alerts(report, config)
     return [a.model_copy(update={"message": message}) for a in alerts] if message else alerts

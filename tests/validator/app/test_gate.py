@@ -15,7 +15,7 @@ from sklearn.metrics import f1_score
 from statsmodels.stats.contingency_tables import mcnemar
 
 from ropewatch_validator.cli.main import main
-from ropewatch_validator.ops.gate import evaluate, parse_rule
+from ropewatch_validator.ops.gate import judge, parse_rule
 from ropewatch_validator.render.backtest_model import BacktestResult, DiffCI
 from support.backtests import two_versions
 from support.paths import REPO
@@ -95,15 +95,15 @@ def test_not_significantly_worse_means_the_ci_excludes_0_on_the_bad_side(tmp_pat
 
     not_worse = [parse_rule("flips_per_1000 not significantly worse")]
     better = [parse_rule("per_class.wrong.f1 significantly better")]
-    assert evaluate(
+    assert judge(
         with_ci("flips_per_1000", -1.0, 4.0), "v2", "v1", not_worse
     ).promote  # worse, not significantly
-    assert not evaluate(with_ci("flips_per_1000", 0.5, 4.0), "v2", "v1", not_worse).promote
-    assert evaluate(with_ci("flips_per_1000", -4.0, -0.5), "v2", "v1", not_worse).promote
-    assert not evaluate(with_ci("per_class.wrong.f1", -0.01, 0.02), "v2", "v1", better).promote
-    assert evaluate(with_ci("per_class.wrong.f1", 0.001, 0.02), "v2", "v1", better).promote
+    assert not judge(with_ci("flips_per_1000", 0.5, 4.0), "v2", "v1", not_worse).promote
+    assert judge(with_ci("flips_per_1000", -4.0, -0.5), "v2", "v1", not_worse).promote
+    assert not judge(with_ci("per_class.wrong.f1", -0.01, 0.02), "v2", "v1", better).promote
+    assert judge(with_ci("per_class.wrong.f1", 0.001, 0.02), "v2", "v1", better).promote
     # the same stored pair read the other way round: v1 against v2 is the negated, swapped CI
-    assert not evaluate(with_ci("flips_per_1000", -4.0, -0.5), "v1", "v2", not_worse).promote
+    assert not judge(with_ci("flips_per_1000", -4.0, -0.5), "v1", "v2", not_worse).promote
 
 
 def test_rules_parse_with_margins_limits_and_the_alert_rules_names():

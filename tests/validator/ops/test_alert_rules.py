@@ -8,7 +8,7 @@ from ropewatch_validator.ops.alerts.rules import (
     AlertConfig,
     ConfigError,
     alert_key,
-    evaluate,
+    fired_alerts,
     load_config,
     record_and_queue,
 )
@@ -54,7 +54,7 @@ def config(tmp_path) -> AlertConfig:
 
 def test_threshold_and_flip_rules_fire_with_hand_computed_values(config, make_report):
     report = make_report(job=5, cm=((40, 5), (3, 52)))  # P(wrong)=40/43, R(wrong)=40/45, 106 persons
-    fired = {a.rule: a for a in evaluate(report, config)}
+    fired = {a.rule: a for a in fired_alerts(report, config)}
     assert set(fired) == {"wrong-f1-low", "flips"}  # recall 0.889 >= 0.5; no baseline -> no drop rule
     p, r = 40 / 43, 40 / 45
     assert fired["wrong-f1-low"].value == pytest.approx(2 * p * r / (p + r))
@@ -71,9 +71,9 @@ def test_threshold_and_flip_rules_fire_with_hand_computed_values(config, make_re
 
 def test_min_support_and_missing_metrics_keep_rules_silent(config, make_report):
     small = make_report(cm=((10, 5), (1, 4)), det=(20, 1, 1))  # wrong support 15 < 30, persons 21 < 50
-    assert [a.rule for a in evaluate(small, config)] == []
+    assert [a.rule for a in fired_alerts(small, config)] == []
     empty = make_report(cm=((0, 0), (0, 10)))  # no wrong persons: recall/f1 of wrong undefined (None)
-    assert [a.rule for a in evaluate(empty, config)] == []
+    assert [a.rule for a in fired_alerts(empty, config)] == []
 
 
 def test_drop_vs_baseline_uses_median_of_first_runs(tmp_path, config, make_report):
@@ -99,7 +99,7 @@ def test_yaml_rules_file_is_read_too(tmp_path, make_report):
     path = tmp_path / "rules.yaml"
     path.write_text("rule:\n  - {name: f1, metric: detection.f1, op: '<', threshold: 0.99}\n")
     cfg = load_config(path)
-    assert [a.rule for a in evaluate(make_report(), cfg)] == ["f1"]
+    assert [a.rule for a in fired_alerts(make_report(), cfg)] == ["f1"]
 
 
 @pytest.mark.parametrize(

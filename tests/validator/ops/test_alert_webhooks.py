@@ -178,9 +178,9 @@ def test_missing_secret_keeps_alert_pending_with_clear_reason(tmp_path, httpserv
 
 @pytest.mark.parametrize("fmt", ["slack", "teams"])
 def test_chat_bodies_name_job_rule_value_and_link(fmt, make_report):
-    from ropewatch_validator.ops.alerts.rules import evaluate
+    from ropewatch_validator.ops.alerts.rules import fired_alerts
 
-    [alert] = evaluate(make_report(job=12), config_for())
+    [alert] = fired_alerts(make_report(job=12), config_for())
     body = json.loads(render_body(alert, Format(fmt)))
     text = json.dumps(body)
     for needle in ("wrong-f1-low", "12", "v1", "https://r.example/12", "0.95"):

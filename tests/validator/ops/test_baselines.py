@@ -20,7 +20,7 @@ from ropewatch_validator.evaluation.baseline_stats import (
     proportion_interval,
 )
 from ropewatch_validator.ops import baselines
-from ropewatch_validator.ops.alerts.rules import ConfigError, evaluate, parse_config, record_and_queue
+from ropewatch_validator.ops.alerts.rules import ConfigError, fired_alerts, parse_config, record_and_queue
 from ropewatch_validator.ops.history import open_store
 
 FLIPS = "dangerous_flips_per_1000"
@@ -134,8 +134,8 @@ def test_significance_fires_only_when_the_runs_interval_excludes_the_baseline(st
     far = make_report(job=9, model_version="v3", cm=((5, 40), (3, 58)))  # 40/106: 377.4, CI 285-477
     for report, fires_plain, fires_strict in ((near, True, False), (far, True, True)):
         compared = baselines.for_report(store, report, [FLIPS], 5)
-        assert bool(evaluate(report, plain, compared)) is fires_plain
-        assert bool(evaluate(report, strict, compared)) is fires_strict
+        assert bool(fired_alerts(report, plain, compared)) is fires_plain
+        assert bool(fired_alerts(report, strict, compared)) is fires_strict
     [alert] = record_and_queue(store, far, strict, [])[0]
     assert alert.baseline == pytest.approx(75 / 318 * 1000) and alert.value_ci[0] > alert.baseline
     assert alert.baseline_label == "reference v2 (previous version; 3 jobs pooled, unpaired)"

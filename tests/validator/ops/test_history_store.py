@@ -101,7 +101,7 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import json, os, signal, sys
     import sqlalchemy as sa
-    from ropewatch_validator.ops.alerts.rules import AlertConfig, Rule, evaluate
+    from ropewatch_validator.ops.alerts.rules import AlertConfig, Rule, fired_alerts
     from ropewatch_validator.ops.history import open_store
     from ropewatch_validator.render.model import Report
     store = open_store(sys.argv[1])
@@ -111,7 +111,7 @@ KILL_SCRIPT = textwrap.dedent(
         if statement.lstrip().upper().startswith("INSERT INTO ALERTS"):
             os.kill(os.getpid(), signal.SIGKILL)  # the run row is written, the commit is not
     sa.event.listen(store.engine, "after_cursor_execute", kill)
-    store.record_run(report, evaluate(report, AlertConfig(rules=(rule,))), ["ops"])
+    store.record_run(report, fired_alerts(report, AlertConfig(rules=(rule,))), ["ops"])
     """
 )
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ropewatch_core.errors import InputError
-from ropewatch_validator.ops.gate import GateResult, evaluate, parse_rule
+from ropewatch_validator.ops.gate import GateResult, judge, parse_rule
 from ropewatch_validator.render.backtest_model import BacktestResult
 
 
@@ -38,4 +38,4 @@ def run_gate(req: GateRequest) -> GateResult:
     if not texts:
         raise InputError("no rule to judge by: give --rule '...' (repeatable) or --rules FILE")
     rules = [parse_rule(t) for t in texts]
-    return evaluate(BacktestResult.load(req.backtest), req.candidate, req.baseline, rules)
+    return judge(BacktestResult.load(req.backtest), req.candidate, req.baseline, rules)

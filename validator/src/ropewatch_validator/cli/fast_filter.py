@@ -123,10 +123,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ropewatch_validator.learn.evaluate import evaluate
+    from ropewatch_validator.learn.evaluate import evaluate_filter
 
     with _file_errors():
-        done = evaluate(args.filter, args.data_dir, args.split, args.output_dir)
+        done = evaluate_filter(args.filter, args.data_dir, args.split, args.output_dir)
     m = done.metrics
     print(
         f"{done.output_dir / 'evaluation.json'}: AUC {_f(m['auc'])}, accuracy {m['accuracy']:.4f}, "

@@ -137,7 +137,7 @@ def roc_png(fpr: np.ndarray, tpr: np.ndarray, auc: float | None, path: Path) -> 
     plt.close(fig)
 
 
-def evaluate(filter_path: Path, data_dir: Path, split: str, output_dir: Path) -> Evaluated:
+def evaluate_filter(filter_path: Path, data_dir: Path, split: str, output_dir: Path) -> Evaluated:
     """The (calibrated) filter's figures on ``split``: evaluation.json, evaluation.html and two PNGs."""
     import base64
 

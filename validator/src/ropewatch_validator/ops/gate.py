@@ -180,7 +180,7 @@ def _judge(
     return OPS[rule.op or ">="](cand, limit), f"limit {fmt(rule.metric, limit)}; {word}"
 
 
-def evaluate(result: BacktestResult, candidate: str, baseline: str, rules: list[GateRule]) -> GateResult:
+def judge(result: BacktestResult, candidate: str, baseline: str, rules: list[GateRule]) -> GateResult:
     """Every rule on the candidate against the baseline (paired: the same persons of one backtest)."""
     if candidate == baseline:
         raise InputError(f"the candidate and the baseline are both {candidate!r}; name two versions")

@@ -47,7 +47,7 @@ VERSION_WINDOW = 200  # runs read for a version's label table
 MAX_ID = 2**63 - 1  # the largest id a store can hold (SQLite INTEGER, PostgreSQL BIGINT)
 
 
-class BadRequest(ValueError):
+class BadQuery(ValueError):
     """A query parameter that cannot be used; answered with 400 and the one-line reason."""
 
 
@@ -58,9 +58,9 @@ def _int(request: Request, name: str, default: int | None = None, lo: int = 0, h
     try:
         value = int(raw)
     except ValueError:
-        raise BadRequest(f"{name} must be a whole number, got {raw[:40]!r}") from None
+        raise BadQuery(f"{name} must be a whole number, got {raw[:40]!r}") from None
     if not lo <= value <= hi:
-        raise BadRequest(f"{name} must be between {lo} and {hi}")
+        raise BadQuery(f"{name} must be between {lo} and {hi}")
     return value
 
 
@@ -274,7 +274,7 @@ def create_app(
         Route("/alerts", dash.alerts),
         Route("/healthz", dash.healthz),
     ]
-    handlers = {BadRequest: _bad_request, ServiceError: _unavailable}
+    handlers = {BadQuery: _bad_request, ServiceError: _unavailable}
     return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
 
 

@@ -279,7 +279,7 @@ def described(change: Change | None) -> str | None:
     return line
 
 
-def evaluate(report: Report, config: AlertConfig, comparisons: Comparisons | None = None) -> list[Alert]:
+def fired_alerts(report: Report, config: AlertConfig, comparisons: Comparisons | None = None) -> list[Alert]:
     """Alerts that ``report`` fires against its ``comparisons`` (none: no baseline yet); low support
     never fires, and a null metric only fires a rule with ``fire_on_null``. Every alert names its
     comparison: the rule's baseline, or for a threshold rule the reference version."""
@@ -360,6 +360,6 @@ def record_and_queue(
     """
     metrics = sorted({r.metric for r in config.rules})
     comparisons = for_report(store, report, metrics, config.baseline_runs) if metrics else None
-    fired = evaluate(report, config, comparisons)
+    fired = fired_alerts(report, config, comparisons)
     _, created = store.record_run(report, fired, targets)
     return fired, created
