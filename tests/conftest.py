@@ -61,57 +61,23 @@ def cvat_assets() -> Path:
     return CVAT_DATA / "assets"
 
 
-# --- history / alerts / schedule (helper C) ---------------------------------------------------
-import glob  # noqa: E402
-import os  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
+# --- history / alerts / schedule -------------------------------------------------------------------
 import uuid  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    """A throwaway PostgreSQL cluster on a loopback port, from Debian's server binaries.
+    """A throwaway PostgreSQL cluster for the session (``support.postgres.Cluster``); yields a server
+    URL without a database name."""
+    from support.postgres import Cluster
 
-    initdb refuses to run as root, so as root the cluster is created and run as `postgres`.
-    Yields a server URL without a database name.
-    """
-    initdbs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
-    assert initdbs, "PostgreSQL server binaries missing: install Debian's 'postgresql' (bash .ci/run does)"
-    bindir = Path(initdbs[-1]).parent
-    root = Path(tempfile.mkdtemp(prefix="ropewatch-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "data", _free_port()
-
-    def pg(*args: str) -> None:
-        subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=60)
-
-    pg(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
-    pg(
-        str(bindir / "pg_ctl"),
-        "-D",
-        str(data),
-        "-l",
-        str(root / "server.log"),
-        "-w",
-        "-o",
-        f"-h 127.0.0.1 -p {port} -k {root} -F -c fsync=off",
-        "start",
-    )
+    cluster = Cluster()
+    cluster.start()
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}"
+        yield cluster.url
     finally:
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.stop()
+        cluster.remove()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -301,6 +301,7 @@ def test_worker_unit_and_deployment_run_the_same_worker():
     parser accepts, against the team's PostgreSQL from the environment (ROPEWATCH_DB)."""
     service = read_unit("ropewatch-worker.service")["Service"]
     assert service["Type"] == "simple" and service["User"] != "root" and service["KillSignal"] == "SIGTERM"
+    assert service["Restart"] == "always"  # a worker that lost its database stops with exit 0
     unit_args = worker_args(service["ExecStart"].split())
     (deployment,) = yaml.safe_load_all((DEPLOY / "k8s" / "worker.yaml").read_text())
     assert deployment["kind"] == "Deployment" and deployment["spec"]["replicas"] >= 2

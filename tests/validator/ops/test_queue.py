@@ -243,3 +243,48 @@ def test_the_webhook_receiver_hands_finished_jobs_to_the_workers(pg_db):
             "WHERE task_name = 'ropewatch.validate_job' ORDER BY id"
         ).fetchall()
     assert rows == [(f"{url}#job-7", "7", "todo"), (f"{url}#job-8", "8", "todo")]
+
+
+def test_a_postgresql_restart_mid_run_loses_nothing(tmp_path):
+    """The team's database goes away while workers run (an immediate stop cuts every connection), then
+    comes back. procrastinate stops a worker whose LISTEN connection died; its supervisor starts it again
+    (systemd ``Restart=always``, a Deployment's pod restart), emulated here. Every job is still
+    validated exactly once: jobs cut mid-store were kept ``doing`` and are handed back as stalled."""
+    from support.postgres import Cluster
+
+    cluster = Cluster()
+    cluster.start()
+    try:
+        with psycopg.connect(f"{cluster.url}/postgres", autocommit=True) as conn:
+            conn.execute('CREATE DATABASE "q"')
+        db = f"{cluster.url}/q"
+        n = 40
+        with sandbox.serve(_cvat(n, frames=2)) as (url, _):
+            assert main(["queue", "add", "--task", "11", "--server-host", url, "--db", db]) == 0
+            workers = [_worker(url, db, tmp_path) for _ in range(2)]
+            deadline = time.monotonic() + 300
+            while _jobs(db)["succeeded"] < n // 4 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            cluster.stop()  # mid-run: jobs in flight lose their connection
+            time.sleep(3)
+            cluster.start()
+            restarts = 0
+            deadline = time.monotonic() + 600
+            try:
+                while time.monotonic() < deadline:
+                    counts = _jobs(db)
+                    if counts["succeeded"] >= n and not counts["todo"] and not counts["doing"]:
+                        break
+                    for i, w in enumerate(workers):
+                        if w.poll() is not None:  # the supervisor's restart
+                            workers[i], restarts = _worker(url, db, tmp_path), restarts + 1
+                    time.sleep(0.5)
+            finally:
+                _stop(workers)
+        assert counts == Counter({"succeeded": n}), dict(counts)
+        assert restarts >= 1  # the lost database did stop workers: this is what the test is about
+        runs = _runs(db)
+        assert sorted(runs) == [1000 + i for i in range(n)] and set(runs.values()) == {1}
+    finally:
+        cluster.stop()
+        cluster.remove()
