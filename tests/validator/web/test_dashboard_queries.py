@@ -100,3 +100,30 @@ def test_trend_defaults_to_the_last_ten_runs(history_db, make_report):
             assert [float(v) for _, v in tips] == [
                 round(2 * (40 - j) / (83 - j), 3) for j in range(13 - n, 13)
             ]
+
+
+def test_the_jobs_page_shows_the_jobs_the_queue_gave_up_on(filled):
+    """Team mode: a job that kept failing shows on the jobs page with its attempts and reason (escaped:
+    the reason can quote a server's answer), and leaves the page once a later run succeeded."""
+    from ropewatch_validator.ops.queue_store import clear_failure, record_failure
+
+    db, _ = filled
+    store = open_store(db)
+    record_failure(store, "http://cvat:8080", 42, 5, "could not validate: FetchError: HTTP 503 <b>busy</b>")
+    store.close()
+    engine = read_only_engine(db)
+    with engine.connect() as conn:
+        (row,) = queries.queue_failures(conn)
+    assert (row["host"], row["job_id"], row["attempts"]) == ("http://cvat:8080", 42, 5)
+    with serving(create_app(engine)) as url, urllib.request.urlopen(url + "/jobs", timeout=30) as r:
+        page = r.read().decode()
+    assert "the queue gave up on 1 job(s)" in page
+    assert "<td>42</td><td>5</td>" in page and "HTTP 503 &lt;b&gt;busy&lt;/b&gt;" in page
+    store = open_store(db)
+    clear_failure(store, "http://cvat:8080", 42)
+    store.close()
+    with (
+        serving(create_app(read_only_engine(db))) as url,
+        urllib.request.urlopen(url + "/jobs", timeout=30) as r,
+    ):
+        assert "the queue gave up" not in r.read().decode()

@@ -157,8 +157,10 @@ class Dashboard:
             rows, total = queries.jobs(conn, filters)
             options = queries.choices(conn)
             names = queries.classes(conn)
+            failed = queries.queue_failures(conn)
         return self.page(
             "dash_jobs.html",
+            failed=failed,
             jobs=rows,
             total=total,
             filters=filters,

@@ -17,7 +17,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ropewatch_validator.ops.history import alerts, decompress, deliveries, report_blocks, run_classes, runs
+from ropewatch_validator.ops.history import (
+    alerts,
+    decompress,
+    deliveries,
+    report_blocks,
+    run_classes,
+    runs,
+)
+from ropewatch_validator.ops.history import (
+    queue_failures as failed_jobs,
+)
 from ropewatch_validator.render.model import Attribute, Errors
 
 PAGE = 50
@@ -273,6 +283,14 @@ def jobs(conn: Connection, filters: Filters, per_page: int = PAGE) -> tuple[list
     for r in rows:
         r["alerts"] = fired.get(r["id"], [])
     return rows, int(total)
+
+
+def queue_failures(conn: Connection) -> list[dict[str, Any]]:
+    """The jobs team mode's queue gave up on (``ropewatch worker``), newest first, with their one-line
+    reason: a job that is never validated must show on the jobs page, not only in `queue status`."""
+    t = failed_jobs
+    rows = conn.execute(sa.select(t).order_by(t.c.failed_at.desc(), t.c.job_id))
+    return [dict(r._mapping) for r in rows]
 
 
 def choices(conn: Connection) -> dict[str, list[Any]]:
