@@ -10,43 +10,6 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def trickling_server(interval_s: float) -> Iterator[str]:
-    """An HTTP server that sends a valid 200 head and then one body byte every ``interval_s``."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=drip, args=(conn,), daemon=True).start()
-
-    def drip(conn: socket.socket) -> None:
-        with conn:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
-            conn.sendall(b"Content-Length: 100000\r\n\r\n")
-            try:
-                while not stop.is_set():
-                    conn.sendall(b" ")
-                    time.sleep(interval_s)
-            except OSError:
-                return
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
-
-
-@contextmanager
 def raw_server(respond: Callable[[socket.socket], None]) -> Iterator[str]:
     """An HTTP receiver that reads each request's head and body (by Content-Length) and hands the
     socket to ``respond``, which writes whatever it likes: a trickled head, an endless body."""
@@ -97,3 +60,23 @@ def raw_server(respond: Callable[[socket.socket], None]) -> Iterator[str]:
         stop.set()
         thread.join()
         listener.close()
+
+
+@contextmanager
+def trickling_server(interval_s: float) -> Iterator[str]:
+    """An HTTP server that sends a valid 200 head and then one body byte every ``interval_s``
+    (a :func:`raw_server` that drips until the client hangs up or the block ends)."""
+    stop = threading.Event()
+
+    def drip(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        conn.sendall(b"Content-Length: 100000\r\n\r\n")
+        while not stop.is_set():
+            conn.sendall(b" ")
+            time.sleep(interval_s)
+
+    with raw_server(drip) as url:
+        try:
+            yield url
+        finally:
+            stop.set()

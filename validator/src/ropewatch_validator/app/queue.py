@@ -80,6 +80,13 @@ def job_key(host: str, job_id: int) -> str:
     return f"{host.rstrip('/')}#job-{int(job_id)}"
 
 
+def job_deferrer(app: Any, host: str, job_id: int) -> Any:
+    """The validate_job task of one job, configured with its locks: every way a job is queued (a scan,
+    ``queue add``, a webhook) goes through here, so a job waits in the queue at most once."""
+    key = job_key(host, job_id)
+    return app.tasks[TASK].configure(queueing_lock=key, lock=key)
+
+
 def build_app(conninfo: str, worker: WorkerConfig | None = None) -> Any:
     """The procrastinate App with ropewatch's tasks registered on it. A worker's app closes over its
     ``worker`` config (a task needs nothing but its arguments); without one the app only queues and
@@ -169,12 +176,10 @@ def defer_jobs(app: Any, jobs: Iterable[tuple[str, int]]) -> Deferred:
     """Queue ``(host, job)`` pairs for validation, each at most once while it waits."""
     from procrastinate.exceptions import AlreadyEnqueued
 
-    task = app.tasks[TASK]
     queued = already = 0
     for host, job_id in jobs:
-        key = job_key(host, job_id)
         try:
-            task.configure(queueing_lock=key, lock=key).defer(host=host, job_id=int(job_id))
+            job_deferrer(app, host, job_id).defer(host=host, job_id=int(job_id))
             queued += 1
         except AlreadyEnqueued:
             already += 1
@@ -254,13 +259,8 @@ class QueueHandoff:
         """True when queued now, False when the job was already waiting."""
         from procrastinate.exceptions import AlreadyEnqueued
 
-        key = job_key(host, job_id)
         try:
-            await (
-                self.app.tasks[TASK]
-                .configure(queueing_lock=key, lock=key)
-                .defer_async(host=host, job_id=int(job_id))
-            )
+            await job_deferrer(self.app, host, job_id).defer_async(host=host, job_id=int(job_id))
         except AlreadyEnqueued:
             return False
         return True

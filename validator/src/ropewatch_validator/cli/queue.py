@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="S",
         help="a worker silent this long is dead: its jobs go back to the queue (default 60)",
     )
-    w.set_defaults(func=run_worker, since="last")
+    w.set_defaults(func=run_worker, since="last", job_ids=[])  # jobs come from the queue, not the line
 
     q = subparsers.add_parser("queue", help="the validation queue (team mode): add jobs, show its status")
     qs = q.add_subparsers(dest="queue_command", required=True, metavar="ACTION")
@@ -66,7 +66,6 @@ def _config(args: argparse.Namespace) -> WorkerConfig:
     from ropewatch_validator.app.validate import JobSelection
     from ropewatch_validator.cli.validate import request_from_args
 
-    args.job_ids = []
     request = request_from_args(args)
     scopes = tuple(
         JobSelection(task=t, project=p)
