@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import socket
 import time
 import uuid
 from collections import Counter
@@ -31,6 +30,7 @@ from support.deploy_files import DOCKERFILE, Workload, entrypoint, image_tag, k8
 from support.docker import Docker, pod_run_options, shared_folder
 from support.paths import REPO
 from support.queue import job_counts, runs_per_job, wait_until_done
+from support.webserver import free_port
 
 WEBHOOK_SECRET = "hook-secret-of-the-test"
 
@@ -125,7 +125,7 @@ def _reports(folder: Path, jobs: dict[int, dict]) -> dict[int, dict]:
 
 
 def _options(work: Workload, tmp_path: Path, claim: Path, secret: dict, cvat_url: str) -> list[str]:
-    (rules,) = [d for d in k8s("cronjob.yaml").values() if d["kind"] == "ConfigMap"]
+    rules = k8s("cronjob.yaml")["ConfigMap"]  # rules.toml, which the CronJob and the workers mount
     return pod_run_options(
         work,
         claims={"ropewatch-history": claim},
@@ -148,12 +148,6 @@ def _run(docker: Docker, image: str, options: list[str], argv: list[str], *flags
     program = entrypoint()
     assert argv[: len(program)] == program, argv
     return docker("run", *flags, *options, image, *argv[len(program) :], **kw)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_the_image_has_the_worker_stack_and_no_torch(docker_engine, image):
@@ -181,7 +175,7 @@ def test_the_cronjob_validates_the_project_and_the_dashboard_shows_its_history(
 
     # the dashboard Deployment over that volume (mounted read-only, read-only root), on loopback
     dash = workload("dashboard.yaml")
-    port = _free_port()
+    port = free_port()
     argv = with_option(with_option(dash.argv, "--host", "127.0.0.1"), "--port", str(port))
     token = secrets.token_urlsafe(24)
     options = _options(dash, tmp_path, pvc, {("ropewatch-dashboard", "serve-token"): token}, real_cvat.url)
