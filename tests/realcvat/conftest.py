@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import time
 import uuid
@@ -25,9 +24,8 @@ import pytest
 import requests
 
 from support.cvat_rest import CvatRest
+from support.kit import SHARED, exports
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("ROPEWATCH_SHARED", REPO.parent / "shared"))
 STATE = Path(os.environ.get("ROPEWATCH_CVAT_STATE", "/var/tmp/ropewatch-cvat-state"))
 PORT = os.environ.get("ROPEWATCH_CVAT_PORT", "18080")
 
@@ -52,16 +50,6 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _exports(stdout: str) -> dict[str, str]:
-    """``export NAME=VALUE`` lines of start.sh, shell-unquoted."""
-    env = {}
-    for line in stdout.splitlines():
-        if line.startswith("export ") and "=" in line:
-            name, _, value = line[len("export ") :].partition("=")
-            env[name] = shlex.split(value)[0] if value else ""
-    return env
-
-
 @pytest.fixture(scope="session")
 def real_cvat() -> Iterator[RealCvat]:
     started = False
@@ -70,14 +58,14 @@ def real_cvat() -> Iterator[RealCvat]:
     else:
         start = SHARED / "cvat-server" / "start.sh"
         assert start.is_file(), f"no CVAT: set CVAT_URL/CVAT_USER/CVAT_PASSWORD or provide {start}"
-        known = _exports((STATE / "cvat.env").read_text()) if (STATE / "cvat.env").is_file() else {}
+        known = exports((STATE / "cvat.env").read_text()) if (STATE / "cvat.env").is_file() else {}
         started = not (known.get("CVAT_URL") and _answers(known["CVAT_URL"]))
         t0 = time.monotonic()
         done = subprocess.run(
             ["bash", str(start), str(STATE), "--port", PORT], capture_output=True, text=True, timeout=1800
         )
         assert done.returncode == 0, f"start.sh failed ({done.returncode}): {done.stderr[-2000:]}"
-        env = _exports(done.stdout)
+        env = exports(done.stdout)
         url, user, password = env["CVAT_URL"], env["CVAT_USER"], env["CVAT_PASSWORD"]
         print(f"\nreal CVAT at {url}: start.sh took {time.monotonic() - t0:.1f} s")
     rest = CvatRest(url, user, password)
