@@ -5,7 +5,9 @@ only read the body) and cvat-sdk's download alone, in ``--rounds`` interleaved t
 and their ratio), then the validator's frame download + fingerprint throughput through cvat-sdk with
 the same number of workers (and the ratio) for an image task (bytes hashed) and a video task (also
 decoded for the pixel fingerprint), log reading, join + lifecycle + calibration time,
-the peak RSS after each stage, and whether the lifecycle counts equal the generated ones.
+the peak RSS after each stage, and whether the lifecycle counts equal the generated ones. The log
+stage (read + join) runs in a process of its own (``--log-stage``, started by the bench), so its
+peak RSS is the validator's alone: the in-process fake server's frames are not in it.
 
     .venv/bin/python bench/bench_join.py                  # 1,000,000 lines, 10,000 frames
     .venv/bin/python bench/bench_join.py --lines 200000 --frames 2000   # quicker
@@ -19,9 +21,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import http.client
+import importlib
 import io
 import json
+import pickle
 import resource
+import subprocess
 import sys
 import tempfile
 import threading
@@ -40,8 +45,6 @@ from PIL import Image
 from ropewatch_validator.cvat.client import ConnectionSettings, connect
 from ropewatch_validator.cvat.frames import cvat_frame_fetcher, frame_fingerprints
 from ropewatch_validator.sandbox import server as sandbox
-from ropewatch_validator.trace.logs import read_logs
-from ropewatch_validator.trace.section import trace_section
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the suite's record generator
 from support.tracegen import inference_record, records_for_job
@@ -142,7 +145,43 @@ def write_logs(path: Path, records: list[dict], n_lines: int, rng: np.random.Gen
                 fh.write(json.dumps(filler) + "\n")
 
 
+def log_stage(folder: Path) -> dict:
+    """Read ``folder``'s log and join it to its job, timed, in this process: what ``validate-job --logs``
+    does after the download, with its peak RSS after each step (the validator's alone)."""
+    t = time.perf_counter()
+    from ropewatch_validator.trace.logs import read_logs
+    from ropewatch_validator.trace.section import trace_section
+
+    for lazy in ("calibration", "join", "lifecycle", "stages"):  # imported inside trace_section
+        importlib.import_module(f"ropewatch_validator.trace.{lazy}")
+    import_s = time.perf_counter() - t
+    rss = {"imports": peak_rss_mib()}
+    with open(folder / "job.pkl", "rb") as fh:
+        job, fps = pickle.load(fh)
+    rss["job"] = peak_rss_mib()
+    t = time.perf_counter()
+    keys = set(fps["sha256"].dropna()) | set(fps["pixel_sha256"].dropna())
+    logs = read_logs([folder / "function.log"], keys=keys)
+    read_s = time.perf_counter() - t
+    rss["read"] = peak_rss_mib()
+    t = time.perf_counter()
+    trace = trace_section(job, logs, fps, cutoff=pd.Timestamp(CUTOFF)).model_dump()
+    join_s = time.perf_counter() - t
+    rss["join"] = peak_rss_mib()
+    return {
+        "import_s": import_s,
+        "read_s": read_s,
+        "join_s": join_s,
+        "rss_mib": rss,
+        "stats": logs.stats.model_dump(),
+        "counts": trace["lifecycle"]["counts"],
+    }
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--log-stage"]:  # run by main() below, in a process of its own
+        print(json.dumps(log_stage(Path(sys.argv[2]))))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--frames", type=int, default=10_000)
@@ -242,21 +281,26 @@ def main() -> int:
             job_id=job_id,
             host=base_url,
         )
-        t = time.perf_counter()
-        keys = set(fps["sha256"]) | set(fps["pixel_sha256"])
-        logs = read_logs([log], keys=keys)
-        t_read = time.perf_counter() - t
-        rss_read = peak_rss_mib()
-        t = time.perf_counter()
-        trace = trace_section(job, logs, fps, cutoff=pd.Timestamp(CUTOFF)).model_dump()
-        t_join = time.perf_counter() - t
+        with open(Path(tmp) / "job.pkl", "wb") as fh:
+            pickle.dump((job, fps), fh)
+        stage = subprocess.run(  # the validator's log stage alone: its peak RSS holds no server frames
+            [sys.executable, __file__, "--log-stage", tmp], capture_output=True, text=True, check=True
+        )
+        got = json.loads(stage.stdout)
+        t_read, t_join, s, rss = got["read_s"], got["join_s"], got["stats"], got["rss_mib"]
+        print(
+            f"log stage in its own process (the validator alone, no fake server): imports "
+            f"{got['import_s']:.2f}s, peak RSS {rss['imports']:.0f} MiB after imports, "
+            f"{rss['job']:.0f} MiB with the job's shapes and fingerprints"
+        )
         print(
             f"read logs {t_read:.1f}s ({args.lines / t_read:,.0f} lines/s; "
-            f"{logs.stats.inference} of this job, {logs.stats.other_frames} other frames, "
-            f"{logs.stats.skipped} skipped); peak RSS {rss_read:.0f} MiB"
+            f"{s['inference']} of this job, {s['other_frames']} other frames, "
+            f"{s['skipped']} skipped); peak RSS {rss['read']:.0f} MiB"
         )
-        print(f"join + lifecycle + calibration {t_join:.2f}s; peak RSS {peak_rss_mib():.0f} MiB")
-        counts = trace["lifecycle"]["counts"]
+        print(f"join + lifecycle + calibration {t_join:.2f}s; peak RSS {rss['join']:.0f} MiB")
+        print(f"read + join + lifecycle {t_read + t_join:.1f}s (goal <= 4 s at 1M lines / 10k frames)")
+        counts = got["counts"]
         exact = all(counts[k] == expected[k] for k in counts)
         print(f"lifecycle {counts}; equals generated: {exact}")
         print(

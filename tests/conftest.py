@@ -19,7 +19,7 @@ REALCVAT = Path(__file__).parent / "realcvat"
 
 def pytest_collection_modifyitems(config, items):
     """Marks by what a test needs (declared in pyproject.toml): the real-CVAT tier by its folder or the
-    ``real_cvat`` fixture, the browser and PostgreSQL tests by the fixture that starts them
+    ``real_cvat`` fixture, the browser, PostgreSQL and Docker tests by the fixture that starts them
     (``history_db`` marks its own param)."""
     for item in items:
         if REALCVAT in item.path.parents or "real_cvat" in item.fixturenames:
@@ -28,6 +28,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.browser)
         if "postgres_server" in item.fixturenames:
             item.add_marker(pytest.mark.postgres)
+        if "docker_engine" in item.fixturenames:
+            item.add_marker(pytest.mark.docker)
 
 
 @pytest.fixture(autouse=True)
@@ -91,21 +93,39 @@ def postgres_server():
         cluster.remove()
 
 
+@pytest.fixture
+def postgres_db(postgres_server):
+    """A fresh, empty database on the session's PostgreSQL; its URL."""
+    import psycopg
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"{postgres_server}/{name}"
+    with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def history_db(request, tmp_path):
     """A fresh, empty history database URL on each backend."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'history.sqlite'}"
-        return
-    import psycopg
+        return f"sqlite:///{tmp_path / 'history.sqlite'}"
+    return request.getfixturevalue("postgres_db")
 
-    server = request.getfixturevalue("postgres_server")
-    name = "t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"{server}/{name}"
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """A real Docker engine (``support.docker``; no registry, host networking only). Stopped at the end
+    of the session only when this session started it; its images stay in its state folder."""
+    from support.docker import start_engine, stop_engine
+
+    docker, started = start_engine()
+    try:
+        yield docker
+    finally:
+        if started:
+            stop_engine()
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from ropewatch_core.records import (
     echo,
     encode_lines,
     one_line,
+    parse_line,
     record_logger,
     schema,
 )
@@ -158,3 +159,50 @@ def test_messages_quote_bad_input_briefly():
     assert echo([["y" * 500_000, 0, 1, 1]]).startswith("[['yyy") and echo(0.5) == "0.5"
     message = one_line(RuntimeError("line one\n\n  line two " + "z" * 1000))
     assert message.startswith("RuntimeError: line one line two z") and len(message) <= 320
+
+
+def _stdlib_reading(line: str) -> dict | None:
+    """What a line meant before orjson read the logs: the stdlib's json from the first '{', with the
+    prefix rule (an object after a prefix needs an event)."""
+    text = line.strip()
+    start = text.find("{")
+    if start < 0:
+        return None
+    try:
+        obj = json.loads(text[start:])
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) and (start == 0 or "event" in obj) else None
+
+
+TRICKY = [
+    '{"event": "inference", "worker_id": 18446744073709551617}',  # past 64 bits: the stdlib keeps an int
+    '{"event": "x", "n": -9223372036854775809, "m": [1, 18446744073709551615]}',
+    '{"event": "x", "thr": NaN, "t": -Infinity}',  # not strict JSON, yet a record for the stdlib
+    '{"event": "x", "s": "\\ud800 lone surrogate"}',
+    '{"event": "x", "v": 1e400, "w": 1e-400, "z": -0.0, "tiny": 5e-324}',
+    '2026-11-23T10:00:00Z {"event": "x", "id": 123456789012345678901234567890}',
+    '{"event": "x", "hash": "1234567890123456789012 digits inside a string"}',
+    '{"a": 1} trailing text',
+    '{"event": "x"}\x85',  # Unicode whitespace that str.strip removes and JSON does not allow
+    '   {"a": [1, 2, {"b": null}], "a": "duplicate key"}   ',
+    'x {"a": 1}',
+    "{" * 3 + "}",
+]
+
+
+@pytest.mark.parametrize("line", TRICKY)
+def test_fast_reading_is_the_stdlibs(line):
+    """orjson reads the lines; every value, with its type (repr tells 1 from 1.0), is the stdlib's."""
+    want = repr(_stdlib_reading(line))
+    assert repr(parse_line(line)) == want
+    got = list(RecordReader().read([line]))
+    assert repr(got[0][1] if got else None) == want
+
+
+def test_a_part_index_past_64_bits_is_an_int_as_before():
+    """A part whose index the stdlib reads as a (huge) int waits for its other parts; read as a float it
+    would have been skipped."""
+    reader = RecordReader()
+    line = json.dumps({"event": "record_part", "part_of": "p", "part": 0, "parts": 2**64 + 1, "text": "{"})
+    assert list(reader.read([line])) == [] and (reader.skipped, reader.parts_incomplete) == (0, 1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import configparser
 import json
 import os
 import shlex
@@ -23,9 +22,19 @@ from ropewatch_validator.cli.main import build_parser
 from ropewatch_validator.ops.alerts.model import Format
 from ropewatch_validator.ops.alerts.rules import load_config
 from ropewatch_validator.ops.schedule import EXIT_ALERT
+from support.deploy_files import (
+    DEPLOY,
+    as_ropewatch,
+    cron_argv,
+    crontab_entry,
+    image_tag,
+    read_unit,
+    unit_argv,
+    with_option,
+    workload,
+)
 from support.paths import REPO
 
-DEPLOY = REPO / "deploy"
 CORE_WHEEL = f"ropewatch_core-{metadata.version('ropewatch-core')}-py3-none-any.whl"
 
 
@@ -190,31 +199,17 @@ def test_real_deploy_without_nuctl_says_so(tmp_path, function_dir):
 
 
 def test_crontab_line():
-    entries = [
-        line.split(None, 6)
-        for line in (DEPLOY / "cron" / "ropewatch.cron").read_text().splitlines()
-        if line.strip() and not line.startswith("#") and "=" not in line.split()[0]
-    ]
-    assert len(entries) == 1
-    *when, user, command = entries[0]
+    when, user, script = crontab_entry()
     assert croniter.is_valid(" ".join(when)) and user != "root"
-    script = shlex.split(command.replace(";", " ; "))
     sourced = script[script.index(".") + 1]  # secrets come from a file, not the crontab
     assert sourced == read_unit("ropewatch-validate.service")["Service"]["EnvironmentFile"]
-    nightly_args(script[script.index("exec") + 1 : script.index(">>/var/log/ropewatch/validate.log")])
-
-
-def read_unit(name: str) -> configparser.ConfigParser:
-    unit = configparser.ConfigParser(interpolation=None, strict=True)
-    unit.optionxform = str  # systemd keys are case-sensitive
-    unit.read_string((DEPLOY / "cron" / name).read_text())
-    return unit
+    nightly_args(cron_argv())
 
 
 def test_systemd_service_and_timer():
     service, timer = read_unit("ropewatch-validate.service"), read_unit("ropewatch-validate.timer")
     assert service["Service"]["Type"] == "oneshot"  # one run to completion per timer tick
-    nightly_args(service["Service"]["ExecStart"].split())
+    nightly_args(unit_argv("ropewatch-validate.service"))
     # "a rule fired" is the run doing its job, not a unit failure; "could not validate" (2) is
     assert service["Service"]["SuccessExitStatus"].split() == [str(EXIT_ALERT)]
     assert service["Service"]["User"] != "root"
@@ -302,13 +297,28 @@ def test_worker_unit_and_deployment_run_the_same_worker():
     service = read_unit("ropewatch-worker.service")["Service"]
     assert service["Type"] == "simple" and service["User"] != "root" and service["KillSignal"] == "SIGTERM"
     assert service["Restart"] == "always"  # a worker that lost its database stops with exit 0
-    unit_args = worker_args(service["ExecStart"].split())
+    worker_args(unit_argv("ropewatch-worker.service"))
     (deployment,) = yaml.safe_load_all((DEPLOY / "k8s" / "worker.yaml").read_text())
     assert deployment["kind"] == "Deployment" and deployment["spec"]["replicas"] >= 2
     pod = deployment["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] >= 60  # SIGTERM lets the job in flight finish
     (container,) = pod["containers"]
-    pod_args = worker_args(container["args"])
-    assert (unit_args.project, unit_args.concurrency) == (pod_args.project, pod_args.concurrency)
+    worker_args(container["args"])
     db = next(e for e in container["env"] if e["name"] == "ROPEWATCH_DB")
     assert "optional" not in db["valueFrom"]["secretKeyRef"]  # a worker without the team's store is no worker
+
+
+def test_systemd_cron_and_kubernetes_run_the_same_commands():
+    """One command per job, whichever scheduler starts it: the systemd units and the crontab run what the
+    manifests run in the image (its ENTRYPOINT, then the args), which tests/realcvat/test_realcvat_image.py
+    runs from the built image. The dashboard's pod listens on every address (behind its token), the
+    host's unit on loopback."""
+    nightly = workload("cronjob.yaml").argv
+    assert as_ropewatch(unit_argv("ropewatch-validate.service")) == nightly
+    assert as_ropewatch(cron_argv()) == nightly
+    assert as_ropewatch(unit_argv("ropewatch-worker.service")) == workload("worker.yaml").argv
+    dashboard = workload("dashboard.yaml").argv
+    assert as_ropewatch(unit_argv("ropewatch-serve.service")) == with_option(dashboard, "--host", "127.0.0.1")
+    assert (
+        image_tag() == f"ropewatch-validator:{metadata.version('ropewatch')}"
+    )  # the image this checkout builds

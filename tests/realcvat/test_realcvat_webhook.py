@@ -20,7 +20,7 @@ from ropewatch_validator.ops.history import open_store
 from ropewatch_validator.ops.loop_store import queued_jobs
 from ropewatch_validator.ops.webhook_receiver import signature
 from support.cvat_rest import LABELS, box, jpeg
-from support.nuclio import free_port
+from support.webserver import free_port
 
 SECRET = "s3cret-for-the-test"
 REPO = Path(__file__).resolve().parents[2]

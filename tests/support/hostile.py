@@ -63,15 +63,20 @@ def raw_server(respond: Callable[[socket.socket], None]) -> Iterator[str]:
 
 
 @contextmanager
-def trickling_server(interval_s: float) -> Iterator[str]:
+def trickling_server(interval_s: float, body_bytes: int = 100_000) -> Iterator[str]:
     """An HTTP server that sends a valid 200 head and then one body byte every ``interval_s``
-    (a :func:`raw_server` that drips until the client hangs up or the block ends)."""
+    (a :func:`raw_server` that drips until the client hangs up, the block ends, or ``body_bytes``
+    are sent). A test of a deadline D sizes the body to take several times D: a client whose deadline
+    does not hold then gets the whole answer (blank, not JSON) and fails on a different error, so the
+    test needs no clock of its own."""
     stop = threading.Event()
 
     def drip(conn: socket.socket) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
-        conn.sendall(b"Content-Length: 100000\r\n\r\n")
-        while not stop.is_set():
+        conn.sendall(f"Content-Length: {body_bytes}\r\n\r\n".encode())
+        for _ in range(body_bytes):
+            if stop.is_set():
+                return
             conn.sendall(b" ")
             time.sleep(interval_s)
 

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,16 +24,12 @@ import numpy as np
 import requests
 from PIL import Image
 
+from support.webserver import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 KIT = Path(os.environ.get("ROPEWATCH_NUCLIO_KIT", REPO.parent / "shared" / "nuclio"))
 PROCESSOR = KIT / "processor.py"
 FUNCTION_DIR = REPO / "functions" / "safety_rope"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def png_b64(width: int, height: int, seed: int = 0) -> str:

@@ -13,7 +13,6 @@ test creates is deleted at the end of the session.
 from __future__ import annotations
 
 import os
-import shlex
 import subprocess
 import time
 import uuid
@@ -25,9 +24,8 @@ from pathlib import Path
 import requests
 
 from support.cvat_rest import CvatRest
-from support.paths import REPO
+from support.kit import SHARED, exports
 
-SHARED = Path(os.environ.get("ROPEWATCH_SHARED", REPO.parent / "shared"))
 STATE = Path(os.environ.get("ROPEWATCH_CVAT_STATE", "/var/tmp/ropewatch-cvat-state"))
 PORT = os.environ.get("ROPEWATCH_CVAT_PORT", "18080")
 
@@ -50,16 +48,6 @@ def answers(url: str) -> bool:
         return requests.get(f"{url}/api/server/about", timeout=5).ok
     except requests.RequestException:
         return False
-
-
-def exports(stdout: str) -> dict[str, str]:
-    """``export NAME=VALUE`` lines of start.sh, shell-unquoted."""
-    env = {}
-    for line in stdout.splitlines():
-        if line.startswith("export ") and "=" in line:
-            name, _, value = line[len("export ") :].partition("=")
-            env[name] = shlex.split(value)[0] if value else ""
-    return env
 
 
 def tier_env() -> dict[str, str]:

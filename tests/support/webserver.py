@@ -1,4 +1,5 @@
-"""An ASGI app served by uvicorn on a free loopback port in a background thread, for the tests."""
+"""An ASGI app served by uvicorn on a free loopback port in a background thread, for the tests; and the
+free loopback port itself, for the servers the tests start in other ways."""
 
 from __future__ import annotations
 
@@ -9,13 +10,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @contextmanager
 def serving(app) -> Iterator[str]:
     import uvicorn
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

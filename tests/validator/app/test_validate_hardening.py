@@ -185,14 +185,12 @@ def test_a_job_locked_by_another_run_is_not_reported_as_validated(cvat, tmp_path
 
 
 def test_a_job_that_never_ends_is_cut_at_its_deadline(tmp_path, capsys):
-    with trickling_server(0.1) as url:
-        start = time.monotonic()
+    with trickling_server(0.1, body_bytes=60) as url:  # 6 s of drip against a 1 s deadline
         code = main(
             ["validate-job", "1", "--server-host", url, "--job-deadline", "1", "--out", str(tmp_path / "out"),
              "--db", str(tmp_path / "h.sqlite")]
         )  # fmt: skip
-        took = time.monotonic() - start
-    assert code == 2 and took < 4
+    assert code == 2
     assert stderr_line(capsys).startswith(
         f"validate-job: job 1: could not validate: FetchError: job 1 on {url}: "
         "no complete answer before the job's deadline"

@@ -4,9 +4,9 @@ HTTP port, credentials in the host URL. Each gives one line naming host and endp
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
+import urllib3
 from werkzeug.wrappers import Response
 
 from ropewatch_validator.cvat import client, fetch
@@ -66,14 +66,11 @@ def test_list_stops_once_count_items_are_read(httpserver, cvat_conn):
 
 
 def test_a_trickling_server_is_cut_at_the_request_deadline():
-    with trickling_server(0.2) as url:
+    with trickling_server(0.2, body_bytes=60) as url:  # 12 s of drip
         conn = client.connect(client.ConnectionSettings(url, timeout=2.0, retries=1, deadline=1.5))
-        start = time.monotonic()
         with pytest.raises(client.FetchError) as err:
             fetch.fetch_job(conn, 1)
-        took = time.monotonic() - start
     # each read gets a byte within 0.2 s < --timeout 2, so only the 1.5 s total deadline can end it
-    assert 1.4 < took < 3.0
     assert str(err.value) == (
         f"job 1 on {url}: no complete answer within 1.5 s (the request's total deadline, --deadline)"
     )
@@ -89,15 +86,13 @@ def test_a_body_that_stalls_past_the_read_timeout_is_one_line():
 
 
 def test_the_job_deadline_bounds_every_request_of_the_job():
-    with trickling_server(0.2) as url:
+    with trickling_server(0.2, body_bytes=60) as url:  # 12 s of drip against a 1 s job deadline
         conn = client.connect(client.ConnectionSettings(url, timeout=2.0, retries=0, deadline=60))
-        start = time.monotonic()
         with (
             conn.job_deadline(1.0),
             pytest.raises(client.FetchError, match="no complete answer before the job's deadline"),
         ):
             fetch.fetch_job(conn, 1)
-        assert time.monotonic() - start < 2.5
         with conn.job_deadline(0.0), pytest.raises(client.FetchError, match="the job's deadline has passed"):
             fetch.fetch_job(conn, 1)
 
@@ -109,10 +104,11 @@ def test_retry_after_is_capped(httpserver, monkeypatch):
         "busy", status=503, headers={"Retry-After": "20"}
     )
     httpserver.expect_ordered_request("/api/jobs/1").respond_with_json({"id": 1})
+    waits: list[float] = []
+    monkeypatch.setattr(urllib3.util.retry.time, "sleep", waits.append)  # urllib3's wait, recorded
     conn = client.connect(client.ConnectionSettings(httpserver.url_for("").rstrip("/"), retries=1, timeout=5))
-    start = time.monotonic()
     assert client.get_json(conn, "job 1", conn.api_client.jobs_api.retrieve, 1) == {"id": 1}
-    assert 0.25 < time.monotonic() - start < 3.0
+    assert waits == [0.3]
 
 
 @pytest.mark.parametrize(

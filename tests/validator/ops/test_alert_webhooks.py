@@ -19,6 +19,7 @@ from ropewatch_validator.ops.alerts.model import Alert, Format
 from ropewatch_validator.ops.alerts.rules import AlertConfig, Rule, Webhook, record_and_queue
 from ropewatch_validator.ops.history import open_store
 from support.hostile import raw_server
+from support.webserver import free_port
 
 RULE = Rule(name="wrong-f1-low", metric="attribute.per_class.wrong.f1", op="<", threshold=0.95)
 SECRET = "hook-secret-4d8f"
@@ -31,12 +32,6 @@ def config_for(*hooks: Webhook) -> AlertConfig:
 def queue(store, config, report) -> list[Alert]:
     fired, _ = record_and_queue(store, report, config, [h.name for h in config.webhooks])
     return fired
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_signed_generic_alert_delivered_once(history_db, httpserver, make_report, monkeypatch, capsys):
@@ -304,7 +299,6 @@ def test_a_refused_delivery_is_tried_once_per_run_not_once_per_later_job(tmp_pat
     """A batch flushes after every job that fired: the demo's refused 'pager' was retried after each
     later job (attempts 1 -> 4 in one run). Now each (alert, target) is tried once per run; the next run
     (a new Notifier) tries it again."""
-    import socket
 
     with socket.socket() as probe:  # a port nobody listens on: every POST is refused
         probe.bind(("127.0.0.1", 0))

@@ -18,25 +18,14 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
-import sqlalchemy as sa
 
 from ropewatch_validator.cli.main import main
-from ropewatch_validator.ops.history import normalize_url
 from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.sandbox import synthetic
+from support.queue import job_counts, runs_per_job, wait_until_done
 from support.webserver import serving
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def pg_db(postgres_server):
-    name = "q_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"{postgres_server}/{name}"
-    with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def _cvat(n_jobs: int, frames: int = 3) -> sandbox.CvatState:
@@ -58,36 +47,10 @@ def _worker(url: str, db: str, tmp_path, *extra: str) -> subprocess.Popen:
     )
 
 
-def _jobs(db: str) -> Counter:
-    with psycopg.connect(db) as conn:
-        rows = conn.execute(
-            "SELECT status::text, count(*) FROM procrastinate_jobs "
-            "WHERE task_name = 'ropewatch.validate_job' GROUP BY status"
-        ).fetchall()
-    return Counter({status: n for status, n in rows})
-
-
-def _wait_until_done(db: str, total: int, timeout: float) -> Counter:
-    deadline = time.monotonic() + timeout
-    counts = _jobs(db)
-    while time.monotonic() < deadline:
-        counts = _jobs(db)
-        if counts["succeeded"] + counts["failed"] >= total and not counts["todo"] and not counts["doing"]:
-            return counts
-        time.sleep(0.5)
-    raise AssertionError(f"queue not drained in {timeout} s: {dict(counts)}")
-
-
 def _stop(workers: list[subprocess.Popen]) -> list[int]:
     for w in workers:
         w.send_signal(signal.SIGTERM)
     return [w.wait(timeout=60) for w in workers]
-
-
-def _runs(db: str) -> Counter:
-    engine = sa.create_engine(normalize_url(db))
-    with engine.connect() as conn:
-        return Counter(r.job_id for r in conn.execute(sa.text("SELECT job_id FROM runs")))
 
 
 def _queue(url: str, db: str, *jobs: str) -> None:
@@ -126,74 +89,74 @@ def receiver() -> Iterator[tuple[str, Counter]]:
         yield f"{base}/hook", keys
 
 
-def test_three_workers_validate_every_job_exactly_once(pg_db, tmp_path, capsys):
+def test_three_workers_validate_every_job_exactly_once(postgres_db, tmp_path, capsys):
     n = 300
     with sandbox.serve(_cvat(n, frames=2)) as (url, _), receiver() as (hook, keys):
         rules = tmp_path / "rules.toml"
         rules.write_text(RULES.format(url=hook))
-        _queue(url, pg_db, "--task", "11")
+        _queue(url, postgres_db, "--task", "11")
         first = capsys.readouterr().out
-        _queue(url, pg_db, "--task", "11")  # asked twice while waiting: queued once
+        _queue(url, postgres_db, "--task", "11")  # asked twice while waiting: queued once
         second = capsys.readouterr().out
         assert first.strip() == f"queued {n} job(s); 0 already waiting"
         assert second.strip() == f"queued 0 job(s); {n} already waiting"
-        workers = [_worker(url, pg_db, tmp_path, "--rules", str(rules)) for _ in range(3)]
+        workers = [_worker(url, postgres_db, tmp_path, "--rules", str(rules)) for _ in range(3)]
         try:
-            counts = _wait_until_done(pg_db, n, timeout=900)
+            counts = wait_until_done(postgres_db, n, timeout=900)
         finally:
             codes = _stop(workers)
     assert codes == [0, 0, 0]  # SIGTERM: each finished its job in flight and stopped cleanly
     assert counts == Counter({"succeeded": n})
-    runs = _runs(pg_db)
+    runs = runs_per_job(postgres_db)
     assert sorted(runs) == [1000 + i for i in range(n)] and set(runs.values()) == {1}
     assert len(list((tmp_path / "out").glob("job-*/report.json"))) == n
     assert len(keys) == n and set(keys.values()) == {1}  # one alert per job, each delivered once
-    assert main(["queue", "status", "--db", pg_db, "--json"]) == 0
+    assert main(["queue", "status", "--db", postgres_db, "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["counts"] == {"succeeded": n} and status["failed"] == []
 
 
-def test_a_worker_killed_mid_job_loses_nothing(pg_db, tmp_path):
+def test_a_worker_killed_mid_job_loses_nothing(postgres_db, tmp_path):
     """kill -9 while the job's annotations are stalled: the job stays ``doing`` with a dead worker; a
     worker started later hands it back (stalled: no heartbeat for --stalled-after) and validates it once."""
     state = _cvat(1)
     state.fail(0, path_contains="/api/jobs/1000/annotations", delay_s=30.0)  # the first read hangs
     with sandbox.serve(state) as (url, st):
-        _queue(url, pg_db, "1000")
-        first = _worker(url, pg_db, tmp_path)
+        _queue(url, postgres_db, "1000")
+        first = _worker(url, postgres_db, tmp_path)
         deadline = time.monotonic() + 120
         while not any("/api/jobs/1000/annotations" in r for r in st.requests) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _jobs(pg_db)["doing"] == 1
+        assert job_counts(postgres_db)["doing"] == 1
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
         time.sleep(4)  # longer than --stalled-after 3: its heartbeat is stale
-        second = _worker(url, pg_db, tmp_path)
+        second = _worker(url, postgres_db, tmp_path)
         try:
-            counts = _wait_until_done(pg_db, 1, timeout=300)
+            counts = wait_until_done(postgres_db, 1, timeout=300)
         finally:
             _stop([second])
     assert counts == Counter({"succeeded": 1})
-    assert _runs(pg_db) == Counter({1000: 1})
+    assert runs_per_job(postgres_db) == Counter({1000: 1})
 
 
-def test_cvat_down_for_a_while_is_retried_then_one_that_stays_down_ends_failed(pg_db, tmp_path, capsys):
+def test_cvat_down_for_a_while_is_retried_then_one_that_stays_down_ends_failed(postgres_db, tmp_path, capsys):
     state = _cvat(2)
     # job 1000: its annotations fail long enough to fail two attempts, then answer
     state.fail(503, count=8, path_contains="/api/jobs/1000/annotations")
     # job 1001: never answers
     state.fail(503, count=10_000, path_contains="/api/jobs/1001/annotations")
     with sandbox.serve(state) as (url, _):
-        _queue(url, pg_db, "1000", "1001")
-        worker = _worker(url, pg_db, tmp_path, "--attempts", "3", "--deadline", "5")
+        _queue(url, postgres_db, "1000", "1001")
+        worker = _worker(url, postgres_db, tmp_path, "--attempts", "3", "--deadline", "5")
         try:
-            counts = _wait_until_done(pg_db, 2, timeout=600)
+            counts = wait_until_done(postgres_db, 2, timeout=600)
         finally:
             _stop([worker])
     assert counts == Counter({"succeeded": 1, "failed": 1})
-    assert _runs(pg_db) == Counter({1000: 1})
+    assert runs_per_job(postgres_db) == Counter({1000: 1})
     capsys.readouterr()
-    assert main(["queue", "status", "--db", pg_db]) == 0
+    assert main(["queue", "status", "--db", postgres_db]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "validation queue: failed 1, succeeded 1; retried and not failed: 1"
     (failed,) = lines[1:]
@@ -210,7 +173,7 @@ def _update(job_id: int, url: str, state: str = "completed") -> bytes:
     return json.dumps(payload).encode()
 
 
-def test_the_webhook_receiver_hands_finished_jobs_to_the_workers(pg_db):
+def test_the_webhook_receiver_hands_finished_jobs_to_the_workers(postgres_db):
     """Team mode: ``ropewatch listen`` on the team's PostgreSQL defers each finished job as a
     validate_job task at once, queued once however often CVAT delivers or people re-finish it."""
     from starlette.testclient import TestClient
@@ -219,7 +182,7 @@ def test_the_webhook_receiver_hands_finished_jobs_to_the_workers(pg_db):
     from ropewatch_validator.ops.history import open_store
     from ropewatch_validator.ops.webhook_receiver import SIGNATURE_HEADER, make_app, signature
 
-    store = open_store(pg_db)
+    store = open_store(postgres_db)
     handoff = _handoff(store)
     assert handoff is not None
     url = "http://cvat.example:8080"
@@ -237,7 +200,7 @@ def test_the_webhook_receiver_hands_finished_jobs_to_the_workers(pg_db):
         assert post(_update(7, url, state="completed") + b" ") == "duplicate"  # same JSON, other bytes
         assert post(_update(8, url)) == "queued"
     store.close()
-    with psycopg.connect(pg_db) as conn:
+    with psycopg.connect(postgres_db) as conn:
         rows = conn.execute(
             "SELECT queueing_lock, args->>'job_id', status::text FROM procrastinate_jobs "
             "WHERE task_name = 'ropewatch.validate_job' ORDER BY id"
@@ -263,7 +226,7 @@ def test_a_postgresql_restart_mid_run_loses_nothing(tmp_path):
             assert main(["queue", "add", "--task", "11", "--server-host", url, "--db", db]) == 0
             workers = [_worker(url, db, tmp_path) for _ in range(2)]
             deadline = time.monotonic() + 300
-            while _jobs(db)["succeeded"] < n // 4 and time.monotonic() < deadline:
+            while job_counts(db)["succeeded"] < n // 4 and time.monotonic() < deadline:
                 time.sleep(0.2)
             cluster.stop()  # mid-run: jobs in flight lose their connection
             time.sleep(3)
@@ -272,7 +235,7 @@ def test_a_postgresql_restart_mid_run_loses_nothing(tmp_path):
             deadline = time.monotonic() + 600
             try:
                 while time.monotonic() < deadline:
-                    counts = _jobs(db)
+                    counts = job_counts(db)
                     if counts["succeeded"] >= n and not counts["todo"] and not counts["doing"]:
                         break
                     for i, w in enumerate(workers):
@@ -283,7 +246,7 @@ def test_a_postgresql_restart_mid_run_loses_nothing(tmp_path):
                 _stop(workers)
         assert counts == Counter({"succeeded": n}), dict(counts)
         assert restarts >= 1  # the lost database did stop workers: this is what the test is about
-        runs = _runs(db)
+        runs = runs_per_job(db)
         assert sorted(runs) == [1000 + i for i in range(n)] and set(runs.values()) == {1}
     finally:
         cluster.stop()

@@ -33,6 +33,16 @@ def test_match_frame_hungarian_within_rounding() -> None:
     assert a == [] and s == [(0, 1)]
 
 
+def test_semi_auto_shapes_take_only_detections_no_auto_shape_took() -> None:
+    """Worked by hand: the auto shape takes detection 0; semi-auto shape 0 overlaps only detection 0
+    (taken) and stays unmatched; shape 1 overlaps detection 2 with IoU 9*10 / (11*10) = 0.82."""
+    logged = np.array([[0, 0, 10, 10], [100, 0, 110, 10], [200, 0, 210, 10]], float)
+    auto = np.array([[0, 0, 10, 10]], float)
+    semi = np.array([[1, 0, 11, 10], [201, 0, 211, 10]], float)
+    assert match_frame(auto, semi, logged) == ([(0, 0)], [(1, 2)])
+    assert match_frame(auto[:0], semi, logged) == ([], [(0, 0), (1, 2)])  # nothing taken: both match
+
+
 # The job's vocabulary may differ from the function's (wrong/correct): --values maps it, unsafe first.
 @pytest.mark.parametrize("values", [("wrong", "correct"), ("unsafe", "safe")])
 def test_join_and_lifecycle_every_state(tmp_path, values) -> None:

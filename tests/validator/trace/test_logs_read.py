@@ -128,3 +128,19 @@ def test_json_nested_too_deep_is_one_malformed_record(tmp_path) -> None:
     data = read_logs([f])
     assert (data.stats.lines, data.stats.records, data.stats.inference, data.stats.malformed) == (2, 2, 1, 1)
     assert data.stats.malformed_examples == [f"{f}:2: MalformedLine: JSON nested too deep to read"]
+
+
+def test_kept_records_read_as_the_stdlib_reads_them(tmp_path) -> None:
+    """The fast reader's one difference (an integer past 64 bits read as a float) never reaches a kept
+    record, and a NaN literal (not strict JSON) is still a record the contract refuses, not a skipped line."""
+    big = _rec(1)
+    big["worker_id"] = 2**64 + 1
+    nan = json.dumps(_rec(2)).replace('"logit": -0.3', '"logit": NaN')
+    assert "NaN" in nan
+    f = tmp_path / "big.log"
+    f.write_text(json.dumps(big) + "\n" + nan + "\n")
+    for keys in (None, {f"{1:064x}", f"{2:064x}"}):
+        data = read_logs([f], keys=keys)
+        assert list(data.requests["worker_id"]) == [str(2**64 + 1)]  # "18446744073709551617", not 1.8e19
+        assert (data.stats.skipped, data.stats.malformed) == (0, 1)
+        assert data.stats.malformed_examples[0].startswith(f"{f}:2: RecordError: detections[0].logit must be")

@@ -112,11 +112,14 @@ def match_frame(
         else np.zeros((0, 0))
     )
     auto_pairs = _assign(cost, tol)
-    free = np.setdiff1d(np.arange(len(logged)), [j for _, j in auto_pairs])
     semi_pairs: list[tuple[int, int]] = []
-    if len(semi) and free.size:
-        iou = iou_matrix(semi, logged[free])
-        semi_pairs = [(i, int(free[j])) for i, j in _assign(1.0 - iou, 1.0 - edited_iou)]
+    if len(semi):
+        taken = np.zeros(len(logged), dtype=bool)
+        taken[np.array([j for _, j in auto_pairs], dtype=np.int64)] = True
+        free = np.flatnonzero(~taken)
+        if free.size:
+            iou = iou_matrix(semi, logged[free])
+            semi_pairs = [(i, int(free[j])) for i, j in _assign(1.0 - iou, 1.0 - edited_iou)]
     return auto_pairs, semi_pairs
 
 

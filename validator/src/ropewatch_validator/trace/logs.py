@@ -30,6 +30,7 @@ from ropewatch_core.records import (
     RecordError,
     RecordReader,
     check_inference,
+    exact,
     reencoded,
 )
 from ropewatch_core.spec import ATTRIBUTE
@@ -101,7 +102,7 @@ def read_logs(
     With ``keys`` (the job's frame fingerprints), records whose ``sha256`` and ``pixel_sha256`` are
     both unknown are only counted (``other_frames``): memory stays bounded by the job, not the log.
     """
-    counts: Counter[str] = Counter()  # LogStats fields, counted in plain ints (millions of lines)
+    counts: Counter[str] = Counter()  # LogStats fields
     examples: list[str] = []  # the first malformed records, named by file and line
     req: dict[str, list] = {c: [] for c in REQUEST_COLUMNS}
     det: dict[str, list] = {c: [] for c in DETECTION_COLUMNS}
@@ -114,25 +115,32 @@ def read_logs(
 
     for source, lines in _open_all(paths, stdin):
         reader = RecordReader()
-        for lineno, rec in reader.read(lines):
-            counts["records"] += 1
+        # the hot loop (millions of lines, most of them other frames' records): plain int counters
+        records = other_frames = reencoded_other = 0
+        for lineno, rec, text in reader.records(lines):
+            records += 1
             if isinstance(rec, MalformedLine):
                 malformed(source, lineno, rec)
                 continue
             event = rec.get("event")
-            if event == FAILED:
+            if event == INFERENCE:
+                img = rec.get("image")
+                if keys is None or _wanted(img, keys):
+                    try:
+                        _append(exact(rec, text), source, lineno, req, det)
+                        counts["inference"] += 1
+                    except RecordError as exc:  # the contract's one check (check_inference)
+                        malformed(source, lineno, exc)
+                else:
+                    other_frames += 1
+                    reencoded_other += isinstance(img, dict) and reencoded(img)
+            elif event == FAILED:
                 counts["failed"] += 1
-            elif event != INFERENCE:
-                counts["other_events"] += 1
-            elif keys is not None and not _wanted(rec, keys):
-                counts["other_frames"] += 1
-                counts["reencoded_other"] += _reencoded(rec)
             else:
-                try:
-                    _append(rec, source, lineno, req, det)
-                    counts["inference"] += 1
-                except RecordError as exc:  # the contract's one check (check_inference)
-                    malformed(source, lineno, exc)
+                counts["other_events"] += 1
+        counts["records"] += records
+        counts["other_frames"] += other_frames
+        counts["reencoded_other"] += reencoded_other
         counts["lines"] += reader.lines
         counts["skipped"] += reader.skipped
         counts["parts_joined"] += reader.parts_joined
@@ -145,17 +153,15 @@ def read_logs(
     return LogData(requests=requests, detections=detections, stats=stats)
 
 
-def _wanted(rec: dict, keys: Set[str]) -> bool:
-    img = rec.get("image")
+def _wanted(img: object, keys: Set[str]) -> bool:
+    """Whether a record's image is one of ``keys``: by pixels, or by bytes unless they were re-encoded."""
     if not isinstance(img, dict):
         return False
-    names = ("pixel_sha256",) if reencoded(img) else ("sha256", "pixel_sha256")
-    return any(isinstance(img.get(k), str) and img[k] in keys for k in names)
-
-
-def _reencoded(rec: dict) -> bool:
-    img = rec.get("image")
-    return isinstance(img, dict) and reencoded(img)
+    pixel = img.get("pixel_sha256")
+    if isinstance(pixel, str) and pixel in keys:
+        return True
+    sha = img.get("sha256")
+    return isinstance(sha, str) and sha in keys and not reencoded(img)
 
 
 def _append(rec: dict, source: str, lineno: int, req: dict[str, list], det: dict[str, list]) -> None:

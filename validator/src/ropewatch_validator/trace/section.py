@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from ropewatch_core.errors import InputError
-from ropewatch_core.jsonio import plain
 from ropewatch_core.spec import ATTRIBUTE, ATTRIBUTE_VALUES, PERSON_LABEL
+from ropewatch_validator.evaluation.model import Part
 from ropewatch_validator.trace.model import (
     DownloadFailure,
     FrameStats,
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from ropewatch_validator.trace.logs import LogData
 
 TOP_MISTAKES = 8
+M = TypeVar("M", bound=Part)
 
 
 def needs_pixels(original_chunk_type: str, mode: str = "auto") -> bool:
@@ -137,12 +138,17 @@ def trace_section(
         scores=Scores(
             logit=sc["logit"].tolist(), p_correct=sc["p_correct"].tolist(), y=sc["y"].astype(int).tolist()
         ),
-        objects=[TraceObject.model_validate(o) for o in plain(objects.to_dict(orient="records"))],
-        mistakes=[
-            Mistake.model_validate({k: v for k, v in m.items() if k in Mistake.model_fields})
-            for m in plain(mistakes.to_dict(orient="records"))
-        ],
+        objects=_models(objects, TraceObject),
+        mistakes=_models(mistakes, Mistake),
     )
+
+
+def _models(frame: pd.DataFrame, model: type[M]) -> list[M]:
+    """One ``model`` per row of ``frame``, from the columns the model has. Built column by column
+    (``tolist``, then one dict per row): a job's tens of thousands of objects are the slowest part of
+    the section otherwise; pydantic turns numpy scalars into plain values and NaN ratios into None."""
+    names = [c for c in frame.columns if c in model.model_fields]
+    return [model.model_validate(dict(zip(names, row))) for row in zip(*(frame[c].tolist() for c in names))]
 
 
 def _objects(
