@@ -106,6 +106,10 @@ def test_three_workers_validate_every_job_exactly_once(postgres_db, tmp_path, ca
         finally:
             codes = _stop(workers)
     assert codes == [0, 0, 0]  # SIGTERM: each finished its job in flight and stopped cleanly
+    for log in tmp_path.glob("worker-*.log"):  # and said so, in the one log format
+        events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        stops = [e for e in events if e["event"].startswith("Stopped worker")]
+        assert [(e["logger"], e["level"]) for e in stops] == [("procrastinate.worker.worker", "info")]
     assert counts == Counter({"succeeded": n})
     runs = runs_per_job(postgres_db)
     assert sorted(runs) == [1000 + i for i in range(n)] and set(runs.values()) == {1}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
@@ -85,7 +84,8 @@ def run_worker(args: argparse.Namespace) -> int:
     conninfo = queue.conninfo_of(args.db or default_db_url())
     app = queue.build_app(conninfo, _config(args))
     queue.apply_schema(app, conninfo)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
+    # procrastinate says when the worker starts and stops and each job it runs: through the one handler
+    logging.getLogger("procrastinate").setLevel(logging.INFO)
     with app.open():
         queue.defer_recovery(app)
     app.run_worker(
