@@ -18,11 +18,11 @@ REALCVAT = Path(__file__).parent / "realcvat"
 
 
 def pytest_collection_modifyitems(config, items):
-    """Marks by what a test needs (declared in pyproject.toml): the real-CVAT tier by its folder, the
-    browser, PostgreSQL and Docker tests by the fixture that starts them (``history_db`` marks its own
-    param)."""
+    """Marks by what a test needs (declared in pyproject.toml): the real-CVAT tier by its folder or the
+    ``real_cvat`` fixture, the browser, PostgreSQL and Docker tests by the fixture that starts them
+    (``history_db`` marks its own param)."""
     for item in items:
-        if REALCVAT in item.path.parents:
+        if REALCVAT in item.path.parents or "real_cvat" in item.fixturenames:
             item.add_marker(pytest.mark.realcvat)
         if "browser" in item.fixturenames:
             item.add_marker(pytest.mark.browser)
@@ -50,6 +50,16 @@ def _work_in_tmp_path(tmp_path, monkeypatch):
 _HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="ropewatch-hypothesis-")
 set_hypothesis_home_dir(_HYPOTHESIS_HOME)
 atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def real_cvat():
+    """The real CVAT server of the session (``support.real_cvat``: the tier, or ``CVAT_URL``); the tasks
+    named ``real_cvat.name(...)`` are deleted at its end."""
+    from support.real_cvat import real_cvat_session
+
+    with real_cvat_session() as cvat:
+        yield cvat
 
 
 @pytest.fixture(scope="session")

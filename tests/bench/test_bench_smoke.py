@@ -9,8 +9,10 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 
 import numpy as np
+import psycopg
 import pytest
 
 from support.paths import REPO
@@ -25,10 +27,13 @@ EXACT = r"max \|logit delta\| (\S+), (\d+) on the other side of thr$"
 THREADS = re.compile(r"^# protocol: torch \S+, get_num_threads (\d+), get_num_interop_threads \d+, ", re.M)
 
 
-def run_bench(*argv: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+def run_bench(
+    *argv: str, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``python bench/X.py ARGS`` from the repository root with the test's own environment (no extra
-    path: each bench must find what it imports by itself); no bytecode written into the checkout."""
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    path: each bench must find what it imports by itself) and ``env``; no bytecode written into the
+    checkout."""
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -131,6 +136,146 @@ def test_bench_join_imports_its_generator_without_pythonpath():
     assert re.search(rf"^read logs {NUMBER}s \({NUMBER} lines/s; \d+ of this job", out, re.M)
     assert re.search(rf"^join \+ lifecycle \+ calibration {NUMBER}s; peak RSS {NUMBER} MiB", out, re.M)
     assert re.search(r"^lifecycle \{.*\}; equals generated: True$", out, re.M)
+
+
+QUEUE_ROW = re.compile(
+    rf"^(\d+ workers?) +median +{NUMBER} jobs/min \(rounds ({NUMBER} in {NUMBER} s(?:, )?)+\); "
+    r"every job validated exactly once: (.*)$",
+    re.M,
+)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_bench_queue_interleaves_worker_counts_and_checks_every_job_once():
+    """As documented: its own throwaway PostgreSQL cluster, the sandbox CVAT, ``ropewatch worker``
+    processes."""
+    out = figures(
+        run_bench(
+            "bench/bench_queue.py",
+            *("--jobs", "4", "--frames", "2", "--workers", "1,2", "--rounds", "2", "--allow-noisy"),
+        ),
+        "bench_queue",
+    )
+    assert re.search(
+        r"^sandbox CVAT: 4 jobs of 2 frames \(task 11\); PostgreSQL: a throwaway cluster", out, re.M
+    )
+    assert re.search(r"^rounds: 1, 2, 1, 2 workers; a fresh database each$", out, re.M)
+    rows = {m.group(1): (m.group(0), m.group(3)) for m in QUEUE_ROW.finditer(out)}
+    assert list(rows) == ["1 worker", "2 workers"]
+    for line, once in rows.values():
+        assert once == "yes" and line.count(" s, ") == 1, line  # two rounds each
+    assert re.search(rf"^# ratio jobs/min vs 1 worker: 2 workers {NUMBER}x$", out, re.M)
+
+
+def test_bench_queue_on_a_given_server(postgres_server):
+    out = figures(
+        run_bench(
+            "bench/bench_queue.py",
+            *("--jobs", "2", "--frames", "1", "--workers", "2", "--rounds", "1", "--allow-noisy"),
+            *("--db", postgres_server),
+        ),
+        "bench_queue",
+    )
+    assert "PostgreSQL: --db server" in out
+    assert [(m.group(1), m.group(3)) for m in QUEUE_ROW.finditer(out)] == [("2 workers", "yes")]
+    with psycopg.connect(f"{postgres_server}/postgres") as conn:  # each round's database was dropped
+        left = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'bench_queue_%'").fetchall()
+    assert left == []
+
+
+def test_bench_queue_names_what_is_not_exactly_once():
+    bench = bench_module("bench_queue")
+    first = bench.FIRST_JOB
+    done = bench.Round(
+        2, 6.0, Counter({"succeeded": 3}), Counter({first: 1, first + 1: 1, first + 2: 1}), (0, 0)
+    )
+    assert done.problems(3) == [] and done.jobs_per_min == 30.0
+    bad = bench.Round(
+        2, 6.0, Counter({"succeeded": 2, "failed": 1}), Counter({first: 2, first + 7: 1}), (0, -15)
+    )
+    assert bad.problems(3) == [
+        "tasks {'succeeded': 2, 'failed': 1}",
+        "2 job(s) never stored",
+        "1 job(s) stored more than once",
+        "1 unknown job(s) stored",
+        "worker exit codes [0, -15]",
+    ]
+
+
+def test_bench_scan_counts_the_projects_requests_in_the_server_log():
+    bench = bench_module("bench_scan")
+    project = bench.Project(7, "p", frozenset({41, 42}), None)
+    lines = [
+        '[t] INFO django.server: "GET /api/jobs?page_size=500&project_id=7&type=annotation HTTP/1.1" 200 9',
+        '[t] INFO django.server: "GET /api/jobs?page_size=500&project_id=70 HTTP/1.1" 200 9',  # another
+        '[t] INFO django.server: "GET /api/jobs/41/data/meta HTTP/1.1" 200 9',
+        '[t] INFO django.server: "GET /api/jobs/42/data/meta HTTP/1.1" 200 9',
+        '[t] INFO django.server: "GET /api/jobs/43/data/meta HTTP/1.1" 200 9',  # not the project's
+        '[t] INFO django.server: "GET /api/jobs/42/annotations HTTP/1.1" 200 9',
+        '[t] INFO django.server: "GET /api/server/about HTTP/1.1" 200 9',
+    ]
+    assert bench.count_requests(lines, project) == Counter({"data/meta": 2, "list": 1, "annotations": 1})
+
+
+def test_bench_scan_refuses_in_one_line_without_a_server():
+    proc = run_bench(
+        "bench/bench_scan.py", "--url", "http://127.0.0.1:9", "--allow-noisy", env={"CVAT_PASSWORD": "x"}
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert (
+        proc.stderr
+        == "bench_scan: not run: no CVAT answers at http://127.0.0.1:9 (--url, CVAT_URL, or start the tier)\n"
+    )
+
+
+def scan_env(real_cvat) -> dict[str, str]:
+    return {"CVAT_URL": real_cvat.url, "CVAT_USER": real_cvat.user, "CVAT_PASSWORD": real_cvat.password}
+
+
+def projects_named(real_cvat, name: str) -> list[dict]:
+    found = real_cvat.rest.get(f"/api/projects?search={name}&page_size=100")["results"]
+    return [p for p in found if p["name"] == name]
+
+
+@pytest.mark.slow
+def test_bench_scan_on_the_real_tier_reuses_then_deletes_its_project(real_cvat):
+    """Tiny: 3 one-frame jobs. The first run keeps its project, the second reuses it and deletes it."""
+    from support.real_cvat import tier_env
+
+    name = real_cvat.name("bench-scan")
+    args = ("bench/bench_scan.py", "--jobs", "3", "--name", name, "--allow-noisy")
+    try:
+        kept = figures(run_bench(*args, "--rounds", "1", "--keep", env=scan_env(real_cvat)), "bench_scan")
+        assert re.search(
+            rf"^CVAT 2\.23\.1 at .*: project \d+ '{name}', 3 jobs of 1 frame \(created in ", kept, re.M
+        )
+        assert f"project kept: '{name}'" in kept and len(projects_named(real_cvat, name)) == 1
+        out = figures(run_bench(*args, "--rounds", "2", env=scan_env(real_cvat)), "bench_scan")
+    finally:
+        for project in projects_named(real_cvat, name):
+            real_cvat.rest.request("DELETE", f"/api/projects/{project['id']}")
+    assert re.search(r", 3 jobs of 1 frame \(reused\)$", out, re.M)
+    assert re.search(rf"^fill: validate-job validated 3 of 3 jobs in {NUMBER} s \(exit 0\)", out, re.M)
+    counted = tier_env().get("CVAT_URL", "").rstrip("/") == real_cvat.url.rstrip("/")
+    requests = (
+        "requests per scan for the project's jobs: list 1, data/meta 3, annotations 0"
+        if counted  # the tier's request log: one listing page, one data/meta per job, nothing read
+        else "requests not counted (no server log; --server-log PATH)"
+    )
+    for config in ("--frame-workers 1", "--frame-workers 8"):
+        assert re.search(
+            rf"^{config} +median +{NUMBER} s per scan \(rounds {NUMBER}, {NUMBER}\); listed 3, skipped 3; "
+            rf"{re.escape(requests)}$",
+            out,
+            re.M,
+        ), config
+    assert re.search(
+        rf"^# ratio seconds per scan vs --frame-workers 1: --frame-workers 8 {NUMBER}x$", out, re.M
+    )
+    assert f"project deleted: '{name}'" in out and projects_named(real_cvat, name) == []
+    gone = run_bench(*args, "--cleanup", env=scan_env(real_cvat))
+    assert gone.returncode == 0 and gone.stdout == f"bench_scan: project '{name}' not found\n"
 
 
 TINY_EXPERT = ("--frame-size", "160x96", "--expert-depth", "1")
