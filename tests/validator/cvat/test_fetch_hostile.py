@@ -10,9 +10,10 @@ import pytest
 from werkzeug.wrappers import Response
 
 from ropewatch_validator.cvat import client, fetch
+from ropewatch_validator.cvat.frames import cvat_frame_fetcher, frame_fingerprints
 from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.sandbox import synthetic
-from support.hostile import trickling_server
+from support.hostile import raw_server, trickling_server
 
 
 def _labels(conn):
@@ -77,6 +78,68 @@ def test_a_trickling_server_is_cut_at_the_request_deadline():
     assert str(err.value) == (
         f"job 1 on {url}: no complete answer within 1.5 s (the request's total deadline, --deadline)"
     )
+
+
+def test_a_trickled_head_is_cut_at_the_request_deadline():
+    """The status line, then a header byte every 0.2 s: the head never ends, each read is within
+    --timeout, and the request runs on the caller's thread; the watchdog still ends it at 1.5 s."""
+
+    def drip_head(conn):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        for _ in range(100):
+            conn.sendall(b"a")
+            time.sleep(0.2)
+
+    with raw_server(drip_head) as url:
+        conn = client.connect(client.ConnectionSettings(url, timeout=2.0, retries=1, deadline=1.5))
+        start = time.monotonic()
+        with pytest.raises(client.FetchError) as err:
+            client.get_json(conn, "job 1", conn.api_client.jobs_api.retrieve, 1)
+        took = time.monotonic() - start
+    assert 1.4 < took < 3.0
+    assert str(err.value) == (
+        f"job 1 on {url}: no complete answer within 1.5 s (the request's total deadline, --deadline)"
+    )
+
+
+def test_waits_between_retries_never_run_past_the_deadline(httpserver):
+    """Every answer is 503 with Retry-After 10 (the cap): the waits are cut to the 1 s deadline, and
+    no attempt starts after it."""
+    httpserver.expect_request("/api/jobs/1").respond_with_data(
+        "busy", status=503, headers={"Retry-After": "10"}
+    )
+    conn = client.connect(
+        client.ConnectionSettings(httpserver.url_for("").rstrip("/"), retries=5, deadline=1.0)
+    )
+    start = time.monotonic()
+    with pytest.raises(client.FetchError, match=r"no complete answer within 1 s"):
+        client.get_json(conn, "job 1", conn.api_client.jobs_api.retrieve, 1)
+    assert time.monotonic() - start < 2.0
+    assert len(httpserver.log) == 1  # the one wait ran to the deadline; no second attempt
+
+
+def test_a_frame_cut_at_its_deadline_leaves_the_other_frames_whole():
+    """One frame's answer stalls past the deadline; the frames fetched concurrently over the same
+    connection pool, before and after it, still come whole and equal to what the server holds."""
+    state = sandbox.CvatState()
+    state.add(synthetic.generate(6))
+    state.fail(0, count=1, path_contains="number=3&", delay_s=2.5)
+    with sandbox.serve(state) as (url, _):
+        conn = client.connect(
+            client.ConnectionSettings(url, timeout=10.0, retries=0, deadline=1.0, pool_size=4)
+        )
+        fps = frame_fingerprints(
+            cvat_frame_fetcher(conn, 101), range(6), job_id=101, chunks_updated_date="x", workers=4
+        )
+        again = frame_fingerprints(
+            cvat_frame_fetcher(conn, 101), range(6), job_id=101, chunks_updated_date="x", workers=4
+        )
+    assert fps["error"].tolist()[3] == (
+        f"FetchError: frame 3 of job 101 on {url}: no complete answer within 1 s "
+        "(the request's total deadline, --deadline)"
+    )
+    keys = ["frame", "sha256", "pixel_sha256"]
+    assert fps[keys].drop(index=3).equals(again[keys].drop(index=3)) and again["error"].isna().all()
 
 
 def test_a_body_that_stalls_past_the_read_timeout_is_one_line():
