@@ -1,13 +1,14 @@
 """Benchmark: join N log lines to an F-frame job whose frames come from the fake CVAT server.
 
 Prints, from one run: the fake server's own frame throughput (plain concurrent keep-alive GETs that
-only read the body) and cvat-sdk's download alone, in ``--rounds`` interleaved turns (median of each,
-and their ratio), then the validator's frame download + fingerprint throughput through cvat-sdk with
-the same number of workers (and the ratio) for an image task (bytes hashed) and a video task (also
-decoded for the pixel fingerprint), log reading, join + lifecycle + calibration time,
-the peak RSS after each stage, and whether the lifecycle counts equal the generated ones. The log
-stage (read + join) runs in a process of its own (``--log-stage``, started by the bench), so its
-peak RSS is the validator's alone: the in-process fake server's frames are not in it.
+only read the body), the same GETs through cvat-sdk's own urllib3 pool, and cvat-sdk's download alone,
+in ``--rounds`` interleaved turns (median of each, and their ratios), then the validator's frame
+download + fingerprint throughput through cvat-sdk with the same number of workers (and the ratio)
+for an image task (bytes hashed) and a video task (also decoded for the pixel fingerprint), log
+reading, join + lifecycle + calibration time, the peak RSS after each stage, and whether the
+lifecycle counts equal the generated ones. The log stage (read + join) runs in a process of its own
+(``--log-stage``, started by the bench), so its peak RSS is the validator's alone: the in-process fake
+server's frames are not in it.
 
     .venv/bin/python bench/bench_join.py                  # 1,000,000 lines, 10,000 frames
     .venv/bin/python bench/bench_join.py --lines 200000 --frames 2000   # quicker
@@ -39,10 +40,11 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
+import urllib3
 from _protocol import add_arguments, finish, interleaved, ratio_line, start
 from PIL import Image
 
-from ropewatch_validator.cvat.client import ConnectionSettings, connect
+from ropewatch_validator.cvat.client import Connection, ConnectionSettings, connect
 from ropewatch_validator.cvat.frames import cvat_frame_fetcher, frame_fingerprints
 from ropewatch_validator.sandbox import server as sandbox
 
@@ -110,6 +112,24 @@ def server_throughput(base_url: str, job_id: int, frames: list[int], workers: in
     t = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
         total = sum(pool.map(get, frames))
+    assert total > 0
+    return len(frames) / (time.perf_counter() - t)
+
+
+def pool_throughput(conn: Connection, job_id: int, frames: list[int], workers: int) -> float:
+    """Frames/s through cvat-sdk's own urllib3 pool (its retries, timeouts and deadline watch) without
+    the SDK's layer above it: where the rest of the gap to the plain client lies."""
+    pool = conn.api_client.rest_client.pool_manager
+    url = f"{conn.host}/api/jobs/{job_id}/data"
+    timeout = urllib3.Timeout(connect=conn.timeout[0], read=conn.timeout[1])
+
+    def get(n: int) -> int:
+        fields = [("number", n), ("quality", "original"), ("type", "frame")]
+        return len(pool.request("GET", url, fields=fields, timeout=timeout).data)
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(workers) as workers_pool:
+        total = sum(workers_pool.map(get, frames))
     assert total > 0
     return len(frames) / (time.perf_counter() - t)
 
@@ -206,7 +226,8 @@ def main() -> int:
     state = sandbox.CvatState(frames={(job_id, n): data for n, data in frames.items()})
     with sandbox.serve(state) as (base_url, _), tempfile.TemporaryDirectory() as tmp:
         numbers = list(frames)
-        fetch = cvat_frame_fetcher(connect(ConnectionSettings(base_url, pool_size=args.workers)), job_id)
+        conn = connect(ConnectionSettings(base_url, pool_size=args.workers))
+        fetch = cvat_frame_fetcher(conn, job_id)
 
         def sdk_throughput(_: int) -> float:
             t = time.perf_counter()
@@ -217,16 +238,22 @@ def main() -> int:
         rates = interleaved(
             {
                 "plain client": lambda _: server_throughput(base_url, job_id, numbers, args.workers),
+                "cvat-sdk's urllib3 pool": lambda _: pool_throughput(conn, job_id, numbers, args.workers),
                 "cvat-sdk": sdk_throughput,
             },
             range(args.rounds),
         )
-        raw, sdk_only = (float(np.median(r)) for r in rates.values())
+        raw, pool_only, sdk_only = (float(np.median(r)) for r in rates.values())
         print(
             f"download only, {args.rounds} interleaved rounds (median frames/s): plain client {raw:.0f}, "
-            f"cvat-sdk {sdk_only:.0f}"
+            f"cvat-sdk's urllib3 pool {pool_only:.0f}, cvat-sdk {sdk_only:.0f}"
         )
-        print(ratio_line("download frames/s", {"plain client": raw, "cvat-sdk": sdk_only}))
+        print(
+            ratio_line(
+                "download frames/s",
+                {"plain client": raw, "cvat-sdk's urllib3 pool": pool_only, "cvat-sdk": sdk_only},
+            )
+        )
         t = time.perf_counter()
         hashed = frame_fingerprints(
             fetch, numbers, job_id=job_id, chunks_updated_date="bench", workers=args.workers, pixels=False

@@ -133,6 +133,12 @@ def test_bench_join_imports_its_generator_without_pythonpath():
     assert re.search(
         rf"^frame throughput, 2 workers: fake server to a plain client {NUMBER} frames/s", out, re.M
     )
+    assert re.search(
+        rf"^download only, 2 interleaved rounds \(median frames/s\): plain client {NUMBER}, "
+        rf"cvat-sdk's urllib3 pool {NUMBER}, cvat-sdk {NUMBER}$",
+        out,
+        re.M,
+    )
     assert re.search(rf"^read logs {NUMBER}s \({NUMBER} lines/s; \d+ of this job", out, re.M)
     assert re.search(rf"^join \+ lifecycle \+ calibration {NUMBER}s; peak RSS {NUMBER} MiB", out, re.M)
     assert re.search(r"^lifecycle \{.*\}; equals generated: True$", out, re.M)

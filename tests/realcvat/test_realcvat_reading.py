@@ -5,8 +5,12 @@ the test also checks that ropewatch and CVAT agree.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
+from ropewatch_validator.cvat.client import ConnectionSettings, connect, request_bytes
+from ropewatch_validator.cvat.frames import cvat_frame_fetcher
 from ropewatch_validator.render.model import Report
 from ropewatch_validator.render.report import objects_frame
 from support.cvat_rest import LABELS, box, jpeg, keyframe, mp4, person_counts
@@ -167,6 +171,37 @@ def test_video_task_keeps_every_frame(real_cvat, validate):
         30,
     )
     assert rep["detection"]["tp"] == 30
+
+
+@pytest.mark.parametrize("kind", ["image", "video"])
+def test_the_frame_fetcher_gets_what_the_generated_endpoint_gets(real_cvat, kind):
+    """``cvat_frame_fetcher`` (``ApiClient.call_api`` with the endpoint's settings) and the generated
+    ``jobs_api.retrieve_data`` get the same bytes from CVAT, frame by frame, on 4 concurrent workers;
+    for a video they are the PNG CVAT re-encodes, not the chunk."""
+    rest = real_cvat.rest
+    files = images("ff", 4, seed=60) if kind == "image" else {"ff.mp4": mp4(4)}
+    task = rest.create_task(real_cvat.name(f"fetcher-{kind}"), LABELS, files)
+    job = rest.jobs(task["id"])[0]["id"]
+    conn = connect(ConnectionSettings(real_cvat.url, basic_auth=(real_cvat.user, real_cvat.password)))
+    with ThreadPoolExecutor(4) as pool:
+        fetched = list(pool.map(cvat_frame_fetcher(conn, job), range(4)))
+    generated = [
+        request_bytes(
+            conn,
+            f"frame {n}",
+            conn.api_client.jobs_api.retrieve_data,
+            job,
+            type="frame",
+            number=n,
+            quality="original",
+        )[0]
+        for n in range(4)
+    ]
+    assert fetched == generated and len(set(fetched)) == 4
+    if kind == "image":
+        assert fetched == list(files.values())
+    else:
+        assert all(data.startswith(b"\x89PNG") for data in fetched)
 
 
 def test_step_two_task_deleted_frame_and_shape_outside_the_job(real_cvat, validate):

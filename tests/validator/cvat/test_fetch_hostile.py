@@ -4,15 +4,17 @@ HTTP port, credentials in the host URL. Each gives one line naming host and endp
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import urllib3
 from werkzeug.wrappers import Response
 
 from ropewatch_validator.cvat import client, fetch
+from ropewatch_validator.cvat.frames import cvat_frame_fetcher, frame_fingerprints
 from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.sandbox import synthetic
-from support.hostile import trickling_server
+from support.hostile import raw_server, trickling_server
 
 
 def _labels(conn):
@@ -74,6 +76,74 @@ def test_a_trickling_server_is_cut_at_the_request_deadline():
     assert str(err.value) == (
         f"job 1 on {url}: no complete answer within 1.5 s (the request's total deadline, --deadline)"
     )
+
+
+def test_a_trickled_head_is_cut_at_the_request_deadline():
+    """The status line, then a header byte every 0.2 s for 12 s, then a valid JSON answer: each read is
+    within --timeout and the request runs on the caller's thread, so only the watchdog can end it at
+    1.5 s (a deadline that did not hold would get the JSON and no error)."""
+
+    def drip_head(conn):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        for _ in range(60):
+            conn.sendall(b"a")
+            time.sleep(0.2)
+        conn.sendall(b"\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+
+    with raw_server(drip_head) as url:
+        conn = client.connect(client.ConnectionSettings(url, timeout=2.0, retries=1, deadline=1.5))
+        with pytest.raises(client.FetchError) as err:
+            client.get_json(conn, "job 1", conn.api_client.jobs_api.retrieve, 1)
+    assert str(err.value) == (
+        f"job 1 on {url}: no complete answer within 1.5 s (the request's total deadline, --deadline)"
+    )
+
+
+def test_waits_between_retries_never_run_past_the_deadline(httpserver, monkeypatch):
+    """Every answer is 503 with Retry-After 10 (the cap): urllib3 is asked to wait at most what is left
+    of the 1 s deadline, and no attempt starts after it."""
+    httpserver.expect_request("/api/jobs/1").respond_with_data(
+        "busy", status=503, headers={"Retry-After": "10"}
+    )
+    waits: list[float] = []
+    sleep = time.sleep
+
+    def wait(seconds: float) -> None:  # urllib3's wait, recorded, then waited
+        waits.append(seconds)
+        sleep(seconds)
+
+    monkeypatch.setattr(urllib3.util.retry.time, "sleep", wait)
+    conn = client.connect(
+        client.ConnectionSettings(httpserver.url_for("").rstrip("/"), retries=5, deadline=1.0)
+    )
+    with pytest.raises(client.FetchError, match=r"no complete answer within 1 s"):
+        client.get_json(conn, "job 1", conn.api_client.jobs_api.retrieve, 1)
+    assert len(waits) == 1 and 0 < waits[0] <= 1.0  # not the 10 s asked
+    assert len(httpserver.log) == 1  # the one wait ran to the deadline; no second attempt
+
+
+def test_a_frame_cut_at_its_deadline_leaves_the_other_frames_whole():
+    """One frame's answer stalls past the deadline; the frames fetched concurrently over the same
+    connection pool, before and after it, still come whole and equal to what the server holds."""
+    state = sandbox.CvatState()
+    state.add(synthetic.generate(6))
+    state.fail(0, count=1, path_contains="number=3&", delay_s=2.5)
+    with sandbox.serve(state) as (url, _):
+        conn = client.connect(
+            client.ConnectionSettings(url, timeout=10.0, retries=0, deadline=1.0, pool_size=4)
+        )
+        fps = frame_fingerprints(
+            cvat_frame_fetcher(conn, 101), range(6), job_id=101, chunks_updated_date="x", workers=4
+        )
+        again = frame_fingerprints(
+            cvat_frame_fetcher(conn, 101), range(6), job_id=101, chunks_updated_date="x", workers=4
+        )
+    assert fps["error"].tolist()[3] == (
+        f"FetchError: frame 3 of job 101 on {url}: no complete answer within 1 s "
+        "(the request's total deadline, --deadline)"
+    )
+    keys = ["frame", "sha256", "pixel_sha256"]
+    assert fps[keys].drop(index=3).equals(again[keys].drop(index=3)) and again["error"].isna().all()
 
 
 def test_a_body_that_stalls_past_the_read_timeout_is_one_line():

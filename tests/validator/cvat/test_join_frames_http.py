@@ -12,11 +12,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from ropewatch_validator.cvat.client import ConnectionSettings, connect
+from ropewatch_validator.cvat.client import ConnectionSettings, connect, request_bytes
 from ropewatch_validator.cvat.frames import cvat_frame_fetcher, frame_fingerprints
 from ropewatch_validator.evaluation.match import Settings
 from ropewatch_validator.sandbox import server as sandbox
@@ -123,6 +124,35 @@ def test_bytes_only_fingerprints_skip_decoding(httpserver: HTTPServer, cvat_conn
     handler.seen.clear()
     frame_fingerprints(fetch, list(frames), pixels=False, **kw)  # pixel rows serve a bytes-only run too
     assert handler.seen == []
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        dict(token="t0ken", token_type="bearer"),
+        dict(token="k3y", token_type="token"),
+        dict(basic_auth=("al", "pw")),
+    ],
+)
+def test_a_frame_is_the_request_the_generated_retrieve_data_sends(httpserver: HTTPServer, auth) -> None:
+    """The fetcher skips only the endpoint's type check: method, path, query (in order) and every
+    header equal those of ``jobs_api.retrieve_data(..., type="frame", number=n, quality="original")``."""
+    seen: list[tuple] = []
+
+    def record(request: Request) -> Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        seen.append((request.method, request.path, request.query_string, headers))
+        return Response(b"frame bytes", content_type="image/png")
+
+    httpserver.expect_request("/api/jobs/5/data").respond_with_handler(record)
+    conn = connect(ConnectionSettings(httpserver.url_for("").rstrip("/"), **auth))
+    assert cvat_frame_fetcher(conn, 5)(7) == b"frame bytes"
+    data, _ = request_bytes(
+        conn, "frame 7", conn.api_client.jobs_api.retrieve_data, 5, type="frame", number=7, quality="original"
+    )
+    assert data == b"frame bytes"
+    assert seen[0] == seen[1]
+    assert seen[0][2] == b"number=7&quality=original&type=frame" and "Authorization" in seen[0][3]
 
 
 def test_a_stalled_frame_times_out_alone(tmp_path) -> None:

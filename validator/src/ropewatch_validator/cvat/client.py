@@ -1,4 +1,4 @@
-"""The CVAT transport: typed connection settings, auth, the threaded request with its deadlines, paging.
+"""The CVAT transport: typed connection settings, auth, the watched request with its deadlines, paging.
 
 Bodies are read with ``_parse_response=False`` and decoded as JSON, not through the SDK's models:
 a field the SDK does not know (a newer server) or one it expects but an older server lacks
@@ -7,18 +7,23 @@ connection errors come from urllib3's ``Retry`` on the SDK's connection pool, wi
 capped (``RETRY_AFTER_CAP_S``). ``ConnectionSettings.timeout`` bounds one socket read; each request
 (its retries and its whole body included) also has a total deadline, and each job one more
 (``Connection.job_deadline``): a server that trickles bytes or answers a paged list whose ``next``
-never ends cannot hold a run. Answers that are not the JSON we asked for, and credentials in the
-host URL, never reach a message. Every failure is a one-line :class:`FetchError`.
+never ends cannot hold a run. A request runs on its caller's thread; one watchdog thread shuts the
+socket of any request past its deadline (see :class:`_Watchdog`). Answers that are not the JSON we
+asked for, and credentials in the host URL, never reach a message. Every failure is a one-line
+:class:`FetchError`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, unquote, urlsplit
@@ -143,16 +148,138 @@ def server_url(host: str, port: int | None) -> str:
     return f"{parts.scheme}://{name}{'' if parts.scheme == 'https' else ':8080'}{path}"
 
 
+@dataclass(eq=False)
+class _Watch:
+    """One request's deadline (a ``time.monotonic()`` value) and the socket it is reading now."""
+
+    end: float
+    sock: socket.socket | None = None
+    cut: bool = False  # the deadline passed: the socket was shut, or a next attempt refused
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+
+class _DeadlinePassed(Exception):
+    """Raised inside urllib3 when a watched request would start an attempt past its deadline; not
+    one of the errors urllib3 retries, so it ends the request."""
+
+
+class _Watchdog:
+    """One daemon thread for every request of the process: at a request's deadline it shuts the
+    socket that request reads, which ends the read however slowly the server trickles (a socket
+    timeout restarts with every byte, so only a clock outside the read can bound it).
+
+    Requests run on their callers' threads; the watchdog sleeps until the earliest deadline and is
+    woken only when a request's deadline comes before that. (Each request on a thread of its own cost
+    more CPU than the request itself: frames came down at 39% of a plain client's rate, issue 22.)
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._active: set[_Watch] = set()
+        self._wake_at = math.inf
+        self._thread: threading.Thread | None = None
+
+    def add(self, watch: _Watch) -> None:
+        with self._cond:
+            self._active.add(watch)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="cvat deadlines", daemon=True)
+                self._thread.start()
+            if watch.end < self._wake_at:
+                self._cond.notify()
+
+    def discard(self, watch: _Watch) -> None:
+        with self._cond:
+            self._active.discard(watch)
+
+    def attach(self, watch: _Watch, sock: socket.socket | None) -> None:
+        """``sock`` is what the request reads from now on; past its deadline, no attempt starts."""
+        with self._cond:
+            if watch.cut or watch.left() <= 0:
+                watch.cut = True
+                raise _DeadlinePassed
+            watch.sock = sock
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for watch in [w for w in self._active if w.end <= now]:
+                    self._active.discard(watch)
+                    watch.cut = True
+                    if watch.sock is not None:
+                        with suppress(OSError):  # already closed: the request ended on its own
+                            watch.sock.shutdown(socket.SHUT_RDWR)
+                self._wake_at = min((w.end for w in self._active), default=math.inf)
+                self._cond.wait(None if self._wake_at == math.inf else self._wake_at - now)
+
+
+_WATCHDOG = _Watchdog()
+_WATCH: ContextVar[_Watch | None] = ContextVar("ropewatch_cvat_request", default=None)
+
+
+def _within_deadline(seconds: float) -> float:
+    """``seconds`` shortened to what is left of the running request's deadline."""
+    watch = _WATCH.get()
+    return seconds if watch is None else max(0.0, min(seconds, watch.left()))
+
+
 def _retry_class() -> type[urllib3.util.Retry]:
-    """urllib3's Retry with ``Retry-After`` capped: a server asking for minutes cannot stall a run."""
+    """urllib3's Retry with ``Retry-After`` capped: a server asking for minutes cannot stall a run,
+    and no wait between attempts runs past the request's deadline."""
     import urllib3
 
     class CappedRetry(urllib3.util.Retry):
         def get_retry_after(self, response: Any) -> float | None:
             after = super().get_retry_after(response)
-            return None if after is None else min(after, RETRY_AFTER_CAP_S)
+            return None if after is None else _within_deadline(min(after, RETRY_AFTER_CAP_S))
+
+        def get_backoff_time(self) -> float:
+            return _within_deadline(super().get_backoff_time())
 
     return CappedRetry
+
+
+@functools.cache
+def _watched_pools() -> dict[str, type]:
+    """urllib3 pool classes whose connections tell the running request's watch which socket it reads
+    (each attempt, a reused keep-alive connection too) and never connect past its deadline."""
+    import urllib3
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class Watched:
+        sock: socket.socket | None
+        timeout: Any
+
+        def connect(self) -> None:
+            watch = _WATCH.get()
+            if watch is not None:
+                _WATCHDOG.attach(watch, None)
+                if isinstance(self.timeout, (int, float)):
+                    self.timeout = max(0.001, _within_deadline(self.timeout))
+            super().connect()  # type: ignore[misc]
+
+        def getresponse(self) -> Any:
+            watch = _WATCH.get()
+            if watch is not None:
+                _WATCHDOG.attach(watch, self.sock)
+            return super().getresponse()  # type: ignore[misc]
+
+    class HTTPConnection(Watched, urllib3.connection.HTTPConnection):
+        pass
+
+    class HTTPSConnection(Watched, urllib3.connection.HTTPSConnection):
+        pass
+
+    class HTTPPool(HTTPConnectionPool):
+        ConnectionCls = HTTPConnection
+
+    class HTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = HTTPSConnection
+
+    return {"http": HTTPPool, "https": HTTPSPool}
 
 
 PAT_SINCE = (2, 48)  # personal access tokens ("Authorization: Bearer"); older servers: "Token <key>"
@@ -212,9 +339,11 @@ def connect(settings: ConnectionSettings) -> Connection:
         backoff_max=10,
     )
     config.connection_pool_maxsize = settings.pool_size
+    api_client = ApiClient(config)
+    api_client.rest_client.pool_manager.pool_classes_by_scheme = _watched_pools()
     return Connection(
         host=url,
-        api_client=ApiClient(config),
+        api_client=api_client,
         timeout=(min(10.0, timeout), timeout),
         deadline_s=settings.deadline,
     )
@@ -237,32 +366,28 @@ def request_bytes(
 ) -> tuple[bytes, Any]:
     """Call one generated API method and read its whole body within the request's deadline.
 
-    The call runs in a daemon thread: a socket read timeout restarts with every byte, so only a
-    clock outside the read can bound a server that trickles. At the deadline the response socket is
-    shut (which ends the read) and the request fails with one line. Returns (body, response).
+    The call runs on the caller's thread, watched by :class:`_Watchdog`: at the deadline the socket
+    it reads is shut (which ends the read), and the request fails with one line, even when what was
+    read by then looks whole. Returns (body, response).
     """
     import urllib3
     from cvat_sdk.api_client.exceptions import ApiException
 
     limit, which = conn.remaining_s(what)
-    box: dict[str, Any] = {}
-
-    def call() -> None:
-        try:
-            _, box["response"] = method(*args, _parse_response=False, _request_timeout=conn.timeout, **kwargs)
-            box["data"] = box["response"].data
-        except BaseException as exc:  # handed to the caller's thread below
-            box["error"] = exc
-
-    worker = threading.Thread(target=call, name=f"cvat {what}", daemon=True)
-    worker.start()
-    worker.join(limit)
-    if worker.is_alive():
-        response = box.get("response")
-        if response is not None:
-            response.shutdown()
+    watch = _Watch(time.monotonic() + limit)
+    token = _WATCH.set(watch)
+    _WATCHDOG.add(watch)
+    exc: Exception | None = None
+    try:
+        _, response = method(*args, _parse_response=False, _request_timeout=conn.timeout, **kwargs)
+        data = response.data
+    except Exception as error:  # mapped to one line below
+        exc = error
+    finally:
+        _WATCHDOG.discard(watch)
+        _WATCH.reset(token)
+    if watch.cut:
         raise FetchError(f"{what} on {conn.host}: no complete answer {which}")
-    exc = box.get("error")
     if isinstance(exc, ApiException):
         hint = {
             401: "authentication failed (check --auth / CVAT_ACCESS_TOKEN)",
@@ -274,7 +399,7 @@ def request_bytes(
         raise FetchError(f"{what} on {conn.host}: {_transport_reason(exc)}") from None
     if exc is not None:
         raise exc
-    return box["data"], box["response"]
+    return data, response
 
 
 def _endpoint(response: Any) -> str:
