@@ -56,6 +56,14 @@ CUTOFF = WHEN + timedelta(hours=3)
 
 
 def peak_rss_mib() -> float:
+    """This process image's peak RSS: Linux's ``VmHWM``. Not ``getrusage``'s ``ru_maxrss``, which a
+    child keeps across ``execve`` from the fork of its parent, so the log stage would report the
+    fake server's frames it never held."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
