@@ -45,7 +45,7 @@ from ropewatch_validator.sandbox import server as sandbox
 from ropewatch_validator.sandbox import synthetic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the suite's PostgreSQL cluster
-from support.postgres import Cluster
+from support.postgres import throwaway_server
 
 ROPEWATCH = Path(sys.executable).with_name("ropewatch")  # the venv's, as a worker host runs it
 TASK_ID, FIRST_JOB = 11, 1000
@@ -92,13 +92,8 @@ def postgres(db: str | None) -> Iterator[str]:
     if db:
         yield db
         return
-    cluster = Cluster()
-    cluster.start()
-    try:
-        yield cluster.url
-    finally:
-        cluster.stop()
-        cluster.remove()
+    with throwaway_server() as url:
+        yield url
 
 
 @contextmanager

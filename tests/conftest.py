@@ -82,15 +82,10 @@ import uuid  # noqa: E402
 def postgres_server():
     """A throwaway PostgreSQL cluster for the session (``support.postgres.Cluster``); yields a server
     URL without a database name."""
-    from support.postgres import Cluster
+    from support.postgres import throwaway_server
 
-    cluster = Cluster()
-    cluster.start()
-    try:
-        yield cluster.url
-    finally:
-        cluster.stop()
-        cluster.remove()
+    with throwaway_server() as url:
+        yield url
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from support.webserver import free_port
@@ -52,3 +54,15 @@ class Cluster:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextmanager
+def throwaway_server() -> Iterator[str]:
+    """A :class:`Cluster` started for the block, stopped and removed after it; yields its server URL."""
+    cluster = Cluster()
+    cluster.start()
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+        cluster.remove()
