@@ -4,6 +4,7 @@ HTTP port, credentials in the host URL. Each gives one line naming host and endp
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -108,8 +109,11 @@ def test_waits_between_retries_never_run_past_the_deadline(httpserver, monkeypat
     waits: list[float] = []
     sleep = time.sleep
 
-    def wait(seconds: float) -> None:  # urllib3's wait, recorded, then waited
-        waits.append(seconds)
+    me = threading.current_thread()
+
+    def wait(seconds: float) -> None:  # urllib3's wait (this thread's: time.sleep is global), recorded
+        if threading.current_thread() is me:
+            waits.append(seconds)
         sleep(seconds)
 
     monkeypatch.setattr(urllib3.util.retry.time, "sleep", wait)
@@ -175,7 +179,15 @@ def test_retry_after_is_capped(httpserver, monkeypatch):
     )
     httpserver.expect_ordered_request("/api/jobs/1").respond_with_json({"id": 1})
     waits: list[float] = []
-    monkeypatch.setattr(urllib3.util.retry.time, "sleep", waits.append)  # urllib3's wait, recorded
+    me, sleep = threading.current_thread(), time.sleep
+
+    def wait(seconds: float) -> None:  # urllib3's wait (this thread's: time.sleep is global), recorded
+        if threading.current_thread() is me:
+            waits.append(seconds)
+        else:
+            sleep(seconds)
+
+    monkeypatch.setattr(urllib3.util.retry.time, "sleep", wait)
     conn = client.connect(client.ConnectionSettings(httpserver.url_for("").rstrip("/"), retries=1, timeout=5))
     assert client.get_json(conn, "job 1", conn.api_client.jobs_api.retrieve, 1) == {"id": 1}
     assert waits == [0.3]
