@@ -8,28 +8,25 @@ capped (``RETRY_AFTER_CAP_S``). ``ConnectionSettings.timeout`` bounds one socket
 (its retries and its whole body included) also has a total deadline, and each job one more
 (``Connection.job_deadline``): a server that trickles bytes or answers a paged list whose ``next``
 never ends cannot hold a run. A request runs on its caller's thread; one watchdog thread shuts the
-socket of any request past its deadline (see :class:`_Watchdog`). Answers that are not the JSON we
+socket of any request past its deadline (``cvat.deadline``). Answers that are not the JSON we
 asked for, and credentials in the host URL, never reach a message. Every failure is a one-line
 :class:`FetchError`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from contextvars import ContextVar
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from ropewatch_core.errors import ServiceError
 from ropewatch_core.records import one_line
+from ropewatch_validator.cvat.deadline import watched_pools, watching, within_deadline
 
 if TYPE_CHECKING:
     import urllib3
@@ -148,84 +145,6 @@ def server_url(host: str, port: int | None) -> str:
     return f"{parts.scheme}://{name}{'' if parts.scheme == 'https' else ':8080'}{path}"
 
 
-@dataclass(eq=False)
-class _Watch:
-    """One request's deadline (a ``time.monotonic()`` value) and the socket it is reading now."""
-
-    end: float
-    sock: socket.socket | None = None
-    cut: bool = False  # the deadline passed: the socket was shut, or a next attempt refused
-
-    def left(self) -> float:
-        return self.end - time.monotonic()
-
-
-class _DeadlinePassed(Exception):
-    """Raised inside urllib3 when a watched request would start an attempt past its deadline; not
-    one of the errors urllib3 retries, so it ends the request."""
-
-
-class _Watchdog:
-    """One daemon thread for every request of the process: at a request's deadline it shuts the
-    socket that request reads, which ends the read however slowly the server trickles (a socket
-    timeout restarts with every byte, so only a clock outside the read can bound it).
-
-    Requests run on their callers' threads; the watchdog sleeps until the earliest deadline and is
-    woken only when a request's deadline comes before that. (Each request on a thread of its own cost
-    more CPU than the request itself: frames came down at 39% of a plain client's rate, issue 22.)
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._active: set[_Watch] = set()
-        self._wake_at = math.inf
-        self._thread: threading.Thread | None = None
-
-    def add(self, watch: _Watch) -> None:
-        with self._cond:
-            self._active.add(watch)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="cvat deadlines", daemon=True)
-                self._thread.start()
-            if watch.end < self._wake_at:
-                self._cond.notify()
-
-    def discard(self, watch: _Watch) -> None:
-        with self._cond:
-            self._active.discard(watch)
-
-    def attach(self, watch: _Watch, sock: socket.socket | None) -> None:
-        """``sock`` is what the request reads from now on; past its deadline, no attempt starts."""
-        with self._cond:
-            if watch.cut or watch.left() <= 0:
-                watch.cut = True
-                raise _DeadlinePassed
-            watch.sock = sock
-
-    def _run(self) -> None:
-        with self._cond:
-            while True:
-                now = time.monotonic()
-                for watch in [w for w in self._active if w.end <= now]:
-                    self._active.discard(watch)
-                    watch.cut = True
-                    if watch.sock is not None:
-                        with suppress(OSError):  # already closed: the request ended on its own
-                            watch.sock.shutdown(socket.SHUT_RDWR)
-                self._wake_at = min((w.end for w in self._active), default=math.inf)
-                self._cond.wait(None if self._wake_at == math.inf else self._wake_at - now)
-
-
-_WATCHDOG = _Watchdog()
-_WATCH: ContextVar[_Watch | None] = ContextVar("ropewatch_cvat_request", default=None)
-
-
-def _within_deadline(seconds: float) -> float:
-    """``seconds`` shortened to what is left of the running request's deadline."""
-    watch = _WATCH.get()
-    return seconds if watch is None else max(0.0, min(seconds, watch.left()))
-
-
 def _retry_class() -> type[urllib3.util.Retry]:
     """urllib3's Retry with ``Retry-After`` capped: a server asking for minutes cannot stall a run,
     and no wait between attempts runs past the request's deadline."""
@@ -234,52 +153,12 @@ def _retry_class() -> type[urllib3.util.Retry]:
     class CappedRetry(urllib3.util.Retry):
         def get_retry_after(self, response: Any) -> float | None:
             after = super().get_retry_after(response)
-            return None if after is None else _within_deadline(min(after, RETRY_AFTER_CAP_S))
+            return None if after is None else within_deadline(min(after, RETRY_AFTER_CAP_S))
 
         def get_backoff_time(self) -> float:
-            return _within_deadline(super().get_backoff_time())
+            return within_deadline(super().get_backoff_time())
 
     return CappedRetry
-
-
-@functools.cache
-def _watched_pools() -> dict[str, type]:
-    """urllib3 pool classes whose connections tell the running request's watch which socket it reads
-    (each attempt, a reused keep-alive connection too) and never connect past its deadline."""
-    import urllib3
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    class Watched:
-        sock: socket.socket | None
-        timeout: Any
-
-        def connect(self) -> None:
-            watch = _WATCH.get()
-            if watch is not None:
-                _WATCHDOG.attach(watch, None)
-                if isinstance(self.timeout, (int, float)):
-                    self.timeout = max(0.001, _within_deadline(self.timeout))
-            super().connect()  # type: ignore[misc]
-
-        def getresponse(self) -> Any:
-            watch = _WATCH.get()
-            if watch is not None:
-                _WATCHDOG.attach(watch, self.sock)
-            return super().getresponse()  # type: ignore[misc]
-
-    class HTTPConnection(Watched, urllib3.connection.HTTPConnection):
-        pass
-
-    class HTTPSConnection(Watched, urllib3.connection.HTTPSConnection):
-        pass
-
-    class HTTPPool(HTTPConnectionPool):
-        ConnectionCls = HTTPConnection
-
-    class HTTPSPool(HTTPSConnectionPool):
-        ConnectionCls = HTTPSConnection
-
-    return {"http": HTTPPool, "https": HTTPSPool}
 
 
 PAT_SINCE = (2, 48)  # personal access tokens ("Authorization: Bearer"); older servers: "Token <key>"
@@ -340,7 +219,7 @@ def connect(settings: ConnectionSettings) -> Connection:
     )
     config.connection_pool_maxsize = settings.pool_size
     api_client = ApiClient(config)
-    api_client.rest_client.pool_manager.pool_classes_by_scheme = _watched_pools()
+    api_client.rest_client.pool_manager.pool_classes_by_scheme = watched_pools()
     return Connection(
         host=url,
         api_client=api_client,
@@ -366,26 +245,21 @@ def request_bytes(
 ) -> tuple[bytes, Any]:
     """Call one generated API method and read its whole body within the request's deadline.
 
-    The call runs on the caller's thread, watched by :class:`_Watchdog`: at the deadline the socket
-    it reads is shut (which ends the read), and the request fails with one line, even when what was
-    read by then looks whole. Returns (body, response).
+    The call runs on the caller's thread inside ``cvat.deadline.watching``: at the deadline the
+    socket it reads is shut (which ends the read), and the request fails with one line, even when
+    what was read by then looks whole. Returns (body, response).
     """
     import urllib3
     from cvat_sdk.api_client.exceptions import ApiException
 
     limit, which = conn.remaining_s(what)
-    watch = _Watch(time.monotonic() + limit)
-    token = _WATCH.set(watch)
-    _WATCHDOG.add(watch)
     exc: Exception | None = None
-    try:
-        _, response = method(*args, _parse_response=False, _request_timeout=conn.timeout, **kwargs)
-        data = response.data
-    except Exception as error:  # mapped to one line below
-        exc = error
-    finally:
-        _WATCHDOG.discard(watch)
-        _WATCH.reset(token)
+    with watching(time.monotonic() + limit) as watch:
+        try:
+            _, response = method(*args, _parse_response=False, _request_timeout=conn.timeout, **kwargs)
+            data = response.data
+        except Exception as error:  # mapped to one line below
+            exc = error
     if watch.cut:
         raise FetchError(f"{what} on {conn.host}: no complete answer {which}")
     if isinstance(exc, ApiException):

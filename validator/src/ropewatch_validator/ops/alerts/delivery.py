@@ -13,14 +13,10 @@ never read: the status line and headers are all a delivery needs).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
-import socket
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextvars import ContextVar
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,9 +25,9 @@ import structlog
 import urllib3
 from pydantic import ValidationError
 from requests.adapters import HTTPAdapter
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
+from ropewatch_validator.cvat.deadline import DeadlinePassed, watched_pools, watching
 from ropewatch_validator.ops.alerts.messages import render_body
 from ropewatch_validator.ops.alerts.model import Alert
 from ropewatch_validator.ops.alerts.rules import ConfigError, Webhook
@@ -66,73 +62,19 @@ def sign(body: bytes, secret: bytes) -> str:
 
 
 class Deadline:
-    """The end of one delivery. Sockets opened while it is watched are shut down when it passes, so
-    a receiver that trickles its answer a byte at a time (each read within the socket timeout) still
-    cannot hold the delivery longer."""
+    """The end of one delivery, over all its attempts and the waits between them. Each attempt runs
+    inside ``cvat.deadline.watching`` (the transport's one watchdog), so a receiver that trickles its
+    answer a byte at a time (each read within the socket timeout) still cannot hold it longer."""
 
     def __init__(self, seconds: float):
         self.seconds = seconds
         self.end = time.monotonic() + seconds
-        self._timers: list[threading.Timer] = []
 
     def remaining(self) -> float:
         return max(0.0, self.end - time.monotonic())
 
     def passed(self) -> bool:
         return self.remaining() <= 0.0
-
-    def guard(self, sock: socket.socket) -> None:
-        timer = threading.Timer(self.remaining(), _shut, (sock,))
-        timer.daemon = True
-        self._timers.append(timer)
-        timer.start()
-
-    @contextlib.contextmanager
-    def watch(self) -> Iterator[None]:
-        token = _WATCHED.set(self)
-        try:
-            yield
-        finally:
-            _WATCHED.reset(token)
-            for timer in self._timers:
-                timer.cancel()
-            self._timers.clear()
-
-
-def _shut(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # already closed: the delivery ended on its own
-        sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once; the request fails
-
-
-_WATCHED: ContextVar[Deadline | None] = ContextVar("ropewatch_delivery_deadline", default=None)
-
-
-class _Guarded:
-    """A urllib3 connection whose socket is guarded by the delivery's deadline once connected."""
-
-    sock: Any
-
-    def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
-        deadline = _WATCHED.get()
-        if deadline is not None and self.sock is not None:
-            deadline.guard(self.sock)
-
-
-class _HTTPConnection(_Guarded, urllib3.connection.HTTPConnection):
-    pass
-
-
-class _HTTPSConnection(_Guarded, urllib3.connection.HTTPSConnection):
-    pass
-
-
-class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
 
 
 class _GuardedAdapter(HTTPAdapter):
@@ -144,7 +86,7 @@ class _GuardedAdapter(HTTPAdapter):
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        self.poolmanager.pool_classes_by_scheme = watched_pools()
 
 
 def webhook_session() -> requests.Session:
@@ -198,7 +140,7 @@ class Notifier:
     def _attempt(self, hook: Webhook, body: bytes, headers: dict[str, str], deadline: Deadline) -> _Attempt:
         timeout = max(deadline.remaining(), 0.001)
         try:
-            with deadline.watch():
+            with watching(deadline.end):
                 resp = self.sessions[hook.name].post(
                     hook.url,
                     data=body,
@@ -208,8 +150,8 @@ class Notifier:
                     stream=True,
                 )
                 resp.close()  # the body is never read: a status line and headers are the answer
-        except requests.RequestException as exc:
-            if deadline.passed():
+        except (requests.RequestException, DeadlinePassed) as exc:
+            if deadline.passed() or isinstance(exc, DeadlinePassed):  # the second: no attempt past the end
                 return _Attempt(error=f"no answer within timeout_s={hook.timeout_s:g} (the whole delivery)")
             return _Attempt(error=f"request failed: {failure_reason(exc)}")
         return _Attempt(resp.status_code, _wait_asked(resp.headers.get("Retry-After")))
